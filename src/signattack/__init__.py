@@ -1,0 +1,35 @@
+"""signattack: typed, framework-agnostic signed-gradient adversarial attacks.
+
+>>> from signattack import IteratedSign
+>>> attack = IteratedSign(eps=8, steps=5)   # pixels in [0, 255]
+>>> attack.resolved_step_size
+4.0
+
+``import signattack`` imports no deep-learning framework; the PyTorch backend loads the first
+time an attack is handed a ``torch.Tensor``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from signattack.attacks import FGSM, Attack, AttackResult, IteratedSign
+from signattack.backends import Backend, LinearClassifier, NumpyModel, register_backend
+from signattack.core import Bounds, LogitLoss
+
+try:
+    __version__ = version("signattack")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "FGSM",
+    "Attack",
+    "AttackResult",
+    "Backend",
+    "Bounds",
+    "IteratedSign",
+    "LinearClassifier",
+    "LogitLoss",
+    "NumpyModel",
+    "__version__",
+    "register_backend",
+]

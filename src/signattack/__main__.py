@@ -1,0 +1,5 @@
+"""``python -m signattack``."""
+
+from signattack.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""Attacks: the :class:`Attack` protocol, its result type, and the L-inf sign attacks."""
+
+from signattack.attacks.base import Attack, AttackResult
+from signattack.attacks.sign import FGSM, IteratedSign
+
+__all__ = ["FGSM", "Attack", "AttackResult", "IteratedSign"]

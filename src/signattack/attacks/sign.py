@@ -1,0 +1,266 @@
+"""Signed-gradient attacks under the L-inf threat model: FGSM and IteratedSign (BIM / PGD)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
+
+import numpy as np
+from array_api_compat import array_namespace, device, to_device
+
+from signattack._typing import Array, ArrayT
+from signattack.attacks.base import AttackResult
+from signattack.backends import ModelMode, open_backend
+from signattack.core.kernels import ball_box_limits, clip, round_into_limits, sign_step
+from signattack.core.losses import BUILTIN_LOSSES, LogitLoss, LossFunction, LossName
+from signattack.core.validation import (
+    Bounds,
+    check_batch,
+    check_bounds,
+    check_choice,
+    check_real,
+    check_steps,
+)
+
+__all__ = ["FGSM", "IteratedSign"]
+
+_MODEL_MODES = ("eval", "train", "unchanged")
+
+PIXEL_BOUNDS = Bounds(0.0, 255.0)
+"""The default box: 8-bit pixel values."""
+
+
+def _check_loss(loss: object) -> LossFunction:
+    if isinstance(loss, str):
+        return BUILTIN_LOSSES[check_choice("loss", loss, BUILTIN_LOSSES)]
+    if isinstance(loss, LogitLoss) or callable(loss):
+        return loss
+    raise TypeError(
+        f"loss must be 'ce', 'margin' or a callable (logits, labels) -> per-sample losses, "
+        f"got {loss!r}"
+    )
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True)
+class IteratedSign:
+    r"""Iterated signed-gradient attack under L-inf: BIM, or PGD with ``random_start=True``.
+
+    Starting from ``x_0 = x`` (or a uniform point of the ball with ``random_start``), each of
+    ``steps`` steps moves every pixel by ``step_size`` in the direction of the gradient's
+    sign and projects back onto the eps-ball around ``x`` intersected with the pixel box:
+
+    ``x_{k+1} = clip_[max(lo, x - eps), min(hi, x + eps)](x_k + a * sign(grad_x L(x_k, y)))``
+
+    where ``a = step_size``. Hence ``|x_adv - x|_inf <= eps`` and ``lo <= x_adv <= hi``
+    hold exactly, in ``x``'s dtype.
+    Targeted attacks step against the gradient of the loss to the target labels.
+
+    Units are the model's input units: with the default ``bounds=(0, 255)``, ``eps=8`` is
+    8 pixel levels. The course's unprojected 5-step attack that adds ``8 * sign(grad)`` per
+    step is ``IteratedSign(eps=40, steps=5, step_size=8)``: with ``eps = steps * step_size``
+    the projection onto the ball never binds.
+
+    Args:
+        eps: Radius of the L-inf ball, ``>= 0``.
+        steps: Number of gradient steps, ``>= 1``.
+        step_size: Step per iteration; ``None`` means ``2.5 * eps / steps`` (Madry et al.,
+            2018), which lets an attack cross the ball and come back.
+        bounds: The pixel box ``(lower, upper)`` of valid inputs.
+        random_start: Start from a uniform random point of the ball (PGD).
+        targeted: Treat ``y`` as target labels and descend the loss towards them.
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (Carlini-Wagner) or a callable
+            ``loss(logits, labels)`` returning per-sample losses of shape ``(batch,)``.
+        model_mode: Run an ``nn.Module`` in ``"eval"`` mode (default), ``"train"`` mode, or
+            ``"unchanged"``; the model's modes and buffers are restored after the call.
+        seed: Seed of the random start, for reproducible calls; ``None`` draws fresh entropy.
+            No global random state is read or changed.
+
+    Raises:
+        TypeError: A parameter has the wrong type.
+        ValueError: A parameter is out of range (``eps < 0``, ``steps < 1``,
+            ``step_size < 0``, ``lower >= upper``, an unknown loss or mode).
+
+    Example:
+        >>> attack = IteratedSign(eps=8, steps=5)          # doctest: +SKIP
+        >>> x_adv = attack(model, images, labels)           # doctest: +SKIP
+    """
+
+    eps: float
+    steps: int = 10
+    _: KW_ONLY
+    step_size: float | None = None
+    bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
+    random_start: bool = False
+    targeted: bool = False
+    loss: LossName | LossFunction = "ce"
+    model_mode: ModelMode = "eval"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_real("eps", self.eps)
+        check_steps(self.steps)
+        if self.step_size is not None:
+            check_real("step_size", self.step_size)
+        object.__setattr__(self, "bounds", check_bounds(self.bounds))
+        _check_flag("random_start", self.random_start)
+        _check_flag("targeted", self.targeted)
+        _check_loss(self.loss)
+        check_choice("model_mode", self.model_mode, _MODEL_MODES)
+        seed = self.seed
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
+
+    @property
+    def resolved_step_size(self) -> float:
+        """The step size in use: ``step_size``, or ``2.5 * eps / steps`` when that is ``None``."""
+        if self.step_size is None:
+            return 2.5 * self.eps / self.steps
+        return float(self.step_size)
+
+    def __call__(
+        self,
+        model: Callable[[ArrayT], ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> ArrayT:
+        """The adversarial batch: ``steps`` forward and input-gradient passes, nothing more.
+
+        Args:
+            model: ``torch.nn.Module`` or callable on tensors returning logits
+                ``(batch, classes)``; or a :class:`~signattack.backends.NumpyModel`.
+            x: Inputs ``(batch, ...)`` inside ``bounds``; float or integer dtype.
+            y: Integer labels ``(batch,)``; target labels when ``targeted``.
+            rng: Generator for the random start, overriding ``seed``.
+
+        Returns:
+            The adversarial batch, with ``x``'s type, shape, dtype and device. Integer inputs
+            come back as integers, still inside the ball and the box.
+
+        Raises:
+            TypeError: ``x``, ``y`` or the model's output has the wrong type or dtype.
+            ValueError: ``x`` is not finite or outside ``bounds``, labels do not match the
+                batch or the model's classes, or model and ``x`` are on different devices.
+        """
+        result: ArrayT = self._attack(model, x, y, rng=rng, record=False)
+        return result
+
+    def run(
+        self,
+        model: Callable[[ArrayT], ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> AttackResult[ArrayT]:
+        """Attack and report: the batch, its loss trace, predictions and success mask.
+
+        Costs one forward pass more than :meth:`__call__`, at the final iterate. Arguments
+        and errors are those of :meth:`__call__`.
+
+        Returns:
+            An :class:`~signattack.AttackResult` whose ``losses`` have shape
+            ``(steps + 1, batch)``.
+        """
+        result: AttackResult[ArrayT] = self._attack(model, x, y, rng=rng, record=True)
+        return result
+
+    def _attack(
+        self, model: object, x: Array, y: Array, *, rng: np.random.Generator | None, record: bool
+    ) -> Array:
+        with open_backend(model, x, _check_loss(self.loss), self.model_mode) as backend:
+            x0 = backend.prepare(x)
+            check_batch(x0, y, Bounds(*self.bounds))
+            xp = array_namespace(x0)
+            integer = xp.isdtype(x0.dtype, "integral")
+            lower, upper = self.bounds
+            if integer:
+                lower = max(lower, float(xp.iinfo(x0.dtype).min))
+                upper = min(upper, float(xp.iinfo(x0.dtype).max))
+            labels = xp.astype(to_device(y, device(x0)), xp.int64, copy=False)
+            if integer:
+                x0 = xp.astype(x0, xp.float32)
+            # Inputs within round-off of the box are moved onto it, so the limits are ordered.
+            x0 = xp.clip(x0, lower, upper)
+            low, high = ball_box_limits(x0, self.eps, lower, upper)
+            x_adv = self._start(x0, low, high, rng)
+            step = -self.resolved_step_size if self.targeted else self.resolved_step_size
+            trace = []
+            for _ in range(self.steps):
+                losses, grad = backend.value_and_grad(x_adv, labels)
+                if record:
+                    trace.append(losses)
+                x_adv = sign_step(x_adv, grad, step, low, high)
+            if integer:
+                x_adv = round_into_limits(x_adv, x0, low, high)
+            x_adv_out = xp.astype(x_adv, x.dtype, copy=False)
+            if not record:
+                return x_adv_out
+            losses, predictions = backend.evaluate(x_adv, labels)
+        trace.append(losses)
+        success = (predictions == labels) if self.targeted else (predictions != labels)
+        return AttackResult(x_adv_out, xp.stack(trace), predictions, success)
+
+    def _start(self, x0: Array, low: Array, high: Array, rng: np.random.Generator | None) -> Array:
+        if not self.random_start:
+            return x0
+        xp = array_namespace(x0)
+        generator = rng if rng is not None else np.random.default_rng(self.seed)
+        noise = generator.uniform(-self.eps, self.eps, size=tuple(x0.shape))
+        return clip(x0 + xp.asarray(noise, dtype=x0.dtype, device=device(x0)), low, high)
+
+
+@dataclass(frozen=True)
+class FGSM:
+    r"""Fast gradient sign method (Goodfellow et al., 2015): one signed step of size eps.
+
+    ``x_adv = clip_[lo, hi](x + eps * sign(grad_x L(x, y)))``, exactly
+    ``IteratedSign(eps, steps=1, step_size=eps)`` with the same options.
+
+    Args:
+        eps: Radius of the L-inf ball and size of the step, ``>= 0``.
+        bounds: The pixel box ``(lower, upper)`` of valid inputs.
+        targeted: Treat ``y`` as target labels and step towards them.
+        loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
+        model_mode: ``"eval"`` (default), ``"train"`` or ``"unchanged"``.
+
+    Raises:
+        TypeError: A parameter has the wrong type.
+        ValueError: A parameter is out of range.
+    """
+
+    eps: float
+    _: KW_ONLY
+    bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
+    targeted: bool = False
+    loss: LossName | LossFunction = "ce"
+    model_mode: ModelMode = "eval"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bounds", self.as_iterated().bounds)
+
+    def as_iterated(self) -> IteratedSign:
+        """The equivalent one-step :class:`IteratedSign`."""
+        return IteratedSign(
+            self.eps,
+            steps=1,
+            step_size=self.eps,
+            bounds=self.bounds,
+            targeted=self.targeted,
+            loss=self.loss,
+            model_mode=self.model_mode,
+        )
+
+    def __call__(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
+        """The adversarial batch; see :meth:`IteratedSign.__call__`."""
+        return self.as_iterated()(model, x, y)
+
+    def run(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> AttackResult[ArrayT]:
+        """The adversarial batch with a 2-row loss trace; see :meth:`IteratedSign.run`."""
+        return self.as_iterated().run(model, x, y)

@@ -1,0 +1,75 @@
+"""Backends: how an attack gets losses, input gradients and predictions from a framework.
+
+The backend is chosen by the type of the input batch: a ``torch.Tensor`` opens the PyTorch
+backend (importing torch only then), a ``numpy.ndarray`` the NumPy backend. Another framework
+plugs in with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import array_api_compat
+
+from signattack._typing import Array
+from signattack.backends._protocol import Backend, BackendFactory, ModelMode
+from signattack.backends.numpy_backend import LinearClassifier, NumpyModel, open_numpy_backend
+from signattack.core.losses import LossFunction
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "LinearClassifier",
+    "ModelMode",
+    "NumpyModel",
+    "open_backend",
+    "register_backend",
+]
+
+
+def _open_torch_backend(
+    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+) -> Iterator[Backend]:
+    from signattack.backends.torch_backend import open_torch_backend
+
+    with open_torch_backend(model, x, loss, model_mode) as backend:
+        yield backend
+
+
+_REGISTRY: list[tuple[Callable[[object], bool], BackendFactory]] = [
+    (array_api_compat.is_torch_array, contextmanager(_open_torch_backend)),
+    (array_api_compat.is_numpy_array, open_numpy_backend),
+]
+
+
+def register_backend(is_array: Callable[[object], bool], factory: BackendFactory) -> None:
+    """Teach the attacks a new array type.
+
+    Args:
+        is_array: Returns ``True`` for the input batches this backend handles.
+        factory: ``factory(model, x, loss, model_mode)``, a context manager that yields a
+            :class:`Backend` and restores the model on exit. Later registrations take
+            precedence over earlier ones.
+    """
+    _REGISTRY.insert(0, (is_array, factory))
+
+
+@contextmanager
+def open_backend(
+    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+) -> Iterator[Backend]:
+    """Open the backend for ``x``'s array type.
+
+    Raises:
+        TypeError: No backend handles ``x``'s type.
+    """
+    for is_array, factory in _REGISTRY:
+        if is_array(x):
+            with factory(model, x, loss, model_mode) as backend:
+                yield backend
+            return
+    raise TypeError(
+        f"x must be a torch.Tensor or a numpy.ndarray (or a type given to register_backend), "
+        f"got {type(x).__name__}"
+    )

@@ -1,0 +1,52 @@
+"""The one seam between the attacks and a framework: the :class:`Backend` protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Literal, Protocol, TypeAlias
+
+from signattack._typing import Array
+from signattack.core.losses import LossFunction
+
+__all__ = ["Backend", "BackendFactory", "ModelMode"]
+
+ModelMode: TypeAlias = Literal["eval", "train", "unchanged"]
+"""How the model runs during an attack: switched to eval or train mode (and switched back
+afterwards), or left in whatever mode it is in."""
+
+
+class Backend(Protocol):
+    """What an attack needs from a framework: losses, input gradients and predictions.
+
+    A backend is opened for one attack call (see :data:`BackendFactory`) and holds the model
+    and the loss. All arrays it takes and returns belong to the caller's array library.
+    """
+
+    def prepare(self, x: Array) -> Array:
+        """Return ``x`` as a constant the attack may read but never writes.
+
+        For PyTorch: detached from any autograd graph and usable outside inference mode.
+        """
+        ...
+
+    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Per-sample losses ``(batch,)`` at ``x`` and the gradient of their sum w.r.t. ``x``.
+
+        The gradient has ``x``'s shape and dtype. Parameter gradients are never computed.
+        """
+        ...
+
+    def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Per-sample losses ``(batch,)`` and predicted classes ``(batch,)`` at ``x``."""
+        ...
+
+
+BackendFactory: TypeAlias = Callable[
+    [object, Array, LossFunction, ModelMode], AbstractContextManager[Backend]
+]
+"""``factory(model, x, loss, model_mode)`` opens a :class:`Backend` for one attack call.
+
+The context manager puts the model in the requested mode on entry and restores everything it
+changed on exit, also when the attack raises.
+"""

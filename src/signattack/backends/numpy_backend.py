@@ -1,0 +1,131 @@
+"""The NumPy backend: attacks on models that supply logits and their vector-Jacobian product.
+
+NumPy has no autograd, so a NumPy model states its own derivative: ``model.vjp(x, cotangent)``
+is the gradient of ``sum(cotangent * model(x))`` with respect to ``x``. Together with the
+closed-form logit gradients of the built-in losses, that gives the input gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from signattack._typing import Array
+from signattack.backends._protocol import ModelMode
+from signattack.core.losses import LogitLoss, LossFunction
+from signattack.core.validation import check_logits
+
+__all__ = ["LinearClassifier", "NumpyBackend", "NumpyModel", "open_numpy_backend"]
+
+FloatArray = npt.NDArray[np.floating]
+
+
+@runtime_checkable
+class NumpyModel(Protocol):
+    """A classifier on NumPy arrays that can differentiate itself."""
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """Logits of shape ``(batch, classes)`` for inputs ``x`` of shape ``(batch, ...)``."""
+        ...
+
+    def vjp(self, x: FloatArray, cotangent: FloatArray) -> FloatArray:
+        """Gradient of ``sum(cotangent * self(x))`` with respect to ``x``; ``x``'s shape."""
+        ...
+
+
+@dataclass(frozen=True)
+class LinearClassifier:
+    """Multinomial logistic regression ``z = W flatten(x) + b``, a ready-made :class:`NumpyModel`.
+
+    Attributes:
+        weight: ``W``, shape ``(classes, features)``.
+        bias: ``b``, shape ``(classes,)``.
+    """
+
+    weight: FloatArray
+    bias: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.weight.ndim != 2:
+            raise ValueError(f"weight must have shape (classes, features), got {self.weight.shape}")
+        if self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(
+                f"bias must have shape ({self.weight.shape[0]},) to match weight, "
+                f"got {self.bias.shape}"
+            )
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """Logits ``x.reshape(batch, -1) @ W.T + b``."""
+        logits: FloatArray = x.reshape(x.shape[0], -1) @ self.weight.T + self.bias
+        return logits
+
+    def vjp(self, x: FloatArray, cotangent: FloatArray) -> FloatArray:
+        """``(cotangent @ W)`` reshaped to ``x``'s shape."""
+        grad: FloatArray = (cotangent @ self.weight).reshape(x.shape)
+        return grad
+
+
+@dataclass
+class NumpyBackend:
+    """:class:`~signattack.backends.Backend` for a :class:`NumpyModel` and a differentiable loss.
+
+    Attributes:
+        model: The classifier.
+        loss: Per-sample loss on logits.
+        logit_gradient: Gradient of the summed loss with respect to the logits.
+    """
+
+    model: NumpyModel
+    loss: LossFunction
+    logit_gradient: LossFunction
+    _checked: bool = field(default=False, repr=False)
+
+    def prepare(self, x: Array) -> Array:
+        """NumPy arrays need no preparation; ``x`` is returned as is."""
+        return x
+
+    def _logits(self, x: FloatArray, y: Array) -> FloatArray:
+        logits = self.model(x)
+        if not self._checked:
+            check_logits(logits, y)
+            self._checked = True
+        return logits
+
+    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Losses from the loss's value, input gradient from its logit gradient and ``vjp``."""
+        logits = self._logits(x, y)
+        return self.loss(logits, y), self.model.vjp(x, self.logit_gradient(logits, y))
+
+    def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Losses and ``argmax`` predictions."""
+        logits = self._logits(x, y)
+        return self.loss(logits, y), np.argmax(logits, axis=1)
+
+
+@contextmanager
+def open_numpy_backend(
+    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+) -> Iterator[NumpyBackend]:
+    """Open a :class:`NumpyBackend`; ``model_mode`` has no meaning for NumPy models.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`NumpyModel`, or ``loss`` has no closed-form
+            logit gradient.
+    """
+    del x, model_mode
+    if not isinstance(model, NumpyModel):
+        raise TypeError(
+            "with NumPy inputs, model must implement signattack.backends.NumpyModel "
+            f"(__call__ returning logits and vjp(x, cotangent)), got {type(model).__name__}"
+        )
+    if not isinstance(loss, LogitLoss) or loss.logit_gradient is None:
+        raise TypeError(
+            "with NumPy inputs, loss must be 'ce', 'margin' or a signattack.core.LogitLoss "
+            f"with a logit_gradient (NumPy has no autograd), got {loss!r}"
+        )
+    yield NumpyBackend(model, loss, loss.logit_gradient)

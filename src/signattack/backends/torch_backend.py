@@ -1,0 +1,167 @@
+"""The PyTorch backend: any ``nn.Module`` or callable on tensors.
+
+Input gradients come from ``torch.autograd.grad`` with respect to the input alone, so no
+parameter gradient is computed and no ``.grad`` field is written. The backend's context puts
+the model in the requested mode and restores, on exit, every module's train/eval flag and,
+where any module ran in training mode, every buffer (batch-norm running statistics).
+
+This module imports torch; :mod:`signattack` loads it only when it is handed a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+import torch
+
+from signattack._typing import Array
+from signattack.backends._protocol import ModelMode
+from signattack.core.losses import CROSS_ENTROPY, LossFunction
+from signattack.core.validation import check_logits
+
+__all__ = ["TorchBackend", "open_torch_backend"]
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Per-sample cross-entropy whose backward keeps confident samples' gradients.
+
+    Forward: ``-log_softmax(z)_y``. Backward: ``p_j`` for ``j != y`` and ``-sum_{j != y} p_j``
+    at the label, the same closed form as the NumPy backend. The usual ``p_y - 1`` rounds to
+    zero once ``p_y`` rounds to 1 (a margin of about 17 in float32), silently dropping the
+    true-class term from the input gradient exactly where attacks start.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.log_softmax(logits, dim=1)
+        ctx.save_for_backward(log_probs, labels)
+        return -log_probs.gather(1, labels[:, None])[:, 0]
+
+    @staticmethod
+    def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[torch.Tensor, None]:
+        log_probs, labels = ctx.saved_tensors
+        is_label = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, labels[:, None], True)
+        others = log_probs.exp().masked_fill(is_label, 0.0)
+        grad = others - is_label * others.sum(dim=1, keepdim=True)
+        return grad * grad_losses[:, None], None
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    losses: torch.Tensor = _CrossEntropy.apply(logits, labels)
+    return losses
+
+
+def native_loss(loss: LossFunction) -> LossFunction:
+    """The loss to differentiate with autograd: the built-in cross-entropy runs natively.
+
+    Autograd through the array-API expression would route round-off through the max-shift
+    of log-sum-exp, which for confidently classified samples outweighs the true gradient.
+    """
+    return _cross_entropy if loss is CROSS_ENTROPY else loss
+
+
+@dataclass
+class TorchBackend:
+    """:class:`~signattack.backends.Backend` for a model on ``torch.Tensor`` inputs."""
+
+    model: object
+    loss: LossFunction
+    _checked: bool = field(default=False, repr=False)
+
+    def prepare(self, x: Array) -> Array:
+        """``x`` detached from its graph; a normal tensor even if made in inference mode."""
+        return x.clone() if x.is_inference() else x.detach()
+
+    def _losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)  # type: ignore[operator]
+        if not self._checked:
+            check_logits(logits, y)
+        losses: torch.Tensor = self.loss(logits, y)
+        if not self._checked:
+            if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (y.shape[0],):
+                shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else losses
+                raise ValueError(
+                    f"loss must return per-sample losses of shape ({y.shape[0]},), got {shape!r}"
+                )
+            self._checked = True
+        return logits, losses
+
+    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Losses and ``torch.autograd.grad(losses.sum(), x)``."""
+        x = x.detach().requires_grad_(True)
+        _, losses = self._losses(x, y)
+        if not losses.requires_grad:
+            raise ValueError(
+                "model output does not depend on x through autograd: the model detaches its "
+                "input or runs under torch.no_grad; the attack needs input gradients"
+            )
+        (grad,) = torch.autograd.grad(losses.sum(), x, allow_unused=True)
+        if grad is None:
+            raise ValueError(
+                "model output does not depend on x through autograd: the model detaches its "
+                "input; the attack needs input gradients"
+            )
+        return losses.detach(), grad
+
+    def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Losses and ``argmax`` predictions, without building a graph."""
+        with torch.no_grad():
+            logits, losses = self._losses(x, y)
+        return losses, torch.argmax(logits, dim=1)
+
+
+def _check_device(model: torch.nn.Module, x: torch.Tensor) -> None:
+    tensor = next(chain(model.parameters(), model.buffers()), None)
+    if tensor is not None and tensor.device != x.device:
+        raise ValueError(
+            f"model and x must be on the same device: model is on {tensor.device}, "
+            f"x is on {x.device}; move one with .to(device)"
+        )
+
+
+@contextmanager
+def open_torch_backend(
+    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+) -> Iterator[TorchBackend]:
+    """Open a :class:`TorchBackend` for one attack call.
+
+    Args:
+        model: ``nn.Module`` or any callable mapping a tensor to logits.
+        x: The input batch (for the device check).
+        loss: Per-sample loss on logits.
+        model_mode: ``"eval"`` or ``"train"`` switch an ``nn.Module`` for the call;
+            ``"unchanged"`` leaves it as it is.
+
+    Raises:
+        TypeError: ``model`` is not callable.
+        ValueError: ``model`` and ``x`` are on different devices.
+    """
+    if not callable(model):
+        raise TypeError(f"model must be an nn.Module or a callable on tensors, got {model!r}")
+    if not isinstance(model, torch.nn.Module):
+        with torch.inference_mode(False), torch.enable_grad():
+            yield TorchBackend(model, native_loss(loss))
+        return
+
+    _check_device(model, x)
+    training = [(module, module.training) for module in model.modules()]
+    if model_mode != "unchanged":
+        model.train(model_mode == "train")
+    buffers = (
+        [(buffer, buffer.clone()) for buffer in model.buffers()]
+        if any(module.training for module in model.modules())
+        else []
+    )
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield TorchBackend(model, native_loss(loss))
+    finally:
+        for module, was_training in training:
+            module.training = was_training
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)

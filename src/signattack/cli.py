@@ -1,0 +1,39 @@
+"""Command line: ``python -m signattack demo``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signattack", description="Signed-gradient adversarial attacks."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="train a small CNN on scikit-learn's digits and attack it",
+        description="Train a small CNN on scikit-learn's bundled handwritten digits, print "
+        "clean / FGSM / IteratedSign accuracy at several eps and write a figure.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("signattack-demo"), help="output folder")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    demo.add_argument("--smoke", action="store_true", help="a quick run for checks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``signattack`` and ``python -m signattack``."""
+    args = _parser().parse_args(argv)
+    try:
+        from signattack import demo
+    except ImportError as error:
+        raise SystemExit(
+            f"the demo needs the 'demo' extra ({error.name} is missing): "
+            'pip install "signattack[demo]"'
+        ) from error
+    return demo.main(args.out, smoke=args.smoke, seed=args.seed)

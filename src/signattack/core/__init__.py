@@ -1,0 +1,29 @@
+"""Framework-agnostic core: the attack maths, the losses and the boundary checks.
+
+Nothing under :mod:`signattack.core` imports a deep-learning framework; every function works
+on any array-API array.
+"""
+
+from signattack.core.kernels import (
+    ball_box_limits,
+    clip,
+    round_into_limits,
+    sign_step,
+    signed_unit,
+)
+from signattack.core.losses import CROSS_ENTROPY, MARGIN, LogitLoss, cross_entropy, margin
+from signattack.core.validation import Bounds
+
+__all__ = [
+    "CROSS_ENTROPY",
+    "MARGIN",
+    "Bounds",
+    "LogitLoss",
+    "ball_box_limits",
+    "clip",
+    "cross_entropy",
+    "margin",
+    "round_into_limits",
+    "sign_step",
+    "signed_unit",
+]

@@ -1,0 +1,106 @@
+"""The maths of the L-inf signed-gradient attacks, written once against the array API.
+
+Every function here is pure: it takes arrays of any array-API library (NumPy, PyTorch, ...)
+and returns new arrays of the same library, dtype and device. Nothing here validates input;
+the attacks validate once at their boundary and then trust these kernels.
+
+The feasible set of an L-inf attack on an input ``x`` with radius ``eps`` inside the pixel
+box ``[lower, upper]`` is the intersection of the eps-ball and the box. It is itself a box,
+
+    [max(lower, x - eps), min(upper, x + eps)],
+
+so it is computed once (:func:`ball_box_limits`) and every step is one clip onto it.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from signattack._typing import Array
+
+__all__ = ["ball_box_limits", "clip", "round_into_limits", "sign_step", "signed_unit"]
+
+
+def ball_box_limits(x: Array, eps: float, lower: float, upper: float) -> tuple[Array, Array]:
+    """Element-wise limits of the intersection of the eps-ball around ``x`` and a box.
+
+    ``low = max(lower, x - eps)`` and ``high = min(upper, x + eps)``, each moved one unit in
+    the last place towards ``x`` where floating-point rounding would otherwise put it outside
+    the ball. Hence for any ``v`` with ``low <= v <= high``, ``|v - x| <= eps`` holds exactly
+    when evaluated in ``x``'s dtype, not only up to round-off.
+
+    Args:
+        x: Real floating array with every element inside ``[lower, upper]``.
+        eps: Radius of the ball, ``>= 0``; it is rounded to ``x``'s dtype.
+        lower: Lower end of the box.
+        upper: Upper end of the box, ``> lower``.
+
+    Returns:
+        ``(low, high)``, two arrays of ``x``'s shape, dtype and device with
+        ``low <= x <= high``.
+    """
+    xp = array_namespace(x)
+    radius = xp.asarray(eps, dtype=x.dtype, device=device(x))
+    low = xp.maximum(x - radius, xp.asarray(lower, dtype=x.dtype, device=device(x)))
+    high = xp.minimum(x + radius, xp.asarray(upper, dtype=x.dtype, device=device(x)))
+    low = xp.where(x - low > radius, xp.nextafter(low, x), low)
+    high = xp.where(high - x > radius, xp.nextafter(high, x), high)
+    return low, high
+
+
+def clip(v: Array, low: Array, high: Array) -> Array:
+    """Project ``v`` onto the box ``[low, high]`` element-wise: ``min(max(v, low), high)``."""
+    xp = array_namespace(v, low, high)
+    return xp.minimum(xp.maximum(v, low), high)
+
+
+def signed_unit(grad: Array, dtype: object) -> Array:
+    """``sign(grad)`` as ``dtype``, with ``0`` where ``grad`` is zero *or NaN*.
+
+    A NaN gradient entry therefore leaves its pixel where it is instead of turning the whole
+    adversarial example into NaN.
+    """
+    xp = array_namespace(grad)
+    return xp.astype(grad > 0, dtype) - xp.astype(grad < 0, dtype)
+
+
+def sign_step(x_adv: Array, grad: Array, step_size: float, low: Array, high: Array) -> Array:
+    """One projected signed-gradient step.
+
+    ``x' = clip_[low, high](x_adv + step_size * sign(grad))``. A negative ``step_size``
+    descends the loss (targeted attacks).
+
+    Args:
+        x_adv: Current iterate, inside ``[low, high]``.
+        grad: Gradient of the loss with respect to ``x_adv``, same shape.
+        step_size: Signed step in input units.
+        low: Lower limits from :func:`ball_box_limits`.
+        high: Upper limits from :func:`ball_box_limits`.
+
+    Returns:
+        The next iterate, inside ``[low, high]``.
+    """
+    return clip(x_adv + step_size * signed_unit(grad, x_adv.dtype), low, high)
+
+
+def round_into_limits(x_adv: Array, x: Array, low: Array, high: Array) -> Array:
+    """Round a real-valued iterate to integers without leaving ``[low, high]``.
+
+    Each element is rounded to the nearest integer, or towards ``x`` (which holds integers)
+    where the nearest integer falls outside ``[low, high]``. Rounding towards ``x`` lands
+    between ``x`` and ``x_adv``, both inside the limits, so the result is always feasible.
+
+    Args:
+        x_adv: Real-valued iterate inside ``[low, high]``.
+        x: The clean input, integer-valued, in the same floating dtype.
+        low: Lower limits.
+        high: Upper limits.
+
+    Returns:
+        Integer-valued array in ``x_adv``'s floating dtype.
+    """
+    xp = array_namespace(x_adv, x)
+    nearest = xp.round(x_adv)
+    toward_x = x + xp.trunc(x_adv - x)
+    outside = (nearest < low) | (nearest > high)
+    return xp.where(outside, toward_x, nearest)

@@ -1,0 +1,164 @@
+"""Validation at the boundary: parameters at construction, batches at call time.
+
+Every check raises a ``ValueError`` or ``TypeError`` that names the argument, what was
+expected and what came. Nothing here mutates its input. After these checks the kernels
+trust their input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import NamedTuple, TypeVar
+
+import array_api_compat
+from array_api_compat import array_namespace
+
+from signattack._typing import Array
+
+__all__ = [
+    "Bounds",
+    "check_batch",
+    "check_bounds",
+    "check_choice",
+    "check_logits",
+    "check_real",
+    "check_steps",
+]
+
+_Choice = TypeVar("_Choice", bound=str)
+
+
+class Bounds(NamedTuple):
+    """The pixel box ``[lower, upper]`` that inputs live in, in the model's input units."""
+
+    lower: float
+    upper: float
+
+
+def _is_real_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_real(name: str, value: object, *, minimum: float = 0.0) -> float:
+    """Return ``value`` as a ``float`` if it is a finite real number ``>= minimum``."""
+    if not _is_real_number(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)  # type: ignore[arg-type]
+    if math.isnan(number) or math.isinf(number):
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+    if number < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value!r}")
+    return number
+
+
+def check_steps(steps: object) -> int:
+    """Return ``steps`` if it is an integer ``>= 1``."""
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    return steps
+
+
+def check_bounds(bounds: object) -> Bounds:
+    """Return ``bounds`` as :class:`Bounds` if it is a pair of finite numbers ``lo < hi``."""
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise TypeError(f"bounds must be a pair (lower, upper), got {bounds!r}")
+    lower = check_real("bounds[0]", bounds[0], minimum=-math.inf)
+    upper = check_real("bounds[1]", bounds[1], minimum=-math.inf)
+    if not lower < upper:
+        raise ValueError(f"bounds must satisfy lower < upper, got {bounds!r}")
+    return Bounds(lower, upper)
+
+
+def check_choice(name: str, value: _Choice, choices: Collection[str]) -> _Choice:
+    """Return ``value`` if it is one of ``choices``."""
+    if value not in choices:
+        expected = ", ".join(repr(choice) for choice in sorted(choices))
+        raise ValueError(f"{name} must be one of {expected}, got {value!r}")
+    return value
+
+
+def _round_off(dtype: object, bounds: Bounds, xp: object) -> float:
+    """How far outside the box a floating input may lie and still count as inside."""
+    scale = max(abs(bounds.lower), abs(bounds.upper), 1.0)
+    return 16 * float(xp.finfo(dtype).eps) * scale  # type: ignore[attr-defined]
+
+
+def check_batch(x: Array, y: Array, bounds: Bounds) -> None:
+    """Check a batch of inputs and labels before an attack touches them.
+
+    Args:
+        x: Inputs of shape ``(batch, ...)``, real floating or integer dtype, every element
+            finite and inside ``bounds`` (floating inputs up to round-off).
+        y: Integer labels of shape ``(batch,)``, ``>= 0``, of the same array library as ``x``.
+        bounds: The pixel box.
+
+    Raises:
+        TypeError: ``x`` or ``y`` is not an array, or of the wrong dtype or library.
+        ValueError: Shapes do not match, or values are non-finite, negative labels, or
+            outside the box.
+    """
+    if not array_api_compat.is_array_api_obj(x):
+        raise TypeError(
+            f"x must be an array (numpy.ndarray or torch.Tensor), got {type(x).__name__}"
+        )
+    if not array_api_compat.is_array_api_obj(y):
+        raise TypeError(f"y must be an array of labels like x, got {type(y).__name__}")
+    xp = array_namespace(x)
+    if array_namespace(y) is not xp:
+        raise TypeError(
+            f"y must come from the same array library as x ({type(x).__name__}), "
+            f"got {type(y).__name__}"
+        )
+    floating = xp.isdtype(x.dtype, "real floating")
+    if not (floating or xp.isdtype(x.dtype, "integral")):
+        raise TypeError(f"x must have a real floating or integer dtype, got {x.dtype}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(
+            f"x must be a non-empty batch of shape (batch, ...) with ndim >= 2, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if not xp.isdtype(y.dtype, "integral"):
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    if tuple(y.shape) != (x.shape[0],):
+        raise ValueError(
+            f"y must have shape (batch,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}"
+        )
+    if floating and not bool(xp.all(xp.isfinite(x))):
+        raise ValueError("x must be finite, got NaN or Inf entries")
+    tolerance = _round_off(x.dtype, bounds, xp) if floating else 0.0
+    smallest, largest = float(xp.min(x)), float(xp.max(x))
+    if smallest < bounds.lower - tolerance or largest > bounds.upper + tolerance:
+        raise ValueError(
+            f"x must lie inside bounds [{bounds.lower:g}, {bounds.upper:g}], got values in "
+            f"[{smallest:g}, {largest:g}]; pass bounds=(lower, upper) in the model's input units"
+        )
+    if int(xp.min(y)) < 0:
+        raise ValueError(f"y must hold class labels >= 0, got {int(xp.min(y))}")
+
+
+def check_logits(logits: Array, y: Array) -> None:
+    """Check a model's output against the labels, once, before a loss is computed.
+
+    Raises:
+        TypeError: ``logits`` is not a floating array.
+        ValueError: ``logits`` is not ``(batch, classes)`` for the batch of ``y``, or a label
+            is not a valid class index.
+    """
+    if not array_api_compat.is_array_api_obj(logits):
+        raise TypeError(f"model must return an array of logits, got {type(logits).__name__}")
+    xp = array_namespace(logits)
+    if logits.ndim != 2 or logits.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"model must return logits of shape (batch, classes) = ({y.shape[0]}, classes), "
+            f"got {tuple(logits.shape)}"
+        )
+    if not xp.isdtype(logits.dtype, "real floating"):
+        raise TypeError(f"model must return floating-point logits, got dtype {logits.dtype}")
+    largest = int(xp.max(y))
+    if largest >= logits.shape[1]:
+        raise ValueError(
+            f"y must hold labels < {logits.shape[1]} (the model's number of classes), got {largest}"
+        )

@@ -1,0 +1,170 @@
+"""Invariants of FGSM and IteratedSign over random shapes, bounds, eps, steps and dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from signattack import FGSM, IteratedSign
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "uint8": torch.uint8}
+
+
+def _model(features: int, classes: int, dtype: torch.dtype, seed: int) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(features, 16),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, classes),
+    )
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return model.to(torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+@st.composite
+def problems(draw):
+    dtype_name = draw(st.sampled_from(sorted(DTYPES)))
+    dtype = DTYPES[dtype_name]
+    batch = draw(st.integers(1, 5))
+    shape = (batch, *draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    if dtype == torch.uint8:
+        lower = draw(st.integers(0, 200))
+        upper = draw(st.integers(lower + 1, 255))
+    else:
+        lower = draw(st.floats(-100, 100))
+        upper = lower + draw(st.floats(0.01, 300))
+    seed = draw(st.integers(0, 2**16))
+    generator = torch.Generator().manual_seed(seed)
+    unit = torch.rand(shape, generator=generator, dtype=torch.float64)
+    x = (lower + unit * (upper - lower)).clamp(lower, upper)
+    x = x.round().to(dtype) if dtype == torch.uint8 else x.to(dtype).clamp(lower, upper)
+    classes = draw(st.integers(2, 5))
+    y = torch.randint(0, classes, (batch,), generator=generator)
+    model = _model(int(np.prod(shape[1:])), classes, dtype, seed)
+    attack = IteratedSign(
+        draw(st.floats(0, (upper - lower) / 2)),
+        draw(st.integers(1, 6)),
+        step_size=draw(st.none() | st.floats(0, 50)),
+        bounds=(lower, upper),
+        random_start=draw(st.booleans()),
+        targeted=draw(st.booleans()),
+        loss=draw(st.sampled_from(["ce", "margin"])),
+        seed=seed,
+    )
+    return attack, model, x, y
+
+
+def _within_ball_and_box(attack, x, x_adv):
+    if x.dtype == torch.uint8:
+        distance = (x_adv.to(torch.int16) - x.to(torch.int16)).abs()
+        assert int(distance.max()) <= attack.eps
+    else:
+        assert bool(((x_adv - x).abs() <= attack.eps).all())
+    lower, upper = attack.bounds
+    assert bool((x_adv >= lower).all())
+    assert bool((x_adv <= upper).all())
+
+
+@given(problem=problems())
+def test_result_keeps_type_shape_dtype_device_and_stays_in_ball_and_box(problem):
+    attack, model, x, y = problem
+    before = x.clone()
+    x_adv = attack(model, x, y)
+    assert type(x_adv) is torch.Tensor
+    assert x_adv.shape == x.shape
+    assert x_adv.dtype == x.dtype
+    assert x_adv.device == x.device
+    _within_ball_and_box(attack, x, x_adv)
+    assert torch.equal(x, before), "x was mutated"
+
+
+@given(problem=problems())
+def test_run_agrees_with_call_and_reports_a_consistent_trace(problem):
+    attack, model, x, y = problem
+    result = attack.run(model, x, y)
+    assert torch.equal(result.x_adv, attack(model, x, y))
+    assert result.losses.shape == (attack.steps + 1, x.shape[0])
+    assert result.predictions.shape == result.success.shape == (x.shape[0],)
+    with torch.no_grad():
+        logits = model(result.x_adv.to(next(model.parameters()).dtype))
+    assert torch.equal(result.predictions, logits.argmax(dim=1))
+    expected = result.predictions == y if attack.targeted else result.predictions != y
+    assert torch.equal(result.success, expected)
+
+
+@given(problem=problems())
+def test_zero_eps_is_the_identity(problem):
+    attack, model, x, y = problem
+    zero = IteratedSign(0.0, attack.steps, bounds=attack.bounds, random_start=attack.random_start)
+    assert torch.equal(zero(model, x, y), x)
+
+
+@given(problem=problems())
+def test_fgsm_is_one_iterated_step_of_size_eps(problem):
+    attack, model, x, y = problem
+    fgsm = FGSM(attack.eps, bounds=attack.bounds, targeted=attack.targeted, loss=attack.loss)
+    one_step = IteratedSign(
+        attack.eps,
+        1,
+        step_size=attack.eps,
+        bounds=attack.bounds,
+        targeted=attack.targeted,
+        loss=attack.loss,
+    )
+    assert torch.equal(fgsm(model, x, y), one_step(model, x, y))
+    assert torch.equal(fgsm.run(model, x, y).losses, one_step.run(model, x, y).losses)
+
+
+@given(problem=problems())
+def test_batch_elements_are_independent(problem):
+    attack, model, x, y = problem
+    if attack.random_start:
+        return  # the random start draws noise for the whole batch
+    batch = attack(model, x, y)
+    for i in range(x.shape[0]):
+        alone = attack(model, x[i : i + 1], y[i : i + 1])
+        assert torch.allclose(alone.double(), batch[i : i + 1].double(), atol=1e-5)
+
+
+@given(problem=problems())
+def test_random_start_is_reproducible_and_leaves_global_rng_alone(problem):
+    attack, model, x, y = problem
+    np_state = np.random.get_state()[1].copy()  # noqa: NPY002 - the global state is the point
+    torch_state = torch.random.get_rng_state()
+    first = attack(model, x, y)
+    assert torch.equal(first, attack(model, x, y))
+    assert np.array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+
+
+def test_random_start_differs_between_seeds_and_rng_overrides_seed():
+    model = _model(12, 3, torch.float32, 0)
+    x = torch.full((4, 12), 100.0)
+    y = torch.tensor([0, 1, 2, 0])
+    first = IteratedSign(8, 1, step_size=0.0, random_start=True, seed=1)
+    second = IteratedSign(8, 1, step_size=0.0, random_start=True, seed=2)
+    assert not torch.equal(first(model, x, y), second(model, x, y))
+    rng_result = first(model, x, y, rng=np.random.default_rng(2))
+    assert torch.equal(rng_result, second(model, x, y))
+
+
+def test_default_step_size_is_madry_rule():
+    assert IteratedSign(8, 5).resolved_step_size == pytest.approx(4.0)
+    assert IteratedSign(8, 5, step_size=1.5).resolved_step_size == 1.5
+
+
+def test_course_unprojected_attack_adds_eight_times_the_sign_each_step():
+    """IteratedSign(eps=40, steps=5, step_size=8) never binds the ball: each step adds 8*sign."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 2)
+    x = torch.full((3, 6), 100.0)
+    y = torch.tensor([0, 1, 0])
+    result = IteratedSign(40, 5, step_size=8).run(model, x, y)
+    sign = torch.sign(model.weight[1 - y] - model.weight[y]).detach()
+    assert torch.equal(result.x_adv, x + 40 * sign)
