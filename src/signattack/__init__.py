@@ -9,11 +9,22 @@
 time an attack is handed a ``torch.Tensor``.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from signattack.attacks import FGSM, Attack, AttackResult, IteratedSign
 from signattack.backends import Backend, LinearClassifier, NumpyModel, register_backend
 from signattack.core import Bounds, LogitLoss
+
+if TYPE_CHECKING:
+    from signattack.params import ParamGroups, param_groups, parameter_table
+
+_NEEDS_TORCH = {
+    "ParamGroups": "signattack.params",
+    "param_groups": "signattack.params",
+    "parameter_table": "signattack.params",
+}
 
 try:
     __version__ = version("signattack")
@@ -30,6 +41,16 @@ __all__ = [
     "LinearClassifier",
     "LogitLoss",
     "NumpyModel",
+    "ParamGroups",
     "__version__",
+    "param_groups",
+    "parameter_table",
     "register_backend",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the PyTorch-only names (and PyTorch) on first use."""
+    if name in _NEEDS_TORCH:
+        return getattr(importlib.import_module(_NEEDS_TORCH[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,16 +6,16 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
-from array_api_compat import array_namespace, device, to_device
+from array_api_compat import array_namespace, device
 
 from signattack._typing import Array, ArrayT
 from signattack.attacks.base import AttackResult
-from signattack.backends import ModelMode, open_backend
+from signattack.backends import ModelMode
+from signattack.backends.batch import open_batch
 from signattack.core.kernels import ball_box_limits, clip, round_into_limits, sign_step
-from signattack.core.losses import BUILTIN_LOSSES, LogitLoss, LossFunction, LossName
+from signattack.core.losses import LossFunction, LossName, resolve_loss
 from signattack.core.validation import (
     Bounds,
-    check_batch,
     check_bounds,
     check_choice,
     check_real,
@@ -28,17 +28,6 @@ _MODEL_MODES = ("eval", "train", "unchanged")
 
 PIXEL_BOUNDS = Bounds(0.0, 255.0)
 """The default box: 8-bit pixel values."""
-
-
-def _check_loss(loss: object) -> LossFunction:
-    if isinstance(loss, str):
-        return BUILTIN_LOSSES[check_choice("loss", loss, BUILTIN_LOSSES)]
-    if isinstance(loss, LogitLoss) or callable(loss):
-        return loss
-    raise TypeError(
-        f"loss must be 'ce', 'margin' or a callable (logits, labels) -> per-sample losses, "
-        f"got {loss!r}"
-    )
 
 
 def _check_flag(name: str, value: object) -> None:
@@ -109,7 +98,7 @@ class IteratedSign:
         object.__setattr__(self, "bounds", check_bounds(self.bounds))
         _check_flag("random_start", self.random_start)
         _check_flag("targeted", self.targeted)
-        _check_loss(self.loss)
+        resolve_loss(self.loss)
         check_choice("model_mode", self.model_mode, _MODEL_MODES)
         seed = self.seed
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
@@ -174,36 +163,32 @@ class IteratedSign:
     def _attack(
         self, model: object, x: Array, y: Array, *, rng: np.random.Generator | None, record: bool
     ) -> Array:
-        with open_backend(model, x, _check_loss(self.loss), self.model_mode) as backend:
-            x0 = backend.prepare(x)
-            check_batch(x0, y, Bounds(*self.bounds))
-            xp = array_namespace(x0)
-            integer = xp.isdtype(x0.dtype, "integral")
-            lower, upper = self.bounds
-            if integer:
-                lower = max(lower, float(xp.iinfo(x0.dtype).min))
-                upper = min(upper, float(xp.iinfo(x0.dtype).max))
-            labels = xp.astype(to_device(y, device(x0)), xp.int64, copy=False)
-            if integer:
-                x0 = xp.astype(x0, xp.float32)
-            # Inputs within round-off of the box are moved onto it, so the limits are ordered.
-            x0 = xp.clip(x0, lower, upper)
-            low, high = ball_box_limits(x0, self.eps, lower, upper)
-            x_adv = self._start(x0, low, high, rng)
+        with open_batch(
+            model,
+            x,
+            y,
+            loss=resolve_loss(self.loss),
+            model_mode=self.model_mode,
+            bounds=Bounds(*self.bounds),
+        ) as batch:
+            xp = array_namespace(batch.x)
+            low, high = ball_box_limits(batch.x, self.eps, *batch.bounds)
+            x_adv = self._start(batch.x, low, high, rng)
             step = -self.resolved_step_size if self.targeted else self.resolved_step_size
             trace = []
             for _ in range(self.steps):
-                losses, grad = backend.value_and_grad(x_adv, labels)
+                losses, grad = batch.backend.value_and_grad(x_adv, batch.labels)
                 if record:
                     trace.append(losses)
                 x_adv = sign_step(x_adv, grad, step, low, high)
-            if integer:
-                x_adv = round_into_limits(x_adv, x0, low, high)
-            x_adv_out = xp.astype(x_adv, x.dtype, copy=False)
+            if batch.integer:
+                x_adv = round_into_limits(x_adv, batch.x, low, high)
+            x_adv_out = xp.astype(x_adv, batch.input_dtype, copy=False)
             if not record:
                 return x_adv_out
-            losses, predictions = backend.evaluate(x_adv, labels)
+            losses, predictions = batch.backend.evaluate(x_adv, batch.labels)
         trace.append(losses)
+        labels = batch.labels
         success = (predictions == labels) if self.targeted else (predictions != labels)
         return AttackResult(x_adv_out, xp.stack(trace), predictions, success)
 
@@ -251,7 +236,7 @@ class FGSM:
             self.eps,
             steps=1,
             step_size=self.eps,
-            bounds=self.bounds,
+            bounds=Bounds(*self.bounds),
             targeted=self.targeted,
             loss=self.loss,
             model_mode=self.model_mode,

@@ -37,6 +37,10 @@ class Backend(Protocol):
         """
         ...
 
+    def logits(self, x: Array) -> Array:
+        """The model's output at ``x``, ``(batch, classes)``, without any graph."""
+        ...
+
     def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
         """Per-sample losses ``(batch,)`` and predicted classes ``(batch,)`` at ``x``."""
         ...

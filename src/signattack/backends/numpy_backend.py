@@ -101,6 +101,10 @@ class NumpyBackend:
         logits = self._logits(x, y)
         return self.loss(logits, y), self.model.vjp(x, self.logit_gradient(logits, y))
 
+    def logits(self, x: Array) -> Array:
+        """The model's output."""
+        return self.model(x)
+
     def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
         """Losses and ``argmax`` predictions."""
         logits = self._logits(x, y)

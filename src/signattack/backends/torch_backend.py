@@ -107,6 +107,11 @@ class TorchBackend:
             )
         return losses.detach(), grad
 
+    def logits(self, x: Array) -> Array:
+        """The model's output, without building a graph."""
+        with torch.no_grad():
+            return self.model(x)  # type: ignore[operator]
+
     def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
         """Losses and ``argmax`` predictions, without building a graph."""
         with torch.no_grad():

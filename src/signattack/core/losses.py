@@ -14,6 +14,7 @@ from typing import Literal, TypeAlias
 from array_api_compat import array_namespace, device
 
 from signattack._typing import Array
+from signattack.core.validation import check_choice
 
 __all__ = [
     "CROSS_ENTROPY",
@@ -23,6 +24,7 @@ __all__ = [
     "LossName",
     "cross_entropy",
     "margin",
+    "resolve_loss",
 ]
 
 LossFunction: TypeAlias = Callable[[Array, Array], Array]
@@ -121,3 +123,20 @@ MARGIN = LogitLoss("margin", margin, _margin_gradient)
 """Carlini-Wagner margin loss."""
 
 BUILTIN_LOSSES: dict[str, LogitLoss] = {"ce": CROSS_ENTROPY, "margin": MARGIN}
+
+
+def resolve_loss(loss: object) -> LossFunction:
+    """The loss function for ``"ce"``, ``"margin"``, a :class:`LogitLoss` or a callable.
+
+    Raises:
+        ValueError: ``loss`` is an unknown name.
+        TypeError: ``loss`` is neither a name nor callable.
+    """
+    if isinstance(loss, str):
+        return BUILTIN_LOSSES[check_choice("loss", loss, BUILTIN_LOSSES)]
+    if callable(loss):
+        return loss
+    raise TypeError(
+        f"loss must be 'ce', 'margin' or a callable (logits, labels) -> per-sample losses, "
+        f"got {loss!r}"
+    )

@@ -1,0 +1,178 @@
+"""Figures for attacks and probes (needs matplotlib: ``pip install "signattack[demo]"``).
+
+Every helper takes NumPy arrays or tensors (on any device), returns the matplotlib
+``Figure`` and, given ``path``, also saves it there. Nothing is shown on screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import array_api_compat
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from signattack.probes.input_space import LossSurface
+    from signattack.probes.weights import LossSlice
+
+__all__ = [
+    "plot_gradient_maps",
+    "plot_loss_along",
+    "plot_loss_slice",
+    "plot_loss_surface",
+    "plot_loss_trace",
+]
+
+
+def _numpy(array: Any) -> np.ndarray[Any, Any]:
+    if array_api_compat.is_torch_array(array):
+        return np.asarray(array.detach().cpu().numpy())
+    return np.asarray(array)
+
+
+def _new_figure(size: tuple[float, float]) -> Figure:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError('plots need matplotlib: pip install "signattack[demo]"') from error
+    return Figure(figsize=size, layout="constrained")
+
+
+def _finish(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_loss_trace(
+    losses: Any, *, title: str = "loss vs attack step", path: str | Path | None = None
+) -> Figure:
+    """Per-sample loss against attack step (thin lines) and their mean (thick).
+
+    Args:
+        losses: ``(steps + 1, batch)``, e.g. :attr:`signattack.AttackResult.losses`.
+        title: Axes title.
+        path: Where to save the figure, if anywhere.
+    """
+    values = _numpy(losses)
+    fig = _new_figure((6, 4))
+    ax = fig.add_subplot()
+    ax.plot(values, color="tab:blue", alpha=min(1.0, 8 / max(values.shape[1], 1)), lw=0.8)
+    ax.plot(values.mean(axis=1), color="black", lw=2.5, label=f"mean of {values.shape[1]}")
+    ax.set_xlabel("attack step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    return _finish(fig, path)
+
+
+def plot_loss_along(
+    radii: Sequence[float],
+    losses: Mapping[str, Any],
+    *,
+    title: str = "loss along directions",
+    path: str | Path | None = None,
+) -> Figure:
+    """Mean loss (with its interquartile band) against radius, one curve per direction.
+
+    Args:
+        radii: The radii of :func:`signattack.probes.loss_along`.
+        losses: Direction name to its ``(len(radii), batch)`` losses.
+        title: Axes title.
+        path: Where to save the figure, if anywhere.
+    """
+    fig = _new_figure((6, 4))
+    ax = fig.add_subplot()
+    for name, value in losses.items():
+        values = _numpy(value)
+        low, high = np.percentile(values, [25, 75], axis=1)
+        (line,) = ax.plot(radii, values.mean(axis=1), lw=2, label=name)
+        ax.fill_between(radii, low, high, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("radius (input units)")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    return _finish(fig, path)
+
+
+def plot_loss_slice(
+    slice_: LossSlice, *, title: str = "loss slice", path: str | Path | None = None
+) -> Figure:
+    """A 1-D weight-space slice as a curve, a 2-D one as filled contours."""
+    fig = _new_figure((6, 4.5))
+    ax = fig.add_subplot()
+    if not slice_.betas:
+        ax.plot(slice_.alphas, slice_.losses, marker="o", lw=2)
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("loss")
+    else:
+        grid = np.asarray(slice_.losses, dtype=float)
+        contour = ax.contourf(slice_.betas, slice_.alphas, grid, levels=20, cmap="viridis")
+        ax.contour(slice_.betas, slice_.alphas, grid, levels=20, colors="white", linewidths=0.4)
+        fig.colorbar(contour, ax=ax, label="loss")
+        ax.set_xlabel("beta")
+        ax.set_ylabel("alpha")
+    ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_loss_surface(
+    surface: LossSurface[Any],
+    *,
+    sample: int | None = None,
+    title: str = "loss around x",
+    path: str | Path | None = None,
+) -> Figure:
+    """Contours of :func:`signattack.probes.loss_surface`, for one sample or the mean."""
+    losses = _numpy(surface.losses)
+    grid = losses.mean(axis=2) if sample is None else losses[:, :, sample]
+    fig = _new_figure((6, 4.5))
+    ax = fig.add_subplot()
+    contour = ax.contourf(surface.orthogonal_radii, surface.gradient_radii, grid, levels=20)
+    fig.colorbar(contour, ax=ax, label="loss")
+    ax.set_xlabel("orthogonal random direction")
+    ax.set_ylabel("signed gradient direction")
+    ax.set_title(title if sample is None else f"{title} (sample {sample})")
+    return _finish(fig, path)
+
+
+def plot_gradient_maps(
+    images: Any,
+    gradients: Any,
+    *,
+    titles: Sequence[str] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Images (top row) above the magnitude of their input gradients (bottom row).
+
+    Args:
+        images: ``(n, channels, height, width)`` in ``[0, 255]``, or ``(n, height, width)``.
+        gradients: Input gradients of the same shape.
+        titles: One title per image.
+        path: Where to save the figure, if anywhere.
+    """
+    pictures, grads = _numpy(images), _numpy(gradients)
+    if pictures.ndim == 3:
+        pictures, grads = pictures[:, None], grads[:, None]
+    count = pictures.shape[0]
+    fig = _new_figure((1.6 * count, 3.6))
+    for i in range(count):
+        picture = np.moveaxis(pictures[i], 0, -1) / 255.0
+        top = fig.add_subplot(2, count, i + 1)
+        top.imshow(
+            picture.squeeze(-1) if picture.shape[-1] == 1 else picture.clip(0, 1),
+            cmap="gray_r" if picture.shape[-1] == 1 else None,
+        )
+        magnitude = np.abs(grads[i]).sum(axis=0)
+        bottom = fig.add_subplot(2, count, count + i + 1)
+        bottom.imshow(magnitude, cmap="inferno")
+        if titles is not None:
+            top.set_title(titles[i], fontsize=8)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _finish(fig, path)

@@ -1,0 +1,80 @@
+"""Probes: look at the loss around inputs (any backend) and around weights (PyTorch).
+
+Input space: :func:`input_gradient`, :func:`direction`, :func:`loss_along`,
+:func:`loss_surface`, :func:`linearization_gap` and :func:`check_gradients`.
+
+Weight space, loaded with PyTorch on first use: :func:`scale_invariance`,
+:func:`effective_learning_rates`, :func:`filter_normalized_direction`,
+:func:`loss_slice_1d`, :func:`loss_slice_2d` and :func:`restored`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from signattack.probes.input_space import (
+    DirectionName,
+    GradientMaskingWarning,
+    GradientReport,
+    LinearizationGap,
+    LossSurface,
+    check_gradients,
+    direction,
+    input_gradient,
+    linearization_gap,
+    loss_along,
+    loss_surface,
+)
+
+if TYPE_CHECKING:
+    from signattack.probes.weights import (
+        LossSlice,
+        ScaleProbe,
+        effective_learning_rates,
+        filter_normalized_direction,
+        loss_slice_1d,
+        loss_slice_2d,
+        restored,
+        scale_invariance,
+    )
+
+_WEIGHT_SPACE = {
+    "LossSlice",
+    "ScaleProbe",
+    "effective_learning_rates",
+    "filter_normalized_direction",
+    "loss_slice_1d",
+    "loss_slice_2d",
+    "restored",
+    "scale_invariance",
+}
+
+__all__ = [
+    "DirectionName",
+    "GradientMaskingWarning",
+    "GradientReport",
+    "LinearizationGap",
+    "LossSlice",
+    "LossSurface",
+    "ScaleProbe",
+    "check_gradients",
+    "direction",
+    "effective_learning_rates",
+    "filter_normalized_direction",
+    "input_gradient",
+    "linearization_gap",
+    "loss_along",
+    "loss_slice_1d",
+    "loss_slice_2d",
+    "loss_surface",
+    "restored",
+    "scale_invariance",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the weight-space probes, and with them PyTorch, on first use."""
+    if name in _WEIGHT_SPACE:
+        return getattr(importlib.import_module("signattack.probes.weights"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,414 @@
+"""Input-space probes: how the loss of a classifier behaves around its inputs.
+
+Every probe runs through the backend protocol, so it works on PyTorch models and NumPy
+models alike, and leaves the model as it found it. Inputs and radii are in the model's input
+units (pixels in ``[0, 255]`` by default), like the attacks.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Generic, Literal
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+from signattack._typing import Array, ArrayT
+from signattack.backends import ModelMode
+from signattack.backends.batch import Batch, open_batch
+from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
+from signattack.core.losses import LossFunction, LossName, resolve_loss
+from signattack.core.validation import check_bounds, check_choice, check_real
+
+__all__ = [
+    "DirectionName",
+    "GradientMaskingWarning",
+    "GradientReport",
+    "LinearizationGap",
+    "LossSurface",
+    "check_gradients",
+    "direction",
+    "input_gradient",
+    "linearization_gap",
+    "loss_along",
+    "loss_surface",
+]
+
+DirectionName = Literal["signed_gradient", "rademacher", "gaussian"]
+_DIRECTIONS = ("signed_gradient", "rademacher", "gaussian")
+_PIXELS = (0.0, 255.0)
+
+
+@contextmanager
+def _open(
+    model: object,
+    x: Array,
+    y: Array,
+    loss: LossName | LossFunction,
+    bounds: tuple[float, float],
+    model_mode: ModelMode,
+) -> Iterator[Batch]:
+    check_choice("model_mode", model_mode, ("eval", "train", "unchanged"))
+    with open_batch(
+        model,
+        x,
+        y,
+        loss=resolve_loss(loss),
+        model_mode=model_mode,
+        bounds=check_bounds(bounds),
+    ) as batch:
+        yield batch
+
+
+def _sample_axes(a: Array) -> tuple[int, ...]:
+    return tuple(range(1, a.ndim))
+
+
+def _unit_linf(d: Array) -> Array:
+    """Scale each sample of ``d`` to L-inf norm 1 (all-zero samples stay zero)."""
+    xp = array_namespace(d)
+    norm = xp.max(xp.abs(d), axis=_sample_axes(d), keepdims=True)
+    return d / xp.where(norm > 0, norm, xp.ones_like(norm))
+
+
+def _random(kind: DirectionName, like: Array, seed: int | None) -> Array:
+    xp = array_namespace(like)
+    rng = np.random.default_rng(seed)
+    shape = tuple(like.shape)
+    noise = rng.choice([-1.0, 1.0], size=shape) if kind == "rademacher" else rng.normal(size=shape)
+    return _unit_linf(xp.asarray(noise, dtype=like.dtype, device=device(like)))
+
+
+def _direction(batch: Batch, kind: DirectionName, seed: int | None) -> Array:
+    if kind == "signed_gradient":
+        _, grad = batch.backend.value_and_grad(batch.x, batch.labels)
+        return signed_unit(grad, batch.x.dtype)
+    return _random(kind, batch.x, seed)
+
+
+def input_gradient(
+    model: object,
+    x: ArrayT,
+    y: ArrayT,
+    *,
+    loss: LossName | LossFunction = "ce",
+    bounds: tuple[float, float] = _PIXELS,
+    model_mode: ModelMode = "eval",
+) -> ArrayT:
+    """Gradient of the per-sample loss with respect to the input: ``grad_x L(x, y)``.
+
+    The map to draw for "where does the loss look": large entries are the pixels a
+    signed-gradient attack moves first.
+
+    Args:
+        model: As for the attacks.
+        x: Inputs ``(batch, ...)`` inside ``bounds``.
+        y: Integer labels ``(batch,)``.
+        loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
+        bounds: The pixel box, for validating ``x``.
+        model_mode: How to run an ``nn.Module``.
+
+    Returns:
+        An array of ``x``'s shape (floating; ``float32`` for integer inputs).
+    """
+    with _open(model, x, y, loss, bounds, model_mode) as batch:
+        _, grad = batch.backend.value_and_grad(batch.x, batch.labels)
+    result: ArrayT = grad
+    return result
+
+
+def direction(
+    model: object,
+    x: ArrayT,
+    y: ArrayT,
+    kind: DirectionName,
+    *,
+    seed: int | None = None,
+    loss: LossName | LossFunction = "ce",
+    bounds: tuple[float, float] = _PIXELS,
+    model_mode: ModelMode = "eval",
+) -> ArrayT:
+    """A direction in input space with L-inf norm 1 per sample.
+
+    ``"signed_gradient"`` is ``sign(grad_x L)``, the FGSM direction; ``"rademacher"`` has
+    independent random signs; ``"gaussian"`` is standard normal noise scaled to the same
+    L-inf size. The random kinds are reproducible through ``seed`` and touch no global RNG.
+    """
+    check_choice("kind", kind, _DIRECTIONS)
+    with _open(model, x, y, loss, bounds, model_mode) as batch:
+        result: ArrayT = _direction(batch, kind, seed)
+    return result
+
+
+def _losses_at(batch: Batch, points: Array) -> Array:
+    losses, _ = batch.backend.evaluate(points, batch.labels)
+    return losses
+
+
+def loss_along(
+    model: object,
+    x: ArrayT,
+    y: ArrayT,
+    along: ArrayT | DirectionName,
+    radii: Sequence[float],
+    *,
+    seed: int | None = None,
+    loss: LossName | LossFunction = "ce",
+    bounds: tuple[float, float] = _PIXELS,
+    model_mode: ModelMode = "eval",
+) -> ArrayT:
+    """Per-sample losses at ``clip_[lo, hi](x + r * d)`` for each radius ``r``.
+
+    Args:
+        model: As for the attacks.
+        x: Inputs ``(batch, ...)`` inside ``bounds``.
+        y: Integer labels ``(batch,)``.
+        along: The direction ``d``: an array of ``x``'s shape, or a :data:`DirectionName`
+            (see :func:`direction`).
+        radii: Radii in input units; ``0`` gives the clean loss.
+        seed: Seed of a random direction.
+        loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
+        bounds: The pixel box; points are clipped into it.
+        model_mode: How to run an ``nn.Module``.
+
+    Returns:
+        Losses of shape ``(len(radii), batch)``.
+
+    Raises:
+        ValueError: ``along`` has the wrong shape, or ``radii`` is empty or not finite.
+    """
+    radii = [check_real("radii", r, minimum=-np.inf) for r in radii]
+    if not radii:
+        raise ValueError("radii must hold at least one radius, got an empty sequence")
+    with _open(model, x, y, loss, bounds, model_mode) as batch:
+        xp = array_namespace(batch.x)
+        if isinstance(along, str):
+            d = _direction(batch, check_choice("along", along, _DIRECTIONS), seed)  # type: ignore[arg-type]
+        else:
+            if tuple(along.shape) != tuple(batch.x.shape):  # type: ignore[attr-defined]
+                raise ValueError(
+                    f"along must have x's shape {tuple(batch.x.shape)}, got {tuple(along.shape)}"  # type: ignore[attr-defined]
+                )
+            d = xp.astype(along, batch.x.dtype)
+        lower, upper = batch.bounds
+        result: ArrayT = xp.stack(
+            [_losses_at(batch, xp.clip(batch.x + r * d, lower, upper)) for r in radii]
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class LossSurface(Generic[ArrayT]):
+    """Losses on a 2-D grid of input perturbations ``x + a * d_grad + b * d_orth``.
+
+    Attributes:
+        gradient_radii: The ``a`` values, along the signed gradient.
+        orthogonal_radii: The ``b`` values, along a random direction orthogonal to it.
+        losses: Per-sample losses ``(len(gradient_radii), len(orthogonal_radii), batch)``.
+    """
+
+    gradient_radii: tuple[float, ...]
+    orthogonal_radii: tuple[float, ...]
+    losses: ArrayT
+
+
+def loss_surface(
+    model: object,
+    x: ArrayT,
+    y: ArrayT,
+    gradient_radii: Sequence[float],
+    orthogonal_radii: Sequence[float],
+    *,
+    seed: int | None = None,
+    loss: LossName | LossFunction = "ce",
+    bounds: tuple[float, float] = _PIXELS,
+    model_mode: ModelMode = "eval",
+) -> LossSurface[ArrayT]:
+    """The loss on the plane of the signed gradient and an orthogonal random direction.
+
+    ``d_grad = sign(grad_x L)`` and ``d_orth`` is a Rademacher direction with its component
+    along ``d_grad`` removed (per sample), both scaled to L-inf norm 1; every point is
+    clipped into the box. This is the picture of Tramer et al. (2018, Fig. 1): a sharp
+    curvature near ``x`` that sends a single gradient step the wrong way shows as a loss
+    rising faster along ``d_orth`` than along ``d_grad`` close to the origin.
+
+    Returns:
+        The :class:`LossSurface`.
+    """
+    gradient_radii = tuple(check_real("gradient_radii", r, minimum=-np.inf) for r in gradient_radii)
+    orthogonal_radii = tuple(
+        check_real("orthogonal_radii", r, minimum=-np.inf) for r in orthogonal_radii
+    )
+    if not gradient_radii or not orthogonal_radii:
+        raise ValueError("gradient_radii and orthogonal_radii must each hold at least one radius")
+    with _open(model, x, y, loss, bounds, model_mode) as batch:
+        xp = array_namespace(batch.x)
+        along_grad = _direction(batch, "signed_gradient", seed)
+        noise = _random("rademacher", batch.x, seed)
+        axes = _sample_axes(batch.x)
+        overlap = xp.sum(noise * along_grad, axis=axes, keepdims=True)
+        norm2 = xp.sum(along_grad * along_grad, axis=axes, keepdims=True)
+        orthogonal = _unit_linf(noise - overlap / xp.where(norm2 > 0, norm2, 1.0) * along_grad)
+        lower, upper = batch.bounds
+        rows = [
+            xp.stack(
+                [
+                    _losses_at(
+                        batch, xp.clip(batch.x + a * along_grad + b * orthogonal, lower, upper)
+                    )
+                    for b in orthogonal_radii
+                ]
+            )
+            for a in gradient_radii
+        ]
+        losses: ArrayT = xp.stack(rows)
+    return LossSurface(gradient_radii, orthogonal_radii, losses)
+
+
+@dataclass(frozen=True)
+class LinearizationGap(Generic[ArrayT]):
+    """The FGSM step's actual loss increase against the first-order prediction, per sample.
+
+    Attributes:
+        actual: ``L(x_fgsm) - L(x)``.
+        predicted: ``grad . (x_fgsm - x)``, which is ``eps * |grad|_1`` where the box does
+            not clip the step.
+        gap: ``actual - predicted``: zero for a loss that is linear in the input; negative
+            where curvature makes the linear model over-promise.
+    """
+
+    actual: ArrayT
+    predicted: ArrayT
+    gap: ArrayT
+
+
+def linearization_gap(
+    model: object,
+    x: ArrayT,
+    y: ArrayT,
+    eps: float,
+    *,
+    loss: LossName | LossFunction = "ce",
+    bounds: tuple[float, float] = _PIXELS,
+    model_mode: ModelMode = "eval",
+) -> LinearizationGap[ArrayT]:
+    """How well the first-order Taylor model predicts the FGSM step of size ``eps``.
+
+    The signed gradient maximises the linearised loss ``L(x) + grad . delta`` over the
+    eps-ball, at ``delta = eps * sign(grad)`` with value ``eps * |grad|_1``. The gap between
+    that prediction and the real increase measures how linear the loss is at this scale.
+
+    Returns:
+        The :class:`LinearizationGap`, arrays of shape ``(batch,)``.
+    """
+    eps = check_real("eps", eps)
+    with _open(model, x, y, loss, bounds, model_mode) as batch:
+        xp = array_namespace(batch.x)
+        clean, grad = batch.backend.value_and_grad(batch.x, batch.labels)
+        low, high = ball_box_limits(batch.x, eps, *batch.bounds)
+        stepped = sign_step(batch.x, grad, eps, low, high)
+        actual = _losses_at(batch, stepped) - clean
+        predicted = xp.sum(grad * (stepped - batch.x), axis=_sample_axes(batch.x))
+    return LinearizationGap(actual, predicted, actual - predicted)
+
+
+class GradientMaskingWarning(UserWarning):
+    """The model's gradients look unreliable for gradient-based attacks."""
+
+
+@dataclass(frozen=True)
+class GradientReport:
+    """Signs of gradient masking on one batch (AutoAttack-style checks).
+
+    Attributes:
+        zero_fraction: Share of input-gradient entries that are exactly zero.
+        zero_gradient_samples: Share of samples whose whole input gradient is zero.
+        nonfinite_fraction: Share of NaN or Inf entries in the outputs and the gradient.
+        stochastic: Two identical forward passes gave different outputs.
+        probabilities: The outputs look like probabilities (rows in ``[0, 1]`` summing
+            to 1) rather than logits.
+    """
+
+    zero_fraction: float
+    zero_gradient_samples: float
+    nonfinite_fraction: float
+    stochastic: bool
+    probabilities: bool
+
+    def problems(self) -> list[str]:
+        """One sentence per problem found, each saying what to do; empty if none."""
+        found = []
+        if self.zero_gradient_samples > 0 or self.zero_fraction > 0.5:
+            found.append(
+                f"{self.zero_fraction:.0%} of the input-gradient entries are exactly zero and "
+                f"{self.zero_gradient_samples:.0%} of the samples have no gradient at all: the "
+                "model may mask gradients (hard thresholds, rounding, argmax). Sign attacks "
+                "cannot move those pixels; look for non-differentiable layers, try "
+                "loss='margin', or use a gradient-free attack to check."
+            )
+        if self.nonfinite_fraction > 0:
+            found.append(
+                f"{self.nonfinite_fraction:.2%} of the outputs and gradient entries are NaN or "
+                "Inf: check the model's numerics (log of zero, division) before attacking it."
+            )
+        if self.stochastic:
+            found.append(
+                "the model's outputs differ between two identical calls: dropout or other "
+                "randomness is active (is it in train mode?). Evaluate in eval mode, or "
+                "average gradients over the randomness (EOT)."
+            )
+        if self.probabilities:
+            found.append(
+                "the model returns probabilities, not logits: a final softmax saturates the "
+                "cross-entropy gradient. Remove the softmax or use loss='margin'."
+            )
+        return found
+
+
+def check_gradients(
+    model: object,
+    x: ArrayT,
+    y: ArrayT,
+    *,
+    loss: LossName | LossFunction = "ce",
+    bounds: tuple[float, float] = _PIXELS,
+    model_mode: ModelMode = "eval",
+    warn: bool = True,
+) -> GradientReport:
+    """Look for gradient masking before trusting a gradient-based robustness number.
+
+    Checks exactly-zero input gradients, NaN/Inf, randomness between two identical calls,
+    and outputs that are probabilities rather than logits. With ``warn``, each problem is
+    also raised as a :class:`GradientMaskingWarning` that says what to do.
+
+    Returns:
+        The :class:`GradientReport`.
+    """
+    with _open(model, x, y, loss, bounds, model_mode) as batch:
+        xp = array_namespace(batch.x)
+        first = batch.backend.logits(batch.x)
+        second = batch.backend.logits(batch.x)
+        _, grad = batch.backend.value_and_grad(batch.x, batch.labels)
+    axes = _sample_axes(grad)
+    finite_outputs = xp.isfinite(first)
+    nonfinite = float(xp.sum(xp.astype(~finite_outputs, xp.float64))) + float(
+        xp.sum(xp.astype(~xp.isfinite(grad), xp.float64))
+    )
+    entries = math.prod(first.shape) + math.prod(grad.shape)
+    in_unit = bool(xp.all((first >= 0) & (first <= 1)))
+    sums_to_one = bool(xp.all(xp.abs(xp.sum(first, axis=1) - 1) < 1e-3))
+    report = GradientReport(
+        zero_fraction=float(xp.mean(xp.astype(grad == 0, xp.float64))),
+        zero_gradient_samples=float(xp.mean(xp.astype(xp.all(grad == 0, axis=axes), xp.float64))),
+        nonfinite_fraction=nonfinite / entries,
+        stochastic=not bool(xp.all((first == second) | ~finite_outputs)),
+        probabilities=in_unit and sums_to_one,
+    )
+    if warn:
+        for problem in report.problems():
+            warnings.warn(problem, GradientMaskingWarning, stacklevel=2)
+    return report
