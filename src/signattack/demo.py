@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from signattack.attacks import FGSM, AttackResult, IteratedSign
+from signattack.models import DigitsCNN
 
 __all__ = [
-    "DigitsCNN",
     "DigitsData",
     "DigitsReport",
     "accuracy",
@@ -72,36 +72,6 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> DigitsData:
         torch.from_numpy(pixels[test]),
         torch.from_numpy(labels[test]),
     )
-
-
-class DigitsCNN(nn.Module):
-    """A small CNN for 8x8 digits that takes pixels in ``[0, 255]`` and normalises inside.
-
-    Keeping the normalisation in the model means attacks, bounds and eps all live in pixel
-    units: there is no second place where inputs must be scaled.
-    """
-
-    def __init__(self, width: int = 32) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(2 * width * 4 * 4, 128),
-            nn.ReLU(),
-            nn.Linear(128, 10),
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, 10)`` for pixels ``(batch, 1, 8, 8)`` in ``[0, 255]``."""
-        scaled = pixels / 127.5 - 1.0
-        logits: torch.Tensor = self.classifier(self.features(scaled))
-        return logits
 
 
 def train_digits_cnn(

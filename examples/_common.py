@@ -1,0 +1,45 @@
+"""What every example shares: its command line, its output folder, its device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def parser(description: str, *, default_out: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every example has."""
+    result = argparse.ArgumentParser(description=description)
+    result.add_argument("--out", type=Path, default=Path(default_out), help="output folder")
+    result.add_argument("--seed", type=int, default=0, help="random seed")
+    result.add_argument("--smoke", action="store_true", help="a run of seconds, for checks")
+    return result
+
+
+def prepare(args: argparse.Namespace) -> Path:
+    """Seed torch and create the output folder."""
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return Path(args.out)
+
+
+def device() -> torch.device:
+    """The GPU where there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def show_progress() -> bool:
+    """Progress bars only on a terminal."""
+    return sys.stderr.isatty()
+
+
+def write_results(out: Path, results: dict[str, Any]) -> Path:
+    """Write ``results.json`` and say where."""
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,144 @@
+"""Attack the trained All-CNN: gradient maps, loss against attack step, robust accuracy.
+
+From a checkpoint of ``cifar10_train.py``:
+
+1. input-gradient maps of a few correctly and a few wrongly classified validation images;
+2. the 5-step signed-gradient attack with eps = 8 on a 100-image minibatch, mean loss
+   against attack step, both the course's unprojected version (each step adds
+   ``8 * sign(grad)``: ``IteratedSign(eps=40, steps=5, step_size=8)``) and the projected
+   ``IteratedSign(eps=8, steps=5)``;
+3. accuracy on the whole validation set, clean and after the 1-step attack (FGSM, eps = 8)
+   and the projected 5-step attack.
+
+    python examples/cifar10_attack.py --checkpoint out/cifar10_train/checkpoint.pt --data-dir data/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import device, parser, prepare, show_progress, write_results
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from signattack import FGSM, Attack, IteratedSign
+from signattack.data import CIFAR10_CLASSES, read_cifar10
+from signattack.models import AllCNN
+from signattack.plots import plot_gradient_maps
+from signattack.probes import input_gradient
+
+
+def accuracy_under(
+    model: torch.nn.Module,
+    attack: Attack | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    where: torch.device,
+    batch_size: int,
+    name: str,
+) -> float:
+    correct = 0
+    starts = range(0, len(labels), batch_size)
+    for start in tqdm(starts, desc=name, disable=not show_progress()):
+        x = images[start : start + batch_size].to(where).float()
+        y = labels[start : start + batch_size].to(where)
+        if attack is not None:
+            x = attack(model, x, y)
+        with torch.no_grad():
+            correct += int((model(x).argmax(1) == y).sum())
+    return correct / len(labels)
+
+
+def plot_loss_curves(curves: dict[str, list[float]], path: Path) -> None:
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for name, values in curves.items():
+        ax.plot(range(len(values)), values, marker="o", lw=2, label=name)
+    ax.set_xlabel("attack step")
+    ax.set_ylabel("mean cross-entropy on 100 images")
+    ax.set_title("5-step signed-gradient attack, eps = 8 (pixels in [0, 255])")
+    ax.legend()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    cli = parser(__doc__.split("\n\n")[0], default_out="out/cifar10_attack")
+    cli.add_argument("--checkpoint", type=Path, required=True, help="from cifar10_train.py")
+    cli.add_argument("--data-dir", type=Path, default=Path("data"), help="CIFAR-10 folder")
+    cli.add_argument("--eps", type=float, default=8.0, help="pixel units")
+    cli.add_argument("--steps", type=int, default=5)
+    cli.add_argument("--batch-size", type=int, default=500)
+    args = cli.parse_args()
+    out = prepare(args)
+    where = device()
+
+    state = torch.load(args.checkpoint, map_location=where, weights_only=True)
+    model = AllCNN(channels=tuple(state["channels"])).to(where)
+    model.load_state_dict(state["model"])
+    model.eval()
+    images, labels = (torch.from_numpy(a) for a in read_cifar10(args.data_dir, "test"))
+    if args.smoke:
+        images, labels = images[:48], labels[:48]
+
+    # 1. Gradient maps of correctly and wrongly classified images.
+    with torch.no_grad():
+        predictions = torch.cat(
+            [
+                model(images[i : i + 500].to(where).float()).argmax(1).cpu()
+                for i in range(0, len(labels), 500)
+            ]
+        )
+    right = torch.nonzero(predictions == labels).flatten()[:4]
+    wrong = torch.nonzero(predictions != labels).flatten()[:4]
+    chosen = torch.cat([right, wrong])
+    x = images[chosen].to(where).float()
+    gradients = input_gradient(model, x, labels[chosen].to(where))
+    titles = [
+        f"{'ok' if int(predictions[i]) == int(labels[i]) else 'wrong'}: "
+        f"{CIFAR10_CLASSES[int(predictions[i])]}"
+        for i in chosen
+    ]
+    plot_gradient_maps(x, gradients, titles=titles, path=out / "gradient_maps.png")
+
+    # 2. Loss against attack step on a 100-image minibatch.
+    x = images[:100].to(where).float()
+    y = labels[:100].to(where)
+    unprojected = IteratedSign(args.steps * args.eps, args.steps, step_size=args.eps)
+    projected = IteratedSign(args.eps, args.steps)
+    curves = {
+        f"unprojected: {args.steps} x {args.eps:g} * sign(grad)": unprojected.run(model, x, y),
+        f"projected IteratedSign(eps={args.eps:g}, steps={args.steps})": projected.run(model, x, y),
+    }
+    mean_curves = {name: result.losses.mean(dim=1).tolist() for name, result in curves.items()}
+    plot_loss_curves(mean_curves, out / "loss_vs_step.png")
+
+    # 3. Accuracy on the whole validation set.
+    accuracy: dict[str, Any] = {
+        "clean": accuracy_under(model, None, images, labels, where, args.batch_size, "clean"),
+        f"fgsm_eps{args.eps:g}": accuracy_under(
+            model, FGSM(args.eps), images, labels, where, args.batch_size, "FGSM"
+        ),
+        f"iterated_eps{args.eps:g}_steps{args.steps}": accuracy_under(
+            model, projected, images, labels, where, args.batch_size, "IteratedSign"
+        ),
+    }
+    for name, value in accuracy.items():
+        print(f"{name:>24}: {value:.1%}")
+    write_results(
+        out,
+        {
+            "validation_images": len(labels),
+            "accuracy": accuracy,
+            "mean_loss_by_step": mean_curves,
+            "success_rate_100": {
+                name: float(result.success.float().mean()) for name, result in curves.items()
+            },
+            "device": str(where),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Data on disk: CIFAR-10 in its standard python format, and a synthetic stand-in.
+
+CIFAR-10's python version is a folder ``cifar-10-batches-py`` with five training batches
+``data_batch_1`` ... ``data_batch_5``, a ``test_batch`` and ``batches.meta``: pickled dicts
+whose ``b"data"`` is a ``uint8`` array ``(n, 3072)`` (1024 red, then green, then blue values
+of a 32x32 image, row-major) and whose ``b"labels"`` is a list of ints.
+
+The reader unpickles with an allow-list (dicts, lists, bytes, NumPy arrays), so a tampered
+file cannot run code. :func:`write_cifar10` writes the same format, which
+:func:`write_synthetic_cifar10` uses for tests and smoke runs: the real reader is what they
+exercise. NumPy only; no framework is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "find_cifar10",
+    "read_cifar10",
+    "write_cifar10",
+    "write_synthetic_cifar10",
+]
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+"""Class names, in label order."""
+
+_FOLDER = "cifar-10-batches-py"
+_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_TEST_FILES = ("test_batch",)
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+}
+
+Images = npt.NDArray[np.uint8]
+Labels = npt.NDArray[np.int64]
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays, and nothing that could run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 file")
+
+
+def find_cifar10(root: str | Path) -> Path:
+    """The folder that holds the batch files: ``root`` itself or ``root/cifar-10-batches-py``.
+
+    Raises:
+        FileNotFoundError: Neither holds ``test_batch``; the message says where to get it.
+    """
+    root = Path(root)
+    for folder in (root, root / _FOLDER):
+        if (folder / "test_batch").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no CIFAR-10 batch files in {root} or {root / _FOLDER}: download the python version "
+        "(cifar-10-python.tar.gz) and extract it there, or let torchvision fetch it with "
+        "torchvision.datasets.CIFAR10(root, download=True)"
+    )
+
+
+def _read_batch(path: Path) -> tuple[Images, Labels]:
+    with path.open("rb") as handle:
+        batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise ValueError(f"{path} is not a CIFAR-10 batch: expected a dict with data and labels")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise ValueError(
+            f"{path} is not a CIFAR-10 batch: data must be (n, 3072) with n labels, "
+            f"got data {data.shape} and {len(labels)} labels"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"{path} has labels outside 0..9")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def read_cifar10(
+    root: str | Path, split: Literal["train", "test"] = "train"
+) -> tuple[Images, Labels]:
+    """Read the training or test split of CIFAR-10 from its python-format batch files.
+
+    Args:
+        root: The folder with the batch files, or its parent.
+        split: ``"train"`` (the five training batches) or ``"test"``.
+
+    Returns:
+        ``uint8`` images ``(n, 3, 32, 32)`` in ``[0, 255]`` and ``int64`` labels ``(n,)``.
+
+    Raises:
+        FileNotFoundError: The files are missing.
+        ValueError: ``split`` is unknown or a file is not a CIFAR-10 batch.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = find_cifar10(root)
+    names = _TRAIN_FILES if split == "train" else _TEST_FILES
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks CIFAR-10 files {', '.join(missing)}")
+    parts = [_read_batch(folder / name) for name in names]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _write_pickle(path: Path, value: dict[bytes, Any]) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            pickle.dump(value, file, protocol=2)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_cifar10(
+    root: str | Path,
+    train: tuple[Images, Sequence[int] | Labels],
+    test: tuple[Images, Sequence[int] | Labels],
+) -> Path:
+    """Write images in CIFAR-10's python format under ``root/cifar-10-batches-py``.
+
+    The training images are split over the five ``data_batch_*`` files.
+
+    Args:
+        root: Parent folder; created if missing.
+        train: ``uint8`` images ``(n, 3, 32, 32)`` and their labels in ``0..9``.
+        test: The same for ``test_batch``.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        ValueError: Images are not ``uint8 (n, 3, 32, 32)`` or labels do not match them.
+    """
+    folder = Path(root) / _FOLDER
+    for name, (images, labels) in (("train", train), ("test", test)):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, 32, 32):
+            raise ValueError(
+                f"{name} images must be uint8 (n, 3, 32, 32), got {images.dtype} {images.shape}"
+            )
+        if len(labels) != len(images):
+            raise ValueError(f"{name} needs one label per image, got {len(labels)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    train_images, train_labels = train
+    chunks = np.array_split(np.arange(len(train_images)), len(_TRAIN_FILES))
+    for index, (name, chunk) in enumerate(zip(_TRAIN_FILES, chunks, strict=True)):
+        _write_pickle(
+            folder / name,
+            {
+                b"batch_label": f"training batch {index + 1} of 5".encode(),
+                b"labels": [int(label) for label in np.asarray(train_labels)[chunk]],
+                b"data": train_images[chunk].reshape(len(chunk), 3072),
+                b"filenames": [f"train_{i}.png".encode() for i in chunk],
+            },
+        )
+    test_images, test_labels = test
+    _write_pickle(
+        folder / "test_batch",
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": [int(label) for label in test_labels],
+            b"data": test_images.reshape(len(test_images), 3072),
+            b"filenames": [f"test_{i}.png".encode() for i in range(len(test_images))],
+        },
+    )
+    _write_pickle(
+        folder / "batches.meta",
+        {
+            b"num_cases_per_batch": len(chunks[0]),
+            b"label_names": [name.encode() for name in CIFAR10_CLASSES],
+            b"num_vis": 3072,
+        },
+    )
+    return folder
+
+
+def write_synthetic_cifar10(
+    root: str | Path, *, train_size: int = 500, test_size: int = 100, seed: int = 0
+) -> Path:
+    """Write a small, learnable stand-in for CIFAR-10 in the real on-disk format.
+
+    Each class is a fixed random 4x4 colour pattern, upsampled to 32x32, plus per-image
+    noise and a random brightness; a small network learns it in a few epochs. For smoke runs
+    and tests, never for results.
+
+    Returns:
+        The folder written.
+    """
+    rng = np.random.default_rng(seed)
+    patterns = rng.uniform(40, 215, size=(10, 3, 4, 4))
+
+    def images(count: int) -> tuple[Images, Labels]:
+        labels = rng.integers(0, 10, size=count)
+        base = np.repeat(np.repeat(patterns[labels], 8, axis=2), 8, axis=3)
+        noisy = base + rng.normal(0, 25, size=base.shape) + rng.uniform(-20, 20, (count, 1, 1, 1))
+        return np.clip(np.round(noisy), 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    return write_cifar10(root, images(train_size), images(test_size))

@@ -1,0 +1,117 @@
+"""Reference networks of the problem set (PyTorch). Each takes pixels in ``[0, 255]``.
+
+Normalisation lives inside the model, as the first thing ``forward`` does, so attacks,
+bounds and eps are all in pixel units and there is no second place where inputs must be
+scaled. The normalisation constants are buffers, not parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "AllCNN", "DigitsCNN"]
+
+CIFAR10_MEAN = (125.307, 122.950, 113.865)
+"""Per-channel mean of CIFAR-10's training pixels, in ``[0, 255]`` units."""
+
+CIFAR10_STD = (62.993, 62.089, 66.705)
+"""Per-channel standard deviation of CIFAR-10's training pixels, in ``[0, 255]`` units."""
+
+
+class _Normalize(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean) / self.std
+
+
+def _block(channels_in: int, channels_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """conv (with bias) -> ReLU -> BatchNorm, the course's block order."""
+    return nn.Sequential(
+        nn.Conv2d(channels_in, channels_out, kernel, stride=stride, padding=kernel // 2),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(channels_out),
+    )
+
+
+class AllCNN(nn.Module):
+    """The course's All-CNN with batch-norm for CIFAR-10: 1,667,166 parameters.
+
+    Dropout 0.2 on the input; three 3x3 blocks of 96 channels (the third with stride 2);
+    dropout 0.5; three 3x3 blocks of 192 (the third with stride 2); dropout 0.5; two 3x3
+    blocks of 192; a 1x1 block down to 10 channels; 8x8 average pooling. Each block is
+    conv -> ReLU -> BatchNorm (Springenberg et al., 2015, with batch-norm added).
+
+    Args:
+        classes: Output classes.
+        channels: Widths of the two stages, ``(96, 192)`` in the course; narrower networks
+            make quick checks cheap.
+        mean: Per-channel input mean, pixel units.
+        std: Per-channel input standard deviation, pixel units.
+    """
+
+    def __init__(
+        self,
+        classes: int = 10,
+        *,
+        channels: tuple[int, int] = (96, 192),
+        mean: tuple[float, ...] = CIFAR10_MEAN,
+        std: tuple[float, ...] = CIFAR10_STD,
+    ) -> None:
+        super().__init__()
+        narrow, wide = channels
+        self.normalize = _Normalize(mean, std)
+        self.features = nn.Sequential(
+            nn.Dropout(0.2),
+            _block(3, narrow, 3),
+            _block(narrow, narrow, 3),
+            _block(narrow, narrow, 3, stride=2),
+            nn.Dropout(0.5),
+            _block(narrow, wide, 3),
+            _block(wide, wide, 3),
+            _block(wide, wide, 3, stride=2),
+            nn.Dropout(0.5),
+            _block(wide, wide, 3),
+            _block(wide, wide, 3),
+            _block(wide, classes, 1),
+            nn.AvgPool2d(8),
+            nn.Flatten(),
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, classes)`` for pixels ``(batch, 3, 32, 32)`` in ``[0, 255]``."""
+        logits: torch.Tensor = self.features(self.normalize(pixels))
+        return logits
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for scikit-learn's 8x8 digits, pixels in ``[0, 255]``."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.normalize = _Normalize((127.5,), (127.5,))
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(2 * width * 4 * 4, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, 10)`` for pixels ``(batch, 1, 8, 8)`` in ``[0, 255]``."""
+        logits: torch.Tensor = self.classifier(self.features(self.normalize(pixels)))
+        return logits

@@ -1,0 +1,94 @@
+"""The CIFAR-10 python-format reader and writer, and the reference networks."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from signattack.data import find_cifar10, read_cifar10, write_cifar10, write_synthetic_cifar10
+from signattack.models import AllCNN, DigitsCNN
+
+
+def _images(count, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(count, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, count)
+
+
+def test_round_trip_through_the_standard_format(tmp_path):
+    train, test = _images(23, 0), _images(7, 1)
+    folder = write_cifar10(tmp_path, train, test)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "batches.meta",
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ]
+    for split, (images, labels) in (("train", train), ("test", test)):
+        read_images, read_labels = read_cifar10(tmp_path, split)
+        assert read_images.dtype == np.uint8
+        assert read_images.shape == images.shape
+        np.testing.assert_array_equal(read_images, images)
+        np.testing.assert_array_equal(read_labels, labels)
+    assert find_cifar10(folder) == folder == find_cifar10(tmp_path)
+
+
+def test_the_layout_is_the_documented_one(tmp_path):
+    """Row-major 32x32 planes, red then green then blue, in a pickled dict."""
+    images, labels = _images(5, 2)
+    write_cifar10(tmp_path, (images, labels), (images, labels))
+    with (tmp_path / "cifar-10-batches-py" / "test_batch").open("rb") as handle:
+        raw = pickle.load(handle, encoding="bytes")
+    assert raw[b"data"].shape == (5, 3072)
+    np.testing.assert_array_equal(raw[b"data"][0, :1024], images[0, 0].ravel())
+    np.testing.assert_array_equal(raw[b"data"][0, 2048:], images[0, 2].ravel())
+    assert raw[b"labels"] == labels.tolist()
+
+
+def test_a_tampered_file_cannot_run_code(tmp_path):
+    write_synthetic_cifar10(tmp_path, train_size=10, test_size=5)
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with (tmp_path / "cifar-10-batches-py" / "test_batch").open("wb") as handle:
+        pickle.dump({b"data": Exploit(), b"labels": []}, handle)
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load builtins\.print"):
+        read_cifar10(tmp_path, "test")
+
+
+def test_missing_and_malformed_files_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download the python version"):
+        read_cifar10(tmp_path)
+    folder = write_synthetic_cifar10(tmp_path, train_size=10, test_size=5)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks CIFAR-10 files data_batch_3"):
+        read_cifar10(tmp_path, "train")
+    with (folder / "test_batch").open("wb") as handle:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, handle)
+    with pytest.raises(ValueError, match=r"data must be \(n, 3072\)"):
+        read_cifar10(tmp_path, "test")
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        read_cifar10(tmp_path, "validation")
+    with pytest.raises(ValueError, match=r"uint8 \(n, 3, 32, 32\)"):
+        write_cifar10(tmp_path, (np.zeros((2, 3, 32, 32)), [0, 1]), _images(2, 0))
+
+
+def test_all_cnn_has_the_course_parameter_count_and_shape():
+    model = AllCNN()
+    assert sum(p.numel() for p in model.parameters()) == 1_667_166
+    assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert "normalize.mean" in dict(model.named_buffers())
+
+
+def test_models_normalize_pixels_inside():
+    model = DigitsCNN().eval()
+    with torch.no_grad():
+        scaled = model.normalize(torch.tensor([0.0, 127.5, 255.0]).view(1, 3, 1, 1)[:, :1])
+    assert scaled.flatten().tolist() == [-1.0]

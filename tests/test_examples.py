@@ -1,0 +1,138 @@
+"""Every example runs in --smoke mode and its results say what the example claims."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+pytestmark = pytest.mark.slow
+
+
+def run(name: str, *args: str | Path) -> str:
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return completed.stdout
+
+
+def results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def pngs(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("*.png") if p.read_bytes().startswith(b"\x89PNG")}
+
+
+def test_cifar10_train_resumes_and_attack_reads_its_checkpoint(tmp_path):
+    data, train, attack = tmp_path / "data", tmp_path / "train", tmp_path / "attack"
+    run(
+        "cifar10_train.py",
+        "--synthetic",
+        "--smoke",
+        "--epochs",
+        "1",
+        "--data-dir",
+        data,
+        "--out",
+        train,
+    )
+    assert len(results(train)["history"]["val_error"]) == 1
+    # An interrupted run is continued, not restarted.
+    output = run(
+        "cifar10_train.py",
+        "--smoke",
+        "--epochs",
+        "2",
+        "--resume",
+        "--data-dir",
+        data,
+        "--out",
+        train,
+    )
+    assert "resumed" in output
+    report = results(train)
+    assert len(report["history"]["val_error"]) == 2
+    assert report["parameter_groups"]["biases"] > 0
+    state = torch.load(train / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert pngs(train) == {"training_curves.png"}
+
+    run(
+        "cifar10_attack.py",
+        "--smoke",
+        "--checkpoint",
+        train / "checkpoint.pt",
+        "--data-dir",
+        data,
+        "--out",
+        attack,
+    )
+    report = results(attack)
+    assert set(report["accuracy"]) == {"clean", "fgsm_eps8", "iterated_eps8_steps5"}
+    assert all(0 <= value <= 1 for value in report["accuracy"].values())
+    assert all(len(curve) == 6 for curve in report["mean_loss_by_step"].values())
+    assert pngs(attack) == {"gradient_maps.png", "loss_vs_step.png"}
+
+
+def test_resnet18_params(tmp_path):
+    pytest.importorskip("torchvision")
+    output = run("resnet18_params.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    assert report["total"] == 11_689_512
+    assert report["groups"] == {"bn_affine": 9_600, "biases": 1_000, "weights": 11_678_912}
+    assert sum(report["stages"].values()) == 11_689_512
+    assert "11,689,512" in output
+    assert pngs(tmp_path) == {"resnet18_architecture.png"}
+    assert (tmp_path / "resnet18_parameters.csv").read_text().startswith("name,layer_type")
+
+
+def test_rnn_gradients(tmp_path):
+    run("rnn_gradients.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    assert report["autograd_relative_error"] < 1e-10
+    assert report["rho_power_law_relative_error"] < 1e-10
+    linear = report["linear"]
+    assert (
+        linear["rho = 0.9"][-1]
+        < linear["rho = 0.9"][0]
+        < linear["rho = 1.1"][0]
+        < linear["rho = 1.1"][-1]
+    )
+    clipping = report["clipping"]
+    assert clipping["loss_after_clipped"] < clipping["loss_before"] < clipping["loss_after_raw"]
+    lstm = report["lstm"]
+    assert lstm["LSTM, forget-gate bias +3"][-1] > 100 * lstm["LSTM, default init"][-1]
+    assert pngs(tmp_path) == {"gradient_norms.png"}
+
+
+def test_matrix_factorization(tmp_path):
+    run("matrix_factorization.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    assert report["relative_gap"] < 1e-2
+    assert report["reparametrized_loss"] == pytest.approx(report["gradient_descent_loss"], rel=1e-9)
+    assert pngs(tmp_path) == {"factorization_loss.png"}
+
+
+def test_bn_scale_invariance(tmp_path):
+    run("bn_scale_invariance.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    assert report["grad_norm_exponent"] == pytest.approx(-1.0, abs=0.01)
+    losses = report["train_mode_losses"]
+    assert (
+        max(losses) - min(losses)
+        < 1e-2
+        < max(report["eval_mode_losses"]) - min(report["eval_mode_losses"])
+    )
+    assert set(report["training"]) == {"weight decay 0", "weight decay 0.005"}
+    assert pngs(tmp_path) == {"scale_invariance.png"}
