@@ -18,10 +18,12 @@ from signattack.backends import Backend, LinearClassifier, NumpyModel, register_
 from signattack.core import Bounds, LogitLoss
 
 if TYPE_CHECKING:
+    from signattack.fast import accelerate
     from signattack.params import ParamGroups, param_groups, parameter_table
 
 _NEEDS_TORCH = {
     "ParamGroups": "signattack.params",
+    "accelerate": "signattack.fast",
     "param_groups": "signattack.params",
     "parameter_table": "signattack.params",
 }
@@ -43,6 +45,7 @@ __all__ = [
     "NumpyModel",
     "ParamGroups",
     "__version__",
+    "accelerate",
     "param_groups",
     "parameter_table",
     "register_backend",
