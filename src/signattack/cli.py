@@ -1,10 +1,12 @@
-"""Command line: ``python -m signattack demo``."""
+"""Command line: ``python -m signattack demo`` and ``python -m signattack evaluate``."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+
+from signattack import evaluate_cli
 
 __all__ = ["main"]
 
@@ -23,12 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("signattack-demo"), help="output folder")
     demo.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     demo.add_argument("--smoke", action="store_true", help="a quick run for checks")
+    evaluate_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``signattack`` and ``python -m signattack``."""
     args = _parser().parse_args(argv)
+    if args.command == "evaluate":
+        return evaluate_cli.run(args)
     try:
         from signattack import demo
     except ImportError as error:

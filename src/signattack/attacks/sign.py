@@ -6,12 +6,12 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array, ArrayT
 from signattack.attacks.base import AttackResult
 from signattack.backends import ModelMode
-from signattack.backends.batch import open_batch
+from signattack.backends.batch import Batch, open_batch
 from signattack.core.kernels import ball_box_limits, clip, round_into_limits, sign_step
 from signattack.core.losses import LossFunction, LossName, resolve_loss
 from signattack.core.validation import (
@@ -68,6 +68,9 @@ class IteratedSign:
             ``"unchanged"``; the model's modes and buffers are restored after the call.
         seed: Seed of the random start, for reproducible calls; ``None`` draws fresh entropy.
             No global random state is read or changed.
+        early_stop: Freeze each sample as soon as the attack succeeds on it and drop it
+            from the batch the model sees: fewer forward and backward passes when only
+            success matters (robustness evaluation). Costs one host synchronisation a step.
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -89,6 +92,7 @@ class IteratedSign:
     loss: LossName | LossFunction = "ce"
     model_mode: ModelMode = "eval"
     seed: int | None = None
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         check_real("eps", self.eps)
@@ -98,6 +102,7 @@ class IteratedSign:
         object.__setattr__(self, "bounds", check_bounds(self.bounds))
         _check_flag("random_start", self.random_start)
         _check_flag("targeted", self.targeted)
+        _check_flag("early_stop", self.early_stop)
         resolve_loss(self.loss)
         check_choice("model_mode", self.model_mode, _MODEL_MODES)
         seed = self.seed
@@ -118,6 +123,7 @@ class IteratedSign:
         y: ArrayT,
         *,
         rng: np.random.Generator | None = None,
+        eps: ArrayT | None = None,
     ) -> ArrayT:
         """The adversarial batch: ``steps`` forward and input-gradient passes, nothing more.
 
@@ -127,6 +133,8 @@ class IteratedSign:
             x: Inputs ``(batch, ...)`` inside ``bounds``; float or integer dtype.
             y: Integer labels ``(batch,)``; target labels when ``targeted``.
             rng: Generator for the random start, overriding ``seed``.
+            eps: Per-sample radii ``(batch,)`` overriding ``self.eps`` (the default step
+                size then scales per sample too); used by the evaluation's bisection.
 
         Returns:
             The adversarial batch, with ``x``'s type, shape, dtype and device. Integer inputs
@@ -135,9 +143,10 @@ class IteratedSign:
         Raises:
             TypeError: ``x``, ``y`` or the model's output has the wrong type or dtype.
             ValueError: ``x`` is not finite or outside ``bounds``, labels do not match the
-                batch or the model's classes, or model and ``x`` are on different devices.
+                batch or the model's classes, per-sample ``eps`` is malformed, or model and
+                ``x`` are on different devices.
         """
-        result: ArrayT = self._attack(model, x, y, rng=rng, record=False)
+        result: ArrayT = self._attack(model, x, y, rng=rng, radius=eps, record=False)
         return result
 
     def run(
@@ -147,6 +156,7 @@ class IteratedSign:
         y: ArrayT,
         *,
         rng: np.random.Generator | None = None,
+        eps: ArrayT | None = None,
     ) -> AttackResult[ArrayT]:
         """Attack and report: the batch, its loss trace, predictions and success mask.
 
@@ -155,13 +165,21 @@ class IteratedSign:
 
         Returns:
             An :class:`~signattack.AttackResult` whose ``losses`` have shape
-            ``(steps + 1, batch)``.
+            ``(steps + 1, batch)``. With ``early_stop``, a sample's loss stays, after it is
+            first misclassified, at its value there.
         """
-        result: AttackResult[ArrayT] = self._attack(model, x, y, rng=rng, record=True)
+        result: AttackResult[ArrayT] = self._attack(model, x, y, rng=rng, radius=eps, record=True)
         return result
 
     def _attack(
-        self, model: object, x: Array, y: Array, *, rng: np.random.Generator | None, record: bool
+        self,
+        model: object,
+        x: Array,
+        y: Array,
+        *,
+        rng: np.random.Generator | None,
+        radius: Array | None,
+        record: bool,
     ) -> Array:
         with open_batch(
             model,
@@ -172,15 +190,18 @@ class IteratedSign:
             bounds=Bounds(*self.bounds),
         ) as batch:
             xp = array_namespace(batch.x)
-            low, high = ball_box_limits(batch.x, self.eps, *batch.bounds)
-            x_adv = self._start(batch.x, low, high, rng)
-            step = -self.resolved_step_size if self.targeted else self.resolved_step_size
-            trace = []
-            for _ in range(self.steps):
-                losses, grad = batch.backend.value_and_grad(x_adv, batch.labels)
-                if record:
-                    trace.append(losses)
-                x_adv = sign_step(x_adv, grad, step, low, high)
+            eps, step = self._radius_and_step(batch.x, radius)
+            low, high = ball_box_limits(batch.x, eps, *batch.bounds)
+            x_adv = self._start(batch.x, eps, low, high, rng)
+            if self.early_stop:
+                x_adv, trace = self._early_stopping(batch, x_adv, step, low, high, record)
+            else:
+                trace = []
+                for _ in range(self.steps):
+                    losses, grad, _ = batch.backend.value_and_grad(x_adv, batch.labels)
+                    if record:
+                        trace.append(losses)
+                    x_adv = sign_step(x_adv, grad, step, low, high)
             if batch.integer:
                 x_adv = round_into_limits(x_adv, batch.x, low, high)
             x_adv_out = xp.astype(x_adv, batch.input_dtype, copy=False)
@@ -192,13 +213,67 @@ class IteratedSign:
         success = (predictions == labels) if self.targeted else (predictions != labels)
         return AttackResult(x_adv_out, xp.stack(trace), predictions, success)
 
-    def _start(self, x0: Array, low: Array, high: Array, rng: np.random.Generator | None) -> Array:
+    def _radius_and_step(self, x0: Array, radius: Array | None) -> tuple[Array, Array]:
+        """The radius and signed step: floats, or per-sample arrays shaped to broadcast."""
+        direction = -1.0 if self.targeted else 1.0
+        if radius is None:
+            return self.eps, direction * self.resolved_step_size
+        xp = array_namespace(x0)
+        if array_namespace(radius) is not xp or tuple(radius.shape) != (x0.shape[0],):
+            raise ValueError(
+                f"eps must be a number or an array of shape ({x0.shape[0]},) like x, "
+                f"got {type(radius).__name__} of shape {tuple(getattr(radius, 'shape', ()))}"
+            )
+        per_sample = xp.reshape(
+            xp.asarray(radius, dtype=x0.dtype, device=device(x0)),
+            (x0.shape[0],) + (1,) * (x0.ndim - 1),
+        )
+        if not bool(xp.all(xp.isfinite(per_sample) & (per_sample >= 0))):
+            raise ValueError("eps must hold finite radii >= 0")
+        step = 2.5 * per_sample / self.steps if self.step_size is None else self.step_size
+        return per_sample, direction * step
+
+    def _start(
+        self, x0: Array, eps: Array, low: Array, high: Array, rng: np.random.Generator | None
+    ) -> Array:
         if not self.random_start:
             return x0
         xp = array_namespace(x0)
         generator = rng if rng is not None else np.random.default_rng(self.seed)
-        noise = generator.uniform(-self.eps, self.eps, size=tuple(x0.shape))
-        return clip(x0 + xp.asarray(noise, dtype=x0.dtype, device=device(x0)), low, high)
+        unit = xp.asarray(generator.uniform(-1, 1, size=tuple(x0.shape)), dtype=x0.dtype)
+        return clip(x0 + to_device(unit, device(x0)) * eps, low, high)
+
+    def _early_stopping(
+        self, batch: Batch, x_adv: Array, step: Array, low: Array, high: Array, record: bool
+    ) -> tuple[Array, list[Array]]:
+        """The attack loop that freezes each sample once it is misclassified (or, targeted,
+        classified as its target) and drops it from the batch the model sees."""
+        xp = array_namespace(x_adv)
+        x_adv = xp.asarray(x_adv, copy=True)  # written in place below; never the caller's x
+        per_sample_step = not isinstance(step, float)
+        active = xp.arange(x_adv.shape[0], device=device(x_adv))
+        trace: list[Array] = []
+        current = None
+        for _ in range(self.steps):
+            labels = batch.labels[active]
+            losses, grad, predictions = batch.backend.value_and_grad(x_adv[active], labels)
+            if record:
+                current = losses if current is None else xp.asarray(current, copy=True)
+                current[active] = losses
+                trace.append(current)
+            keep = (predictions != labels) if self.targeted else (predictions == labels)
+            active, grad = active[keep], grad[keep]
+            if active.shape[0] == 0:
+                break
+            x_adv[active] = sign_step(
+                x_adv[active],
+                grad,
+                step[active] if per_sample_step else step,
+                low[active],
+                high[active],
+            )
+        trace.extend([trace[-1]] * (self.steps - len(trace)) if record else [])
+        return x_adv, trace
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,11 @@ class Backend(Protocol):
         """
         ...
 
-    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Per-sample losses ``(batch,)`` at ``x`` and the gradient of their sum w.r.t. ``x``.
+    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
+        """Per-sample losses, the input gradient of their sum, and the predicted classes.
 
-        The gradient has ``x``'s shape and dtype. Parameter gradients are never computed.
+        Losses and predictions have shape ``(batch,)``; the gradient has ``x``'s shape and
+        dtype. All three come from one forward pass. Parameter gradients are never computed.
         """
         ...
 

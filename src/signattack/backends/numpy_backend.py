@@ -96,10 +96,11 @@ class NumpyBackend:
             self._checked = True
         return logits
 
-    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Losses from the loss's value, input gradient from its logit gradient and ``vjp``."""
+    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
+        """Losses, the input gradient (logit gradient through ``vjp``) and predictions."""
         logits = self._logits(x, y)
-        return self.loss(logits, y), self.model.vjp(x, self.logit_gradient(logits, y))
+        grad = self.model.vjp(x, self.logit_gradient(logits, y))
+        return self.loss(logits, y), grad, np.argmax(logits, axis=1)
 
     def logits(self, x: Array) -> Array:
         """The model's output."""

@@ -90,10 +90,10 @@ class TorchBackend:
             self._checked = True
         return logits, losses
 
-    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Losses and ``torch.autograd.grad(losses.sum(), x)``."""
+    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
+        """Losses, ``torch.autograd.grad(losses.sum(), x)`` and ``argmax`` predictions."""
         x = x.detach().requires_grad_(True)
-        _, losses = self._losses(x, y)
+        logits, losses = self._losses(x, y)
         if not losses.requires_grad:
             raise ValueError(
                 "model output does not depend on x through autograd: the model detaches its "
@@ -105,7 +105,7 @@ class TorchBackend:
                 "model output does not depend on x through autograd: the model detaches its "
                 "input; the attack needs input gradients"
             )
-        return losses.detach(), grad
+        return losses.detach(), grad, torch.argmax(logits.detach(), dim=1)
 
     def logits(self, x: Array) -> Array:
         """The model's output, without building a graph."""

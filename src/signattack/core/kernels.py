@@ -61,7 +61,8 @@ def signed_unit(grad: Array, dtype: object) -> Array:
     adversarial example into NaN.
     """
     xp = array_namespace(grad)
-    return xp.astype(grad > 0, dtype) - xp.astype(grad < 0, dtype)
+    unit = xp.where(xp.isnan(grad), 0.0, xp.sign(grad))
+    return unit if unit.dtype == dtype else xp.astype(unit, dtype)
 
 
 def sign_step(x_adv: Array, grad: Array, step_size: float, low: Array, high: Array) -> Array:

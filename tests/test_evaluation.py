@@ -1,0 +1,281 @@
+"""evaluate(), early stopping, resumable and distributed runs, smallest breaking eps, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import linear_pair
+
+from signattack import FGSM, IteratedSign
+from signattack.demo import accuracy
+from signattack.evaluation import RobustnessReport, evaluate, smallest_breaking_eps
+
+EPS = [4.0, 16.0, 32.0]
+
+
+def _batches(x, y, size=64):
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
+
+
+@pytest.fixture(scope="module")
+def report(digits, digits_model):
+    return evaluate(digits_model, _batches(digits.x_test, digits.y_test), IteratedSign(0, 5), EPS)
+
+
+@pytest.mark.slow
+def test_report_agrees_with_attacking_every_sample_directly(digits, digits_model, report):
+    x, y = digits.x_test, digits.y_test
+    assert report.samples == len(y)
+    assert report.clean_accuracy == pytest.approx(accuracy(digits_model, x, y))
+    previous = report.clean_correct
+    for eps in EPS:
+        with torch.no_grad():
+            direct = digits_model(IteratedSign(eps, 5)(digits_model, x, y)).argmax(1) == y
+        robust = np.array(report.robust_correct[eps])
+        # Robust in the report means attacked at this eps and survived, as directly.
+        assert np.all(direct.numpy()[robust])
+        assert report.robust_accuracy[eps] <= float(direct.float().mean())
+        # Broken at a smaller eps stays broken; only survivors were attacked.
+        assert np.all(np.array(previous) >= robust)
+        assert report.attacked[eps] == sum(previous)
+        assert 0 < report.max_perturbation[eps] <= eps
+        previous = report.robust_correct[eps]
+    assert report.robust_accuracy[32.0] < report.robust_accuracy[4.0] < report.clean_accuracy
+
+
+@pytest.mark.slow
+def test_report_renders_and_round_trips(report, tmp_path):
+    assert "clean" in report.table()
+    assert RobustnessReport.from_dict(json.loads(report.to_json())) == report
+    rows = report.to_csv().splitlines()
+    assert rows[0] == "sample,clean,eps=4,eps=16,eps=32"
+    assert len(rows) == report.samples + 1
+    assert report.save(tmp_path / "r.csv").read_text() == report.to_csv()
+    assert report.plot(tmp_path / "curve.png").axes
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.samples = 0
+
+    def forward(self, x):
+        self.samples += x.shape[0]
+        return self.model(x)
+
+
+@pytest.mark.slow
+def test_early_stop_does_less_work_and_is_never_weaker(digits, digits_model):
+    x, y = digits.x_test, digits.y_test
+    counting = _Counting(digits_model)
+    plain = evaluate(counting, _batches(x, y), IteratedSign(0, 10), EPS)
+    plain_work, counting.samples = counting.samples, 0
+    stopping = evaluate(counting, _batches(x, y), IteratedSign(0, 10, early_stop=True), EPS)
+    assert counting.samples < 0.95 * plain_work
+    for eps in EPS:
+        assert np.all(np.array(plain.robust_correct[eps]) >= np.array(stopping.robust_correct[eps]))
+
+
+def test_early_stop_freezes_samples_at_their_first_success():
+    numpy_model, _ = linear_pair(2, 6, scale=0.05, seed=3)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(50, 200, size=(16, 6)), rng.integers(0, 2, size=16)
+    result = IteratedSign(40, 8, early_stop=True).run(numpy_model, x, y)
+    full = IteratedSign(40, 8).run(numpy_model, x, y)
+    assert result.losses.shape == (9, 16)
+    assert np.all(result.success >= full.success) or np.array_equal(result.success, full.success)
+    # Frozen samples moved less than the full attack moved them.
+    moved = np.abs(result.x_adv - x).max(axis=1)
+    assert np.all(moved <= np.abs(full.x_adv - x).max(axis=1) + 1e-12)
+    assert np.all(np.abs(result.x_adv - x) <= 40)
+
+
+def test_numpy_models_evaluate_too():
+    numpy_model, _ = linear_pair(3, 8, seed=1)
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 255, size=(30, 8)), rng.integers(0, 3, size=30)
+    result = evaluate(numpy_model, _batches(x, y, 7), FGSM(0), [1.0, 8.0], progress=False)
+    assert result.samples == 30
+    assert result.max_perturbation[8.0] <= 8.0
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupted(batches, after):
+    for index, batch in enumerate(batches):
+        if index == after:
+            raise _Interrupt
+        yield batch
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_same_report(digits, digits_model, tmp_path):
+    batches = _batches(digits.x_test, digits.y_test, 50)
+    attack = IteratedSign(0, 5, random_start=True, seed=7)
+    expected = evaluate(digits_model, batches, attack, EPS)
+    checkpoint = tmp_path / "progress.json"
+    with pytest.raises(_Interrupt):
+        evaluate(digits_model, _interrupted(batches, 3), attack, EPS, checkpoint=checkpoint)
+    assert len(json.loads(checkpoint.read_text())["batches"]) == 3
+    assert evaluate(digits_model, batches, attack, EPS, checkpoint=checkpoint) == expected
+    with pytest.raises(ValueError, match="belongs to another evaluation"):
+        evaluate(digits_model, batches, attack, [1.0], checkpoint=checkpoint)
+
+
+def test_smallest_breaking_eps_matches_the_closed_form_of_a_linear_model():
+    numpy_model, torch_model = linear_pair(2, 10, seed=5)
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(100, 150, size=(12, 10)), rng.integers(0, 2, size=12)
+    w = numpy_model.weight
+    logits = numpy_model(x)
+    margin = logits[np.arange(12), y] - logits[np.arange(12), 1 - y]
+    exact = np.where(margin > 0, margin / np.abs(w[1 - y] - w[y]).sum(axis=1), 0.0)
+    attack = IteratedSign(0, 10, loss="margin")
+    found = smallest_breaking_eps(numpy_model, x, y, attack, eps_max=40.0, iterations=12)
+    breakable = exact <= 40
+    assert np.all(np.isinf(found[~breakable]))
+    assert np.all(found[breakable] >= exact[breakable] - 1e-9)
+    assert np.all(found[breakable] <= exact[breakable] + 40 / 2**12 + 1e-9)
+    from_torch = smallest_breaking_eps(
+        torch_model, torch.from_numpy(x), torch.from_numpy(y), attack, eps_max=40.0, iterations=12
+    )
+    np.testing.assert_allclose(from_torch, found)
+
+
+def test_bad_input_is_rejected():
+    numpy_model, _ = linear_pair(2, 4)
+    x, y = np.full((3, 4), 10.0), np.array([0, 1, 0])
+    with pytest.raises(ValueError, match="at least one batch"):
+        evaluate(numpy_model, [], FGSM(0), [1.0])
+    with pytest.raises(ValueError, match="at least one radius"):
+        evaluate(numpy_model, [(x, y)], FGSM(0), [])
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        evaluate(numpy_model, [(x, y)], FGSM(0), [-1.0])
+    with pytest.raises(TypeError, match="sequence of radii"):
+        evaluate(numpy_model, [(x, y)], FGSM(0), 8.0)
+    with pytest.raises(ValueError, match="must not repeat"):
+        evaluate(numpy_model, [(x, y)], FGSM(0), [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"batch 0: y must hold one label per sample of x \(3\)"):
+        evaluate(numpy_model, [(x, y[:2])], FGSM(0), [1.0])
+    with pytest.raises(TypeError, match=r"\(x, y\) pairs"):
+        evaluate(numpy_model, [x], FGSM(0), [1.0])
+
+
+def test_progress_is_quiet_when_not_on_a_terminal(capsys):
+    numpy_model, _ = linear_pair(2, 4)
+    evaluate(numpy_model, [(np.full((3, 4), 10.0), np.array([0, 1, 0]))], FGSM(0), [1.0])
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out == ""
+
+
+# The command line, on a checkpoint of the trained digits model.
+
+
+@pytest.fixture(scope="module")
+def weights(digits_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "digits.pt"
+    torch.save(digits_model.state_dict(), path)
+    return path
+
+
+def _cli(*args, env=None, check=True):
+    return subprocess.run(
+        [sys.executable, "-m", "signattack", "evaluate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=check,
+        env=env,
+        timeout=300,
+    )
+
+
+COMMON = ["--model", "signattack.models:DigitsCNN", "--data", "digits", "--eps", "4,16,32"]
+
+
+@pytest.mark.slow
+def test_cli_reports_and_refuses_a_checkpoint_that_does_not_fit(weights, tmp_path, report):
+    out = tmp_path / "report.json"
+    completed = _cli(*COMMON, "--checkpoint", weights, "--steps", "5", "--report", out)
+    assert "clean" in completed.stdout
+    written = RobustnessReport.from_dict(json.loads(out.read_text()))
+    assert written.robust_correct == report.robust_correct
+    # A checkpoint for another model fails clearly and leaves the report as it was.
+    wrong = tmp_path / "wrong.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), wrong)
+    before = out.read_text()
+    failed = _cli(*COMMON, "--checkpoint", wrong, "--report", out, check=False)
+    assert failed.returncode != 0
+    assert "does not fit the model" in failed.stderr
+    assert out.read_text() == before
+    bad_eps = _cli(
+        "--model", "signattack.models:DigitsCNN", "--data", "digits", "--eps", "-1", check=False
+    )
+    assert "eps must be >= 0" in bad_eps.stderr
+
+
+@pytest.mark.slow
+def test_cli_run_killed_midway_resumes_to_the_uninterrupted_result(weights, tmp_path):
+    args = [*COMMON, "--checkpoint", weights, "--batch-size", "16", "--random-start", "--seed", "3"]
+    expected_path = tmp_path / "expected.json"
+    _cli(*args, "--report", expected_path)
+    progress = tmp_path / "progress.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "signattack", "evaluate", *args, "--resume-file", str(progress)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if progress.exists() and len(json.loads(progress.read_text())["batches"]) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(json.loads(progress.read_text())["batches"])
+    assert 3 <= finished < 29, "the run was not killed midway"
+    resumed_path = tmp_path / "resumed.json"
+    _cli(*args, "--resume-file", progress, "--report", resumed_path)
+    expected = json.loads(expected_path.read_text())
+    assert json.loads(resumed_path.read_text()) == expected
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_give_the_single_process_result(weights, tmp_path):
+    args = [*COMMON, "--checkpoint", weights, "--batch-size", "32", "--steps", "3"]
+    single = tmp_path / "single.json"
+    _cli(*args, "--report", single)
+    double = tmp_path / "double.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            "-m",
+            "signattack",
+            "evaluate",
+            *map(str, args),
+            "--report",
+            str(double),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    assert json.loads(double.read_text()) == json.loads(single.read_text())
