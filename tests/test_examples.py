@@ -136,3 +136,32 @@ def test_bn_scale_invariance(tmp_path):
     )
     assert set(report["training"]) == {"weight decay 0", "weight decay 0.005"}
     assert pngs(tmp_path) == {"scale_invariance.png"}
+
+
+def test_robustness_curve(tmp_path):
+    run("robustness_curve.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    accuracies = list(report["robust_accuracy"].values())
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert all(float(m) <= float(e) for e, m in report["max_perturbation"].items())
+    assert pngs(tmp_path) == {"robustness_curve.png"}
+    assert (tmp_path / "report.csv").read_text().startswith("sample,clean")
+
+
+def test_loss_landscape(tmp_path):
+    output = run("loss_landscape.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    along = report["mean_loss_along"]
+    assert along["signed_gradient"][-1] > along["rademacher"][-1]
+    assert along["signed_gradient"][0] == pytest.approx(along["gaussian"][0])
+    assert report["rounding_report"]["zero_gradient_samples"] == 1.0
+    assert report["healthy_report"]["zero_gradient_samples"] == 0.0
+    assert "exactly zero" in output
+    assert pngs(tmp_path) == {
+        "loss_along.png",
+        "loss_surface.png",
+        "weight_slice_1d.png",
+        "weight_slice_2d.png",
+        "gradient_maps.png",
+        "linearization_gap.png",
+    }

@@ -97,6 +97,27 @@ def test_matches_torchattacks_on_a_real_digits_model(digits, digits_model, eps_p
     assert accuracy(model, default, y) <= accuracy(model, theirs["bim"], y) + 1 / len(y)
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("eps", [4, 16, 32])
+def test_matches_foolbox_bit_for_bit_in_pixel_units(digits, digits_model, eps):
+    foolbox = pytest.importorskip("foolbox")
+    model = digits_model.eval()
+    x, y = digits.x_test, digits.y_test
+    fmodel = foolbox.PyTorchModel(model, bounds=(0, 255))
+    bim = foolbox.attacks.LinfBasicIterativeAttack(
+        abs_stepsize=eps / 4, steps=10, random_start=False
+    )
+    _, theirs, _ = bim(fmodel, x, y, epsilons=eps)
+    ce = _per_sample_cross_entropy
+    ours = IteratedSign(eps, 10, step_size=eps / 4, loss=ce)(model, x, y)
+    assert torch.equal(ours, theirs)
+    _, theirs_fgsm, _ = foolbox.attacks.FGSM(random_start=False)(fmodel, x, y, epsilons=eps)
+    assert torch.equal(FGSM(eps, loss=ce)(model, x, y), theirs_fgsm)
+    assert accuracy(model, ours, y) < accuracy(model, x, y)
+
+
 def test_confident_samples_keep_the_true_class_term_of_the_gradient():
     """Two classes with a margin of 40: p_y rounds to 1, yet the step follows w_o - w_y."""
     model = torch.nn.Linear(4, 2)
