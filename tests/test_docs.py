@@ -1,0 +1,161 @@
+"""The documentation: API coverage, a strict build, runnable code blocks, a real browser."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import signattack
+import signattack.backends
+import signattack.core
+import signattack.probes
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+PAGES = [
+    page
+    for page in sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
+    if PYTHON_BLOCK.search(page.read_text())
+]
+
+
+def _documented() -> set[str]:
+    names = set()
+    for page in (DOCS / "api").glob("*.md"):
+        names |= set(re.findall(r"^::: ([\w.]+)$", page.read_text(), re.MULTILINE))
+    return names
+
+
+@pytest.mark.parametrize(
+    "module", [signattack, signattack.core, signattack.backends, signattack.probes]
+)
+def test_every_public_name_is_in_the_api_reference(module):
+    documented = _documented()
+    short = {name.rsplit(".", 1)[-1] for name in documented}
+    missing = [
+        name
+        for name in module.__all__
+        if name != "__version__"
+        and f"{module.__name__}.{name}" not in documented
+        and not (module is not signattack and name in short)
+    ]
+    assert not missing, f"not in docs/api: {missing}"
+
+
+def test_api_reference_names_resolve():
+    import importlib
+
+    for dotted in _documented():
+        module_name, _, attribute = dotted.rpartition(".")
+        module = importlib.import_module(module_name)
+        assert hasattr(module, attribute), dotted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_blocks_run(page):
+    blocks = PYTHON_BLOCK.findall(page.read_text())
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)
+
+
+@functools.cache
+def _site(tmp_root: str) -> Path:
+    site = Path(tmp_root) / "site"
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    return site
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    pytest.importorskip("mkdocs", reason="needs the docs extra: pip install -e '.[docs]'")
+    return _site(str(tmp_path_factory.mktemp("docs")))
+
+
+@pytest.mark.slow
+def test_strict_build_writes_every_page(site):
+    for page in ["index.html", "api/attacks/index.html", "benchmarks/index.html"]:
+        assert (site / page).is_file(), page
+    assert "IteratedSign" in (site / "api/attacks/index.html").read_text()
+    benchmarks = (site / "benchmarks/index.html").read_text()
+    assert "signattack IteratedSign" in benchmarks
+    assert "evaluate + early_stop" in benchmarks
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serve(folder: Path):
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no chromium: apt-get install chromium")
+@pytest.mark.parametrize(
+    ("page", "title"), [("", "signattack"), ("api/attacks/", "Attacks - signattack")]
+)
+def test_pages_render_in_a_real_browser(site, page, title, tmp_path):
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    with _serve(site) as url:
+        dom = subprocess.run(
+            [_chromium(), *flags, "--dump-dom", f"{url}/{page}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        subprocess.run(
+            [_chromium(), *flags, f"--screenshot={tmp_path / 'page.png'}", f"{url}/{page}"],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    assert f"<title>{title}</title>" in dom
+    assert 'class="md-nav' in dom, "navigation did not render"
+    assert 'class="md-search__input' in dom, "search box did not render"
+    assert "md-content" in dom
+    assert (tmp_path / "page.png").read_bytes().startswith(b"\x89PNG")
