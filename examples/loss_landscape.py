@@ -22,12 +22,11 @@ import warnings
 
 import numpy as np
 import torch
-from _common import parser, prepare, write_results
+from _common import parser, prepare, trained_digits, write_results
 from matplotlib.figure import Figure
 from torch import nn
 
 from signattack import plots, probes
-from signattack.demo import load_digits, train_digits_cnn
 
 
 class Rounding(nn.Module):
@@ -45,8 +44,7 @@ def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/loss_landscape")
     args = cli.parse_args()
     out = prepare(args)
-    data = load_digits(seed=args.seed)
-    model = train_digits_cnn(data, epochs=2 if args.smoke else 12, seed=args.seed)
+    data, model = trained_digits(args)
     x, y = data.x_test[:200], data.y_test[:200]
 
     radii = list(np.linspace(0, 48, 7 if args.smoke else 25))

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _common import parser, prepare, write_results
+from _common import parser, prepare, trained_digits, write_results
 from matplotlib.figure import Figure
 
 from signattack import IteratedSign
-from signattack.demo import load_digits, train_digits_cnn
 from signattack.evaluation import evaluate, smallest_breaking_eps
 
 
@@ -26,8 +25,7 @@ def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/robustness")
     args = cli.parse_args()
     out = prepare(args)
-    data = load_digits(seed=args.seed)
-    model = train_digits_cnn(data, epochs=2 if args.smoke else 12, seed=args.seed)
+    data, model = trained_digits(args)
     x, y = data.x_test, data.y_test
     if args.smoke:
         x, y = x[:64], y[:64]

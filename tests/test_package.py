@@ -80,3 +80,12 @@ def test_demo_smoke_run_writes_table_figure_and_json(tmp_path):
     assert len(report["fgsm_accuracy"]) == len(report["eps"]) == len(report["iterated_accuracy"])
     assert all(0 <= a <= report["clean_accuracy"] + 0.02 for a in report["iterated_accuracy"])
     assert len(report["mean_loss_by_step"]) == report["steps"] + 1
+
+
+def test_lazy_probe_names_are_the_weight_space_module():
+    import signattack.probes.weights as weights
+
+    assert set(weights.__all__) == signattack.probes._WEIGHT_SPACE
+    assert signattack.probes.scale_invariance is weights.scale_invariance
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        _ = signattack.probes.nothing

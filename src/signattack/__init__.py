@@ -9,10 +9,10 @@
 time an attack is handed a ``torch.Tensor``.
 """
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from signattack._lazy import lazy_attributes
 from signattack.attacks import FGSM, Attack, AttackResult, IteratedSign
 from signattack.backends import Backend, LinearClassifier, NumpyModel, register_backend
 from signattack.core import Bounds, LogitLoss
@@ -51,9 +51,5 @@ __all__ = [
     "register_backend",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Load the PyTorch-only names (and PyTorch) on first use."""
-    if name in _NEEDS_TORCH:
-        return getattr(importlib.import_module(_NEEDS_TORCH[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The PyTorch-only names load their module, and PyTorch, on first use.
+__getattr__ = lazy_attributes(__name__, _NEEDS_TORCH)

@@ -139,13 +139,10 @@ def _figure(
     eps: float,
     path: Path,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     count = 8
-    fig = plt.figure(figsize=(12, 4.2), layout="constrained")
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
     grid = fig.add_gridspec(2, count + 4)
     for i in range(count):
         for row, (images, preds, title) in enumerate(
@@ -165,7 +162,6 @@ def _figure(
     ax.set_title(f"IteratedSign, eps = {eps:g} (pixels in [0, 255])")
     ax.legend(loc="upper left")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run_demo(

@@ -10,9 +10,9 @@ Weight space, loaded with PyTorch on first use: :func:`scale_invariance`,
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from signattack._lazy import lazy_attributes
 from signattack.probes.input_space import (
     DirectionName,
     GradientMaskingWarning,
@@ -72,9 +72,5 @@ __all__ = [
     "scale_invariance",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Load the weight-space probes, and with them PyTorch, on first use."""
-    if name in _WEIGHT_SPACE:
-        return getattr(importlib.import_module("signattack.probes.weights"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The weight-space probes load, and with them PyTorch, on first use.
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(_WEIGHT_SPACE, "signattack.probes.weights"))
