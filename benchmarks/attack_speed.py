@@ -275,6 +275,11 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile paths")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--select",
+        default=None,
+        help="comma-separated parts of method names to time (the floors are always kept)",
+    )
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -285,6 +290,13 @@ def main() -> None:
     device = torch.device(args.device)
     model, x, y = setup(args, device)
     chosen = methods(args.eps, args.steps, args.batch, compiled=args.compile)
+    if args.select:
+        wanted = [part.strip() for part in args.select.split(",")]
+        chosen = {
+            name: method
+            for name, method in chosen.items()
+            if name.startswith("floor") or any(part in name for part in wanted)
+        }
     times: dict[str, list[float]] = {name: [] for name in chosen}
     order = list(chosen)
     shuffle = random.Random(0)

@@ -160,3 +160,40 @@ def test_cuda_matches_cpu(batch):
     assert gpu.losses.device.type == "cuda"
     assert (gpu.x_adv.cpu() - cpu.x_adv).abs().max() <= 8
     assert ((gpu.x_adv.cpu() - x).abs() <= 8).all()
+
+
+_SYNCING = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "nonzero")
+
+
+def _count_syncs(monkeypatch, run):
+    """Call ``run`` while counting the tensor methods that copy a value to the host."""
+    counts = {"calls": 0}
+    for name in _SYNCING:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            counts["calls"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    run()
+    monkeypatch.undo()
+    return counts["calls"]
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_no_host_synchronisation_inside_the_attack_loop(batch, monkeypatch, random_start):
+    """Validation syncs once at the boundary; the number of syncs must not grow with steps."""
+    x, y = batch
+    model = _net()
+    syncs = {
+        steps: _count_syncs(
+            monkeypatch,
+            lambda steps=steps: IteratedSign(8, steps, random_start=random_start, seed=0)(
+                model, x, y
+            ),
+        )
+        for steps in (1, 5)
+    }
+    assert syncs[1] == syncs[5]
+    assert syncs[1] > 0, "the counter saw nothing: the check would pass vacuously"
