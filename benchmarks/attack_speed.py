@@ -56,11 +56,12 @@ def floor_iterated(eps: float, steps: int, step_size: float) -> Method:
         low, high = (x - eps).clamp_min(0), (x + eps).clamp_max(255)
         x_adv = x
         for _ in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            loss = nn.functional.cross_entropy(model(x_adv), y)
-            (grad,) = torch.autograd.grad(loss, x_adv)
+            leaf = x_adv.detach().requires_grad_(True)
+            loss = nn.functional.cross_entropy(model(leaf), y)
+            (grad,) = torch.autograd.grad(loss, leaf)
+            # The step works on the detached iterate: autograd records nothing here.
             x_adv = torch.minimum(torch.maximum(x_adv + step_size * grad.sign(), low), high)
-        return x_adv.detach()
+        return x_adv
 
     return attack
 
@@ -297,19 +298,25 @@ def main() -> None:
             for name, method in chosen.items()
             if name.startswith("floor") or any(part in name for part in wanted)
         }
+    # Each method attacks its own copy of the model: some peers write every parameter's
+    # .grad or change the model's mode, which must not affect the others.
+    copies = {name: copy.deepcopy(model) for name in chosen}
     times: dict[str, list[float]] = {name: [] for name in chosen}
     order = list(chosen)
     shuffle = random.Random(0)
     for round_index in range(args.warmup + args.rounds):
         shuffle.shuffle(order)
         for name in order:
-            elapsed = time_once(chosen[name], model, x, y, device)
+            elapsed = time_once(chosen[name], copies[name], x, y, device)
             if round_index >= args.warmup:
                 times[name].append(elapsed)
         print(f"round {round_index + 1}/{args.warmup + args.rounds}", file=sys.stderr)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
-    saved = {name: saved_for_backward_mib(method, model, x, y) for name, method in chosen.items()}
+    saved = {
+        name: saved_for_backward_mib(method, copy.deepcopy(model), x, y)
+        for name, method in chosen.items()
+    }
     memory: dict[str, float] = {}
     if args.memory:
         idle = peak_memory("idle", args) if device.type == "cpu" else 0.0
