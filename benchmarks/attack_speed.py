@@ -66,7 +66,9 @@ def floor_iterated(eps: float, steps: int, step_size: float) -> Method:
     return attack
 
 
-class _UnitInterval(nn.Module):
+class UnitInterval(nn.Module):
+    """A pixel model behind the [0, 1] input convention some peers hard-code."""
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
@@ -82,7 +84,7 @@ def peers(eps: float, steps: int, step_size: float, batch: int) -> dict[str, Met
         import torchattacks
 
         def bim(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            wrapped = _UnitInterval(model)
+            wrapped = UnitInterval(model)
             attack = torchattacks.BIM(wrapped, eps=eps / 255, alpha=step_size / 255, steps=steps)
             return attack(x / 255, y) * 255
 

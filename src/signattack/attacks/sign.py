@@ -10,7 +10,7 @@ from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array, ArrayT
 from signattack.attacks.base import AttackResult
-from signattack.backends import ModelMode
+from signattack.backends._protocol import MODEL_MODES, ModelMode
 from signattack.backends.batch import Batch, open_batch
 from signattack.core.kernels import ball_box_limits, clip, round_into_limits, sign_step
 from signattack.core.losses import LossFunction, LossName, resolve_loss
@@ -23,8 +23,6 @@ from signattack.core.validation import (
 )
 
 __all__ = ["FGSM", "IteratedSign"]
-
-_MODEL_MODES = ("eval", "train", "unchanged")
 
 PIXEL_BOUNDS = Bounds(0.0, 255.0)
 """The default box: 8-bit pixel values."""
@@ -104,7 +102,7 @@ class IteratedSign:
         _check_flag("targeted", self.targeted)
         _check_flag("early_stop", self.early_stop)
         resolve_loss(self.loss)
-        check_choice("model_mode", self.model_mode, _MODEL_MODES)
+        check_choice("model_mode", self.model_mode, MODEL_MODES)
         seed = self.seed
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
@@ -272,7 +270,8 @@ class IteratedSign:
                 low[active],
                 high[active],
             )
-        trace.extend([trace[-1]] * (self.steps - len(trace)) if record else [])
+        if record:  # samples frozen at the end keep their last loss in the remaining rows
+            trace.extend([trace[-1]] * (self.steps - len(trace)))
         return x_adv, trace
 
 

@@ -9,11 +9,13 @@ from typing import Literal, Protocol, TypeAlias
 from signattack._typing import Array
 from signattack.core.losses import LossFunction
 
-__all__ = ["Backend", "BackendFactory", "ModelMode"]
+__all__ = ["MODEL_MODES", "Backend", "BackendFactory", "ModelMode"]
 
 ModelMode: TypeAlias = Literal["eval", "train", "unchanged"]
 """How the model runs during an attack: switched to eval or train mode (and switched back
 afterwards), or left in whatever mode it is in."""
+
+MODEL_MODES: tuple[ModelMode, ...] = ("eval", "train", "unchanged")
 
 
 class Backend(Protocol):

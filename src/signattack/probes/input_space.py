@@ -18,7 +18,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from signattack._typing import Array, ArrayT
-from signattack.backends import ModelMode
+from signattack.backends._protocol import MODEL_MODES, ModelMode
 from signattack.backends.batch import Batch, open_batch
 from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
 from signattack.core.losses import LossFunction, LossName, resolve_loss
@@ -52,7 +52,7 @@ def _open(
     bounds: tuple[float, float],
     model_mode: ModelMode,
 ) -> Iterator[Batch]:
-    check_choice("model_mode", model_mode, ("eval", "train", "unchanged"))
+    check_choice("model_mode", model_mode, MODEL_MODES)
     with open_batch(
         model,
         x,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from signattack.backends import ModelMode
+from signattack.backends._protocol import MODEL_MODES, ModelMode
 from signattack.core.validation import check_choice, check_real
 from signattack.params import param_groups
 
@@ -77,7 +77,7 @@ def _mean_loss(
 
 
 def _set_mode(model: nn.Module, model_mode: ModelMode) -> None:
-    check_choice("model_mode", model_mode, ("eval", "train", "unchanged"))
+    check_choice("model_mode", model_mode, MODEL_MODES)
     if model_mode != "unchanged":
         model.train(model_mode == "train")
 
