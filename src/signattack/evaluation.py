@@ -37,6 +37,8 @@ from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array
 from signattack.attacks import FGSM, Attack, IteratedSign
+from signattack.backends import open_backend
+from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.validation import check_real
 
 __all__ = [
@@ -224,8 +226,8 @@ class _Progress:
         data = json.loads(path.read_text())
         if data.get("fingerprint") != fingerprint:
             raise ValueError(
-                f"checkpoint {path} belongs to another evaluation (model output, data, attack "
-                "or eps differ); delete it or pass another checkpoint path"
+                f"checkpoint {path} belongs to another evaluation (the attack or the eps "
+                "differ); delete it or pass another checkpoint path"
             )
         return cls(fingerprint, {int(k): v for k, v in data["batches"].items()})
 
@@ -237,7 +239,8 @@ class _Progress:
 
 
 def _fingerprint(attack: AttackSpec, eps: tuple[float, ...]) -> str:
-    text = json.dumps({"attack": repr(attack), "eps": eps, "format": _FORMAT})
+    """Identifies an evaluation across processes: no memory addresses, unlike ``repr``."""
+    text = json.dumps({"attack": _describe(attack), "eps": eps, "format": _FORMAT})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -248,11 +251,8 @@ def _batch_rng(attack: AttackSpec, batch_index: int, eps_index: int) -> np.rando
     return None if seed is None else np.random.default_rng([seed, batch_index, eps_index])
 
 
-def _predict(model: object, x: Array, y: Array) -> Array:
-    """Predicted classes through the same backend the attacks use."""
-    from signattack.backends import open_backend
-    from signattack.core.losses import CROSS_ENTROPY
-
+def _predict(model: object, x: Array) -> Array:
+    """Predicted classes through the same backend the attacks use, in eval mode."""
     with open_backend(model, x, CROSS_ENTROPY, "eval") as backend:
         xp = array_namespace(x)
         return xp.argmax(backend.logits(backend.prepare(x)), axis=1)
@@ -269,7 +269,7 @@ def _evaluate_batch(
     xp = array_namespace(x)
     where = device(x)
     y = to_device(y, where)
-    clean = _to_numpy(_predict(model, x, y) == y).astype(bool)
+    clean = _to_numpy(_predict(model, x) == y).astype(bool)
     correct = clean.copy()
     result: dict[str, Any] = {"clean": clean.tolist(), "robust": [], "max": [], "attacked": []}
     for eps_index, radius in enumerate(eps):
@@ -286,7 +286,7 @@ def _evaluate_batch(
                 adversarial = attack_now(model, x_part, y_part)  # type: ignore[arg-type]
             distance = xp.abs(xp.astype(adversarial, xp.float64) - xp.astype(x_part, xp.float64))
             largest = float(xp.max(distance))
-            broken = _to_numpy(_predict(model, adversarial, y_part) != y_part).astype(bool)
+            broken = _to_numpy(_predict(model, adversarial) != y_part).astype(bool)
             correct[still[broken]] = False
         result["robust"].append(correct.tolist())
         result["max"].append(largest)
@@ -430,14 +430,14 @@ def smallest_breaking_eps(
     eps_max = check_real("eps_max", eps_max)
     xp = array_namespace(x)
     y = to_device(y, device(x))
-    clean = _to_numpy(_predict(model, x, y) == y)
+    clean = _to_numpy(_predict(model, x) == y)
     low = np.zeros(len(clean))
     high = np.full(len(clean), eps_max)
 
     def breaks(radii: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         per_sample = xp.asarray(radii, dtype=xp.float64, device=device(x))
         adversarial = attack(model, x, y, eps=per_sample)  # type: ignore[arg-type]
-        return _to_numpy(_predict(model, adversarial, y) != y)
+        return _to_numpy(_predict(model, adversarial) != y)
 
     breakable = breaks(high) | ~clean
     for _ in range(iterations):
