@@ -159,5 +159,5 @@ def test_weight_decay_groups_drive_a_real_optimizer():
 def test_bad_arguments():
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         param_groups(lambda x: x)
-    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1"):
         param_groups(nn.Linear(2, 2)).with_weight_decay(-1)

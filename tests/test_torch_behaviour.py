@@ -197,3 +197,18 @@ def test_no_host_synchronisation_inside_the_attack_loop(batch, monkeypatch, rand
     }
     assert syncs[1] == syncs[5]
     assert syncs[1] > 0, "the counter saw nothing: the check would pass vacuously"
+
+
+def test_early_stop_run_on_tensors_matches_the_numpy_backend():
+    from conftest import linear_pair
+
+    numpy_model, torch_model = linear_pair(3, 10, scale=0.05, seed=2)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 10, generator=generator, dtype=torch.float64) * 255
+    y = torch.randint(0, 3, (12,), generator=generator)
+    attack = IteratedSign(10, 6, early_stop=True)
+    from_torch = attack.run(torch_model, x, y)
+    from_numpy = attack.run(numpy_model, x.numpy(), y.numpy())
+    torch.testing.assert_close(from_torch.x_adv.numpy(), from_numpy.x_adv)
+    torch.testing.assert_close(from_torch.losses.numpy(), from_numpy.losses)
+    assert from_torch.losses.shape == (7, 12)

@@ -13,15 +13,15 @@ exercise. NumPy only; no framework is imported.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from signattack._files import write_atomically
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -131,15 +131,7 @@ def read_cifar10(
 
 
 def _write_pickle(path: Path, value: dict[bytes, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            pickle.dump(value, file, protocol=2)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, pickle.dumps(value, protocol=2))
 
 
 def write_cifar10(

@@ -112,6 +112,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 class DigitsReport:
     """The demo's measurements, written as ``results.json``."""
 
+    test_images: int
     clean_accuracy: float
     eps: list[float]
     fgsm_accuracy: list[float]
@@ -204,6 +205,7 @@ def run_demo(
         clean_pred = model(x).argmax(dim=1)
     _figure(x, shown, clean_pred, figure_eps, out / "digits_attack.png")
     report = DigitsReport(
+        test_images=len(y),
         clean_accuracy=accuracy(model, x, y),
         eps=[float(radius) for radius in eps],
         fgsm_accuracy=fgsm_acc,
@@ -225,7 +227,7 @@ def main(out: Path, *, smoke: bool = False, seed: int = 0) -> int:
         seed=seed,
         progress=sys.stderr.isatty(),
     )
-    print(f"Digits test set ({len(load_digits(seed=seed).y_test)} images), pixels in [0, 255]")
+    print(f"Digits test set ({report.test_images} images), pixels in [0, 255]")
     print(report.table())
     print(f"wrote {out / 'digits_attack.png'} and {out / 'results.json'} ({report.seconds:.1f} s)")
     return 0

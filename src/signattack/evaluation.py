@@ -24,9 +24,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device, to_device
 
+from signattack._files import write_atomically
 from signattack._typing import Array
 from signattack.attacks import FGSM, Attack, IteratedSign
 from signattack.backends import open_backend
@@ -174,10 +173,11 @@ class RobustnessReport:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write the report as ``.json`` or ``.csv`` (by suffix), atomically."""
+        """Write the report as ``.json`` or ``.csv`` (by suffix), atomically: an existing file
+        is replaced only by a complete report."""
         path = Path(path)
         text = self.to_csv() if path.suffix == ".csv" else self.to_json()
-        _write_atomically(path, text)
+        write_atomically(path, text.encode())
         return path
 
     def plot(self, path: str | Path | None = None) -> Any:
@@ -197,19 +197,6 @@ class RobustnessReport:
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -233,9 +220,8 @@ class _Progress:
 
     def save(self, path: Path | None) -> None:
         if path is not None:
-            _write_atomically(
-                path, json.dumps({"fingerprint": self.fingerprint, "batches": self.batches})
-            )
+            progress = {"fingerprint": self.fingerprint, "batches": self.batches}
+            write_atomically(path, json.dumps(progress).encode())
 
 
 def _fingerprint(attack: AttackSpec, eps: tuple[float, ...]) -> str:
@@ -280,13 +266,14 @@ def _evaluate_batch(
             x_part, y_part = x[index], y[index]
             attack_now = _attack_at(attack, radius)
             rng = _batch_rng(attack, batch_index, eps_index)
+            # run() predicts at the adversarial batch with its final forward pass.
             if isinstance(attack_now, IteratedSign):
-                adversarial = attack_now(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
+                outcome = attack_now.run(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
             else:
-                adversarial = attack_now(model, x_part, y_part)  # type: ignore[arg-type]
-            distance = xp.abs(xp.astype(adversarial, xp.float64) - xp.astype(x_part, xp.float64))
+                outcome = attack_now.run(model, x_part, y_part)  # type: ignore[arg-type]
+            distance = xp.abs(xp.astype(outcome.x_adv, xp.float64) - xp.astype(x_part, xp.float64))
             largest = float(xp.max(distance))
-            broken = _to_numpy(_predict(model, adversarial) != y_part).astype(bool)
+            broken = _to_numpy(outcome.predictions != y_part).astype(bool)
             correct[still[broken]] = False
         result["robust"].append(correct.tolist())
         result["max"].append(largest)
@@ -436,8 +423,8 @@ def smallest_breaking_eps(
 
     def breaks(radii: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         per_sample = xp.asarray(radii, dtype=xp.float64, device=device(x))
-        adversarial = attack(model, x, y, eps=per_sample)  # type: ignore[arg-type]
-        return _to_numpy(_predict(model, adversarial) != y)
+        outcome = attack.run(model, x, y, eps=per_sample)  # type: ignore[arg-type]
+        return _to_numpy(outcome.predictions != y)
 
     breakable = breaks(high) | ~clean
     for _ in range(iterations):

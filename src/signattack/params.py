@@ -21,6 +21,8 @@ from typing import Any, Literal, NamedTuple
 
 from torch import nn
 
+from signattack.core.validation import check_real
+
 __all__ = [
     "BIAS_LAYERS",
     "NORM_LAYERS",
@@ -97,12 +99,12 @@ class ParamGroups(NamedTuple):
         carries a ``"name"`` key; empty groups are left out.
 
         Raises:
+            TypeError: ``weight_decay`` is not a number.
             ValueError: ``weight_decay`` is negative or not finite.
         """
-        if not (isinstance(weight_decay, (int, float)) and 0 <= weight_decay < float("inf")):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        decay = check_real("weight_decay", weight_decay)
         groups = [
-            {"name": "weights", "params": self.weights, "weight_decay": float(weight_decay)},
+            {"name": "weights", "params": self.weights, "weight_decay": decay},
             {"name": "bn_affine", "params": self.bn_affine, "weight_decay": 0.0},
             {"name": "biases", "params": self.biases, "weight_decay": 0.0},
         ]

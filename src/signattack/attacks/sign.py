@@ -256,8 +256,11 @@ class IteratedSign:
             labels = batch.labels[active]
             losses, grad, predictions = batch.backend.value_and_grad(x_adv[active], labels)
             if record:
-                current = losses if current is None else xp.asarray(current, copy=True)
-                current[active] = losses
+                if current is None:  # the first step sees the whole batch
+                    current = losses
+                else:  # a new row: the previous one, updated where samples are active
+                    current = xp.asarray(current, copy=True)
+                    current[active] = losses
                 trace.append(current)
             keep = (predictions != labels) if self.targeted else (predictions == labels)
             active, grad = active[keep], grad[keep]

@@ -1,8 +1,10 @@
 """Per-sample classification losses on logits, written once against the array API.
 
-Each built-in loss is a :class:`LogitLoss`: its value (used under autograd by the PyTorch
-backend) together with its closed-form gradient with respect to the logits (used by the
-NumPy backend, which has no autograd). Both backends therefore optimise the same function.
+Each built-in loss is a :class:`LogitLoss`: its value together with its closed-form gradient
+with respect to the logits. The NumPy backend, which has no autograd, uses both. The
+PyTorch backend differentiates the margin's value with autograd and runs cross-entropy as a
+native autograd function with the same closed-form gradient, so both backends optimise the
+same function.
 """
 
 from __future__ import annotations
