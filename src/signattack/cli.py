@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from signattack import evaluate_cli
 
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage mistake as one line naming the flag, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="signattack", description="Signed-gradient adversarial attacks."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="signattack", description="Signed-gradient adversarial attacks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = commands.add_parser(
         "demo",
         help="train a small CNN on scikit-learn's digits and attack it",

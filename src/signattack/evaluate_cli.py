@@ -3,20 +3,55 @@
     python -m signattack evaluate --model mypackage.models:make_net --checkpoint net.pt \\
         --data cifar10:data/ --eps 2,4,8 --steps 5 --report report.json
 
-Under ``torchrun --nproc_per_node=N`` the processes share the batches (gloo on the CPU,
-NCCL on GPUs) and process 0 writes the report.
+Every mistake in the arguments, the files they name or the data is answered with one line
+that names the flag, what was expected and what came, and exit status 2; ``--debug`` shows
+the traceback instead. Under ``torchrun --nproc_per_node=N`` the processes share the batches
+(gloo on the CPU, NCCL on GPUs) and process 0 writes the report; when one process fails,
+all of them exit with an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
+import pickle
+import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parser", "run"]
+
+USAGE_ERROR = 2
+"""The exit status of every user error, as for argparse's own."""
+
+
+class UsageError(Exception):
+    """A mistake of the user's, reported as one line."""
+
+
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def add_parser(commands: Any) -> None:
@@ -36,58 +71,122 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument("--eps", required=True, help="comma-separated radii, e.g. 2,4,8")
     parser.add_argument("--attack", default="iterated", choices=["iterated", "fgsm"])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=_positive, default=10)
     parser.add_argument("--step-size", type=float, default=None)
     parser.add_argument("--loss", default="ce", choices=["ce", "margin"])
     parser.add_argument("--bounds", default="0,255", help="the pixel box, e.g. 0,1")
     parser.add_argument("--random-start", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_non_negative, default=0)
     parser.add_argument("--early-stop", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--limit", type=int, default=None, help="first N samples only")
+    parser.add_argument("--batch-size", type=_positive, default=256)
+    parser.add_argument("--limit", type=_non_negative, default=None, help="first N samples only")
     parser.add_argument("--report", type=Path, help="write the report (.json or .csv)")
     parser.add_argument("--plot", type=Path, help="write accuracy against eps (.png)")
     parser.add_argument("--resume-file", type=Path, help="progress checkpoint, for resuming")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
-def _numbers(text: str, name: str) -> list[float]:
+def _numbers(text: str, flag: str, count: int | None = None) -> list[float]:
+    parts = [part.strip() for part in text.split(",")]
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        values = [float(part) for part in parts]
     except ValueError:
-        raise SystemExit(f"--{name} must be comma-separated numbers, got {text!r}") from None
+        values = []
+    wanted = f"{count} comma-separated numbers" if count else "comma-separated numbers"
+    if not values or (count is not None and len(values) != count):
+        raise UsageError(f"{flag} must be {wanted}, got {text!r}")
+    return values
+
+
+def _device(text: str | None, local_rank: int) -> Any:
+    import torch
+
+    if text is None:
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+        torch.empty(0, device=device)
+    except (RuntimeError, ValueError, AssertionError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(
+            f"--device must be a device this machine has (cpu, cuda, cuda:0), "
+            f"got {text!r}: {reason}"
+        ) from None
+    return device
 
 
 def _load_model(spec: str, checkpoint: Path | None, device: Any) -> Any:
     import torch
 
     module_name, _, factory_name = spec.partition(":")
-    if not factory_name:
-        raise SystemExit(f"--model must look like module:factory, got {spec!r}")
+    if not module_name or not factory_name:
+        raise UsageError(f"--model must look like module:factory, got {spec!r}")
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
-        raise SystemExit(f"--model {spec!r} could not be loaded: {error}") from error
+        raise UsageError(f"--model {spec!r} could not be loaded: {error}") from None
+    if not callable(factory):
+        raise UsageError(f"--model {spec!r} must name a callable, got {type(factory).__name__}")
+    try:
+        signature = inspect.signature(factory)
+        signature.bind()
+    except TypeError:
+        raise UsageError(
+            f"--model {spec!r} must be callable without arguments, but it takes {signature}: "
+            "write a factory that builds the model with its settings"
+        ) from None
+    except ValueError:  # no signature to inspect (some builtins): just call it
+        pass
     model = factory()
     if not isinstance(model, torch.nn.Module):
-        raise SystemExit(f"--model {spec!r} must return a torch.nn.Module, got {type(model)}")
+        raise UsageError(
+            f"--model {spec!r} must return a torch.nn.Module, got {type(model).__name__}"
+        )
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]  # a training checkpoint that holds more than the weights
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()
-            raise SystemExit(
-                f"--checkpoint {checkpoint} does not fit the model from {spec}: "
-                + " ".join(line.strip() for line in first[:3])
-            ) from error
+        model.load_state_dict(_read_state(checkpoint, spec, model))
     return model.to(device).eval()
 
 
+def _read_state(checkpoint: Path, spec: str, model: Any) -> Any:
+    import torch
+
+    if not checkpoint.is_file():
+        raise UsageError(
+            f"--checkpoint must be a file of saved weights, got {str(checkpoint)!r}: no such file"
+        )
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as error:
+        raise UsageError(
+            f"--checkpoint {checkpoint} is not a file of weights saved with torch.save "
+            f"(damaged, truncated or another format: {type(error).__name__})"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a training checkpoint that holds more than the weights
+    if not isinstance(state, dict):
+        raise UsageError(
+            f"--checkpoint {checkpoint} must hold a state dict, got {type(state).__name__}"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        lines = str(error).strip().splitlines()
+        raise UsageError(
+            f"--checkpoint {checkpoint} does not fit the model from {spec}: "
+            + " ".join(line.strip() for line in lines[:3])
+        ) from None
+    return state
+
+
 def _load_data(spec: str, split: str, limit: int | None) -> tuple[Any, Any]:
-    import numpy as np
 
     x: Any
     y: Any
@@ -100,18 +199,40 @@ def _load_data(spec: str, split: str, limit: int | None) -> tuple[Any, Any]:
     elif spec.startswith("cifar10:"):
         from signattack.data import read_cifar10
 
-        x, y = read_cifar10(spec.partition(":")[2], "test" if split == "test" else "train")
+        try:
+            x, y = read_cifar10(spec.partition(":")[2], "test" if split == "test" else "train")
+        except (FileNotFoundError, ValueError) as error:
+            raise UsageError(f"--data {spec}: {error}") from None
     elif spec.startswith("npz:"):
-        with np.load(spec.partition(":")[2]) as arrays:
-            if "x" not in arrays or "y" not in arrays:
-                raise SystemExit(f"--data {spec}: the file must hold arrays named x and y")
-            x, y = arrays["x"], arrays["y"]
+        x, y = _read_npz(spec)
     else:
-        raise SystemExit(f"--data must be cifar10:DIR, digits or npz:FILE, got {spec!r}")
+        raise UsageError(f"--data must be cifar10:DIR, digits or npz:FILE, got {spec!r}")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     if len(x) == 0:
-        raise SystemExit(f"--data {spec} holds no samples")
+        raise UsageError(f"--data {spec} must hold samples, got none")
+    return x, y
+
+
+def _read_npz(spec: str) -> tuple[Any, Any]:
+    import numpy as np
+
+    path = Path(spec.partition(":")[2])
+    if not path.is_file():
+        raise UsageError(f"--data {spec}: no such file {str(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays or "y" not in arrays:
+                raise UsageError(f"--data {spec}: the file must hold arrays named x and y")
+            x, y = arrays["x"], arrays["y"]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise UsageError(f"--data {spec} is not a readable .npz file: {error}") from None
+    if x.ndim < 2 or y.shape != (len(x),):
+        raise UsageError(
+            f"--data {spec}: x must be (n, ...) and y (n,), got {x.shape} and {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"--data {spec}: y must hold integer labels, got dtype {y.dtype}")
     return x, y
 
 
@@ -124,26 +245,56 @@ def _batches(x: Any, y: Any, size: int, device: Any) -> Iterator[tuple[Any, Any]
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the ``evaluate`` subcommand."""
+    """Run the ``evaluate`` subcommand; returns the exit status."""
     try:
         import torch
-    except ImportError as error:
-        raise SystemExit('evaluate needs PyTorch: pip install "signattack[torch]"') from error
+    except ImportError:
+        print(
+            'signattack evaluate: needs PyTorch: pip install "signattack[torch]"', file=sys.stderr
+        )
+        return USAGE_ERROR
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        return _evaluate(args, distributed)
+    except Exception as error:
+        if args.debug:
+            raise
+        user_error = isinstance(error, (UsageError, ValueError, TypeError))
+        text = " ".join(str(error).split()) or type(error).__name__
+        if not user_error:
+            text = f"{type(error).__name__}: {text} (--debug shows the traceback)"
+        print(f"signattack evaluate: error: {text}", file=sys.stderr)
+        return USAGE_ERROR if user_error else 1
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+
+
+def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
+    import torch
+
     from signattack import FGSM, IteratedSign
     from signattack.evaluation import evaluate
 
-    eps = _numbers(args.eps, "eps")
-    bounds = _numbers(args.bounds, "bounds")
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(args.device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
+    eps = _numbers(args.eps, "--eps")
+    if not all(0 <= value < float("inf") for value in eps) or len(set(eps)) != len(eps):
+        raise UsageError(f"--eps must be distinct finite radii >= 0, got {args.eps!r}")
+    bounds = _numbers(args.bounds, "--bounds", count=2)
+    if not -float("inf") < bounds[0] < bounds[1] < float("inf"):
+        raise UsageError(
+            f"--bounds must be finite lower,upper with lower < upper, got {args.bounds!r}"
+        )
+    if args.step_size is not None and not 0 <= args.step_size < float("inf"):
+        raise UsageError(f"--step-size must be a finite number >= 0, got {args.step_size!r}")
+    device = _device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    model = _load_model(args.model, args.checkpoint, device)
+    x, y = _load_data(args.data, args.split, args.limit)
+    options = {"bounds": tuple(bounds), "loss": args.loss}
     try:
-        model = _load_model(args.model, args.checkpoint, device)
-        x, y = _load_data(args.data, args.split, args.limit)
-        options = {"bounds": tuple(bounds), "loss": args.loss}
         attack = (
             FGSM(eps[0], **options)
             if args.attack == "fgsm"
@@ -157,18 +308,17 @@ def run(args: argparse.Namespace) -> int:
                 **options,
             )
         )
-        report = evaluate(
-            model,
-            _batches(x, y, args.batch_size, device),
-            attack,
-            eps,
-            checkpoint=args.resume_file,
-        )
-    except ValueError as error:
-        raise SystemExit(f"evaluate: {error}") from error
-    finally:
-        if distributed:
-            torch.distributed.barrier()
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"the attack's settings: {error}") from None
+    if args.resume_file is not None and args.resume_file.is_dir():
+        raise UsageError(f"--resume-file must be a file, got the folder {str(args.resume_file)!r}")
+    report = evaluate(
+        model,
+        _batches(x, y, args.batch_size, device),
+        attack,
+        eps,
+        checkpoint=args.resume_file,
+    )
     if not distributed or torch.distributed.get_rank() == 0:
         print(f"{report.samples} samples, {report.attack}")
         print(report.table())
@@ -177,6 +327,4 @@ def run(args: argparse.Namespace) -> int:
         if args.plot is not None:
             report.plot(args.plot)
             print(f"wrote {args.plot}")
-    if distributed:
-        torch.distributed.destroy_process_group()
     return 0

@@ -6,19 +6,20 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
-from array_api_compat import array_namespace, device, to_device
+from array_api_compat import array_namespace, device, is_array_api_obj, to_device
 
 from signattack._typing import Array, ArrayT
 from signattack.attacks.base import AttackResult
 from signattack.backends._protocol import MODEL_MODES, ModelMode
 from signattack.backends.batch import Batch, open_batch
-from signattack.core.kernels import ball_box_limits, clip, round_into_limits, sign_step
+from signattack.core.kernels import ball_box_limits, clip, sign_step
 from signattack.core.losses import LossFunction, LossName, resolve_loss
 from signattack.core.validation import (
     Bounds,
     check_bounds,
     check_choice,
     check_real,
+    check_seed,
     check_steps,
 )
 
@@ -26,6 +27,11 @@ __all__ = ["FGSM", "IteratedSign"]
 
 PIXEL_BOUNDS = Bounds(0.0, 255.0)
 """The default box: 8-bit pixel values."""
+
+
+def _same_library(value: object, xp: object) -> bool:
+    """Whether ``value`` is an array of the array library ``xp``."""
+    return bool(is_array_api_obj(value)) and array_namespace(value) is xp
 
 
 def _check_flag(name: str, value: object) -> None:
@@ -103,9 +109,7 @@ class IteratedSign:
         _check_flag("early_stop", self.early_stop)
         resolve_loss(self.loss)
         check_choice("model_mode", self.model_mode, MODEL_MODES)
-        seed = self.seed
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
+        check_seed(self.seed)
 
     @property
     def resolved_step_size(self) -> float:
@@ -179,6 +183,10 @@ class IteratedSign:
         radius: Array | None,
         record: bool,
     ) -> Array:
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}"
+            )
         with open_batch(
             model,
             x,
@@ -186,9 +194,10 @@ class IteratedSign:
             loss=resolve_loss(self.loss),
             model_mode=self.model_mode,
             bounds=Bounds(*self.bounds),
+            eps=self.eps if radius is None else None,
         ) as batch:
             xp = array_namespace(batch.x)
-            eps, step = self._radius_and_step(batch.x, radius)
+            eps, step = self._radius_and_step(batch, radius)
             low, high = ball_box_limits(batch.x, eps, *batch.bounds)
             x_adv = self._start(batch.x, eps, low, high, rng)
             if self.early_stop:
@@ -200,36 +209,49 @@ class IteratedSign:
                     if record:
                         trace.append(losses)
                     x_adv = sign_step(x_adv, grad, step, low, high)
-            if batch.integer:
-                x_adv = round_into_limits(x_adv, batch.x, low, high)
-            x_adv_out = xp.astype(x_adv, batch.input_dtype, copy=False)
+            x_adv_out = batch.to_input(x_adv, eps)
             if not record:
                 return x_adv_out
+            if batch.integer:  # the model sees the rounded batch the caller gets
+                x_adv = xp.astype(x_adv_out, batch.x.dtype)
             losses, predictions = batch.backend.evaluate(x_adv, batch.labels)
         trace.append(losses)
         labels = batch.labels
         success = (predictions == labels) if self.targeted else (predictions != labels)
         return AttackResult(x_adv_out, xp.stack(trace), predictions, success)
 
-    def _radius_and_step(self, x0: Array, radius: Array | None) -> tuple[Array, Array]:
-        """The radius and signed step: floats, or per-sample arrays shaped to broadcast."""
+    def _radius_and_step(self, batch: Batch, radius: Array | None) -> tuple[Array, Array]:
+        """The radius and signed step: floats, or per-sample arrays shaped to broadcast.
+
+        For integer inputs the radius is ``floor(eps)`` (see :meth:`Batch.radius`); the
+        default step size still scales with ``eps`` itself.
+        """
         direction = -1.0 if self.targeted else 1.0
+        x0 = batch.x
         if radius is None:
-            return self.eps, direction * self.resolved_step_size
+            return batch.radius(self.eps), direction * self.resolved_step_size
         xp = array_namespace(x0)
-        if array_namespace(radius) is not xp or tuple(radius.shape) != (x0.shape[0],):
-            raise ValueError(
-                f"eps must be a number or an array of shape ({x0.shape[0]},) like x, "
-                f"got {type(radius).__name__} of shape {tuple(getattr(radius, 'shape', ()))}"
+        if not _same_library(radius, xp):
+            raise TypeError(
+                f"eps (per sample) must be an array of the same library as x, of shape "
+                f"({x0.shape[0]},), got {type(radius).__name__} {radius!r}"
             )
-        per_sample = xp.reshape(
-            xp.asarray(radius, dtype=x0.dtype, device=device(x0)),
-            (x0.shape[0],) + (1,) * (x0.ndim - 1),
-        )
-        if not bool(xp.all(xp.isfinite(per_sample) & (per_sample >= 0))):
-            raise ValueError("eps must hold finite radii >= 0")
-        step = 2.5 * per_sample / self.steps if self.step_size is None else self.step_size
-        return per_sample, direction * step
+        if tuple(radius.shape) != (x0.shape[0],):
+            raise ValueError(
+                f"eps (per sample) must have shape ({x0.shape[0]},) to match x, "
+                f"got {tuple(radius.shape)}"
+            )
+        if not bool(xp.all(xp.isfinite(radius) & (radius >= 0))):
+            raise ValueError("eps (per sample) must hold finite radii >= 0")
+        shape = (x0.shape[0],) + (1,) * (x0.ndim - 1)
+
+        def per_sample(values: Array) -> Array:
+            return xp.reshape(xp.asarray(values, dtype=x0.dtype, device=device(x0)), shape)
+
+        # floor() before the cast: 7.999999999999999 must not round to 8 in float32.
+        eps = per_sample(batch.radius(radius))
+        step = 2.5 * per_sample(radius) / self.steps if self.step_size is None else self.step_size
+        return eps, direction * step
 
     def _start(
         self, x0: Array, eps: Array, low: Array, high: Array, rng: np.random.Generator | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from signattack._typing import Array
 from signattack.backends import open_backend
 from signattack.backends._protocol import Backend, ModelMode
 from signattack.core.losses import LossFunction
-from signattack.core.validation import Bounds, check_batch
+from signattack.core.validation import Bounds, check_batch, warn_units
 
 __all__ = ["Batch", "open_batch"]
 
@@ -26,9 +27,12 @@ class Batch:
         x: The inputs as a detached floating array (``float32`` for integer inputs), moved
             onto the box where they were outside it by round-off only.
         labels: The labels as ``int64`` on ``x``'s device.
-        bounds: The box, narrowed to the dtype's range for integer inputs.
+        bounds: The box; for integer inputs, narrowed to the integers inside it that the
+            dtype can hold.
         input_dtype: The caller's dtype, to convert results back to.
         integer: Whether the caller's inputs are integers.
+        original: The caller's inputs, detached (integer inputs are restored from them
+            exactly, whatever their magnitude).
     """
 
     backend: Backend
@@ -37,34 +41,76 @@ class Batch:
     bounds: Bounds
     input_dtype: object
     integer: bool
+    original: Array
+
+    def radius(self, eps: Array) -> Array:
+        """The radius the kernels use: ``eps`` itself, or ``floor(eps)`` for integer inputs.
+
+        An integer perturbation ``d`` satisfies ``|d| <= eps`` exactly when
+        ``|d| <= floor(eps)``, and ``floor(eps)`` is exact in any float dtype, where
+        ``eps = 7.999999999999999`` would round to 8 in ``float32``.
+        """
+        if not self.integer:
+            return eps
+        if isinstance(eps, (int, float)):
+            return float(math.floor(eps))
+        return array_namespace(eps).floor(eps)
+
+    def to_input(self, x_adv: Array, radius: Array) -> Array:
+        """The iterate in the caller's dtype; for integer inputs, rounded exactly.
+
+        Integer inputs come back as ``original + d`` with ``d`` an integer in
+        ``[-radius, radius]``, computed and clipped to the box in integer arithmetic, so
+        that neither the ball nor the box depends on float rounding, even for values beyond
+        ``2**24`` that ``float32`` cannot hold.
+        """
+        xp = array_namespace(x_adv)
+        if not self.integer:
+            return xp.astype(x_adv, self.input_dtype, copy=False)
+        step = xp.astype(xp.clip(xp.round(x_adv - self.x), -radius, radius), xp.int64)
+        moved = xp.astype(self.original, xp.int64) + step
+        lower, upper = int(self.bounds.lower), int(self.bounds.upper)
+        return xp.astype(xp.clip(moved, lower, upper), self.input_dtype)
 
 
 @contextmanager
 def open_batch(
-    model: object, x: Array, y: Array, *, loss: LossFunction, model_mode: ModelMode, bounds: Bounds
+    model: object,
+    x: Array,
+    y: Array,
+    *,
+    loss: LossFunction,
+    model_mode: ModelMode,
+    bounds: Bounds,
+    eps: float | None = None,
 ) -> Iterator[Batch]:
     """Open the backend for ``x``, validate ``x`` and ``y``, and convert them for the kernels.
 
-    The model is restored on exit, also when validation fails.
+    Warns with a :class:`~signattack.UnitsWarning` where ``x``, ``bounds`` and the largest
+    radius ``eps`` look like different units. The model is restored on exit, also when
+    validation fails.
 
     Raises:
         TypeError, ValueError: As :func:`signattack.core.validation.check_batch`.
     """
     with open_backend(model, x, loss, model_mode) as backend:
         x = backend.prepare(x)
-        check_batch(x, y, bounds)
+        x_range = check_batch(x, y, bounds)
         xp = array_namespace(x)
         integer = xp.isdtype(x.dtype, "integral")
+        warn_units(x_range, not integer, bounds, eps)
         lower, upper = bounds
         if integer:
-            lower = max(lower, float(xp.iinfo(x.dtype).min))
-            upper = min(upper, float(xp.iinfo(x.dtype).max))
+            lower = max(math.ceil(lower), int(xp.iinfo(x.dtype).min))
+            upper = min(math.floor(upper), int(xp.iinfo(x.dtype).max))
         x_float = xp.astype(x, xp.float32) if integer else x
+        labels = backend.prepare(to_device(y, device(x)))
         yield Batch(
             backend=backend,
-            x=xp.clip(x_float, lower, upper),
-            labels=xp.astype(to_device(y, device(x)), xp.int64, copy=False),
-            bounds=Bounds(lower, upper),
+            x=xp.clip(x_float, float(lower), float(upper)),
+            labels=xp.astype(labels, xp.int64, copy=False),
+            bounds=Bounds(float(lower), float(upper)),
             input_dtype=x.dtype,
             integer=integer,
+            original=x,
         )

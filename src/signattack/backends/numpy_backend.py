@@ -51,8 +51,18 @@ class LinearClassifier:
     bias: FloatArray
 
     def __post_init__(self) -> None:
-        if self.weight.ndim != 2:
-            raise ValueError(f"weight must have shape (classes, features), got {self.weight.shape}")
+        for name in ("weight", "bias"):
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
+            if not np.issubdtype(value.dtype, np.floating):
+                raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} must be finite, got NaN or Inf entries")
+        if self.weight.ndim != 2 or 0 in self.weight.shape:
+            raise ValueError(
+                f"weight must have shape (classes, features), both >= 1, got {self.weight.shape}"
+            )
         if self.bias.shape != (self.weight.shape[0],):
             raise ValueError(
                 f"bias must have shape ({self.weight.shape[0]},) to match weight, "
@@ -100,6 +110,11 @@ class NumpyBackend:
         """Losses, the input gradient (logit gradient through ``vjp``) and predictions."""
         logits = self._logits(x, y)
         grad = self.model.vjp(x, self.logit_gradient(logits, y))
+        if not isinstance(grad, np.ndarray) or grad.shape != x.shape:
+            shape = grad.shape if isinstance(grad, np.ndarray) else type(grad).__name__
+            raise ValueError(
+                f"model.vjp must return the input gradient with x's shape {x.shape}, got {shape}"
+            )
         return self.loss(logits, y), grad, np.argmax(logits, axis=1)
 
     def logits(self, x: Array) -> Array:

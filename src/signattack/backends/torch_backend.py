@@ -147,6 +147,11 @@ def open_torch_backend(
     """
     if not callable(model):
         raise TypeError(f"model must be an nn.Module or a callable on tensors, got {model!r}")
+    if x.device.type == "meta":
+        raise ValueError(
+            "x is on the meta device, which holds shapes but no values: "
+            "move it to a real device (cpu, cuda) with .to(device)"
+        )
     if not isinstance(model, torch.nn.Module):
         with torch.inference_mode(False), torch.enable_grad():
             yield TorchBackend(model, native_loss(loss))

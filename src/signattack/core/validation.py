@@ -8,7 +8,10 @@ trust their input.
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections.abc import Collection
+from types import FrameType
 from typing import NamedTuple, TypeVar
 
 import array_api_compat
@@ -18,15 +21,27 @@ from signattack._typing import Array
 
 __all__ = [
     "Bounds",
+    "UnitsWarning",
     "check_batch",
     "check_bounds",
     "check_choice",
     "check_logits",
     "check_real",
+    "check_seed",
     "check_steps",
+    "warn_units",
 ]
 
 _Choice = TypeVar("_Choice", bound=str)
+
+
+class UnitsWarning(UserWarning):
+    """Inputs, bounds and eps that look like they are in different units.
+
+    The usual case: images scaled to ``[0, 1]`` attacked with the pixel-unit defaults
+    ``bounds=(0, 255)`` and ``eps=8``. Silence it, once you are sure, with
+    ``warnings.filterwarnings("ignore", category=signattack.UnitsWarning)``.
+    """
 
 
 class Bounds(NamedTuple):
@@ -61,6 +76,17 @@ def check_steps(steps: object) -> int:
     return steps
 
 
+def check_seed(seed: object) -> int | None:
+    """Return ``seed`` if it is ``None`` or an integer ``>= 0`` (what NumPy accepts)."""
+    if seed is None:
+        return None
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int >= 0 or None, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
+    return seed
+
+
 def check_bounds(bounds: object) -> Bounds:
     """Return ``bounds`` as :class:`Bounds` if it is a pair of finite numbers ``lo < hi``."""
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
@@ -86,7 +112,7 @@ def _round_off(dtype: object, bounds: Bounds, xp: object) -> float:
     return 16 * float(xp.finfo(dtype).eps) * scale  # type: ignore[attr-defined]
 
 
-def check_batch(x: Array, y: Array, bounds: Bounds) -> None:
+def check_batch(x: Array, y: Array, bounds: Bounds) -> tuple[float, float]:
     """Check a batch of inputs and labels before an attack touches them.
 
     Args:
@@ -94,6 +120,9 @@ def check_batch(x: Array, y: Array, bounds: Bounds) -> None:
             finite and inside ``bounds`` (floating inputs up to round-off).
         y: Integer labels of shape ``(batch,)``, ``>= 0``, of the same array library as ``x``.
         bounds: The pixel box.
+
+    Returns:
+        The smallest and the largest value of ``x``.
 
     Raises:
         TypeError: ``x`` or ``y`` is not an array, or of the wrong dtype or library.
@@ -137,6 +166,55 @@ def check_batch(x: Array, y: Array, bounds: Bounds) -> None:
         )
     if int(xp.min(y)) < 0:
         raise ValueError(f"y must hold class labels >= 0, got {int(xp.min(y))}")
+    return smallest, largest
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside signattack."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        ("signattack.", "contextlib")
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_units(
+    x_range: tuple[float, float], floating: bool, bounds: Bounds, eps: float | None = None
+) -> None:
+    """Warn with a :class:`UnitsWarning` when inputs, box and eps seem to disagree on units.
+
+    Two signs of a units mistake: floating inputs that all lie in ``[0, 1]`` while the box is
+    at least ten times wider (images scaled to ``[0, 1]``, pixel-unit bounds), and an eps
+    larger than the whole box (nothing is left to constrain the attack).
+
+    Args:
+        x_range: The smallest and the largest input value.
+        floating: Whether the inputs have a floating dtype.
+        bounds: The pixel box.
+        eps: The largest radius of the call, if there is one.
+    """
+    width = bounds.upper - bounds.lower
+    smallest, largest = x_range
+    if floating and smallest >= 0.0 and largest <= 1.0 and width >= 10.0:
+        warnings.warn(
+            f"x lies in [0, 1] but bounds are [{bounds.lower:g}, {bounds.upper:g}]: images "
+            "scaled to [0, 1] need bounds=(0, 1) and eps in the same units (eps=8/255 for 8 "
+            "pixel levels); if the box is meant, silence this with warnings.filterwarnings("
+            '"ignore", category=signattack.UnitsWarning)',
+            UnitsWarning,
+            stacklevel=_caller_level(),
+        )
+    if eps is not None and eps > width:
+        warnings.warn(
+            f"eps = {eps:g} is larger than the whole box [{bounds.lower:g}, {bounds.upper:g}], "
+            "so the ball constrains nothing: give eps in the box's units (eps=8/255 for 8 "
+            "pixel levels with bounds=(0, 1)); silence this with warnings.filterwarnings("
+            '"ignore", category=signattack.UnitsWarning)',
+            UnitsWarning,
+            stacklevel=_caller_level(),
+        )
 
 
 def check_logits(logits: Array, y: Array) -> None:

@@ -1,0 +1,36 @@
+"""Robustness evaluation at scale: accuracy against eps over whole datasets.
+
+:func:`evaluate` attacks every batch of a dataset at every eps and returns a
+:class:`RobustnessReport`. It wastes no work: eps values are visited in increasing order, and
+a sample that is already misclassified (clean, or at a smaller eps) counts as broken at every
+larger eps without being attacked again, since the smaller ball lies inside the larger one.
+With a checkpoint path it saves its progress atomically after every batch, and an
+interrupted run resumes where it stopped and ends with exactly the results of an
+uninterrupted one; the checkpoint is bound to the model, the data, the attack, the radii and
+the library version that produced it, and a resume with anything else is refused. Under
+``torchrun`` each process evaluates its share of the batches and the results are combined
+with ``torch.distributed``; the report equals the single-process one, and when one process
+fails, all of them stop.
+
+:func:`smallest_breaking_eps` finds, per sample, the smallest eps at which the attack
+succeeds, by bisection: a whole robustness curve from one run.
+
+The modules, one concern each: :mod:`~signattack.evaluation.report` (the result),
+:mod:`~signattack.evaluation.sweep` (the sweep), :mod:`~signattack.evaluation.checkpoint`
+and :mod:`~signattack.evaluation.identity` (resuming, and what a checkpoint is bound to),
+:mod:`~signattack.evaluation.distributed` (several processes) and
+:mod:`~signattack.evaluation.bisection`. Works with any backend; torch is imported only where
+it is already in use.
+"""
+
+from signattack.evaluation.bisection import smallest_breaking_eps
+from signattack.evaluation.distributed import PeerFailure
+from signattack.evaluation.report import RobustnessReport
+from signattack.evaluation.sweep import evaluate
+
+__all__ = [
+    "PeerFailure",
+    "RobustnessReport",
+    "evaluate",
+    "smallest_breaking_eps",
+]

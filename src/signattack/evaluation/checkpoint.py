@@ -1,0 +1,267 @@
+"""Resumable evaluations: per-batch results on disk, bound to the evaluation that made them.
+
+A checkpoint is a JSON file holding the evaluation's identity (library version, model,
+attack, radii) and, per finished batch, a digest of that batch's inputs and labels with its
+per-sample results. A run resumes only from its own checkpoint: every part of the identity
+must match, every reused batch must have the digest of the batch now passed, and the data
+must not have fewer batches (or, once a pass finished, another number of them). Anything
+else raises a ``ValueError`` that names the file and what differs. Every entry is checked on
+load, so a damaged or edited file is refused instead of reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from signattack._files import write_atomically
+
+__all__ = ["CHECKPOINT_FORMAT", "BatchResult", "Checkpoint"]
+
+CHECKPOINT_FORMAT = 2
+"""The version of the checkpoint file's layout."""
+
+_START_AFRESH = "delete it, or pass another checkpoint path, to start afresh"
+
+
+class _Damaged(Exception):
+    """An entry of a checkpoint that is not what this module writes."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The per-sample results of one batch at every eps.
+
+    Attributes:
+        digest: The batch's digest (:func:`~signattack.evaluation.identity.batch_digest`),
+            or ``""`` when no checkpoint is kept.
+        clean: Per sample, classified correctly without attack.
+        robust: Per eps, per sample, still classified correctly under the attack.
+        largest: Per eps, the largest perturbation the attack produced in this batch.
+        attacked: Per eps, how many samples of this batch were attacked.
+    """
+
+    digest: str
+    clean: tuple[bool, ...]
+    robust: tuple[tuple[bool, ...], ...]
+    largest: tuple[float, ...]
+    attacked: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """The number of samples in the batch."""
+        return len(self.clean)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "clean": list(self.clean),
+            "robust": [list(row) for row in self.robust],
+            "largest": list(self.largest),
+            "attacked": list(self.attacked),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, radii: int) -> BatchResult:
+        """The result :meth:`to_dict` wrote, checked entry by entry.
+
+        Beyond types and lengths, the results must be consistent: a sample broken at one
+        eps is broken at every larger eps, and the samples attacked at an eps are exactly
+        those that survived the previous one.
+
+        Raises:
+            _Damaged: Anything is missing, of the wrong type or inconsistent.
+        """
+        if not isinstance(data, dict):
+            raise _Damaged(f"a batch entry must be an object, got {type(data).__name__}")
+        expected = {"digest", "size", "clean", "robust", "largest", "attacked"}
+        if set(data) != expected:
+            raise _Damaged(f"a batch entry must have the keys {sorted(expected)}")
+        digest, size = data["digest"], data["size"]
+        if not isinstance(digest, str):
+            raise _Damaged("digest must be a string")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise _Damaged(f"size must be an integer >= 1, got {size!r}")
+        clean = _flags(data["clean"], size, "clean")
+        robust_rows = _list(data["robust"], radii, "robust")
+        robust = tuple(_flags(row, size, "robust") for row in robust_rows)
+        largest = tuple(_number(value) for value in _list(data["largest"], radii, "largest"))
+        attacked = tuple(
+            _count(value, size) for value in _list(data["attacked"], radii, "attacked")
+        )
+        survivors = clean
+        for row, count in zip(robust, attacked, strict=True):
+            if any(now and not before for now, before in zip(row, survivors, strict=True)):
+                raise _Damaged("a sample is robust at an eps after it was broken")
+            if count != sum(survivors):
+                raise _Damaged("attacked counts do not match the samples that survived")
+            survivors = row
+        return cls(digest, clean, robust, largest, attacked)
+
+
+def _list(value: object, length: int, name: str) -> list[Any]:
+    if not isinstance(value, list) or len(value) != length:
+        raise _Damaged(f"{name} must be a list of {length} entries")
+    return value
+
+
+def _flags(value: object, length: int, name: str) -> tuple[bool, ...]:
+    items = _list(value, length, name)
+    if not all(isinstance(item, bool) for item in items):
+        raise _Damaged(f"{name} must hold true/false values")
+    return tuple(items)
+
+
+def _number(value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _Damaged(f"largest must hold numbers, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise _Damaged(f"largest must hold finite numbers >= 0, got {value!r}")
+    return float(value)
+
+
+def _count(value: object, size: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= size:
+        raise _Damaged(f"attacked must hold counts in [0, {size}], got {value!r}")
+    return value
+
+
+@dataclass
+class Checkpoint:
+    """The finished batches of one evaluation, kept in a file (or only in memory).
+
+    Attributes:
+        path: The file, or ``None`` to keep nothing on disk.
+        identity: What the evaluation is: ``version``, ``model``, ``attack`` and ``eps``.
+        batches: Per batch index, its result.
+        total: The number of batches of a finished pass, once one has finished.
+    """
+
+    path: Path | None
+    identity: dict[str, Any]
+    batches: dict[int, BatchResult] = field(default_factory=dict)
+    total: int | None = None
+
+    @classmethod
+    def open(cls, path: Path | None, identity: dict[str, Any]) -> Checkpoint:
+        """The checkpoint at ``path`` if there is one, checked against ``identity``.
+
+        Raises:
+            ValueError: The file is not a checkpoint, is damaged, or belongs to another
+                evaluation; the message names the file, what is wrong and what to do.
+        """
+        if path is None or not path.exists():
+            return cls(path, identity)
+        data = _read(path)
+        for part, value in identity.items():
+            if data["identity"].get(part) != value:
+                raise ValueError(
+                    f"checkpoint {path} belongs to another evaluation: "
+                    f"{_difference(part, data['identity'].get(part), value)}; {_START_AFRESH}"
+                )
+        radii = len(identity["eps"])
+        batches: dict[int, BatchResult] = {}
+        for key, entry in data["batches"].items():
+            try:
+                if not key.isdigit():
+                    raise _Damaged(f"batch keys must be indices, got {key!r}")
+                batches[int(key)] = BatchResult.from_dict(entry, radii)
+            except _Damaged as error:
+                raise ValueError(
+                    f"checkpoint {path} is damaged (batch {key}: {error}); {_START_AFRESH}"
+                ) from None
+        return cls(path, identity, batches, data["total"])
+
+    def result(self, index: int, digest: str) -> BatchResult | None:
+        """The stored result of batch ``index``, if its data has ``digest``.
+
+        Raises:
+            ValueError: The checkpoint holds a result for another batch at this index.
+        """
+        stored = self.batches.get(index)
+        if stored is not None and stored.digest != digest:
+            raise ValueError(
+                f"checkpoint {self.path} belongs to another evaluation: the data differs at "
+                f"batch {index} (its inputs, labels or size changed); {_START_AFRESH}"
+            )
+        return stored
+
+    def record(self, index: int, result: BatchResult) -> None:
+        """Keep ``result`` and write the file."""
+        self.batches[index] = result
+        self._save()
+
+    def finish(self, seen: int) -> None:
+        """Close a pass over ``seen`` batches: check the count and record it.
+
+        Raises:
+            ValueError: The checkpoint holds results for batches the data does not have,
+                or recorded a pass over another number of batches.
+        """
+        beyond = sorted(index for index in self.batches if index >= seen)
+        if beyond or (self.total is not None and self.total != seen):
+            recorded = self.total if self.total is not None else f"at least {beyond[-1] + 1}"
+            raise ValueError(
+                f"checkpoint {self.path} belongs to another evaluation: the data has {seen} "
+                f"batches, the checkpoint was written for {recorded}; {_START_AFRESH}"
+            )
+        if self.total != seen:
+            self.total = seen
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        document = {
+            "format": CHECKPOINT_FORMAT,
+            "identity": self.identity,
+            "total": self.total,
+            "batches": {str(k): v.to_dict() for k, v in sorted(self.batches.items())},
+        }
+        write_atomically(self.path, json.dumps(document).encode())
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The checkpoint's top level, checked for shape (entries are checked by the caller)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"checkpoint {path} is not a signattack checkpoint (not JSON, empty or truncated: "
+            f"{error}); {_START_AFRESH}"
+        ) from None
+    if not isinstance(data, dict) or "format" not in data:
+        raise ValueError(f"checkpoint {path} is not a signattack checkpoint; {_START_AFRESH}")
+    if data["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint {path} has format {data['format']!r}, this version reads "
+            f"{CHECKPOINT_FORMAT}; {_START_AFRESH}"
+        )
+    total = data.get("total")
+    if (
+        not isinstance(data.get("identity"), dict)
+        or not isinstance(data.get("batches"), dict)
+        or not (total is None or (isinstance(total, int) and not isinstance(total, bool)))
+    ):
+        raise ValueError(
+            f"checkpoint {path} is damaged (identity, batches or total missing or of the "
+            f"wrong type); {_START_AFRESH}"
+        )
+    return data
+
+
+def _difference(part: str, there: object, here: object) -> str:
+    if part == "version":
+        return f"it was written by signattack {there}, this is {here}"
+    if part == "eps":
+        return f"the eps differ ({there} there, {here} here)"
+    if part == "model":
+        return "the model differs (its class, parameters or buffers)"
+    if part == "attack":
+        return "the attack differs (its class or settings)"
+    return f"the {part} differs"

@@ -1,0 +1,166 @@
+"""What an evaluation is: stable descriptions of its attack and model, digests of its data.
+
+A checkpoint may only be resumed by the evaluation that wrote it. "The same evaluation" means
+the same model (its class and a digest of its parameters and buffers), the same attack (its
+settings, described without memory addresses), the same radii, the same data (a digest of
+every batch's inputs and labels) and the same library version. Everything here is computed
+so that it is equal in every process and on every run, and differs where they differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import json
+import sys
+import types
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from signattack._typing import Array
+
+__all__ = ["Unstable", "batch_digest", "describe", "model_identity", "stable"]
+
+_DEPTH = 8
+
+
+class Unstable(ValueError):
+    """A value that cannot be described the same way in another process."""
+
+
+def _qualified(value: Any) -> str:
+    name = f"{value.__module__}.{value.__qualname__}"
+    if "<locals>" in name or "<lambda>" in name:
+        raise Unstable(f"{name} is defined inside a function")
+    return name
+
+
+def _array_digest(array: Array) -> str:
+    """A digest of an array's dtype, shape and bytes, wherever it lives."""
+    digest = hashlib.sha256()
+    if array_api_compat.is_torch_array(array):
+        import torch
+
+        tensor = array.detach().to("cpu").contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        host = np.ascontiguousarray(np.asarray(array_api_compat.to_device(array, "cpu")))
+        digest.update(f"{host.dtype}{host.shape}".encode())
+        digest.update(host.tobytes())
+    return digest.hexdigest()
+
+
+def _module_state(module: Any) -> dict[str, Any]:
+    """A torch module's class and a digest of its parameters and buffers, by name."""
+    digest = hashlib.sha256()
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    for name, tensor in sorted(tensors, key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(_array_digest(tensor).encode())
+    return {"module": _qualified(type(module)), "state": digest.hexdigest()}
+
+
+def stable(value: Any, depth: int = 0) -> Any:
+    """A JSON-ready description of ``value`` that is the same in every process.
+
+    Numbers, strings and containers describe themselves; arrays and torch modules by a
+    digest of their contents; functions and classes by their qualified names; dataclasses,
+    ``functools.partial`` objects and other objects by their class and attributes.
+
+    Raises:
+        Unstable: ``value`` is, or holds, something that has no such description: a lambda,
+            a closure, a function or class defined inside a function, or an object of
+            unknown structure.
+    """
+    if depth > _DEPTH:
+        raise Unstable("it nests too deeply to describe")
+    inner = functools.partial(stable, depth=depth + 1)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [inner(item) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise Unstable("it holds a dict with keys that are not strings")
+        return {key: inner(item) for key, item in sorted(value.items())}
+    if isinstance(value, enum.Enum):
+        return f"{_qualified(type(value))}.{value.name}"
+    if array_api_compat.is_array_api_obj(value):
+        return {"array": _array_digest(value)}
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.nn.Module):
+        return _module_state(value)
+    if isinstance(value, functools.partial):
+        return {
+            "partial": inner(value.func),
+            "args": inner(value.args),
+            "kw": inner(value.keywords),
+        }
+    if isinstance(value, types.MethodType):
+        return {"method": value.__func__.__name__, "of": inner(value.__self__)}
+    if isinstance(value, types.FunctionType):
+        if value.__closure__:
+            raise Unstable(f"{value.__qualname__} is a closure")
+        return {"function": _qualified(value)}
+    if isinstance(value, (types.BuiltinFunctionType, type)):
+        return {"function": _qualified(value)}
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: inner(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"class": _qualified(type(value)), "fields": fields}
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict):
+        return {"class": _qualified(type(value)), "fields": inner(attributes)}
+    raise Unstable(f"{type(value).__name__} objects have no stable description")
+
+
+def describe(value: Any) -> str:
+    """A short, readable name for an attack or a factory, without memory addresses.
+
+    Dataclasses show their settings, with ``eps`` left out (the radius varies); functions,
+    partials and callable objects show their names. Only for display: :func:`stable` is
+    what identifies.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        shown = [
+            f"{field.name}={_readable(getattr(value, field.name))}"
+            for field in dataclasses.fields(value)
+            if field.name != "eps"
+        ]
+        return f"{type(value).__name__}({', '.join(shown)})"
+    return _readable(value)
+
+
+def _readable(value: Any) -> str:
+    if isinstance(value, functools.partial):
+        arguments = [_readable(a) for a in value.args]
+        arguments += [f"{k}={_readable(v)}" for k, v in value.keywords.items()]
+        return f"partial({', '.join([_readable(value.func), *arguments])})"
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return value.__qualname__
+    if isinstance(value, (bool, int, float, str, tuple, type(None))):
+        return repr(value)
+    if dataclasses.is_dataclass(value):
+        return describe(value)
+    name = getattr(value, "name", None)
+    if isinstance(name, str):  # a LogitLoss and similar named values
+        return f"{type(value).__name__}({name!r})"
+    return type(value).__name__
+
+
+def model_identity(model: object) -> Any:
+    """:func:`stable` for a model: a torch module by its class and a digest of its state.
+
+    Raises:
+        Unstable: The model cannot be identified across processes.
+    """
+    return stable(model)
+
+
+def batch_digest(x: Array, y: Array) -> str:
+    """A digest of one batch: its inputs' and labels' dtypes, shapes and values."""
+    return hashlib.sha256(json.dumps([_array_digest(x), _array_digest(y)]).encode()).hexdigest()

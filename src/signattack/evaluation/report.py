@@ -1,0 +1,134 @@
+"""The result of an evaluation: :class:`RobustnessReport`, with its table, files and plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from signattack._files import write_atomically
+
+__all__ = ["REPORT_FORMAT", "RobustnessReport"]
+
+REPORT_FORMAT = 1
+"""The version of :meth:`RobustnessReport.to_dict`'s layout."""
+
+
+@dataclass(frozen=True)
+class RobustnessReport:
+    """Clean and robust accuracy of a model over a dataset, per sample and in total.
+
+    Attributes:
+        eps: The radii, increasing.
+        attack: A description of the attack.
+        clean_correct: Per sample: classified correctly without attack.
+        robust_correct: Per eps, per sample: still classified correctly under the attack.
+        max_perturbation: Per eps, the largest ``|x_adv - x|_inf`` the attack actually
+            produced; above eps would mean a broken threat model.
+        attacked: Per eps, how many samples were attacked (the others were already broken).
+    """
+
+    eps: tuple[float, ...]
+    attack: str
+    clean_correct: tuple[bool, ...]
+    robust_correct: dict[float, tuple[bool, ...]]
+    max_perturbation: dict[float, float]
+    attacked: dict[float, int]
+
+    @property
+    def samples(self) -> int:
+        """Number of samples evaluated."""
+        return len(self.clean_correct)
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Share of samples classified correctly without attack."""
+        return sum(self.clean_correct) / self.samples
+
+    @property
+    def robust_accuracy(self) -> dict[float, float]:
+        """Per eps, the share of samples classified correctly under the attack."""
+        return {e: sum(correct) / self.samples for e, correct in self.robust_correct.items()}
+
+    def table(self) -> str:
+        """Accuracy against eps as aligned text."""
+        lines = [f"{'eps':>8}  {'accuracy':>8}  {'max |d|':>8}  {'attacked':>8}"]
+        lines.append(f"{'clean':>8}  {self.clean_accuracy:>8.2%}  {'':>8}  {'':>8}")
+        for eps in self.eps:
+            lines.append(
+                f"{eps:>8g}  {self.robust_accuracy[eps]:>8.2%}  "
+                f"{self.max_perturbation[eps]:>8.4g}  {self.attacked[eps]:>8}"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready (eps keys as strings)."""
+        return {
+            "format": REPORT_FORMAT,
+            "attack": self.attack,
+            "samples": self.samples,
+            "eps": list(self.eps),
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": {str(e): a for e, a in self.robust_accuracy.items()},
+            "max_perturbation": {str(e): m for e, m in self.max_perturbation.items()},
+            "attacked": {str(e): n for e, n in self.attacked.items()},
+            "clean_correct": list(self.clean_correct),
+            "robust_correct": {str(e): list(c) for e, c in self.robust_correct.items()},
+        }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as a JSON document."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def to_csv(self) -> str:
+        """One row per sample: index, clean correctness, correctness at each eps."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["sample", "clean", *[f"eps={e:g}" for e in self.eps]])
+        for index, clean in enumerate(self.clean_correct):
+            writer.writerow(
+                [index, int(clean), *[int(self.robust_correct[e][index]) for e in self.eps]]
+            )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RobustnessReport:
+        """The report that :meth:`to_dict` wrote."""
+        eps = tuple(float(e) for e in data["eps"])
+        return cls(
+            eps=eps,
+            attack=data["attack"],
+            clean_correct=tuple(bool(c) for c in data["clean_correct"]),
+            robust_correct={e: tuple(data["robust_correct"][str(e)]) for e in eps},
+            max_perturbation={e: float(data["max_perturbation"][str(e)]) for e in eps},
+            attacked={e: int(data["attacked"][str(e)]) for e in eps},
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the report as ``.json`` or ``.csv`` (by suffix), atomically: an existing file
+        is replaced only by a complete report."""
+        path = Path(path)
+        text = self.to_csv() if path.suffix == ".csv" else self.to_json()
+        write_atomically(path, text.encode())
+        return path
+
+    def plot(self, path: str | Path | None = None) -> Any:
+        """Accuracy against eps (needs matplotlib); returns the figure, saved to ``path``."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.add_subplot()
+        radii = [0.0, *self.eps]
+        accuracy = [self.clean_accuracy, *[self.robust_accuracy[e] for e in self.eps]]
+        ax.plot(radii, accuracy, marker="o", lw=2)
+        ax.set_xlabel("eps (input units)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_title(self.attack)
+        ax.grid(alpha=0.3)
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig

@@ -1,0 +1,281 @@
+"""The sweep over a dataset: :func:`evaluate`.
+
+Radii are visited in increasing order, and a sample that is already misclassified (clean, or
+at a smaller eps) counts as broken at every larger eps without being attacked again, since
+the smaller ball lies inside the larger one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, device, is_array_api_obj, to_device
+
+from signattack._typing import Array
+from signattack.attacks import FGSM, Attack, IteratedSign
+from signattack.backends.batch import open_batch
+from signattack.core.losses import CROSS_ENTROPY
+from signattack.core.validation import Bounds, check_real
+from signattack.evaluation.checkpoint import BatchResult, Checkpoint
+from signattack.evaluation.distributed import PeerFailure, Ranks
+from signattack.evaluation.identity import Unstable, batch_digest, describe, stable
+from signattack.evaluation.report import RobustnessReport
+
+__all__ = ["AttackSpec", "clean_predictions", "evaluate"]
+
+AttackSpec = IteratedSign | FGSM | Callable[[float], Attack]
+"""An attack to run at every eps: an :class:`IteratedSign` or :class:`FGSM` whose ``eps`` is
+replaced, or a factory ``eps -> attack``."""
+
+_ANY_BOUNDS = Bounds(-math.inf, math.inf)
+
+
+def _attack_at(spec: AttackSpec, eps: float) -> Attack:
+    if isinstance(spec, (IteratedSign, FGSM)):
+        return dataclasses.replace(spec, eps=eps)
+    return spec(eps)
+
+
+def _bounds_of(attack: Attack) -> Bounds:
+    """The box every input must lie in: the attack's, where it has one."""
+    if isinstance(attack, (IteratedSign, FGSM)):
+        return Bounds(*attack.bounds)
+    return _ANY_BOUNDS
+
+
+def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a sequence of radii, got the single number {eps!r}")
+    values = tuple(check_real("eps", value) for value in eps)
+    if not values:
+        raise ValueError("eps must hold at least one radius, got an empty sequence")
+    if len(set(values)) != len(values):
+        raise ValueError(f"eps must not repeat a radius, got {list(eps)!r}")
+    return tuple(sorted(values))
+
+
+def _to_numpy(array: Array) -> np.ndarray[Any, Any]:
+    return np.asarray(to_device(array, "cpu"))
+
+
+def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> Array:
+    """Predicted classes at ``x`` in eval mode, after checking every sample and label.
+
+    Every input must be finite and inside ``bounds``, every label a class of the model
+    (``0 <= y < classes``): the attacks check only the samples they attack.
+    """
+    with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
+        _, predictions = batch.backend.evaluate(batch.x, batch.labels)
+    return predictions
+
+
+def _batch_rng(attack: AttackSpec, batch_index: int, eps_index: int) -> np.random.Generator | None:
+    """A generator per batch and eps, so that a resumed or sharded run draws what an
+    uninterrupted single-process run draws."""
+    seed = attack.seed if isinstance(attack, IteratedSign) else None
+    return None if seed is None else np.random.default_rng([seed, batch_index, eps_index])
+
+
+def _evaluate_batch(
+    model: object,
+    x: Array,
+    y: Array,
+    attack: AttackSpec,
+    eps: tuple[float, ...],
+    batch_index: int,
+    digest: str,
+) -> BatchResult:
+    xp = array_namespace(x)
+    where = device(x)
+    y = to_device(y, where)
+    bounds = _bounds_of(_attack_at(attack, eps[0]))
+    correct = _to_numpy(clean_predictions(model, x, y, bounds) == y).astype(bool)
+    clean = tuple(correct.tolist())
+    robust, largest, attacked = [], [], []
+    for eps_index, radius in enumerate(eps):
+        still = np.flatnonzero(correct)
+        distance = 0.0
+        if still.size:
+            index = xp.asarray(still, device=where)
+            x_part, y_part = x[index], y[index]
+            attack_now = _attack_at(attack, radius)
+            rng = _batch_rng(attack, batch_index, eps_index)
+            # run() predicts at the adversarial batch with its final forward pass.
+            if isinstance(attack_now, IteratedSign):
+                outcome = attack_now.run(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
+            else:
+                outcome = attack_now.run(model, x_part, y_part)  # type: ignore[arg-type]
+            moved = xp.astype(outcome.x_adv, xp.float64) - xp.astype(x_part, xp.float64)
+            distance = float(xp.max(xp.abs(moved)))
+            broken = _to_numpy(outcome.predictions != y_part).astype(bool)
+            correct[still[broken]] = False
+        robust.append(tuple(correct.tolist()))
+        largest.append(distance)
+        attacked.append(int(still.size))
+    return BatchResult(digest, clean, tuple(robust), tuple(largest), tuple(attacked))
+
+
+def _batches(data: Iterable[tuple[Array, Array]]) -> Iterator[tuple[int, Array, Array]]:
+    for index, item in enumerate(data):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(
+                f"data must yield (x, y) pairs, got {type(item).__name__} at batch {index}"
+            )
+        x, y = item
+        if not is_array_api_obj(x) or not is_array_api_obj(y):
+            raise TypeError(
+                f"batch {index}: x and y must be arrays (torch.Tensor or numpy.ndarray), "
+                f"got {type(x).__name__} and {type(y).__name__}"
+            )
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"batch {index} holds no samples: x has shape {tuple(x.shape)}")
+        if tuple(y.shape) != (x.shape[0],):
+            raise ValueError(
+                f"batch {index}: y must hold one label per sample of x ({x.shape[0]}), "
+                f"got shape {tuple(y.shape)}"
+            )
+        yield index, x, y
+
+
+def _identity(
+    model: object,
+    attack: AttackSpec,
+    radii: tuple[float, ...],
+    name: str | None,
+    model_name: str | None,
+) -> dict[str, Any]:
+    """What a checkpoint is bound to; see :mod:`signattack.evaluation.checkpoint`."""
+    from signattack import __version__
+
+    try:
+        described_model = {"name": model_name} if model_name is not None else stable(model)
+    except Unstable as error:
+        raise ValueError(
+            f"checkpoint needs a model that can be identified in another process, but {error}: "
+            "pass an nn.Module, or model_name='...' naming this exact model"
+        ) from None
+    try:
+        described_attack = {"name": name} if name is not None else stable(attack)
+    except Unstable as error:
+        raise ValueError(
+            f"checkpoint needs an attack that can be identified in another process, but "
+            f"{error}: pass name='...' naming this exact attack (a lambda or closure cannot "
+            "be told apart from another one)"
+        ) from None
+    identity = {
+        "version": __version__,
+        "model": described_model,
+        "attack": described_attack,
+        "eps": list(radii),
+    }
+    normalized: dict[str, Any] = json.loads(json.dumps(identity))
+    return normalized
+
+
+def evaluate(
+    model: object,
+    data: Iterable[tuple[Array, Array]],
+    attack: AttackSpec,
+    eps: Sequence[float],
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool | None = None,
+    name: str | None = None,
+    model_name: str | None = None,
+) -> RobustnessReport:
+    """Clean and robust accuracy of ``model`` on ``data`` at every eps.
+
+    Every sample is checked before any is attacked: inputs finite and inside the attack's
+    bounds, labels classes of the model.
+
+    Args:
+        model: As for the attacks (``nn.Module``, callable on tensors, or NumPy model).
+        data: A ``DataLoader`` or any iterable of ``(x, y)`` batches, in the same order on
+            every pass (no shuffling).
+        attack: An :class:`IteratedSign` or :class:`FGSM` (its ``eps`` is replaced by each
+            radius), or a factory ``eps -> attack``. ``IteratedSign(..., early_stop=True)``
+            saves further work.
+        eps: The radii, any order, no repeats.
+        checkpoint: A JSON file for progress: written atomically after every batch, read on
+            start to skip finished batches. It is bound to this evaluation: the model (its
+            class and a digest of its parameters and buffers), the attack's settings, the
+            radii, every batch's inputs and labels, and the library's version. Under
+            ``torchrun`` each process uses its own file (``.rank<r>`` is appended).
+        progress: Show a progress bar; default: when stderr is a terminal.
+        name: Names the attack in the report and the checkpoint, instead of its
+            description. Needed to checkpoint a factory that has no stable description (a
+            lambda or a closure); give each different attack its own name.
+        model_name: Identifies the model in the checkpoint instead of a digest of its
+            state. Needed to checkpoint a model that is a lambda or a closure.
+
+    Returns:
+        The :class:`RobustnessReport` of exactly the samples of ``data``, in order.
+
+    Raises:
+        ValueError: ``eps`` is empty, negative or repeats; the data is empty, a batch is
+            empty, an input lies outside the bounds or a label is not a class of the model;
+            the checkpoint is damaged or belongs to another evaluation.
+        TypeError: ``data`` does not yield ``(x, y)`` pairs of arrays.
+        PeerFailure: Under ``torchrun``, another process failed.
+    """
+    radii = _check_eps_list(eps)
+    ranks = Ranks.current()
+    path = None if checkpoint is None else Path(checkpoint)
+    try:
+        if path is not None and ranks.world > 1:
+            path = path.with_name(f"{path.name}.rank{ranks.rank}")
+        identity = {} if path is None else _identity(model, attack, radii, name, model_name)
+        done = Checkpoint.open(path, identity)
+        show = sys.stderr.isatty() if progress is None else progress
+        seen = 0
+        results: dict[int, BatchResult] = {}
+        for index, x, y in _progress_bar(_batches(data), show):
+            seen += 1
+            if ranks.owns(index):
+                digest = "" if path is None else batch_digest(x, y)
+                result = done.result(index, digest)
+                if result is None:
+                    result = _evaluate_batch(model, x, y, attack, radii, index, digest)
+                    done.record(index, result)
+                results[index] = result
+            ranks.round_done(index)
+        if seen:
+            done.finish(seen)
+    except PeerFailure:
+        raise
+    except BaseException:
+        ranks.fail()
+        raise
+    merged = {k: v for part in ranks.gather(results) for k, v in part.items()}
+    if seen == 0:
+        raise ValueError("data must hold at least one batch, got none")
+    ordered = [merged[i] for i in range(seen)]
+    return RobustnessReport(
+        eps=radii,
+        attack=name if name is not None else describe(attack),
+        clean_correct=tuple(c for batch in ordered for c in batch.clean),
+        robust_correct={
+            e: tuple(c for batch in ordered for c in batch.robust[i]) for i, e in enumerate(radii)
+        },
+        max_perturbation={
+            e: max(batch.largest[i] for batch in ordered) for i, e in enumerate(radii)
+        },
+        attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
+    )
+
+
+def _progress_bar(items: Iterator[Any], show: bool) -> Iterator[Any]:
+    if not show:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the demo extra
+        return items
+    return iter(tqdm(items, desc="evaluating", unit="batch"))
