@@ -59,7 +59,7 @@ def test_a_tampered_file_cannot_run_code(tmp_path):
 
     with (tmp_path / "cifar-10-batches-py" / "test_batch").open("wb") as handle:
         pickle.dump({b"data": Exploit(), b"labels": []}, handle)
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load builtins\.print"):
+    with pytest.raises(ValueError, match=r"refusing to load builtins\.print"):
         read_cifar10(tmp_path, "test")
 
 
@@ -72,7 +72,7 @@ def test_missing_and_malformed_files_are_clear_errors(tmp_path):
         read_cifar10(tmp_path, "train")
     with (folder / "test_batch").open("wb") as handle:
         pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, handle)
-    with pytest.raises(ValueError, match=r"data must be \(n, 3072\)"):
+    with pytest.raises(ValueError, match=r"data must have shape \(n, 3072\), got \(2, 100\)"):
         read_cifar10(tmp_path, "test")
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         read_cifar10(tmp_path, "validation")

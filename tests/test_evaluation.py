@@ -234,7 +234,9 @@ def test_cli_reports_and_refuses_a_checkpoint_that_does_not_fit(weights, tmp_pat
     bad_eps = _cli(
         "--model", "signattack.models:DigitsCNN", "--data", "digits", "--eps", "-1", check=False
     )
-    assert "eps must be >= 0" in bad_eps.stderr
+    assert bad_eps.returncode == 2
+    expected = "signattack evaluate: error: --eps must be distinct finite radii >= 0, got '-1'\n"
+    assert bad_eps.stderr == expected
 
 
 @pytest.mark.slow
@@ -290,3 +292,64 @@ def test_two_processes_under_torchrun_give_the_single_process_result(weights, tm
         timeout=300,
     )
     assert json.loads(double.read_text()) == json.loads(single.read_text())
+
+
+FAILING_MODEL = """
+import os
+
+from signattack.models import DigitsCNN
+
+
+class FailsOnRankOne(DigitsCNN):
+    def forward(self, x):
+        if os.environ.get("RANK") == "1":
+            raise RuntimeError("the model broke on rank 1")
+        return super().forward(x)
+
+
+def make():
+    return FailsOnRankOne()
+"""
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        return server.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_when_one_process_fails_every_process_exits_promptly_with_an_error(tmp_path):
+    (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
+    port = str(_free_port())
+    processes = []
+    start = time.monotonic()
+    for rank in range(2):  # launched by hand: no torchrun agent to kill the survivor
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tmp_path),
+            "OMP_NUM_THREADS": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+        }
+        command = [sys.executable, "-m", "signattack", "evaluate", "--model"]
+        command += ["failing_model:make", "--data", "digits", "--eps", "4", "--batch-size", "32"]
+        processes.append(
+            subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+        )
+    errors = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        errors.append(stderr.decode())
+    elapsed = time.monotonic() - start
+    assert [p.returncode for p in processes] == [1, 1], errors
+    assert elapsed < 100, "the survivor should not wait for a collective timeout"
+    everything = "".join(errors)
+    assert everything.count("the model broke on rank 1") == 1
+    assert "rank 1 failed" in errors[0]
+    assert all(len(e.strip().splitlines()) == 1 for e in errors), errors

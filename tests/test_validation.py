@@ -34,7 +34,7 @@ from signattack import FGSM, IteratedSign, LinearClassifier, LogitLoss
         ({"eps": 8, "random_start": 1}, TypeError, "random_start must be a bool, got int"),
         ({"eps": 8, "targeted": "yes"}, TypeError, "targeted must be a bool, got str"),
         ({"eps": 8, "seed": 1.5}, TypeError, "seed must be an int >= 0 or None, got float"),
-            ({"eps": 8, "seed": -1}, ValueError, "seed must be an int >= 0 or None, got -1"),
+        ({"eps": 8, "seed": -1}, ValueError, "seed must be an int >= 0 or None, got -1"),
     ],
 )
 def test_bad_parameters_are_rejected_at_construction(kwargs, error, match):

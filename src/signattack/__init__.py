@@ -16,6 +16,7 @@ from signattack._lazy import lazy_attributes
 from signattack.attacks import FGSM, Attack, AttackResult, IteratedSign
 from signattack.backends import Backend, LinearClassifier, NumpyModel, register_backend
 from signattack.core import Bounds, LogitLoss
+from signattack.core.validation import UnitsWarning
 
 if TYPE_CHECKING:
     from signattack.fast import accelerate
@@ -44,6 +45,7 @@ __all__ = [
     "LogitLoss",
     "NumpyModel",
     "ParamGroups",
+    "UnitsWarning",
     "__version__",
     "accelerate",
     "param_groups",

@@ -54,6 +54,8 @@ _ALLOWED = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    ("__builtin__", "bytes"),  # ... and empty bytes
+    ("builtins", "bytes"),
 }
 
 Images = npt.NDArray[np.uint8]
@@ -87,20 +89,57 @@ def find_cifar10(root: str | Path) -> Path:
 
 
 def _read_batch(path: Path) -> tuple[Images, Labels]:
-    with path.open("rb") as handle:
-        batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    """One batch file, checked: ``uint8`` data ``(n, 3072)`` and ``n`` integer labels in 0..9.
+
+    Nothing is converted: float data is not truncated and values above 255 are not wrapped,
+    they are refused.
+    """
+    try:
+        with path.open("rb") as handle:
+            batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{path} is not a CIFAR-10 batch: it cannot be read ({type(error).__name__}: "
+            f"{error}); the file is damaged or of another format"
+        ) from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise ValueError(f"{path} is not a CIFAR-10 batch: expected a dict with data and labels")
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{path} is not a CIFAR-10 batch: data must be a uint8 array, got {kind}")
+    if data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(
-            f"{path} is not a CIFAR-10 batch: data must be (n, 3072) with n labels, "
-            f"got data {data.shape} and {len(labels)} labels"
+            f"{path} is not a CIFAR-10 batch: data must have shape (n, 3072), got {data.shape}"
         )
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path} has labels outside 0..9")
+    labels = _labels(path, labels)
+    if len(labels) != len(data):
+        raise ValueError(
+            f"{path} is not a CIFAR-10 batch: {len(data)} images but {len(labels)} labels"
+        )
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _labels(path: Path, labels: object) -> Labels:
+    """CIFAR-10 labels: a list (or 1-d integer array) of ints in 0..9."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"{path} is not a CIFAR-10 batch: labels must be integers of shape (n,), "
+                f"got {labels.dtype} {labels.shape}"
+            )
+        values = labels.astype(np.int64)
+    elif isinstance(labels, list) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels
+    ):
+        values = np.array(labels, dtype=np.int64).reshape(len(labels))
+    else:
+        raise ValueError(f"{path} is not a CIFAR-10 batch: labels must be a list of integers")
+    if values.size and (values.min() < 0 or values.max() > 9):
+        raise ValueError(
+            f"{path} has labels outside 0..9: {int(values.min())}..{int(values.max())}"
+        )
+    return values
 
 
 def read_cifar10(
@@ -160,8 +199,16 @@ def write_cifar10(
             raise ValueError(
                 f"{name} images must be uint8 (n, 3, 32, 32), got {images.dtype} {images.shape}"
             )
-        if len(labels) != len(images):
-            raise ValueError(f"{name} needs one label per image, got {len(labels)}")
+        values = np.asarray(labels)
+        if values.shape != (len(images),) or (
+            values.size and not np.issubdtype(values.dtype, np.integer)
+        ):
+            raise ValueError(
+                f"{name} labels must be {len(images)} integers, one per image, "
+                f"got {values.dtype} {values.shape}"
+            )
+        if values.size and (values.min() < 0 or values.max() > 9):
+            raise ValueError(f"{name} labels must lie in 0..9, got {values.min()}..{values.max()}")
     folder.mkdir(parents=True, exist_ok=True)
     train_images, train_labels = train
     chunks = np.array_split(np.arange(len(train_images)), len(_TRAIN_FILES))

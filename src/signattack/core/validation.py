@@ -197,7 +197,7 @@ def warn_units(
     """
     width = bounds.upper - bounds.lower
     smallest, largest = x_range
-    if floating and smallest >= 0.0 and largest <= 1.0 and width >= 10.0:
+    if floating and smallest >= 0.0 and 0.0 < largest <= 1.0 and width >= 10.0:
         warnings.warn(
             f"x lies in [0, 1] but bounds are [{bounds.lower:g}, {bounds.upper:g}]: images "
             "scaled to [0, 1] need bounds=(0, 1) and eps in the same units (eps=8/255 for 8 "

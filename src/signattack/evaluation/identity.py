@@ -34,8 +34,8 @@ class Unstable(ValueError):
 
 def _qualified(value: Any) -> str:
     name = f"{value.__module__}.{value.__qualname__}"
-    if "<locals>" in name or "<lambda>" in name:
-        raise Unstable(f"{name} is defined inside a function")
+    if "<lambda>" in name:
+        raise Unstable(f"{name} is a lambda")
     return name
 
 

@@ -1,0 +1,124 @@
+"""``python -m signattack evaluate``: every mistake is one line naming the flag, status 2."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from signattack.cli import main
+
+BASE = ["evaluate", "--model", "signattack.models:DigitsCNN", "--data", "digits", "--eps", "4"]
+
+
+def _status(arguments):
+    """The exit status, whether main returns it or argparse exits with it."""
+    try:
+        return main(arguments)
+    except SystemExit as exit:
+        return exit.code
+
+
+def _replace(arguments, flag, value):
+    arguments = list(arguments)
+    if flag in arguments:
+        arguments[arguments.index(flag) + 1] = value
+    else:
+        arguments += [flag, value]
+    return arguments
+
+
+@pytest.fixture
+def files(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    not_npz = tmp_path / "data.npz"
+    not_npz.write_text("hello")
+    unlabeled = tmp_path / "unlabeled.npz"
+    np.savez(unlabeled, x=np.zeros((3, 1, 8, 8)))
+    progress = tmp_path / "progress.json"
+    progress.write_text("{ truncated")
+    return {"corrupt": corrupt, "not_npz": not_npz, "unlabeled": unlabeled, "progress": progress}
+
+
+CASES = [
+    ("--checkpoint", "{tmp}/missing.pt", "--checkpoint must be a file of saved weights"),
+    ("--checkpoint", "{corrupt}", "--checkpoint .*corrupt.pt is not a file of weights"),
+    ("--data", "npz:{tmp}/missing.npz", "--data npz:.*missing.npz: no such file"),
+    ("--data", "npz:{not_npz}", "--data npz:.*data.npz is not a readable .npz file"),
+    ("--data", "npz:{unlabeled}", "the file must hold arrays named x and y"),
+    ("--data", "cifar10:{tmp}/nowhere", "--data cifar10:.*nowhere: no CIFAR-10 batch files"),
+    ("--data", "mnist", "--data must be cifar10:DIR, digits or npz:FILE, got 'mnist'"),
+    ("--eps", "", "--eps must be comma-separated numbers, got ''"),
+    ("--eps", "4,,8", "--eps must be comma-separated numbers, got '4,,8'"),
+    ("--eps", "four", "--eps must be comma-separated numbers, got 'four'"),
+    ("--eps", "-1", "--eps must be distinct finite radii >= 0, got '-1'"),
+    ("--eps", "nan", "--eps must be distinct finite radii >= 0, got 'nan'"),
+    ("--bounds", "0", "--bounds must be 2 comma-separated numbers, got '0'"),
+    ("--bounds", "1,0", "--bounds must be finite lower,upper with lower < upper, got '1,0'"),
+    ("--bounds", "a,b", "--bounds must be 2 comma-separated numbers, got 'a,b'"),
+    ("--device", "tpu9", "--device must be a device this machine has .* got 'tpu9'"),
+    ("--model", "signattack.data:write_cifar10", "--model .* must be callable without arguments"),
+    ("--model", "signattack.models", "--model must look like module:factory"),
+    ("--model", "no.such.module:f", "--model 'no.such.module:f' could not be loaded"),
+    ("--model", "signattack.models:CIFAR10_MEAN", "--model .* must name a callable"),
+    ("--batch-size", "0", "argument --batch-size: expected an integer >= 1, got '0'"),
+    ("--batch-size", "-5", "argument --batch-size: expected an integer >= 1, got '-5'"),
+    ("--limit", "-1", "argument --limit: expected an integer >= 0, got '-1'"),
+    ("--steps", "1.5", "argument --steps: expected an integer, got '1.5'"),
+    ("--step-size", "-1", "--step-size must be a finite number >= 0, got -1.0"),
+    ("--resume-file", "{progress}", "checkpoint .*progress.json is not a signattack checkpoint"),
+    ("--resume-file", "{tmp}", "--resume-file must be a file, got the folder"),
+    ("--limit", "0", "--data digits must hold samples, got none"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), CASES)
+def test_each_mistake_is_one_line_naming_the_flag_with_status_2(
+    tmp_path, files, capsys, flag, value, message
+):
+    value = value.format(tmp=tmp_path, **files)
+    assert _status(_replace(BASE, flag, value)) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("signattack evaluate: error: ")
+    assert pytest.approx(0) == 0
+
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_a_missing_required_flag_is_one_line_too(capsys):
+    assert _status(["evaluate", "--model", "signattack.models:DigitsCNN", "--data", "digits"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "signattack evaluate: error: the following arguments are required: --eps "
+        "(--help lists the options)"
+    ]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    progress = tmp_path / "progress.json"
+    progress.write_text("")
+    with pytest.raises(ValueError, match="is not a signattack checkpoint"):
+        main([*BASE, "--limit", "8", "--resume-file", str(progress), "--debug"])
+
+
+def test_labels_outside_the_model_are_a_one_line_error(tmp_path, capsys):
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.full((4, 1, 8, 8), 100, np.float32), y=np.array([1, 2, 3, 10]))
+    status = main(_replace(BASE, "--data", f"npz:{data}"))
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("signattack evaluate: error: y must hold labels < 10")
+
+
+def test_a_good_run_still_works_and_writes_its_report(tmp_path, capsys):
+    report = tmp_path / "report.json"
+    assert main([*BASE, "--limit", "16", "--steps", "2", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["samples"] == 16
+    assert "clean" in capsys.readouterr().out
