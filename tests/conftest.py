@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +13,13 @@ import torch
 from hypothesis import HealthCheck, settings
 
 from signattack import LinearClassifier
+
+# torch.compile's on-disk cache does not tell CPU kernel sets apart: kernels cached under one
+# ATEN_CPU_CAPABILITY and loaded under another compute garbage or corrupt memory. Each test
+# session compiles into a cache of its own.
+_INDUCTOR_CACHE = tempfile.mkdtemp(prefix="signattack-inductor-")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
+atexit.register(shutil.rmtree, _INDUCTOR_CACHE, ignore_errors=True)
 
 settings.register_profile(
     "ci",

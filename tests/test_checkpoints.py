@@ -107,6 +107,21 @@ def test_a_checkpoint_of_another_attack_or_eps_is_refused(tmp_path, attack, eps,
         evaluate(_net(0), _data(), attack, eps, checkpoint=path)
 
 
+def test_the_radius_of_a_ready_made_attack_is_no_part_of_the_identity(tmp_path):
+    path = tmp_path / "run.json"
+    first = evaluate(_net(0), _data(), IteratedSign(0, 3), EPS, checkpoint=path)
+    assert evaluate(_net(0), _data(), IteratedSign(8, 3), EPS, checkpoint=path) == first
+
+
+def test_a_folder_and_bad_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="must be a file, got a folder"):
+        evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=tmp_path)
+    with pytest.raises(TypeError, match="name must be a non-empty str or None, got 3"):
+        evaluate(_net(0), _data(), ATTACK, EPS, name=3)
+    with pytest.raises(TypeError, match="model_name must be a non-empty str or None, got ''"):
+        evaluate(_net(0), _data(), ATTACK, EPS, model_name="")
+
+
 def test_a_checkpoint_of_another_version_is_refused(tmp_path):
     path = tmp_path / "run.json"
     evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)
@@ -216,6 +231,29 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, change):
     evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)
     _tamper(path, change)
     with pytest.raises(ValueError, match=r"checkpoint .*run\.json .*(damaged|format|not a)"):
+        evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)
+
+
+def test_a_consistent_edit_that_drops_samples_is_refused(tmp_path):
+    path = tmp_path / "run.json"
+    evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)
+
+    def drop_one(document):
+        entry = document["batches"]["1"]
+        entry["size"] = 4
+        entry["clean"] = [True, True, True, True]
+        entry["robust"] = [[True] * 4, [True] * 4]
+        entry["attacked"] = [4, 4]
+
+    _tamper(path, drop_one)
+    with pytest.raises(ValueError, match=r"run\.json is damaged \(batch 1: 4 results for 5"):
+        evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)
+
+
+def test_a_checkpoint_of_the_first_release_is_refused_saying_why(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"fingerprint": "0123456789abcdef", "batches": {}}))
+    with pytest.raises(ValueError, match=r"written by signattack 0\.1\.0 \(format 1\)"):
         evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)
 
 

@@ -177,17 +177,23 @@ class Checkpoint:
                 ) from None
         return cls(path, identity, batches, data["total"])
 
-    def result(self, index: int, digest: str) -> BatchResult | None:
-        """The stored result of batch ``index``, if its data has ``digest``.
+    def result(self, index: int, digest: str, size: int) -> BatchResult | None:
+        """The stored result of batch ``index``, if its data has ``digest`` and ``size``.
 
         Raises:
-            ValueError: The checkpoint holds a result for another batch at this index.
+            ValueError: The checkpoint holds a result for another batch at this index, or
+                one whose size is not the batch's.
         """
         stored = self.batches.get(index)
         if stored is not None and stored.digest != digest:
             raise ValueError(
                 f"checkpoint {self.path} belongs to another evaluation: the data differs at "
                 f"batch {index} (its inputs, labels or size changed); {_START_AFRESH}"
+            )
+        if stored is not None and stored.size != size:
+            raise ValueError(
+                f"checkpoint {self.path} is damaged (batch {index}: {stored.size} results for "
+                f"{size} samples); {_START_AFRESH}"
             )
         return stored
 
@@ -228,6 +234,8 @@ class Checkpoint:
 
 def _read(path: Path) -> dict[str, Any]:
     """The checkpoint's top level, checked for shape (entries are checked by the caller)."""
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} must be a file, got a folder or a special file")
     try:
         data = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -235,6 +243,11 @@ def _read(path: Path) -> dict[str, Any]:
             f"checkpoint {path} is not a signattack checkpoint (not JSON, empty or truncated: "
             f"{error}); {_START_AFRESH}"
         ) from None
+    if isinstance(data, dict) and "fingerprint" in data and "format" not in data:
+        raise ValueError(
+            f"checkpoint {path} was written by signattack 0.1.0 (format 1), which did not bind "
+            f"checkpoints to their model and data; {_START_AFRESH}"
+        )
     if not isinstance(data, dict) or "format" not in data:
         raise ValueError(f"checkpoint {path} is not a signattack checkpoint; {_START_AFRESH}")
     if data["format"] != CHECKPOINT_FORMAT:

@@ -161,8 +161,10 @@ def _identity(
             f"checkpoint needs a model that can be identified in another process, but {error}: "
             "pass an nn.Module, or model_name='...' naming this exact model"
         ) from None
+    # The radius of a ready-made attack is replaced at every eps: it is no part of the identity.
+    settings = _attack_at(attack, 0.0) if isinstance(attack, (IteratedSign, FGSM)) else attack
     try:
-        described_attack = {"name": name} if name is not None else stable(attack)
+        described_attack = {"name": name} if name is not None else stable(settings)
     except Unstable as error:
         raise ValueError(
             f"checkpoint needs an attack that can be identified in another process, but "
@@ -226,6 +228,9 @@ def evaluate(
         PeerFailure: Under ``torchrun``, another process failed.
     """
     radii = _check_eps_list(eps)
+    for label, value in (("name", name), ("model_name", model_name)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
     ranks = Ranks.current()
     path = None if checkpoint is None else Path(checkpoint)
     try:
@@ -240,7 +245,7 @@ def evaluate(
             seen += 1
             if ranks.owns(index):
                 digest = "" if path is None else batch_digest(x, y)
-                result = done.result(index, digest)
+                result = done.result(index, digest, int(x.shape[0]))
                 if result is None:
                     result = _evaluate_batch(model, x, y, attack, radii, index, digest)
                     done.record(index, result)
