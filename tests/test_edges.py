@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from signattack import FGSM, IteratedSign, LinearClassifier, UnitsWarning, probes
 from signattack.data import read_cifar10, write_cifar10
-from signattack.evaluation import evaluate
+from signattack.evaluation import RobustnessReport, evaluate, smallest_breaking_eps
 
 BACKENDS = ["torch", "numpy"]
 
@@ -276,3 +276,75 @@ def test_write_cifar10_refuses_labels_it_cannot_write(tmp_path):
     with pytest.raises(ValueError, match="labels must be 2 integers"):
         write_cifar10(tmp_path, (images, [0.5, 1.0]), (images, [0, 1]))
     assert not (tmp_path / "cifar-10-batches-py").exists()
+
+
+# More misuse, each answered by name.
+
+
+def test_numpy_scalars_are_accepted_as_settings():
+    attack = IteratedSign(
+        np.float32(4), np.int64(3), step_size=np.float64(2), bounds=np.array([0, 255])
+    )
+    assert (type(attack.eps), type(attack.steps), type(attack.step_size)) == (float, int, float)
+    assert attack.bounds == (0.0, 255.0)
+    assert FGSM(np.float32(8)).eps == 8.0
+
+
+def test_a_model_with_non_finite_logits_is_refused():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x, y = torch.full((2, 4), 10.0), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="model must return finite logits, got NaN or Inf"):
+        IteratedSign(4)(lambda t: model(t) * float("nan"), x, y)
+
+
+def test_evaluate_names_a_bad_attack_factory_or_data():
+    numpy_model, _ = linear_pair(2, 4, seed=0)
+    batch = (np.full((2, 4), 10.0), np.array([0, 1]))
+    with pytest.raises(TypeError, match="attack must be an IteratedSign, an FGSM or a factory"):
+        evaluate(numpy_model, [batch], None, [1.0])
+    with pytest.raises(TypeError, match="the attack factory must return an attack"):
+        evaluate(numpy_model, [batch], lambda eps: 3, [1.0])
+    with pytest.raises(TypeError, match="data must be an iterable of"):
+        evaluate(numpy_model, 3, FGSM(0), [1.0])
+    with pytest.raises(TypeError, match="x and y must be arrays"):
+        evaluate(numpy_model, [(batch[0], [0, 1])], FGSM(0), [1.0])
+
+
+def test_smallest_breaking_eps_checks_its_arguments_and_takes_fgsm():
+    numpy_model, _ = linear_pair(2, 4, seed=0)
+    x, y = np.full((2, 4), 10.0), np.array([0, 1])
+    with pytest.raises(ValueError, match="iterations must be >= 1, got 0"):
+        smallest_breaking_eps(numpy_model, x, y, IteratedSign(0), eps_max=8, iterations=0)
+    with pytest.raises(TypeError, match="iterations must be an int, got float"):
+        smallest_breaking_eps(numpy_model, x, y, IteratedSign(0), eps_max=8, iterations=2.5)
+    with pytest.raises(TypeError, match="attack must be an IteratedSign or an FGSM"):
+        smallest_breaking_eps(numpy_model, x, y, "fgsm", eps_max=8)
+    from_fgsm = smallest_breaking_eps(numpy_model, x, y, FGSM(0), eps_max=8, iterations=4)
+    from_one_step = smallest_breaking_eps(
+        numpy_model, x, y, IteratedSign(0, 1, step_size=0), eps_max=8, iterations=4
+    )
+    assert from_fgsm.shape == from_one_step.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"eps": [1.0]}, "missing key 'clean_correct'"),
+        ({"eps": [1.0], "clean_correct": [True], "attack": "a"}, "missing key 'robust_correct'"),
+        (
+            {
+                "eps": [1.0],
+                "attack": "a",
+                "clean_correct": [True, False],
+                "robust_correct": {"1.0": [True]},
+                "max_perturbation": {"1.0": 0.5},
+                "attacked": {"1.0": 1},
+            },
+            "lists of 2 entries",
+        ),
+        ([], "not a RobustnessReport"),
+    ],
+)
+def test_a_report_dictionary_is_checked(data, match):
+    with pytest.raises(ValueError, match=match):
+        RobustnessReport.from_dict(data)

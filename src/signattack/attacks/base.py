@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol
+from typing import Generic, Protocol, runtime_checkable
 
 from signattack._typing import ArrayT
 
@@ -30,6 +30,7 @@ class AttackResult(Generic[ArrayT]):
     success: ArrayT
 
 
+@runtime_checkable
 class Attack(Protocol):
     """An adversarial attack: a callable that turns a batch into an adversarial batch.
 

@@ -34,6 +34,13 @@ def _same_library(value: object, xp: object) -> bool:
     return bool(is_array_api_obj(value)) and array_namespace(value) is xp
 
 
+def _keep_python_number(attack: object, name: str, checked: float) -> None:
+    """Store a NumPy scalar setting as the Python number it was checked as; a Python int or
+    float stays as given (``eps=8`` keeps showing as 8)."""
+    if type(getattr(attack, name)) not in (int, float):
+        object.__setattr__(attack, name, checked)
+
+
 def _check_flag(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
@@ -99,10 +106,10 @@ class IteratedSign:
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        check_real("eps", self.eps)
-        check_steps(self.steps)
+        _keep_python_number(self, "eps", check_real("eps", self.eps))
+        _keep_python_number(self, "steps", check_steps(self.steps))
         if self.step_size is not None:
-            check_real("step_size", self.step_size)
+            _keep_python_number(self, "step_size", check_real("step_size", self.step_size))
         object.__setattr__(self, "bounds", check_bounds(self.bounds))
         _check_flag("random_start", self.random_start)
         _check_flag("targeted", self.targeted)
@@ -327,7 +334,9 @@ class FGSM:
     model_mode: ModelMode = "eval"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bounds", self.as_iterated().bounds)
+        checked = self.as_iterated()
+        object.__setattr__(self, "eps", checked.eps)
+        object.__setattr__(self, "bounds", checked.bounds)
 
     def as_iterated(self) -> IteratedSign:
         """The equivalent one-step :class:`IteratedSign`."""

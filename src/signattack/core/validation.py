@@ -8,6 +8,7 @@ trust their input.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import warnings
 from collections.abc import Collection
@@ -15,6 +16,7 @@ from types import FrameType
 from typing import NamedTuple, TypeVar
 
 import array_api_compat
+import numpy as np
 from array_api_compat import array_namespace
 
 from signattack._typing import Array
@@ -52,7 +54,8 @@ class Bounds(NamedTuple):
 
 
 def _is_real_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Python and NumPy real scalars (``numbers.Real``), but not ``bool``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def check_real(name: str, value: object, *, minimum: float = 0.0) -> float:
@@ -67,13 +70,13 @@ def check_real(name: str, value: object, *, minimum: float = 0.0) -> float:
     return number
 
 
-def check_steps(steps: object) -> int:
-    """Return ``steps`` if it is an integer ``>= 1``."""
-    if not isinstance(steps, int) or isinstance(steps, bool):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
+def check_steps(steps: object, name: str = "steps") -> int:
+    """Return ``steps`` as an ``int`` if it is an integer (Python or NumPy) ``>= 1``."""
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got {type(steps).__name__} {steps!r}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
-    return steps
+        raise ValueError(f"{name} must be >= 1, got {steps!r}")
+    return int(steps)
 
 
 def check_seed(seed: object) -> int | None:
@@ -89,6 +92,8 @@ def check_seed(seed: object) -> int | None:
 
 def check_bounds(bounds: object) -> Bounds:
     """Return ``bounds`` as :class:`Bounds` if it is a pair of finite numbers ``lo < hi``."""
+    if isinstance(bounds, np.ndarray) and bounds.shape == (2,):
+        bounds = tuple(bounds.tolist())
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
         raise TypeError(f"bounds must be a pair (lower, upper), got {bounds!r}")
     lower = check_real("bounds[0]", bounds[0], minimum=-math.inf)
@@ -222,8 +227,8 @@ def check_logits(logits: Array, y: Array) -> None:
 
     Raises:
         TypeError: ``logits`` is not a floating array.
-        ValueError: ``logits`` is not ``(batch, classes)`` for the batch of ``y``, or a label
-            is not a valid class index.
+        ValueError: ``logits`` is not ``(batch, classes)`` for the batch of ``y``, holds NaN
+            or Inf, or a label is not a valid class index.
     """
     if not array_api_compat.is_array_api_obj(logits):
         raise TypeError(f"model must return an array of logits, got {type(logits).__name__}")
@@ -235,6 +240,11 @@ def check_logits(logits: Array, y: Array) -> None:
         )
     if not xp.isdtype(logits.dtype, "real floating"):
         raise TypeError(f"model must return floating-point logits, got dtype {logits.dtype}")
+    if not bool(xp.all(xp.isfinite(logits))):
+        raise ValueError(
+            "model must return finite logits, got NaN or Inf: check the model and its input "
+            "scaling (an attack cannot follow a gradient through them)"
+        )
     largest = int(xp.max(y))
     if largest >= logits.shape[1]:
         raise ValueError(

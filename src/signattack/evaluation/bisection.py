@@ -9,8 +9,8 @@ import numpy as np
 from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array
-from signattack.attacks import IteratedSign
-from signattack.core.validation import Bounds, check_real
+from signattack.attacks import FGSM, IteratedSign
+from signattack.core.validation import Bounds, check_real, check_steps
 from signattack.evaluation.sweep import _to_numpy, clean_predictions
 
 __all__ = ["smallest_breaking_eps"]
@@ -20,7 +20,7 @@ def smallest_breaking_eps(
     model: object,
     x: Array,
     y: Array,
-    attack: IteratedSign,
+    attack: IteratedSign | FGSM,
     *,
     eps_max: float,
     iterations: int = 10,
@@ -37,7 +37,8 @@ def smallest_breaking_eps(
         model: As for the attacks.
         x: Inputs ``(batch, ...)``.
         y: Labels ``(batch,)``.
-        attack: The attack; its ``eps`` is replaced per sample.
+        attack: The attack; its ``eps`` is replaced per sample (an :class:`FGSM` runs as
+            its one-step :class:`IteratedSign`).
         eps_max: The largest radius considered.
         iterations: Bisection steps.
 
@@ -45,6 +46,14 @@ def smallest_breaking_eps(
         A float64 NumPy array ``(batch,)`` of upper bounds on the smallest breaking eps.
     """
     eps_max = check_real("eps_max", eps_max)
+    iterations = check_steps(iterations, "iterations")
+    if isinstance(attack, FGSM):
+        attack = attack.as_iterated()
+    if not isinstance(attack, IteratedSign):
+        raise TypeError(
+            f"attack must be an IteratedSign or an FGSM (its eps is replaced per sample), "
+            f"got {type(attack).__name__}"
+        )
     xp = array_namespace(x)
     y = to_device(y, device(x))
     clean = _to_numpy(clean_predictions(model, x, y, Bounds(*attack.bounds)) == y)

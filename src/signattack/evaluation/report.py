@@ -96,16 +96,29 @@ class RobustnessReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RobustnessReport:
-        """The report that :meth:`to_dict` wrote."""
-        eps = tuple(float(e) for e in data["eps"])
-        return cls(
-            eps=eps,
-            attack=data["attack"],
-            clean_correct=tuple(bool(c) for c in data["clean_correct"]),
-            robust_correct={e: tuple(data["robust_correct"][str(e)]) for e in eps},
-            max_perturbation={e: float(data["max_perturbation"][str(e)]) for e in eps},
-            attacked={e: int(data["attacked"][str(e)]) for e in eps},
-        )
+        """The report that :meth:`to_dict` wrote.
+
+        Raises:
+            ValueError: ``data`` is not such a report: a key is missing, a value has the
+                wrong type, or the per-sample lists differ in length.
+        """
+        try:
+            eps = tuple(float(e) for e in data["eps"])
+            samples = len(data["clean_correct"])
+            report = cls(
+                eps=eps,
+                attack=str(data["attack"]),
+                clean_correct=_flags(data["clean_correct"], samples),
+                robust_correct={e: _flags(data["robust_correct"][str(e)], samples) for e in eps},
+                max_perturbation={e: float(data["max_perturbation"][str(e)]) for e in eps},
+                attacked={e: int(data["attacked"][str(e)]) for e in eps},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            problem = f"missing key {error}" if isinstance(error, KeyError) else str(error)
+            raise ValueError(f"data is not a RobustnessReport dictionary: {problem}") from None
+        if not eps or not samples:
+            raise ValueError("data is not a RobustnessReport dictionary: no eps or no samples")
+        return report
 
     def save(self, path: str | Path) -> Path:
         """Write the report as ``.json`` or ``.csv`` (by suffix), atomically: an existing file
@@ -132,3 +145,11 @@ class RobustnessReport:
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
+
+
+def _flags(values: Any, samples: int) -> tuple[bool, ...]:
+    if not isinstance(values, list) or len(values) != samples:
+        raise ValueError(f"per-sample results must be lists of {samples} entries")
+    if not all(isinstance(value, bool) for value in values):
+        raise ValueError("per-sample results must hold true/false values")
+    return tuple(values)

@@ -40,7 +40,21 @@ _ANY_BOUNDS = Bounds(-math.inf, math.inf)
 def _attack_at(spec: AttackSpec, eps: float) -> Attack:
     if isinstance(spec, (IteratedSign, FGSM)):
         return dataclasses.replace(spec, eps=eps)
-    return spec(eps)
+    attack = spec(eps)
+    if not isinstance(attack, Attack):
+        raise TypeError(
+            f"the attack factory must return an attack (an object with run(model, x, y)), "
+            f"got {type(attack).__name__} for eps={eps:g}"
+        )
+    return attack
+
+
+def _check_attack(spec: object) -> None:
+    if not isinstance(spec, (IteratedSign, FGSM)) and not callable(spec):
+        raise TypeError(
+            "attack must be an IteratedSign, an FGSM or a factory eps -> attack, "
+            f"got {type(spec).__name__}"
+        )
 
 
 def _bounds_of(attack: Attack) -> Bounds:
@@ -123,6 +137,11 @@ def _evaluate_batch(
 
 
 def _batches(data: Iterable[tuple[Array, Array]]) -> Iterator[tuple[int, Array, Array]]:
+    if not isinstance(data, Iterable):
+        raise TypeError(
+            f"data must be an iterable of (x, y) batches (a DataLoader, a list), "
+            f"got {type(data).__name__}"
+        )
     for index, item in enumerate(data):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(
@@ -228,6 +247,7 @@ def evaluate(
         PeerFailure: Under ``torchrun``, another process failed.
     """
     radii = _check_eps_list(eps)
+    _check_attack(attack)
     for label, value in (("name", name), ("model_name", model_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
