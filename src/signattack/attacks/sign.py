@@ -6,24 +6,26 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_array_api_obj, to_device
+from array_api_compat import array_namespace, device, is_array_api_obj
 
 from signattack._typing import Array, ArrayT
 from signattack.attacks.base import AttackResult
+from signattack.attacks.loop import Final, Start, iterate, random_start
 from signattack.backends._protocol import MODEL_MODES, ModelMode
 from signattack.backends.batch import Batch, open_batch
-from signattack.core.kernels import ball_box_limits, clip, sign_step
+from signattack.core.kernels import ball_box_limits, sign_step
 from signattack.core.losses import LossFunction, LossName, resolve_loss
 from signattack.core.validation import (
     Bounds,
     check_bounds,
     check_choice,
     check_real,
+    check_rng,
     check_seed,
     check_steps,
 )
 
-__all__ = ["FGSM", "IteratedSign"]
+__all__ = ["FGSM", "IteratedSign", "SignSteps"]
 
 PIXEL_BOUNDS = Bounds(0.0, 255.0)
 """The default box: 8-bit pixel values."""
@@ -32,6 +34,39 @@ PIXEL_BOUNDS = Bounds(0.0, 255.0)
 def _same_library(value: object, xp: object) -> bool:
     """Whether ``value`` is an array of the array library ``xp``."""
     return bool(is_array_api_obj(value)) and array_namespace(value) is xp
+
+
+@dataclass(frozen=True)
+class SignSteps:
+    """IteratedSign's update rule: ``x_{k+1} = clip_[low, high](x_k + a * sign(g_k))``.
+
+    The state is the iterate itself; the attack returns the last one.
+
+    Attributes:
+        low: Lower limits of the feasible set.
+        high: Upper limits.
+        step: The signed step ``a``, a float or per-sample array.
+    """
+
+    low: Array
+    high: Array
+    step: Array
+
+    def start(self, start: Start) -> Array:
+        """The first iterate."""
+        return start.begin
+
+    def point(self, state: Array) -> Array:
+        """The iterate."""
+        return state
+
+    def update(self, state: Array, step: int, losses: Array, grad: Array, fooled: Array) -> Array:
+        """One projected signed-gradient step."""
+        return sign_step(state, grad, self.step, self.low, self.high)
+
+    def finish(self, state: Array, final: Final | None) -> Array:
+        """The last iterate."""
+        return state
 
 
 def _keep_python_number(attack: object, name: str, checked: float) -> None:
@@ -190,10 +225,7 @@ class IteratedSign:
         radius: Array | None,
         record: bool,
     ) -> Array:
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(
-                f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}"
-            )
+        check_rng(rng)
         with open_batch(
             model,
             x,
@@ -206,26 +238,25 @@ class IteratedSign:
             xp = array_namespace(batch.x)
             eps, step = self._radius_and_step(batch, radius)
             low, high = ball_box_limits(batch.x, eps, *batch.bounds)
-            x_adv = self._start(batch.x, eps, low, high, rng)
-            if self.early_stop:
-                x_adv, trace = self._early_stopping(batch, x_adv, step, low, high, record)
-            else:
-                trace = []
-                for _ in range(self.steps):
-                    losses, grad, _ = batch.backend.value_and_grad(x_adv, batch.labels)
-                    if record:
-                        trace.append(losses)
-                    x_adv = sign_step(x_adv, grad, step, low, high)
-            x_adv_out = batch.to_input(x_adv, eps)
-            if not record:
-                return x_adv_out
-            if batch.integer:  # the model sees the rounded batch the caller gets
-                x_adv = xp.astype(x_adv_out, batch.x.dtype)
-            losses, predictions = batch.backend.evaluate(x_adv, batch.labels)
-        trace.append(losses)
-        labels = batch.labels
-        success = (predictions == labels) if self.targeted else (predictions != labels)
-        return AttackResult(x_adv_out, xp.stack(trace), predictions, success)
+            begin = (
+                random_start(batch.x, eps, low, high, rng, self.seed)
+                if self.random_start
+                else batch.x
+            )
+            outcome = iterate(
+                batch,
+                SignSteps(low, high, step),
+                Start(batch.x, low, high, eps, step, begin),
+                self.steps,
+                targeted=self.targeted,
+                early_stop=self.early_stop,
+                final=batch.rounded(eps) if record else None,
+            )
+        x_adv = batch.to_input(outcome.x_adv, eps)
+        if outcome.final is None:
+            return x_adv
+        at_end = outcome.final
+        return AttackResult(x_adv, xp.stack(outcome.rows), at_end.predictions, at_end.success)
 
     def _radius_and_step(self, batch: Batch, radius: Array | None) -> tuple[Array, Array]:
         """The radius and signed step: floats, or per-sample arrays shaped to broadcast.
@@ -259,52 +290,6 @@ class IteratedSign:
         eps = per_sample(batch.radius(radius))
         step = 2.5 * per_sample(radius) / self.steps if self.step_size is None else self.step_size
         return eps, direction * step
-
-    def _start(
-        self, x0: Array, eps: Array, low: Array, high: Array, rng: np.random.Generator | None
-    ) -> Array:
-        if not self.random_start:
-            return x0
-        xp = array_namespace(x0)
-        generator = rng if rng is not None else np.random.default_rng(self.seed)
-        unit = xp.asarray(generator.uniform(-1, 1, size=tuple(x0.shape)), dtype=x0.dtype)
-        return clip(x0 + to_device(unit, device(x0)) * eps, low, high)
-
-    def _early_stopping(
-        self, batch: Batch, x_adv: Array, step: Array, low: Array, high: Array, record: bool
-    ) -> tuple[Array, list[Array]]:
-        """The attack loop that freezes each sample once it is misclassified (or, targeted,
-        classified as its target) and drops it from the batch the model sees."""
-        xp = array_namespace(x_adv)
-        x_adv = xp.asarray(x_adv, copy=True)  # written in place below; never the caller's x
-        per_sample_step = not isinstance(step, float)
-        active = xp.arange(x_adv.shape[0], device=device(x_adv))
-        trace: list[Array] = []
-        current = None
-        for _ in range(self.steps):
-            labels = batch.labels[active]
-            losses, grad, predictions = batch.backend.value_and_grad(x_adv[active], labels)
-            if record:
-                if current is None:  # the first step sees the whole batch
-                    current = losses
-                else:  # a new row: the previous one, updated where samples are active
-                    current = xp.asarray(current, copy=True)
-                    current[active] = losses
-                trace.append(current)
-            keep = (predictions != labels) if self.targeted else (predictions == labels)
-            active, grad = active[keep], grad[keep]
-            if active.shape[0] == 0:
-                break
-            x_adv[active] = sign_step(
-                x_adv[active],
-                grad,
-                step[active] if per_sample_step else step,
-                low[active],
-                high[active],
-            )
-        if record:  # samples frozen at the end keep their last loss in the remaining rows
-            trace.extend([trace[-1]] * (self.steps - len(trace)))
-        return x_adv, trace
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -50,11 +50,17 @@ class Batch:
         ``|d| <= floor(eps)``, and ``floor(eps)`` is exact in any float dtype, where
         ``eps = 7.999999999999999`` would round to 8 in ``float32``.
         """
-        if not self.integer:
-            return eps
         if isinstance(eps, (int, float)):
-            return float(math.floor(eps))
-        return array_namespace(eps).floor(eps)
+            return float(math.floor(eps)) if self.integer else float(eps)
+        return array_namespace(eps).floor(eps) if self.integer else eps
+
+    def rounded(self, radius: Array) -> Callable[[Array], Array]:
+        """What the model sees of an iterate: for integer inputs, the iterate rounded as
+        :meth:`to_input` rounds it, back in the working dtype; otherwise the iterate."""
+        if not self.integer:
+            return _same
+        xp = array_namespace(self.x)
+        return lambda x_adv: xp.astype(self.to_input(x_adv, radius), self.x.dtype)
 
     def to_input(self, x_adv: Array, radius: Array) -> Array:
         """The iterate in the caller's dtype; for integer inputs, rounded exactly.
@@ -71,6 +77,10 @@ class Batch:
         moved = xp.astype(self.original, xp.int64) + step
         lower, upper = int(self.bounds.lower), int(self.bounds.upper)
         return xp.astype(xp.clip(moved, lower, upper), self.input_dtype)
+
+
+def _same(x: Array) -> Array:
+    return x
 
 
 @contextmanager

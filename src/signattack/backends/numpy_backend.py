@@ -145,7 +145,7 @@ def open_numpy_backend(
         )
     if not isinstance(loss, LogitLoss) or loss.logit_gradient is None:
         raise TypeError(
-            "with NumPy inputs, loss must be 'ce', 'margin' or a signattack.core.LogitLoss "
+            "with NumPy inputs, loss must be 'ce', 'margin', 'dlr' or a signattack.core.LogitLoss "
             f"with a logit_gradient (NumPy has no autograd), got {loss!r}"
         )
     yield NumpyBackend(model, loss, loss.logit_gradient)

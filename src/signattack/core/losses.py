@@ -20,19 +20,23 @@ from signattack.core.validation import check_choice
 
 __all__ = [
     "CROSS_ENTROPY",
+    "DLR",
     "MARGIN",
+    "TARGETED_DLR",
     "LogitLoss",
     "LossFunction",
     "LossName",
     "cross_entropy",
+    "dlr",
     "margin",
     "resolve_loss",
+    "targeted_dlr",
 ]
 
 LossFunction: TypeAlias = Callable[[Array, Array], Array]
 """``loss(logits, labels) -> per-sample losses``: ``(batch, classes)`` to ``(batch,)``."""
 
-LossName: TypeAlias = Literal["ce", "margin"]
+LossName: TypeAlias = Literal["ce", "margin", "dlr"]
 
 
 @dataclass(frozen=True)
@@ -118,13 +122,97 @@ def _margin_gradient(logits: Array, labels: Array) -> Array:
     return _one_hot(other, num_classes, logits.dtype) - _one_hot(labels, num_classes, logits.dtype)
 
 
+_DLR_FLOOR = 1e-12
+"""Added to the DLR denominator, as in the reference implementation, so that logits with
+tied top classes do not divide by zero."""
+
+
+def _ranked(logits: Array, rank: int) -> Array:
+    """Per sample, the index of the ``rank``-th largest logit (``rank = 1`` the largest)."""
+    xp = array_namespace(logits)
+    return xp.argsort(logits, axis=1, descending=True, stable=True)[:, rank - 1]
+
+
+def _at(logits: Array, index: Array) -> Array:
+    xp = array_namespace(logits, index)
+    return xp.take_along_axis(logits, index[:, None], axis=1)[:, 0]
+
+
+def _check_classes(logits: Array, needed: int, name: str) -> None:
+    if logits.shape[1] < needed:
+        raise ValueError(
+            f"the {name} loss needs logits of at least {needed} classes, got {logits.shape[1]}"
+        )
+
+
+def dlr(logits: Array, labels: Array) -> Array:
+    """Difference of logits ratio (Croce & Hein, 2020, eq. 6), per sample.
+
+    ``DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` where ``z_pi1 >= z_pi2 >=
+    ...`` are the sorted logits. Positive exactly when the sample is misclassified, like the
+    margin, but invariant to shifting and rescaling the logits: it keeps a useful gradient
+    where cross-entropy saturates (large logits, "defensive distillation"). Needs at least 3
+    classes.
+    """
+    _check_classes(logits, 3, "dlr")
+    gap = _at(logits, _ranked(logits, 1)) - _at(logits, _ranked(logits, 3)) + _DLR_FLOOR
+    return margin(logits, labels) / gap
+
+
+def _dlr_gradient(logits: Array, labels: Array) -> Array:
+    """``d DLR / dz = dmargin/dz / gap - margin * dgap/dz / gap**2``, with the one-hot
+    derivatives of the margin (``+1`` best other, ``-1`` label) and of the gap (``+1`` at
+    ``pi1``, ``-1`` at ``pi3``)."""
+    _check_classes(logits, 3, "dlr")
+    classes = logits.shape[1]
+    first, third = _ranked(logits, 1), _ranked(logits, 3)
+    gap = _at(logits, first) - _at(logits, third) + _DLR_FLOOR
+    d_gap = _one_hot(first, classes, logits.dtype) - _one_hot(third, classes, logits.dtype)
+    value = margin(logits, labels)
+    return (_margin_gradient(logits, labels) - value[:, None] * d_gap / gap[:, None]) / gap[:, None]
+
+
+def targeted_dlr(logits: Array, labels: Array) -> Array:
+    """Targeted DLR (Croce & Hein, 2020, eq. 7): ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``.
+
+    ``labels`` holds two columns, ``(batch, 2)``: the true class ``y`` and the target ``t``.
+    Maximizing it moves the logit of ``t`` above that of ``y``. Needs at least 4 classes.
+    """
+    _check_classes(logits, 4, "targeted dlr")
+    y, t = labels[:, 0], labels[:, 1]
+    fourth = (_at(logits, _ranked(logits, 3)) + _at(logits, _ranked(logits, 4))) / 2
+    gap = _at(logits, _ranked(logits, 1)) - fourth + _DLR_FLOOR
+    return (_at(logits, t) - _at(logits, y)) / gap
+
+
+def _targeted_dlr_gradient(logits: Array, labels: Array) -> Array:
+    _check_classes(logits, 4, "targeted dlr")
+    classes, dtype = logits.shape[1], logits.dtype
+    y, t = labels[:, 0], labels[:, 1]
+    first, third, fourth = (_ranked(logits, r) for r in (1, 3, 4))
+    gap = _at(logits, first) - (_at(logits, third) + _at(logits, fourth)) / 2 + _DLR_FLOOR
+    d_gap = (
+        _one_hot(first, classes, dtype)
+        - (_one_hot(third, classes, dtype) + _one_hot(fourth, classes, dtype)) / 2
+    )
+    difference = _at(logits, t) - _at(logits, y)
+    d_difference = _one_hot(t, classes, dtype) - _one_hot(y, classes, dtype)
+    return (d_difference - difference[:, None] * d_gap / gap[:, None]) / gap[:, None]
+
+
 CROSS_ENTROPY = LogitLoss("ce", cross_entropy, _cross_entropy_gradient)
 """Cross-entropy, the default loss."""
 
 MARGIN = LogitLoss("margin", margin, _margin_gradient)
 """Carlini-Wagner margin loss."""
 
-BUILTIN_LOSSES: dict[str, LogitLoss] = {"ce": CROSS_ENTROPY, "margin": MARGIN}
+DLR = LogitLoss("dlr", dlr, _dlr_gradient)
+"""Difference of logits ratio, the loss of APGD-DLR."""
+
+TARGETED_DLR = LogitLoss("targeted-dlr", targeted_dlr, _targeted_dlr_gradient)
+"""Targeted DLR, the loss of APGD-T; its labels are ``(batch, 2)``: class and target."""
+
+BUILTIN_LOSSES: dict[str, LogitLoss] = {"ce": CROSS_ENTROPY, "margin": MARGIN, "dlr": DLR}
 
 
 def resolve_loss(loss: object) -> LossFunction:
@@ -139,6 +227,7 @@ def resolve_loss(loss: object) -> LossFunction:
     if callable(loss):
         return loss
     raise TypeError(
-        f"loss must be 'ce', 'margin' or a callable (logits, labels) -> per-sample losses, "
+        f"loss must be 'ce', 'margin', 'dlr' or a callable (logits, labels) -> per-sample "
+        "losses, "
         f"got {loss!r}"
     )

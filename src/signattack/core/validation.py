@@ -29,6 +29,7 @@ __all__ = [
     "check_choice",
     "check_logits",
     "check_real",
+    "check_rng",
     "check_seed",
     "check_steps",
     "warn_units",
@@ -88,6 +89,12 @@ def check_seed(seed: object) -> int | None:
     if seed < 0:
         raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
     return seed
+
+
+def check_rng(rng: object) -> None:
+    """Check that ``rng`` is ``None`` or a ``numpy.random.Generator``."""
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
 
 
 def check_bounds(bounds: object) -> Bounds:

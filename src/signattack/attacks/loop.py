@@ -1,0 +1,228 @@
+"""The one attack loop that every iterative attack shares.
+
+An attack is an :class:`UpdateRule`: where it starts, where it takes the next gradient, how
+it moves, and which point it returns. :func:`iterate` runs any rule for a number of steps:
+one forward and backward pass a step at the rule's point, the loss trace, the success of
+every sample at every point it visited, and early stopping, which is a mask on the batch:
+a sample that succeeds leaves the batch the model sees, and its state stays as it was.
+
+Everything is an array of the caller's library with the batch first; per-sample radii and
+steps are arrays shaped to broadcast over a sample. Without early stopping the loop never
+synchronises with the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+from array_api_compat import array_namespace, device, to_device
+
+from signattack._typing import Array
+from signattack.backends.batch import Batch
+from signattack.core.kernels import clip
+
+__all__ = ["Final", "LoopResult", "Start", "UpdateRule", "iterate", "merge_where", "random_start"]
+
+State = TypeVar("State")
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a rule starts from, for one batch.
+
+    Attributes:
+        x: The clean inputs, floating (``float32`` for integer images).
+        low: Lower limits of the feasible set (the eps-ball intersected with the box).
+        high: Upper limits.
+        eps: The radius, a float or an array ``(batch, 1, ...)``.
+        step: The signed step size, a float or an array ``(batch, 1, ...)``; negative for
+            targeted attacks that descend the loss.
+        begin: The first point, inside ``[low, high]``: ``x``, or a random point of the ball.
+    """
+
+    x: Array
+    low: Array
+    high: Array
+    eps: Array
+    step: Array
+    begin: Array
+
+
+class UpdateRule(Protocol[State]):
+    """How an attack moves: the only thing an iterative attack has to write."""
+
+    def start(self, start: Start) -> State:
+        """The state before the first step."""
+        ...
+
+    def point(self, state: State) -> Array:
+        """Where the next gradient is taken (and, after the last step, the final iterate)."""
+        ...
+
+    def update(self, state: State, step: int, losses: Array, grad: Array, fooled: Array) -> State:
+        """The state after step ``step``, given the losses, gradient and success
+        (``(batch,)`` booleans) at :meth:`point`."""
+        ...
+
+    def finish(self, state: State, final: Final | None) -> Array:
+        """The point to return, given the evaluation of the final iterate (``None`` when
+        it was not evaluated)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Final:
+    """The model at the final iterate: losses, predictions and success there.
+
+    Attributes:
+        x: The point evaluated (the final iterate, rounded for integer images).
+        losses: Per-sample losses ``(batch,)``.
+        predictions: The predicted classes ``(batch,)``.
+        success: ``(batch,)`` booleans.
+    """
+
+    x: Array
+    losses: Array
+    predictions: Array
+    success: Array
+
+
+@dataclass(frozen=True)
+class LoopResult(Generic[State]):
+    """What :func:`iterate` found.
+
+    Attributes:
+        rows: Per-sample losses at every evaluated iterate: ``steps`` rows, and one more at
+            the final iterate when it was evaluated.
+        x_adv: The point the rule returns, floating, inside the feasible set.
+        final: The model at the final iterate, when it was evaluated.
+        state: The rule's final state.
+    """
+
+    rows: list[Array]
+    x_adv: Array
+    final: Final | None
+    state: State
+
+
+def random_start(
+    x: Array,
+    eps: Array,
+    low: Array,
+    high: Array,
+    rng: np.random.Generator | None,
+    seed: int | None,
+) -> Array:
+    """A uniform random point of the ball around ``x``, clipped to the feasible set.
+
+    Drawn from ``rng``, or from a generator seeded with ``seed`` (fresh entropy when
+    ``None``); no global random state is read or changed.
+    """
+    xp = array_namespace(x)
+    generator = rng if rng is not None else np.random.default_rng(seed)
+    unit = xp.asarray(generator.uniform(-1, 1, size=tuple(x.shape)), dtype=x.dtype)
+    return clip(x + to_device(unit, device(x)) * eps, low, high)
+
+
+def merge_where(mask: Array, new: Any, old: Any) -> Any:
+    """``new`` where ``mask`` (``(batch,)`` booleans) holds, ``old`` elsewhere.
+
+    Works on arrays with the batch first, and on dataclasses of them (fields that are not
+    arrays with the batch first are taken from ``new``).
+    """
+    if dataclasses.is_dataclass(new) and not isinstance(new, type):
+        merged = {
+            f.name: merge_where(mask, getattr(new, f.name), getattr(old, f.name))
+            for f in dataclasses.fields(new)
+        }
+        return dataclasses.replace(new, **merged)
+    shape = getattr(new, "shape", None)
+    if shape is None or len(shape) == 0 or shape[0] != mask.shape[0]:
+        return new
+    xp = array_namespace(new)
+    return xp.where(xp.reshape(mask, (-1,) + (1,) * (len(shape) - 1)), new, old)
+
+
+def iterate(
+    batch: Batch,
+    rule: UpdateRule[State],
+    start: Start,
+    steps: int,
+    *,
+    targeted: bool = False,
+    loss_labels: Array | None = None,
+    early_stop: bool = False,
+    final: Callable[[Array], Array] | None = None,
+) -> LoopResult[State]:
+    """Run ``rule`` for ``steps`` steps on ``batch``.
+
+    Args:
+        batch: The open, validated batch.
+        rule: The attack's update rule.
+        start: Where it starts.
+        steps: Forward and backward passes.
+        targeted: Success means predicting ``batch.labels`` (targets) rather than anything
+            else.
+        loss_labels: What the loss takes as labels, when not ``batch.labels`` (targeted DLR
+            takes classes and targets).
+        early_stop: Freeze each sample once it succeeds and drop it from the batch the
+            model sees; costs one host synchronisation a step.
+        final: Evaluate the final iterate, mapped through ``final`` (the rounding of
+            integer images, or the identity), with one more forward pass; ``None`` skips it.
+
+    Returns:
+        The :class:`LoopResult`.
+    """
+    xp = array_namespace(start.x)
+    labels = batch.labels if loss_labels is None else loss_labels
+
+    def succeeded(predictions: Array, index: Array | None) -> Array:
+        wanted = batch.labels if index is None else batch.labels[index]
+        return (predictions == wanted) if targeted else (predictions != wanted)
+
+    state = rule.start(start)
+    rows: list[Array] = []
+    active = None  # indices of the samples still attacked; None: all of them
+    losses = fooled = predictions = None
+    for step in range(steps):
+        point = rule.point(state)
+        if active is None:
+            losses, grad, predictions = batch.backend.value_and_grad(point, labels)
+            fooled = succeeded(predictions, None)
+        else:
+            part_losses, part_grad, part_predictions = batch.backend.value_and_grad(
+                point[active], labels[active]
+            )
+            losses = _scatter(losses, active, part_losses)
+            predictions = _scatter(predictions, active, part_predictions)
+            fooled = _scatter(fooled, active, succeeded(part_predictions, active))
+            grad = _scatter(xp.zeros_like(point), active, part_grad)
+        rows.append(losses)
+        if early_stop:
+            still = xp.logical_not(fooled)
+            active = xp.nonzero(still)[0]
+            if active.shape[0] == 0:
+                break
+            state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
+        else:
+            state = rule.update(state, step, losses, grad, fooled)
+    rows.extend([rows[-1]] * (steps - len(rows)))
+    if final is None:
+        return LoopResult(rows, rule.finish(state, None), None, state)
+    evaluated = final(rule.point(state))
+    final_losses, final_predictions = batch.backend.evaluate(evaluated, labels)
+    rows.append(final_losses)
+    at_end = Final(evaluated, final_losses, final_predictions, succeeded(final_predictions, None))
+    return LoopResult(rows, rule.finish(state, at_end), at_end, state)
+
+
+def _scatter(full: Array, index: Array, part: Array) -> Array:
+    """A copy of ``full`` with ``part`` written at ``index`` (the batch axis)."""
+    xp = array_namespace(full)
+    merged = xp.asarray(full, copy=True)
+    merged[index] = xp.asarray(part, dtype=merged.dtype, device=device(merged))
+    return merged
