@@ -300,7 +300,7 @@ def test_a_model_with_non_finite_logits_is_refused():
 def test_evaluate_names_a_bad_attack_factory_or_data():
     numpy_model, _ = linear_pair(2, 4, seed=0)
     batch = (np.full((2, 4), 10.0), np.array([0, 1]))
-    with pytest.raises(TypeError, match="attack must be an IteratedSign, an FGSM or a factory"):
+    with pytest.raises(TypeError, match=r"attack must be an attack \(IteratedSign, FGSM, APGD"):
         evaluate(numpy_model, [batch], None, [1.0])
     with pytest.raises(TypeError, match="the attack factory must return an attack"):
         evaluate(numpy_model, [batch], lambda eps: 3, [1.0])

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from signattack._lazy import lazy_attributes
-from signattack.attacks import FGSM, Attack, AttackResult, IteratedSign
+from signattack.attacks import APGD, APGDT, FGSM, Attack, AttackResult, EpsAttack, IteratedSign
 from signattack.backends import Backend, LinearClassifier, NumpyModel, register_backend
 from signattack.core import Bounds, LogitLoss
 from signattack.core.validation import UnitsWarning
@@ -35,11 +35,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "APGD",
+    "APGDT",
     "FGSM",
     "Attack",
     "AttackResult",
     "Backend",
     "Bounds",
+    "EpsAttack",
     "IteratedSign",
     "LinearClassifier",
     "LogitLoss",

@@ -6,9 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, runtime_checkable
 
-from signattack._typing import ArrayT
+import numpy as np
 
-__all__ = ["Attack", "AttackResult"]
+from signattack._typing import ArrayT
+from signattack.core.validation import Bounds
+
+__all__ = ["Attack", "AttackResult", "EpsAttack"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,9 @@ class AttackResult(Generic[ArrayT]):
 class Attack(Protocol):
     """An adversarial attack: a callable that turns a batch into an adversarial batch.
 
-    Any object with these two methods is an attack; :class:`~signattack.FGSM` and
-    :class:`~signattack.IteratedSign` are two.
+    Any object with these two methods is an attack; :class:`~signattack.FGSM`,
+    :class:`~signattack.IteratedSign`, :class:`~signattack.APGD` and
+    :class:`~signattack.APGDT` are four.
     """
 
     def __call__(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
@@ -44,4 +48,46 @@ class Attack(Protocol):
 
     def run(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> AttackResult[ArrayT]:
         """The adversarial batch with its loss trace, predictions and success mask."""
+        ...
+
+
+@runtime_checkable
+class EpsAttack(Attack, Protocol):
+    """An attack under the L-inf threat model that an evaluation can sweep over radii.
+
+    What :func:`~signattack.evaluation.evaluate` needs beyond :class:`Attack`: the radius and
+    a copy at another radius, the box every input must lie in, the seed, and ``run`` with
+    an explicit generator, so that a resumed or sharded evaluation draws what an
+    uninterrupted one draws. Every attack of signattack is one.
+    """
+
+    @property
+    def eps(self) -> float:
+        """The radius of the L-inf ball."""
+        ...
+
+    @property
+    def bounds(self) -> Bounds | tuple[float, float]:
+        """The box ``(lower, upper)`` every input lies in."""
+        ...
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of the attack's random draws (``None``: fresh entropy)."""
+        ...
+
+    def with_eps(self, eps: float) -> EpsAttack:
+        """The same attack with radius ``eps``."""
+        ...
+
+    def run(
+        self,
+        model: Callable[[ArrayT], ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> AttackResult[ArrayT]:
+        """The adversarial batch with its loss trace, predictions and success mask; random
+        draws come from ``rng`` when given."""
         ...

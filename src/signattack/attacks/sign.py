@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 
@@ -152,6 +153,10 @@ class IteratedSign:
         resolve_loss(self.loss)
         check_choice("model_mode", self.model_mode, MODEL_MODES)
         check_seed(self.seed)
+
+    def with_eps(self, eps: float) -> IteratedSign:
+        """The same attack with radius ``eps`` (the default step size follows it)."""
+        return dataclasses.replace(self, eps=eps)
 
     @property
     def resolved_step_size(self) -> float:
@@ -323,6 +328,15 @@ class FGSM:
         object.__setattr__(self, "eps", checked.eps)
         object.__setattr__(self, "bounds", checked.bounds)
 
+    @property
+    def seed(self) -> None:
+        """FGSM draws nothing: always ``None``."""
+        return None
+
+    def with_eps(self, eps: float) -> FGSM:
+        """The same attack with radius (and step) ``eps``."""
+        return dataclasses.replace(self, eps=eps)
+
     def as_iterated(self) -> IteratedSign:
         """The equivalent one-step :class:`IteratedSign`."""
         return IteratedSign(
@@ -339,6 +353,14 @@ class FGSM:
         """The adversarial batch; see :meth:`IteratedSign.__call__`."""
         return self.as_iterated()(model, x, y)
 
-    def run(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> AttackResult[ArrayT]:
-        """The adversarial batch with a 2-row loss trace; see :meth:`IteratedSign.run`."""
-        return self.as_iterated().run(model, x, y)
+    def run(
+        self,
+        model: Callable[[ArrayT], ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> AttackResult[ArrayT]:
+        """The adversarial batch with a 2-row loss trace; see :meth:`IteratedSign.run`.
+        ``rng`` is accepted like every attack's and unused: FGSM draws nothing."""
+        return self.as_iterated().run(model, x, y, rng=rng)

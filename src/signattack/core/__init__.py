@@ -11,19 +11,33 @@ from signattack.core.kernels import (
     sign_step,
     signed_unit,
 )
-from signattack.core.losses import CROSS_ENTROPY, MARGIN, LogitLoss, cross_entropy, margin
+from signattack.core.losses import (
+    CROSS_ENTROPY,
+    DLR,
+    MARGIN,
+    TARGETED_DLR,
+    LogitLoss,
+    cross_entropy,
+    dlr,
+    margin,
+    targeted_dlr,
+)
 from signattack.core.validation import Bounds
 
 __all__ = [
     "CROSS_ENTROPY",
+    "DLR",
     "MARGIN",
+    "TARGETED_DLR",
     "Bounds",
     "LogitLoss",
     "ball_box_limits",
     "clip",
     "cross_entropy",
+    "dlr",
     "margin",
     "round_into_limits",
     "sign_step",
     "signed_unit",
+    "targeted_dlr",
 ]

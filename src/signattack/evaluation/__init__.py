@@ -26,6 +26,7 @@ it is already in use.
 from signattack.evaluation.bisection import smallest_breaking_eps
 from signattack.evaluation.distributed import PeerFailure
 from signattack.evaluation.report import RobustnessReport
+from signattack.evaluation.standard import standard_attacks
 from signattack.evaluation.sweep import evaluate
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "RobustnessReport",
     "evaluate",
     "smallest_breaking_eps",
+    "standard_attacks",
 ]

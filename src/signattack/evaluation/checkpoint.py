@@ -42,6 +42,7 @@ class BatchResult:
         robust: Per eps, per sample, still classified correctly under the attack.
         largest: Per eps, the largest perturbation the attack produced in this batch.
         attacked: Per eps, how many samples of this batch were attacked.
+        broken: Per eps, per attack in order, how many samples it broke.
     """
 
     digest: str
@@ -49,6 +50,7 @@ class BatchResult:
     robust: tuple[tuple[bool, ...], ...]
     largest: tuple[float, ...]
     attacked: tuple[int, ...]
+    broken: tuple[tuple[int, ...], ...]
 
     @property
     def size(self) -> int:
@@ -64,10 +66,11 @@ class BatchResult:
             "robust": [list(row) for row in self.robust],
             "largest": list(self.largest),
             "attacked": list(self.attacked),
+            "broken": [list(row) for row in self.broken],
         }
 
     @classmethod
-    def from_dict(cls, data: object, radii: int) -> BatchResult:
+    def from_dict(cls, data: object, radii: int, attacks: int) -> BatchResult:
         """The result :meth:`to_dict` wrote, checked entry by entry.
 
         Beyond types and lengths, the results must be consistent: a sample broken at one
@@ -79,7 +82,7 @@ class BatchResult:
         """
         if not isinstance(data, dict):
             raise _Damaged(f"a batch entry must be an object, got {type(data).__name__}")
-        expected = {"digest", "size", "clean", "robust", "largest", "attacked"}
+        expected = {"digest", "size", "clean", "robust", "largest", "attacked", "broken"}
         if set(data) != expected:
             raise _Damaged(f"a batch entry must have the keys {sorted(expected)}")
         digest, size = data["digest"], data["size"]
@@ -94,14 +97,20 @@ class BatchResult:
         attacked = tuple(
             _count(value, size) for value in _list(data["attacked"], radii, "attacked")
         )
+        broken = tuple(
+            tuple(_count(value, size) for value in _list(row, attacks, "broken"))
+            for row in _list(data["broken"], radii, "broken")
+        )
         survivors = clean
-        for row, count in zip(robust, attacked, strict=True):
+        for row, count, fooled in zip(robust, attacked, broken, strict=True):
             if any(now and not before for now, before in zip(row, survivors, strict=True)):
                 raise _Damaged("a sample is robust at an eps after it was broken")
             if count != sum(survivors):
                 raise _Damaged("attacked counts do not match the samples that survived")
+            if sum(fooled) != count - sum(row):
+                raise _Damaged("broken counts do not match the samples that were broken")
             survivors = row
-        return cls(digest, clean, robust, largest, attacked)
+        return cls(digest, clean, robust, largest, attacked, broken)
 
 
 def _list(value: object, length: int, name: str) -> list[Any]:
@@ -165,12 +174,13 @@ class Checkpoint:
                     f"{_difference(part, data['identity'].get(part), value)}; {_START_AFRESH}"
                 )
         radii = len(identity["eps"])
+        attacks = identity.get("attacks", 1)
         batches: dict[int, BatchResult] = {}
         for key, entry in data["batches"].items():
             try:
                 if not key.isdigit():
                     raise _Damaged(f"batch keys must be indices, got {key!r}")
-                batches[int(key)] = BatchResult.from_dict(entry, radii)
+                batches[int(key)] = BatchResult.from_dict(entry, radii, attacks)
             except _Damaged as error:
                 raise ValueError(
                     f"checkpoint {path} is damaged (batch {key}: {error}); {_START_AFRESH}"
@@ -275,6 +285,6 @@ def _difference(part: str, there: object, here: object) -> str:
         return f"the eps differ ({there} there, {here} here)"
     if part == "model":
         return "the model differs (its class, parameters or buffers)"
-    if part == "attack":
+    if part in ("attack", "attacks"):
         return "the attack differs (its class or settings)"
     return f"the {part} differs"

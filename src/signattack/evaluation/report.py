@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class RobustnessReport:
         max_perturbation: Per eps, the largest ``|x_adv - x|_inf`` the attack actually
             produced; above eps would mean a broken threat model.
         attacked: Per eps, how many samples were attacked (the others were already broken).
+        broken_by: Per eps, per attack in the order they ran, how many samples it broke.
     """
 
     eps: tuple[float, ...]
@@ -37,6 +38,7 @@ class RobustnessReport:
     robust_correct: dict[float, tuple[bool, ...]]
     max_perturbation: dict[float, float]
     attacked: dict[float, int]
+    broken_by: dict[float, dict[str, int]] = field(default_factory=dict)
 
     @property
     def samples(self) -> int:
@@ -55,13 +57,18 @@ class RobustnessReport:
 
     def table(self) -> str:
         """Accuracy against eps as aligned text."""
-        lines = [f"{'eps':>8}  {'accuracy':>8}  {'max |d|':>8}  {'attacked':>8}"]
+        several = any(len(counts) > 1 for counts in self.broken_by.values())
+        header = f"{'eps':>8}  {'accuracy':>8}  {'max |d|':>8}  {'attacked':>8}"
+        lines = [header + ("  broken by" if several else "")]
         lines.append(f"{'clean':>8}  {self.clean_accuracy:>8.2%}  {'':>8}  {'':>8}")
         for eps in self.eps:
-            lines.append(
+            row = (
                 f"{eps:>8g}  {self.robust_accuracy[eps]:>8.2%}  "
                 f"{self.max_perturbation[eps]:>8.4g}  {self.attacked[eps]:>8}"
             )
+            if several:
+                row += "  " + ", ".join(f"{n} {c}" for n, c in self.broken_by[eps].items())
+            lines.append(row)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +84,7 @@ class RobustnessReport:
             "attacked": {str(e): n for e, n in self.attacked.items()},
             "clean_correct": list(self.clean_correct),
             "robust_correct": {str(e): list(c) for e, c in self.robust_correct.items()},
+            "broken_by": {str(e): dict(counts) for e, counts in self.broken_by.items()},
         }
 
     def to_json(self) -> str:
@@ -112,6 +120,11 @@ class RobustnessReport:
                 robust_correct={e: _flags(data["robust_correct"][str(e)], samples) for e in eps},
                 max_perturbation={e: float(data["max_perturbation"][str(e)]) for e in eps},
                 attacked={e: int(data["attacked"][str(e)]) for e in eps},
+                broken_by={
+                    e: {str(k): int(v) for k, v in data["broken_by"][str(e)].items()}
+                    for e in eps
+                    if str(e) in data.get("broken_by", {})
+                },
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problem = f"missing key {error}" if isinstance(error, KeyError) else str(error)

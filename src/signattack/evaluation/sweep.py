@@ -7,7 +7,6 @@ the smaller ball lies inside the larger one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj, to_device
 
 from signattack._typing import Array
-from signattack.attacks import FGSM, Attack, IteratedSign
+from signattack.attacks import Attack, EpsAttack
 from signattack.backends.batch import open_batch
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.validation import Bounds, check_real
@@ -28,18 +27,44 @@ from signattack.evaluation.distributed import PeerFailure, Ranks
 from signattack.evaluation.identity import Unstable, batch_digest, describe, stable
 from signattack.evaluation.report import RobustnessReport
 
-__all__ = ["AttackSpec", "clean_predictions", "evaluate"]
+__all__ = ["AttackFactory", "AttackSpec", "Attacks", "clean_predictions", "evaluate"]
 
-AttackSpec = IteratedSign | FGSM | Callable[[float], Attack]
-"""An attack to run at every eps: an :class:`IteratedSign` or :class:`FGSM` whose ``eps`` is
-replaced, or a factory ``eps -> attack``."""
+AttackFactory = Callable[[float], Attack]
+"""A factory ``eps -> attack``."""
+
+AttackSpec = EpsAttack | AttackFactory
+"""An attack to run at every eps: an attack whose radius is replaced (:class:`EpsAttack`:
+every attack of signattack), or a factory ``eps -> attack``."""
+
+Attacks = AttackSpec | Sequence[AttackSpec]
+"""One attack, or several run in order, each on the samples the previous ones left robust."""
 
 _ANY_BOUNDS = Bounds(-math.inf, math.inf)
 
 
+def _specs(attacks: object) -> tuple[AttackSpec, ...]:
+    """The attacks as a tuple, each checked."""
+    if isinstance(attacks, EpsAttack) or (callable(attacks) and not isinstance(attacks, Sequence)):
+        return (attacks,)
+    if isinstance(attacks, Sequence) and not isinstance(attacks, str):
+        if not attacks:
+            raise ValueError("attacks must hold at least one attack, got an empty sequence")
+        for position, item in enumerate(attacks):
+            if not isinstance(item, EpsAttack) and not callable(item):
+                raise TypeError(
+                    f"attacks[{position}] must be an attack or a factory eps -> attack, "
+                    f"got {type(item).__name__}"
+                )
+        return tuple(attacks)
+    raise TypeError(
+        "attack must be an attack (IteratedSign, FGSM, APGD, ...), a factory eps -> attack, "
+        f"or a sequence of them, got {type(attacks).__name__}"
+    )
+
+
 def _attack_at(spec: AttackSpec, eps: float) -> Attack:
-    if isinstance(spec, (IteratedSign, FGSM)):
-        return dataclasses.replace(spec, eps=eps)
+    if isinstance(spec, EpsAttack):
+        return spec.with_eps(eps)
     attack = spec(eps)
     if not isinstance(attack, Attack):
         raise TypeError(
@@ -49,19 +74,12 @@ def _attack_at(spec: AttackSpec, eps: float) -> Attack:
     return attack
 
 
-def _check_attack(spec: object) -> None:
-    if not isinstance(spec, (IteratedSign, FGSM)) and not callable(spec):
-        raise TypeError(
-            "attack must be an IteratedSign, an FGSM or a factory eps -> attack, "
-            f"got {type(spec).__name__}"
-        )
-
-
-def _bounds_of(attack: Attack) -> Bounds:
-    """The box every input must lie in: the attack's, where it has one."""
-    if isinstance(attack, (IteratedSign, FGSM)):
-        return Bounds(*attack.bounds)
-    return _ANY_BOUNDS
+def _bounds_of(attacks: Sequence[Attack]) -> Bounds:
+    """The box every input must lie in: the attacks', where they have one."""
+    boxes = {Bounds(*a.bounds) for a in attacks if isinstance(a, EpsAttack)}
+    if len(boxes) > 1:
+        raise ValueError(f"the attacks must share one box, got bounds {sorted(boxes)}")
+    return boxes.pop() if boxes else _ANY_BOUNDS
 
 
 def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
@@ -90,18 +108,23 @@ def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> Arra
     return predictions
 
 
-def _batch_rng(attack: AttackSpec, batch_index: int, eps_index: int) -> np.random.Generator | None:
-    """A generator per batch and eps, so that a resumed or sharded run draws what an
+def _batch_rng(
+    attack: Attack, batch_index: int, eps_index: int, attack_index: int
+) -> np.random.Generator | None:
+    """A generator per batch, eps and attack, so that a resumed or sharded run draws what an
     uninterrupted single-process run draws."""
-    seed = attack.seed if isinstance(attack, IteratedSign) else None
-    return None if seed is None else np.random.default_rng([seed, batch_index, eps_index])
+    seed = attack.seed if isinstance(attack, EpsAttack) else None
+    if seed is None:
+        return None
+    key = [seed, batch_index, eps_index] + ([attack_index] if attack_index else [])
+    return np.random.default_rng(key)
 
 
 def _evaluate_batch(
     model: object,
     x: Array,
     y: Array,
-    attack: AttackSpec,
+    specs: tuple[AttackSpec, ...],
     eps: tuple[float, ...],
     batch_index: int,
     digest: str,
@@ -109,31 +132,37 @@ def _evaluate_batch(
     xp = array_namespace(x)
     where = device(x)
     y = to_device(y, where)
-    bounds = _bounds_of(_attack_at(attack, eps[0]))
+    bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
     correct = _to_numpy(clean_predictions(model, x, y, bounds) == y).astype(bool)
     clean = tuple(correct.tolist())
-    robust, largest, attacked = [], [], []
+    robust, largest, attacked, broken = [], [], [], []
     for eps_index, radius in enumerate(eps):
-        still = np.flatnonzero(correct)
+        attacked.append(int(correct.sum()))
         distance = 0.0
-        if still.size:
+        counts = []
+        for attack_index, spec in enumerate(specs):
+            still = np.flatnonzero(correct)
+            if not still.size:
+                counts.append(0)
+                continue
             index = xp.asarray(still, device=where)
             x_part, y_part = x[index], y[index]
-            attack_now = _attack_at(attack, radius)
-            rng = _batch_rng(attack, batch_index, eps_index)
+            attack = _attack_at(spec, radius)
+            rng = _batch_rng(attack, batch_index, eps_index, attack_index)
             # run() predicts at the adversarial batch with its final forward pass.
-            if isinstance(attack_now, IteratedSign):
-                outcome = attack_now.run(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
+            if isinstance(attack, EpsAttack):
+                outcome = attack.run(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
             else:
-                outcome = attack_now.run(model, x_part, y_part)  # type: ignore[arg-type]
+                outcome = attack.run(model, x_part, y_part)  # type: ignore[arg-type]
             moved = xp.astype(outcome.x_adv, xp.float64) - xp.astype(x_part, xp.float64)
-            distance = float(xp.max(xp.abs(moved)))
-            broken = _to_numpy(outcome.predictions != y_part).astype(bool)
-            correct[still[broken]] = False
+            distance = max(distance, float(xp.max(xp.abs(moved))))
+            fooled = _to_numpy(outcome.predictions != y_part).astype(bool)
+            correct[still[fooled]] = False
+            counts.append(int(fooled.sum()))
         robust.append(tuple(correct.tolist()))
         largest.append(distance)
-        attacked.append(int(still.size))
-    return BatchResult(digest, clean, tuple(robust), tuple(largest), tuple(attacked))
+        broken.append(tuple(counts))
+    return BatchResult(digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken))
 
 
 def _batches(data: Iterable[tuple[Array, Array]]) -> Iterator[tuple[int, Array, Array]]:
@@ -165,7 +194,7 @@ def _batches(data: Iterable[tuple[Array, Array]]) -> Iterator[tuple[int, Array, 
 
 def _identity(
     model: object,
-    attack: AttackSpec,
+    specs: tuple[AttackSpec, ...],
     radii: tuple[float, ...],
     name: str | None,
     model_name: str | None,
@@ -181,9 +210,13 @@ def _identity(
             "pass an nn.Module, or model_name='...' naming this exact model"
         ) from None
     # The radius of a ready-made attack is replaced at every eps: it is no part of the identity.
-    settings = _attack_at(attack, 0.0) if isinstance(attack, (IteratedSign, FGSM)) else attack
+    settings = [s.with_eps(0.0) if isinstance(s, EpsAttack) else s for s in specs]
     try:
-        described_attack = {"name": name} if name is not None else stable(settings)
+        described_attack = (
+            {"name": name}
+            if name is not None
+            else stable(settings[0] if len(settings) == 1 else settings)
+        )
     except Unstable as error:
         raise ValueError(
             f"checkpoint needs an attack that can be identified in another process, but "
@@ -195,6 +228,7 @@ def _identity(
         "model": described_model,
         "attack": described_attack,
         "eps": list(radii),
+        "attacks": len(specs),
     }
     normalized: dict[str, Any] = json.loads(json.dumps(identity))
     return normalized
@@ -203,7 +237,7 @@ def _identity(
 def evaluate(
     model: object,
     data: Iterable[tuple[Array, Array]],
-    attack: AttackSpec,
+    attack: Attacks,
     eps: Sequence[float],
     *,
     checkpoint: str | Path | None = None,
@@ -214,15 +248,19 @@ def evaluate(
     """Clean and robust accuracy of ``model`` on ``data`` at every eps.
 
     Every sample is checked before any is attacked: inputs finite and inside the attack's
-    bounds, labels classes of the model.
+    bounds, labels classes of the model. With several attacks, each runs in order on the
+    samples the previous ones left robust: a sample is robust at an eps only if every attack
+    fails on it, and the report says which attack broke how many (``broken_by``).
 
     Args:
         model: As for the attacks (``nn.Module``, callable on tensors, or NumPy model).
         data: A ``DataLoader`` or any iterable of ``(x, y)`` batches, in the same order on
             every pass (no shuffling).
-        attack: An :class:`IteratedSign` or :class:`FGSM` (its ``eps`` is replaced by each
-            radius), or a factory ``eps -> attack``. ``IteratedSign(..., early_stop=True)``
-            saves further work.
+        attack: An attack whose ``eps`` is replaced by each radius (``IteratedSign``,
+            ``FGSM``, ``APGD``, ``APGDT``: any :class:`~signattack.attacks.EpsAttack`), a
+            factory ``eps -> attack``, or a sequence of them run in order
+            (:func:`standard_attacks` is the worst-case preset).
+            ``IteratedSign(..., early_stop=True)`` saves further work.
         eps: The radii, any order, no repeats.
         checkpoint: A JSON file for progress: written atomically after every batch, read on
             start to skip finished batches. It is bound to this evaluation: the model (its
@@ -247,7 +285,7 @@ def evaluate(
         PeerFailure: Under ``torchrun``, another process failed.
     """
     radii = _check_eps_list(eps)
-    _check_attack(attack)
+    specs = _specs(attack)
     for label, value in (("name", name), ("model_name", model_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
@@ -256,7 +294,7 @@ def evaluate(
     try:
         if path is not None and ranks.world > 1:
             path = path.with_name(f"{path.name}.rank{ranks.rank}")
-        identity = {} if path is None else _identity(model, attack, radii, name, model_name)
+        identity = {} if path is None else _identity(model, specs, radii, name, model_name)
         done = Checkpoint.open(path, identity)
         show = sys.stderr.isatty() if progress is None else progress
         seen = 0
@@ -267,7 +305,7 @@ def evaluate(
                 digest = "" if path is None else batch_digest(x, y)
                 result = done.result(index, digest, int(x.shape[0]))
                 if result is None:
-                    result = _evaluate_batch(model, x, y, attack, radii, index, digest)
+                    result = _evaluate_batch(model, x, y, specs, radii, index, digest)
                     done.record(index, result)
                 results[index] = result
             ranks.round_done(index)
@@ -282,9 +320,10 @@ def evaluate(
     if seen == 0:
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
+    names = _names(specs)
     return RobustnessReport(
         eps=radii,
-        attack=name if name is not None else describe(attack),
+        attack=name if name is not None else " + ".join(names),
         clean_correct=tuple(c for batch in ordered for c in batch.clean),
         robust_correct={
             e: tuple(c for batch in ordered for c in batch.robust[i]) for i, e in enumerate(radii)
@@ -293,7 +332,22 @@ def evaluate(
             e: max(batch.largest[i] for batch in ordered) for i, e in enumerate(radii)
         },
         attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
+        broken_by={
+            e: {
+                label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)
+            }
+            for i, e in enumerate(radii)
+        },
     )
+
+
+def _names(specs: tuple[AttackSpec, ...]) -> list[str]:
+    """A readable name per attack, unique within the evaluation."""
+    names: list[str] = []
+    for spec in specs:
+        label = describe(spec)
+        names.append(label if label not in names else f"{label} #{len(names) + 1}")
+    return names
 
 
 def _progress_bar(items: Iterator[Any], show: bool) -> Iterator[Any]:
