@@ -72,6 +72,8 @@ CASES = [
     ("--resume-file", "{progress}", "checkpoint .*progress.json is not a signattack checkpoint"),
     ("--resume-file", "{tmp}", "--resume-file must be a file, got the folder"),
     ("--limit", "0", "--data digits must hold samples, got none"),
+    ("--attacks", "apgd,pgd", "--attacks must be 'standard' or comma-separated names from"),
+    ("--attacks", "", "--attacks must be 'standard' or comma-separated names from"),
 ]
 
 
@@ -122,3 +124,16 @@ def test_a_good_run_still_works_and_writes_its_report(tmp_path, capsys):
     assert main([*BASE, "--limit", "16", "--steps", "2", "--report", str(report)]) == 0
     assert json.loads(report.read_text())["samples"] == 16
     assert "clean" in capsys.readouterr().out
+
+
+def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
+    report = tmp_path / "report.json"
+    arguments = [*BASE, "--limit", "24", "--steps", "2", "--attacks", "standard"]
+    assert main([*arguments, "--report", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert written["attack"] == "APGD(steps=2, seed=0) + APGDT(steps=2, seed=0)"
+    counts = written["broken_by"]["4.0"]
+    assert list(counts) == ["APGD(steps=2, seed=0)", "APGDT(steps=2, seed=0)"]
+    robust = sum(written["robust_correct"]["4.0"])
+    assert sum(counts.values()) == written["attacked"]["4.0"] - robust
+    assert "broken by" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
     python -m signattack evaluate --model mypackage.models:make_net --checkpoint net.pt \\
         --data cifar10:data/ --eps 2,4,8 --steps 5 --report report.json
+    python -m signattack evaluate ... --attacks standard --steps 100    # APGD-CE, APGD-T
 
 Every mistake in the arguments, the files they name or the data is answered with one line
 that names the flag, what was expected and what came, and exit status 2; ``--debug`` shows
@@ -27,6 +28,9 @@ __all__ = ["add_parser", "run"]
 
 USAGE_ERROR = 2
 """The exit status of every user error, as for argparse's own."""
+
+ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t")
+"""What ``--attacks`` accepts, besides ``standard``."""
 
 
 class UsageError(Exception):
@@ -71,6 +75,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument("--eps", required=True, help="comma-separated radii, e.g. 2,4,8")
     parser.add_argument("--attack", default="iterated", choices=["iterated", "fgsm"])
+    parser.add_argument(
+        "--attacks",
+        default=None,
+        help="attacks run in order, each on the samples still robust: comma-separated from "
+        f"{', '.join(ATTACK_NAMES)}, or 'standard' (apgd-ce,apgd-t); overrides --attack",
+    )
     parser.add_argument("--steps", type=_positive, default=10)
     parser.add_argument("--step-size", type=float, default=None)
     parser.add_argument("--loss", default="ce", choices=["ce", "margin"])
@@ -274,10 +284,47 @@ def run(args: argparse.Namespace) -> int:
             torch.distributed.destroy_process_group()
 
 
+def _attack_names(args: argparse.Namespace) -> list[str]:
+    if args.attacks is None:
+        return [args.attack]
+    names = [part.strip() for part in args.attacks.split(",")]
+    if names == ["standard"]:
+        return ["apgd-ce", "apgd-t"]
+    unknown = [name for name in names if name not in ATTACK_NAMES]
+    if not names or unknown or not all(names):
+        raise UsageError(
+            f"--attacks must be 'standard' or comma-separated names from "
+            f"{', '.join(ATTACK_NAMES)}, got {args.attacks!r}"
+        )
+    return names
+
+
+def _attack(name: str, args: argparse.Namespace, bounds: tuple[float, float], eps: float) -> Any:
+    """One attack of the command line; its radius is replaced by the evaluation."""
+    from signattack import APGD, APGDT, FGSM, IteratedSign
+
+    if name == "fgsm":
+        return FGSM(eps, bounds=bounds, loss=args.loss)
+    if name == "iterated":
+        return IteratedSign(
+            eps,
+            args.steps,
+            step_size=args.step_size,
+            random_start=args.random_start,
+            seed=args.seed,
+            early_stop=args.early_stop,
+            bounds=bounds,
+            loss=args.loss,
+        )
+    common = {"bounds": bounds, "seed": args.seed, "early_stop": args.early_stop}
+    if name == "apgd-t":
+        return APGDT(eps, args.steps, **common)
+    return APGD(eps, args.steps, loss="dlr" if name == "apgd-dlr" else "ce", **common)
+
+
 def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     import torch
 
-    from signattack import FGSM, IteratedSign
     from signattack.evaluation import evaluate
 
     eps = _numbers(args.eps, "--eps")
@@ -293,21 +340,9 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     device = _device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     model = _load_model(args.model, args.checkpoint, device)
     x, y = _load_data(args.data, args.split, args.limit)
-    options = {"bounds": tuple(bounds), "loss": args.loss}
     try:
-        attack = (
-            FGSM(eps[0], **options)
-            if args.attack == "fgsm"
-            else IteratedSign(
-                eps[0],
-                args.steps,
-                step_size=args.step_size,
-                random_start=args.random_start,
-                seed=args.seed,
-                early_stop=args.early_stop,
-                **options,
-            )
-        )
+        box = (bounds[0], bounds[1])
+        attacks = [_attack(name, args, box, eps[0]) for name in _attack_names(args)]
     except (TypeError, ValueError) as error:
         raise UsageError(f"the attack's settings: {error}") from None
     if args.resume_file is not None and args.resume_file.is_dir():
@@ -315,7 +350,7 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     report = evaluate(
         model,
         _batches(x, y, args.batch_size, device),
-        attack,
+        attacks if len(attacks) > 1 else attacks[0],
         eps,
         checkpoint=args.resume_file,
     )

@@ -121,18 +121,31 @@ def stable(value: Any, depth: int = 0) -> Any:
 def describe(value: Any) -> str:
     """A short, readable name for an attack or a factory, without memory addresses.
 
-    Dataclasses show their settings, with ``eps`` left out (the radius varies); functions,
-    partials and callable objects show their names. Only for display: :func:`stable` is
-    what identifies.
+    Dataclasses show their class and the settings that differ from the defaults, with
+    ``eps`` left out (the radius varies): ``IteratedSign(steps=5)``; functions, partials and
+    callable objects show their names. Only for display: :func:`stable` is what identifies.
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         shown = [
             f"{field.name}={_readable(getattr(value, field.name))}"
             for field in dataclasses.fields(value)
-            if field.name != "eps"
+            if field.name != "eps" and not _is_default(field, getattr(value, field.name))
         ]
         return f"{type(value).__name__}({', '.join(shown)})"
     return _readable(value)
+
+
+def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        return False
+    try:
+        return (bool(value == default) and type(value) is not bool) or value is default
+    except (TypeError, ValueError):  # arrays and other values without a plain ==
+        return False
 
 
 def _readable(value: Any) -> str:
@@ -142,7 +155,9 @@ def _readable(value: Any) -> str:
         return f"partial({', '.join([_readable(value.func), *arguments])})"
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)):
         return value.__qualname__
-    if isinstance(value, (bool, int, float, str, tuple, type(None))):
+    if isinstance(value, tuple):  # Bounds and other named tuples: just the numbers
+        return f"({', '.join(_readable(item) for item in value)})"
+    if isinstance(value, (bool, int, float, str, type(None))):
         return repr(value)
     if dataclasses.is_dataclass(value):
         return describe(value)
