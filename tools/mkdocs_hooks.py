@@ -47,8 +47,30 @@ def _evaluation_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _strength_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"*{data['device']}, {data['threads']} threads, torch {data['torch']}; digits test set "
+        f"({data['samples']} images, clean accuracy {data['clean_accuracy']:.2%}), eps "
+        f"{data['eps_pixels']:g} pixel levels, {data['steps']} steps, median of "
+        f"{data['rounds']} rounds.*",
+        "",
+        "| method | median s | s per step | per step vs IteratedSign | robust accuracy |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in data["rows"]:
+        step, ratio = row["per_step_s"], row["per_step_vs_iterated"]
+        lines.append(
+            f"| {row['method']} | {row['median_s']:.2f} | "
+            f"{'' if step is None else f'{step:.4f}'} | "
+            f"{'' if ratio is None else f'{ratio:.3f}'} | {row['robust_accuracy']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
 def _render(match: re.Match[str], docs: Path) -> str:
     data = json.loads((docs / match.group(1)).read_text())
+    if "eps_pixels" in data:
+        return _strength_table(data)
     return _evaluation_table(data) if "eps" in data else _speed_table(data)
 
 

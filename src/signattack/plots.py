@@ -16,6 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from signattack.evaluation import RobustnessReport
     from signattack.probes.input_space import LossSurface
     from signattack.probes.weights import LossSlice
 
@@ -25,6 +26,7 @@ __all__ = [
     "plot_loss_slice",
     "plot_loss_surface",
     "plot_loss_trace",
+    "plot_robustness_curves",
 ]
 
 
@@ -175,4 +177,33 @@ def plot_gradient_maps(
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
+    return _finish(fig, path)
+
+
+def plot_robustness_curves(
+    panels: Mapping[str, Mapping[str, RobustnessReport]],
+    *,
+    eps_label: str = "eps (pixels in [0, 255])",
+    path: str | Path | None = None,
+) -> Figure:
+    """Accuracy against eps: one panel per model, one curve per attack, on shared axes.
+
+    Args:
+        panels: Per panel title (a model), per curve label (an attack), its report.
+        eps_label: The x axis label.
+        path: Where to save the figure, if anywhere.
+    """
+    fig = _new_figure((4.2 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (title, curves) in zip(axes, panels.items(), strict=True):
+        for label, report in curves.items():
+            radii = [0.0, *report.eps]
+            accuracy = [report.clean_accuracy, *[report.robust_accuracy[e] for e in report.eps]]
+            ax.plot(radii, accuracy, marker="o", lw=2, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(eps_label)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("accuracy")
     return _finish(fig, path)

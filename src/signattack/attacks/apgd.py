@@ -36,14 +36,12 @@ from array_api_compat import array_namespace, device
 from signattack._typing import Array, ArrayT
 from signattack.attacks.base import AttackResult
 from signattack.attacks.loop import Final, Start, iterate, random_start
-from signattack.backends._protocol import MODEL_MODES, ModelMode
-from signattack.backends.batch import Batch, open_batch
+from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, clip, signed_unit
-from signattack.core.losses import TARGETED_DLR, LossFunction, LossName, resolve_loss
+from signattack.core.losses import TARGETED_DLR, LossFunction, LossName
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
 from signattack.core.validation import (
     Bounds,
-    check_bounds,
-    check_choice,
     check_real,
     check_rng,
     check_seed,
@@ -52,7 +50,6 @@ from signattack.core.validation import (
 
 __all__ = ["APGD", "APGDT", "AutoSteps", "checkpoints"]
 
-PIXEL_BOUNDS = Bounds(0.0, 255.0)
 MOMENTUM = 0.75
 """``alpha`` of eq. 3: the weight of the new step against the previous one."""
 
@@ -270,6 +267,11 @@ def _sub_batch(batch: Batch, index: Array) -> Batch:
 class _Common:
     """Settings and validation shared by :class:`APGD` and :class:`APGDT`."""
 
+    @property
+    def threat(self) -> ThreatModel:
+        """The box, the loss and the model's mode."""
+        raise NotImplementedError
+
     def _check_common(self) -> None:
         attack: Any = self
         _keep_float(attack, "eps", check_real("eps", attack.eps))
@@ -278,8 +280,7 @@ class _Common:
         rho = check_real("rho", attack.rho)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must lie in (0, 1], got {attack.rho!r}")
-        object.__setattr__(attack, "bounds", check_bounds(attack.bounds))
-        check_choice("model_mode", attack.model_mode, MODEL_MODES)
+        object.__setattr__(attack, "bounds", attack.threat.box)
         check_seed(attack.seed)
         if not isinstance(attack.early_stop, bool):
             raise TypeError(f"early_stop must be a bool, got {type(attack.early_stop).__name__}")
@@ -391,9 +392,13 @@ class APGD(_Common):
 
     def __post_init__(self) -> None:
         self._check_common()
-        resolve_loss(self.loss)
         if not isinstance(self.targeted, bool):
             raise TypeError(f"targeted must be a bool, got {type(self.targeted).__name__}")
+
+    @property
+    def threat(self) -> ThreatModel:
+        """The box, the loss and the model's mode, as one validated value."""
+        return ThreatModel(self.bounds, self.loss, self.model_mode)
 
     def with_eps(self, eps: float) -> APGD:
         """The same attack with radius ``eps``."""
@@ -429,15 +434,7 @@ class APGD(_Common):
         came from, predictions and success."""
         check_rng(rng)
         generator = rng if rng is not None else np.random.default_rng(self.seed)
-        with open_batch(
-            model,
-            x,
-            y,
-            loss=resolve_loss(self.loss),
-            model_mode=self.model_mode,
-            bounds=Bounds(*self.bounds),
-            eps=self.eps,
-        ) as batch:
+        with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
             losses, predictions = batch.backend.evaluate(batch.x, batch.labels)
             fooled = (
                 (predictions == batch.labels) if self.targeted else (predictions != batch.labels)
@@ -497,6 +494,11 @@ class APGDT(_Common):
             self, "target_classes", check_steps(self.target_classes, "target_classes")
         )
 
+    @property
+    def threat(self) -> ThreatModel:
+        """The box, the targeted DLR loss and the model's mode."""
+        return ThreatModel(self.bounds, TARGETED_DLR, self.model_mode)
+
     def with_eps(self, eps: float) -> APGDT:
         """The same attack with radius ``eps``."""
         return dataclasses.replace(self, eps=eps)
@@ -523,15 +525,7 @@ class APGDT(_Common):
         """The adversarial batch with the targeted-DLR trace of the run it came from."""
         check_rng(rng)
         generator = rng if rng is not None else np.random.default_rng(self.seed)
-        with open_batch(
-            model,
-            x,
-            y,
-            loss=TARGETED_DLR,
-            model_mode=self.model_mode,
-            bounds=Bounds(*self.bounds),
-            eps=self.eps,
-        ) as batch:
+        with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
             xp = array_namespace(batch.x)
             logits = batch.backend.logits(batch.x)
             classes = logits.shape[1]

@@ -11,15 +11,13 @@ from array_api_compat import array_namespace, device, is_array_api_obj
 
 from signattack._typing import Array, ArrayT
 from signattack.attacks.base import AttackResult
-from signattack.attacks.loop import Final, Start, iterate, random_start
-from signattack.backends._protocol import MODEL_MODES, ModelMode
-from signattack.backends.batch import Batch, open_batch
+from signattack.attacks.loop import Final, LoopResult, Start, iterate, random_start
+from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, sign_step
-from signattack.core.losses import LossFunction, LossName, resolve_loss
+from signattack.core.losses import LossFunction, LossName
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
 from signattack.core.validation import (
     Bounds,
-    check_bounds,
-    check_choice,
     check_real,
     check_rng,
     check_seed,
@@ -27,9 +25,6 @@ from signattack.core.validation import (
 )
 
 __all__ = ["FGSM", "IteratedSign", "SignSteps"]
-
-PIXEL_BOUNDS = Bounds(0.0, 255.0)
-"""The default box: 8-bit pixel values."""
 
 
 def _same_library(value: object, xp: object) -> bool:
@@ -146,13 +141,16 @@ class IteratedSign:
         _keep_python_number(self, "steps", check_steps(self.steps))
         if self.step_size is not None:
             _keep_python_number(self, "step_size", check_real("step_size", self.step_size))
-        object.__setattr__(self, "bounds", check_bounds(self.bounds))
+        object.__setattr__(self, "bounds", self.threat.box)
         _check_flag("random_start", self.random_start)
         _check_flag("targeted", self.targeted)
         _check_flag("early_stop", self.early_stop)
-        resolve_loss(self.loss)
-        check_choice("model_mode", self.model_mode, MODEL_MODES)
         check_seed(self.seed)
+
+    @property
+    def threat(self) -> ThreatModel:
+        """The box, the loss and the model's mode, as one validated value."""
+        return ThreatModel(self.bounds, self.loss, self.model_mode)
 
     def with_eps(self, eps: float) -> IteratedSign:
         """The same attack with radius ``eps`` (the default step size follows it)."""
@@ -195,8 +193,9 @@ class IteratedSign:
                 batch or the model's classes, per-sample ``eps`` is malformed, or model and
                 ``x`` are on different devices.
         """
-        result: ArrayT = self._attack(model, x, y, rng=rng, radius=eps, record=False)
-        return result
+        outcome = self._attack(model, x, y, rng=rng, radius=eps, record=False)
+        x_adv: ArrayT = outcome.x_adv
+        return x_adv
 
     def run(
         self,
@@ -217,8 +216,11 @@ class IteratedSign:
             ``(steps + 1, batch)``. With ``early_stop``, a sample's loss stays, after it is
             first misclassified, at its value there.
         """
-        result: AttackResult[ArrayT] = self._attack(model, x, y, rng=rng, radius=eps, record=True)
-        return result
+        outcome = self._attack(model, x, y, rng=rng, radius=eps, record=True)
+        if outcome.final is None:  # pragma: no cover - record=True evaluates the final point
+            raise RuntimeError("the attack loop did not evaluate the final iterate")
+        losses = array_namespace(outcome.x_adv).stack(outcome.rows)
+        return AttackResult(outcome.x_adv, losses, outcome.final.predictions, outcome.final.success)
 
     def _attack(
         self,
@@ -229,25 +231,18 @@ class IteratedSign:
         rng: np.random.Generator | None,
         radius: Array | None,
         record: bool,
-    ) -> Array:
+    ) -> LoopResult[Array]:
+        """The attack, with the caller's dtype restored in ``x_adv``; with ``record``, the
+        final iterate is evaluated too (one forward pass more)."""
         check_rng(rng)
-        with open_batch(
-            model,
-            x,
-            y,
-            loss=resolve_loss(self.loss),
-            model_mode=self.model_mode,
-            bounds=Bounds(*self.bounds),
-            eps=self.eps if radius is None else None,
+        with open_threat(
+            model, x, y, self.threat, eps=self.eps if radius is None else None
         ) as batch:
-            xp = array_namespace(batch.x)
             eps, step = self._radius_and_step(batch, radius)
             low, high = ball_box_limits(batch.x, eps, *batch.bounds)
-            begin = (
-                random_start(batch.x, eps, low, high, rng, self.seed)
-                if self.random_start
-                else batch.x
-            )
+            begin = batch.x
+            if self.random_start:
+                begin = random_start(batch.x, eps, low, high, rng, self.seed)
             outcome = iterate(
                 batch,
                 SignSteps(low, high, step),
@@ -257,11 +252,7 @@ class IteratedSign:
                 early_stop=self.early_stop,
                 final=batch.rounded(eps) if record else None,
             )
-        x_adv = batch.to_input(outcome.x_adv, eps)
-        if outcome.final is None:
-            return x_adv
-        at_end = outcome.final
-        return AttackResult(x_adv, xp.stack(outcome.rows), at_end.predictions, at_end.success)
+        return dataclasses.replace(outcome, x_adv=batch.to_input(outcome.x_adv, eps))
 
     def _radius_and_step(self, batch: Batch, radius: Array | None) -> tuple[Array, Array]:
         """The radius and signed step: floats, or per-sample arrays shaped to broadcast.

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Literal, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 from signattack._typing import Array
 from signattack.core.losses import LossFunction
+from signattack.core.threat import MODEL_MODES, ModelMode
 
 __all__ = ["MODEL_MODES", "Backend", "BackendFactory", "ModelMode"]
-
-ModelMode: TypeAlias = Literal["eval", "train", "unchanged"]
-"""How the model runs during an attack: switched to eval or train mode (and switched back
-afterwards), or left in whatever mode it is in."""
-
-MODEL_MODES: tuple[ModelMode, ...] = ("eval", "train", "unchanged")
 
 
 class Backend(Protocol):

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array
 from signattack.backends import open_backend
-from signattack.backends._protocol import Backend, ModelMode
+from signattack.backends._protocol import Backend
 from signattack.core.losses import LossFunction
+from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, warn_units
 
-__all__ = ["Batch", "open_batch"]
+__all__ = ["Batch", "open_batch", "open_threat"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,21 @@ class Batch:
 
 def _same(x: Array) -> Array:
     return x
+
+
+def open_threat(
+    model: object, x: Array, y: Array, threat: ThreatModel, *, eps: float | None = None
+) -> AbstractContextManager[Batch]:
+    """:func:`open_batch` under a validated :class:`~signattack.core.threat.ThreatModel`."""
+    return open_batch(
+        model,
+        x,
+        y,
+        loss=threat.loss_function,
+        model_mode=threat.model_mode,
+        bounds=threat.box,
+        eps=eps,
+    )
 
 
 @contextmanager

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Generic, Literal
 
@@ -18,11 +18,11 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from signattack._typing import Array, ArrayT
-from signattack.backends._protocol import MODEL_MODES, ModelMode
-from signattack.backends.batch import Batch, open_batch
+from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
-from signattack.core.losses import LossFunction, LossName, resolve_loss
-from signattack.core.validation import check_bounds, check_choice, check_real
+from signattack.core.losses import LossFunction, LossName
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
+from signattack.core.validation import check_choice, check_real
 
 __all__ = [
     "DirectionName",
@@ -40,10 +40,9 @@ __all__ = [
 
 DirectionName = Literal["signed_gradient", "rademacher", "gaussian"]
 _DIRECTIONS = ("signed_gradient", "rademacher", "gaussian")
-_PIXELS = (0.0, 255.0)
+_PIXELS = PIXEL_BOUNDS
 
 
-@contextmanager
 def _open(
     model: object,
     x: Array,
@@ -51,17 +50,8 @@ def _open(
     loss: LossName | LossFunction,
     bounds: tuple[float, float],
     model_mode: ModelMode,
-) -> Iterator[Batch]:
-    check_choice("model_mode", model_mode, MODEL_MODES)
-    with open_batch(
-        model,
-        x,
-        y,
-        loss=resolve_loss(loss),
-        model_mode=model_mode,
-        bounds=check_bounds(bounds),
-    ) as batch:
-        yield batch
+) -> AbstractContextManager[Batch]:
+    return open_threat(model, x, y, ThreatModel(bounds, loss, model_mode))
 
 
 def _sample_axes(a: Array) -> tuple[int, ...]:

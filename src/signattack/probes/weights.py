@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from signattack.backends._protocol import MODEL_MODES, ModelMode
+from signattack.core.threat import MODEL_MODES, ModelMode
 from signattack.core.validation import check_choice, check_real
 from signattack.params import param_groups
 
