@@ -103,9 +103,10 @@ def main() -> None:
     epochs = 2 if args.smoke else 12
     steps = 3 if args.smoke else 20
     radii = [8.0, 16.0, 32.0] if args.smoke else [4.0, 8.0, 16.0, 24.0, 32.0, 48.0]
+    pgd_steps = 3 if args.smoke else 10
     evaluations = {
         "FGSM": FGSM(0),
-        "PGD (IteratedSign, 10 steps)": IteratedSign(0, 3 if args.smoke else 10),
+        f"PGD (IteratedSign, {pgd_steps} steps)": IteratedSign(0, pgd_steps),
         f"standard (APGD-CE + APGD-T, {steps} steps)": standard_attacks(steps),
     }
     batches = [(x_test[i : i + 256], y_test[i : i + 256]) for i in range(0, len(y_test), 256)]

@@ -165,3 +165,20 @@ def test_loss_landscape(tmp_path):
         "gradient_maps.png",
         "linearization_gap.png",
     }
+
+
+def test_adversarial_training(tmp_path):
+    run("adversarial_training.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    assert set(report["accuracy"]) == {"normal", "PGD training", "fast FGSM training"}
+    samples = report["test_images"]
+    for curves in report["accuracy"].values():
+        for curve in curves.values():
+            accuracies = [curve["clean"], *(curve[e] for e in ("8.0", "16.0", "32.0"))]
+            # A sample broken at a smaller eps stays broken: the curve never rises.
+            assert accuracies == sorted(accuracies, reverse=True)
+        _, pgd, standard = curves.values()
+        # The standard evaluation finds at least about what PGD finds (two samples of
+        # slack for the random starts of a 3-step smoke run).
+        assert standard["32.0"] <= pgd["32.0"] + 2 / samples
+    assert pngs(tmp_path) == {"robustness_by_training.png"}
