@@ -97,7 +97,7 @@ def test_a_numpy_model_whose_gradient_has_the_wrong_shape_is_refused():
 
     model = Broadcasting(np.ones((2, 4)), np.zeros(2))
     with pytest.raises(
-        ValueError, match=r"model\.vjp must return the input gradient with x's shape"
+        ValueError, match=r"the input gradient \(a NumPy model's vjp\) must have x's shape"
     ):
         FGSM(4)(model, np.full((3, 4), 10.0), np.array([0, 1, 0]))
 

@@ -345,7 +345,7 @@ def _result(batch: Batch, runs: _Runs, eps: float, targeted: bool) -> AttackResu
     """The chosen points in the caller's dtype, evaluated once more as the caller gets them."""
     radius = batch.radius(eps)
     xp = array_namespace(batch.x)
-    predictions = xp.argmax(batch.backend.logits(batch.rounded(radius)(runs.x)), axis=1)
+    predictions = xp.argmax(batch.logits(batch.rounded(radius)(runs.x)), axis=1)
     success = (predictions == batch.labels) if targeted else (predictions != batch.labels)
     return AttackResult(batch.to_input(runs.x, radius), runs.trace, predictions, success)
 
@@ -435,7 +435,7 @@ class APGD(_Common):
         check_rng(rng)
         generator = rng if rng is not None else np.random.default_rng(self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
-            losses, predictions = batch.backend.evaluate(batch.x, batch.labels)
+            losses, predictions = batch.evaluate(batch.x, batch.labels)
             fooled = (
                 (predictions == batch.labels) if self.targeted else (predictions != batch.labels)
             )
@@ -527,7 +527,7 @@ class APGDT(_Common):
         generator = rng if rng is not None else np.random.default_rng(self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
             xp = array_namespace(batch.x)
-            logits = batch.backend.logits(batch.x)
+            logits = batch.logits(batch.x)
             classes = logits.shape[1]
             if classes < 4:
                 raise ValueError(f"APGDT needs a model of at least 4 classes, got {classes}")
@@ -537,7 +537,7 @@ class APGDT(_Common):
             for rank in range(1, min(self.target_classes, classes - 1) + 1):
                 labels = xp.stack([batch.labels, ranking[:, rank]], axis=1)
                 if runs is None:
-                    losses, _ = batch.backend.evaluate(batch.x, labels)
+                    losses, _ = batch.evaluate(batch.x, labels)
                     runs = _Runs.clean(batch, losses, predictions != batch.labels, self.steps)
                 runs = _run_apgd(
                     batch,

@@ -191,10 +191,10 @@ def iterate(
     for step in range(steps):
         point = rule.point(state)
         if active is None:
-            losses, grad, predictions = batch.backend.value_and_grad(point, labels)
+            losses, grad, predictions = batch.value_and_grad(point, labels)
             fooled = succeeded(predictions, None)
         else:
-            part_losses, part_grad, part_predictions = batch.backend.value_and_grad(
+            part_losses, part_grad, part_predictions = batch.value_and_grad(
                 point[active], labels[active]
             )
             losses = _scatter(losses, active, part_losses)
@@ -214,7 +214,7 @@ def iterate(
     if final is None:
         return LoopResult(rows, rule.finish(state, None), None, state)
     evaluated = final(rule.point(state))
-    final_losses, final_predictions = batch.backend.evaluate(evaluated, labels)
+    final_losses, final_predictions = batch.evaluate(evaluated, labels)
     rows.append(final_losses)
     at_end = Final(evaluated, final_losses, final_predictions, succeeded(final_predictions, None))
     return LoopResult(rows, rule.finish(state, at_end), at_end, state)

@@ -10,15 +10,36 @@ from signattack._typing import Array
 from signattack.core.losses import LossFunction
 from signattack.core.threat import MODEL_MODES, ModelMode
 
-__all__ = ["MODEL_MODES", "Backend", "BackendFactory", "ModelMode"]
+__all__ = ["MODEL_MODES", "Backend", "BackendFactory", "Checks", "ModelMode"]
+
+
+class Checks(Protocol):
+    """What a backend calls on the first evaluation of a model, if it is handed one."""
+
+    def logits(self, logits: Array, y: Array) -> None:
+        """Check the model's output against the labels, before any loss is computed."""
+        ...
+
+    def losses(self, losses: Array, y: Array) -> None:
+        """Check the loss's output, before it is differentiated."""
+        ...
 
 
 class Backend(Protocol):
-    """What an attack needs from a framework: losses, input gradients and predictions.
+    """What a framework must provide for attacks and probes, and nothing that can be derived.
 
-    A backend is opened for one attack call (see :data:`BackendFactory`) and holds the model
-    and the loss. All arrays it takes and returns belong to the caller's array library.
+    A backend is opened for one call (see :data:`BackendFactory`) and holds the model and
+    the loss. All arrays it takes and returns belong to the caller's array library. Checks
+    of what the model returns (logits of the right shape, finite, labels in range; losses
+    and gradients of the right shape) and predictions and losses without a gradient are
+    derived from these three methods in one place, :class:`~signattack.backends.batch.Batch`.
+
     """
+
+    @property
+    def loss(self) -> LossFunction:
+        """The per-sample loss on logits that :meth:`value_and_grad` differentiates."""
+        ...
 
     def prepare(self, x: Array) -> Array:
         """Return ``x`` as a constant the attack may read but never writes.
@@ -27,20 +48,17 @@ class Backend(Protocol):
         """
         ...
 
-    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
-        """Per-sample losses, the input gradient of their sum, and the predicted classes.
-
-        Losses and predictions have shape ``(batch,)``; the gradient has ``x``'s shape and
-        dtype. All three come from one forward pass. Parameter gradients are never computed.
-        """
-        ...
-
     def logits(self, x: Array) -> Array:
         """The model's output at ``x``, ``(batch, classes)``, without any graph."""
         ...
 
-    def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Per-sample losses ``(batch,)`` and predicted classes ``(batch,)`` at ``x``."""
+    def value_and_grad(
+        self, x: Array, y: Array, checks: Checks | None = None
+    ) -> tuple[Array, Array, Array]:
+        """Per-sample losses ``(batch,)``, the input gradient of their sum (``x``'s shape and
+        dtype) and the logits, all from one forward pass. Parameter gradients are never
+        computed. ``checks``, when given, sees the logits before the loss and the losses
+        before the gradient."""
         ...
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import array_api_compat
 from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array
@@ -14,9 +15,34 @@ from signattack.backends import open_backend
 from signattack.backends._protocol import Backend
 from signattack.core.losses import LossFunction
 from signattack.core.threat import ModelMode, ThreatModel
-from signattack.core.validation import Bounds, check_batch, warn_units
+from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
 
 __all__ = ["Batch", "open_batch", "open_threat"]
+
+
+class _FirstCall:
+    """The checks of what a model and a loss return, made on their first evaluation in a
+    call (the backend calls them between the forward pass, the loss and the gradient)."""
+
+    def __init__(self) -> None:
+        self.pending = True
+
+    def logits(self, logits: Array, y: Array) -> None:
+        check_logits(logits, y)
+
+    def losses(self, losses: Array, y: Array) -> None:
+        if not array_api_compat.is_array_api_obj(losses) or tuple(losses.shape) != (y.shape[0],):
+            shape = tuple(losses.shape) if hasattr(losses, "shape") else type(losses).__name__
+            raise ValueError(
+                f"loss must return per-sample losses of shape ({y.shape[0]},), got {shape}"
+            )
+
+    def take(self) -> _FirstCall | None:
+        """Itself on the first call, then ``None``."""
+        if not self.pending:
+            return None
+        self.pending = False
+        return self
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,44 @@ class Batch:
     input_dtype: object
     integer: bool
     original: Array
+    first_call: _FirstCall = field(default_factory=_FirstCall, repr=False, compare=False)
+
+    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
+        """Per-sample losses, the input gradient of their sum and the predicted classes.
+
+        The first call checks the logits, the losses and the gradient's shape.
+        """
+        checks = self.first_call.take()
+        losses, grad, logits = self.backend.value_and_grad(x, y, checks)
+        if checks is not None and (
+            not array_api_compat.is_array_api_obj(grad) or tuple(grad.shape) != tuple(x.shape)
+        ):
+            shape = tuple(grad.shape) if hasattr(grad, "shape") else type(grad).__name__
+            raise ValueError(
+                f"the input gradient (a NumPy model's vjp) must have x's shape "
+                f"{tuple(x.shape)}, got {shape}"
+            )
+        return losses, grad, array_namespace(logits).argmax(logits, axis=1)
+
+    def logits(self, x: Array, y: Array | None = None) -> Array:
+        """The model's output at ``x``, without a graph; checked against ``y`` (the batch's
+        labels by default) on the first call."""
+        logits = self.backend.logits(x)
+        checks = self.first_call.take()
+        if checks is not None:
+            checks.logits(logits, self.labels if y is None else y)
+        return logits
+
+    def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Per-sample losses and predicted classes at ``x``, without a gradient."""
+        checks = self.first_call.take()
+        logits = self.backend.logits(x)
+        if checks is not None:
+            checks.logits(logits, y)
+        losses = self.backend.loss(logits, y)
+        if checks is not None:
+            checks.losses(losses, y)
+        return losses, array_namespace(logits).argmax(logits, axis=1)
 
     def radius(self, eps: Array) -> Array:
         """The radius the kernels use: ``eps`` itself, or ``floor(eps)`` for integer inputs.

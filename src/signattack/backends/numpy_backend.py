@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from signattack._typing import Array
-from signattack.backends._protocol import ModelMode
+from signattack.backends._protocol import Checks, ModelMode
 from signattack.core.losses import LogitLoss, LossFunction
-from signattack.core.validation import check_logits
 
 __all__ = ["LinearClassifier", "NumpyBackend", "NumpyModel", "open_numpy_backend"]
 
@@ -93,38 +92,26 @@ class NumpyBackend:
     model: NumpyModel
     loss: LossFunction
     logit_gradient: LossFunction
-    _checked: bool = field(default=False, repr=False)
 
     def prepare(self, x: Array) -> Array:
         """NumPy arrays need no preparation; ``x`` is returned as is."""
         return x
 
-    def _logits(self, x: FloatArray, y: Array) -> FloatArray:
+    def value_and_grad(
+        self, x: Array, y: Array, checks: Checks | None = None
+    ) -> tuple[Array, Array, Array]:
+        """Losses, the input gradient (the logit gradient through ``vjp``) and the logits."""
         logits = self.model(x)
-        if not self._checked:
-            check_logits(logits, y)
-            self._checked = True
-        return logits
-
-    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
-        """Losses, the input gradient (logit gradient through ``vjp``) and predictions."""
-        logits = self._logits(x, y)
-        grad = self.model.vjp(x, self.logit_gradient(logits, y))
-        if not isinstance(grad, np.ndarray) or grad.shape != x.shape:
-            shape = grad.shape if isinstance(grad, np.ndarray) else type(grad).__name__
-            raise ValueError(
-                f"model.vjp must return the input gradient with x's shape {x.shape}, got {shape}"
-            )
-        return self.loss(logits, y), grad, np.argmax(logits, axis=1)
+        if checks is not None:
+            checks.logits(logits, y)
+        losses = self.loss(logits, y)
+        if checks is not None:
+            checks.losses(losses, y)
+        return losses, self.model.vjp(x, self.logit_gradient(logits, y)), logits
 
     def logits(self, x: Array) -> Array:
         """The model's output."""
         return self.model(x)
-
-    def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Losses and ``argmax`` predictions."""
-        logits = self._logits(x, y)
-        return self.loss(logits, y), np.argmax(logits, axis=1)
 
 
 @contextmanager

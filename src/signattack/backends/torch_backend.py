@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
 import torch
 
 from signattack._typing import Array
-from signattack.backends._protocol import ModelMode
+from signattack.backends._protocol import Checks, ModelMode
 from signattack.core.losses import CROSS_ENTROPY, LossFunction
-from signattack.core.validation import check_logits
 
 __all__ = ["TorchBackend", "open_torch_backend"]
 
@@ -70,30 +69,22 @@ class TorchBackend:
 
     model: object
     loss: LossFunction
-    _checked: bool = field(default=False, repr=False)
 
     def prepare(self, x: Array) -> Array:
         """``x`` detached from its graph; a normal tensor even if made in inference mode."""
         return x.clone() if x.is_inference() else x.detach()
 
-    def _losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)  # type: ignore[operator]
-        if not self._checked:
-            check_logits(logits, y)
-        losses: torch.Tensor = self.loss(logits, y)
-        if not self._checked:
-            if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (y.shape[0],):
-                shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else losses
-                raise ValueError(
-                    f"loss must return per-sample losses of shape ({y.shape[0]},), got {shape!r}"
-                )
-            self._checked = True
-        return logits, losses
-
-    def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
-        """Losses, ``torch.autograd.grad(losses.sum(), x)`` and ``argmax`` predictions."""
+    def value_and_grad(
+        self, x: Array, y: Array, checks: Checks | None = None
+    ) -> tuple[Array, Array, Array]:
+        """Losses, ``torch.autograd.grad(losses.sum(), x)`` and the logits."""
         x = x.detach().requires_grad_(True)
-        logits, losses = self._losses(x, y)
+        logits = self.model(x)  # type: ignore[operator]
+        if checks is not None:
+            checks.logits(logits, y)
+        losses = self.loss(logits, y)
+        if checks is not None:
+            checks.losses(losses, y)
         if not losses.requires_grad:
             raise ValueError(
                 "model output does not depend on x through autograd: the model detaches its "
@@ -105,18 +96,12 @@ class TorchBackend:
                 "model output does not depend on x through autograd: the model detaches its "
                 "input; the attack needs input gradients"
             )
-        return losses.detach(), grad, torch.argmax(logits.detach(), dim=1)
+        return losses.detach(), grad, logits.detach()
 
     def logits(self, x: Array) -> Array:
         """The model's output, without building a graph."""
         with torch.no_grad():
             return self.model(x)  # type: ignore[operator]
-
-    def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Losses and ``argmax`` predictions, without building a graph."""
-        with torch.no_grad():
-            logits, losses = self._losses(x, y)
-        return losses, torch.argmax(logits, dim=1)
 
 
 def _check_device(model: torch.nn.Module, x: torch.Tensor) -> None:

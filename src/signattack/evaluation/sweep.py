@@ -104,7 +104,7 @@ def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> Arra
     (``0 <= y < classes``): the attacks check only the samples they attack.
     """
     with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
-        _, predictions = batch.backend.evaluate(batch.x, batch.labels)
+        _, predictions = batch.evaluate(batch.x, batch.labels)
     return predictions
 
 

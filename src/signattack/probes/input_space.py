@@ -75,7 +75,7 @@ def _random(kind: DirectionName, like: Array, seed: int | None) -> Array:
 
 def _direction(batch: Batch, kind: DirectionName, seed: int | None) -> Array:
     if kind == "signed_gradient":
-        _, grad, _ = batch.backend.value_and_grad(batch.x, batch.labels)
+        _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
         return signed_unit(grad, batch.x.dtype)
     return _random(kind, batch.x, seed)
 
@@ -106,7 +106,7 @@ def input_gradient(
         An array of ``x``'s shape (floating; ``float32`` for integer inputs).
     """
     with _open(model, x, y, loss, bounds, model_mode) as batch:
-        _, grad, _ = batch.backend.value_and_grad(batch.x, batch.labels)
+        _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
     result: ArrayT = grad
     return result
 
@@ -135,7 +135,7 @@ def direction(
 
 
 def _losses_at(batch: Batch, points: Array) -> Array:
-    losses, _ = batch.backend.evaluate(points, batch.labels)
+    losses, _ = batch.evaluate(points, batch.labels)
     return losses
 
 
@@ -298,7 +298,7 @@ def linearization_gap(
     eps = check_real("eps", eps)
     with _open(model, x, y, loss, bounds, model_mode) as batch:
         xp = array_namespace(batch.x)
-        clean, grad, _ = batch.backend.value_and_grad(batch.x, batch.labels)
+        clean, grad, _ = batch.value_and_grad(batch.x, batch.labels)
         low, high = ball_box_limits(batch.x, eps, *batch.bounds)
         stepped = sign_step(batch.x, grad, eps, low, high)
         actual = _losses_at(batch, stepped) - clean
@@ -380,9 +380,9 @@ def check_gradients(
     """
     with _open(model, x, y, loss, bounds, model_mode) as batch:
         xp = array_namespace(batch.x)
-        first = batch.backend.logits(batch.x)
-        second = batch.backend.logits(batch.x)
-        _, grad, _ = batch.backend.value_and_grad(batch.x, batch.labels)
+        first = batch.logits(batch.x)
+        second = batch.logits(batch.x)
+        _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
     axes = _sample_axes(grad)
     finite_outputs = xp.isfinite(first)
     nonfinite = float(xp.sum(xp.astype(~finite_outputs, xp.float64))) + float(

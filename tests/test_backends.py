@@ -1,0 +1,99 @@
+"""The Backend protocol from the outside: a backend for array-api-strict, registered by hand.
+
+array-api-strict implements the array API standard and nothing more, so the attacks running
+on it show that the core's kernels use the standard alone; the backend below is what a new
+framework has to write (three methods and a loss), and ``register_backend`` plugs it in.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from conftest import linear_pair
+
+from signattack import FGSM, IteratedSign, register_backend
+from signattack.backends import _REGISTRY
+from signattack.core import CROSS_ENTROPY, MARGIN, LogitLoss
+
+xp = pytest.importorskip("array_api_strict")
+
+
+class StrictLinear:
+    """A linear classifier on array-api-strict arrays, differentiated by hand."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.weight = xp.asarray(weight)
+        self.bias = xp.asarray(bias)
+
+    def __call__(self, x):
+        flat = xp.reshape(x, (x.shape[0], -1))
+        return flat @ xp.matrix_transpose(self.weight) + self.bias
+
+
+class StrictBackend:
+    """The three methods of the Backend protocol, and the loss."""
+
+    def __init__(self, model: StrictLinear, loss: LogitLoss) -> None:
+        self.model, self.loss = model, loss
+
+    def prepare(self, x):
+        return x
+
+    def logits(self, x):
+        return self.model(x)
+
+    def value_and_grad(self, x, y, checks=None):
+        logits = self.model(x)
+        if checks is not None:
+            checks.logits(logits, y)
+        losses = self.loss(logits, y)
+        if checks is not None:
+            checks.losses(losses, y)
+        grad = self.loss.logit_gradient(logits, y) @ self.model.weight
+        return losses, xp.reshape(grad, x.shape), logits
+
+
+@contextmanager
+def open_strict(model, x, loss, model_mode):
+    yield StrictBackend(model, loss)
+
+
+def _is_strict(value: object) -> bool:
+    return type(value).__module__.startswith("array_api_strict")
+
+
+@pytest.fixture
+def strict_backend():
+    register_backend(_is_strict, open_strict)
+    yield
+    _REGISTRY.pop(0)
+
+
+@pytest.mark.parametrize("loss", [CROSS_ENTROPY, MARGIN])
+@pytest.mark.parametrize("attack", ["iterated", "fgsm", "early stop", "random start"])
+def test_the_kernels_run_on_the_standard_alone_and_match_numpy(strict_backend, loss, attack):
+    numpy_model, _ = linear_pair(3, 12, scale=0.05, seed=7)
+    rng = np.random.default_rng(7)
+    x = rng.uniform(30, 220, size=(9, 3, 4))
+    y = rng.integers(0, 3, size=9)
+    chosen = {
+        "iterated": IteratedSign(16.0, 5, loss=loss),
+        "fgsm": FGSM(16.0, loss=loss),
+        "early stop": IteratedSign(16.0, 5, loss=loss, early_stop=True),
+        "random start": IteratedSign(16.0, 5, loss=loss, random_start=True, seed=3),
+    }[attack]
+    strict_model = StrictLinear(numpy_model.weight, numpy_model.bias)
+    result = chosen.run(strict_model, xp.asarray(x), xp.asarray(y))
+    expected = chosen.run(numpy_model, x, y)
+    assert type(result.x_adv).__module__.startswith("array_api_strict")
+    np.testing.assert_allclose(np.asarray(result.x_adv), expected.x_adv, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(result.losses), expected.losses, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(result.success), expected.success)
+
+
+def test_an_unregistered_array_type_is_a_clear_error():
+    numpy_model, _ = linear_pair(3, 12)
+    with pytest.raises(TypeError, match="or a type given to register_backend"):
+        IteratedSign(4.0)(numpy_model, xp.ones((2, 12)), xp.asarray([0, 1]))
