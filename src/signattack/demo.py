@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from signattack._text import text_table
 from signattack.attacks import FGSM, AttackResult, IteratedSign
 from signattack.models import DigitsCNN
 
@@ -123,14 +124,14 @@ class DigitsReport:
 
     def table(self) -> str:
         """The accuracy table as aligned text."""
-        lines = [
-            f"{'eps':>6}  {'clean':>7}  {'FGSM':>7}  {f'IteratedSign({self.steps})':>17}",
+        header = ("eps", "clean", "FGSM", f"IteratedSign({self.steps})")
+        rows = [
+            (f"{eps:g}", f"{self.clean_accuracy:.1%}", f"{fgsm:.1%}", f"{iterated:.1%}")
+            for eps, fgsm, iterated in zip(
+                self.eps, self.fgsm_accuracy, self.iterated_accuracy, strict=True
+            )
         ]
-        for eps, fgsm, iterated in zip(
-            self.eps, self.fgsm_accuracy, self.iterated_accuracy, strict=True
-        ):
-            lines.append(f"{eps:>6g}  {self.clean_accuracy:>7.1%}  {fgsm:>7.1%}  {iterated:>17.1%}")
-        return "\n".join(lines)
+        return "\n".join(text_table(header, rows))
 
 
 def _figure(

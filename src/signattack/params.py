@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 
 from torch import nn
 
+from signattack._text import text_table
 from signattack.core.validation import check_real
 
 __all__ = [
@@ -211,17 +212,10 @@ class ParameterTable:
             (row.name, row.layer_type, "x".join(map(str, row.shape)), f"{row.count:,}", row.group)
             for row in self.rows
         ]
-        widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-
-        def fmt(cells: tuple[str, ...]) -> str:
-            return "  ".join(
-                cell.rjust(width) if i == 3 else cell.ljust(width)
-                for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-            ).rstrip()
-
-        rule = "-" * len(fmt(header))
+        head, *body = text_table(header, lines, left={0, 1, 2, 4})
+        rule = "-" * len(head)
         totals = "  ".join(f"{name} {count:,}" for name, count in self.totals().items())
-        return "\n".join([fmt(header), rule, *map(fmt, lines), rule, totals])
+        return "\n".join([head, rule, *body, rule, totals])
 
     def to_json(self) -> str:
         """Rows and totals as a JSON document."""

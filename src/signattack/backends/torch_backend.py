@@ -20,6 +20,7 @@ import torch
 
 from signattack._typing import Array
 from signattack.backends._protocol import Checks, ModelMode
+from signattack.backends._torch_state import kept_modes, kept_values
 from signattack.core.losses import CROSS_ENTROPY, LossFunction
 
 __all__ = ["TorchBackend", "open_torch_backend"]
@@ -143,20 +144,13 @@ def open_torch_backend(
         return
 
     _check_device(model, x)
-    training = [(module, module.training) for module in model.modules()]
-    if model_mode != "unchanged":
-        model.train(model_mode == "train")
-    buffers = (
-        [(buffer, buffer.clone()) for buffer in model.buffers()]
-        if any(module.training for module in model.modules())
-        else []
-    )
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
+    with kept_modes(model):
+        if model_mode != "unchanged":
+            model.train(model_mode == "train")
+        training = any(module.training for module in model.modules())
+        with (
+            kept_values(model.buffers() if training else ()),
+            torch.inference_mode(False),
+            torch.enable_grad(),
+        ):
             yield TorchBackend(model, native_loss(loss))
-    finally:
-        for module, was_training in training:
-            module.training = was_training
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from signattack._files import write_atomically
+from signattack._text import text_table
 
 __all__ = ["REPORT_FORMAT", "RobustnessReport"]
 
@@ -58,18 +59,19 @@ class RobustnessReport:
     def table(self) -> str:
         """Accuracy against eps as aligned text."""
         several = any(len(counts) > 1 for counts in self.broken_by.values())
-        header = f"{'eps':>8}  {'accuracy':>8}  {'max |d|':>8}  {'attacked':>8}"
-        lines = [header + ("  broken by" if several else "")]
-        lines.append(f"{'clean':>8}  {self.clean_accuracy:>8.2%}  {'':>8}  {'':>8}")
+        header = ["eps", "accuracy", "max |d|", "attacked"] + (["broken by"] if several else [])
+        rows = [["clean", f"{self.clean_accuracy:.2%}", "", ""] + ([""] if several else [])]
         for eps in self.eps:
-            row = (
-                f"{eps:>8g}  {self.robust_accuracy[eps]:>8.2%}  "
-                f"{self.max_perturbation[eps]:>8.4g}  {self.attacked[eps]:>8}"
-            )
+            row = [
+                f"{eps:g}",
+                f"{self.robust_accuracy[eps]:.2%}",
+                f"{self.max_perturbation[eps]:.4g}",
+                f"{self.attacked[eps]}",
+            ]
             if several:
-                row += "  " + ", ".join(f"{n} {c}" for n, c in self.broken_by[eps].items())
-            lines.append(row)
-        return "\n".join(lines)
+                row.append(", ".join(f"{n} {c}" for n, c in self.broken_by[eps].items()))
+            rows.append(row)
+        return "\n".join(text_table(header, rows, left={4}))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready (eps keys as strings)."""

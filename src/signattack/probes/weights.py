@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from signattack.backends._torch_state import kept_modes, kept_values
 from signattack.core.threat import MODEL_MODES, ModelMode
 from signattack.core.validation import check_choice, check_real
 from signattack.params import param_groups
@@ -43,17 +44,8 @@ def restored(model: nn.Module) -> Iterator[nn.Module]:
     """Give back ``model``'s parameters, buffers and train/eval flags exactly on exit."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    tensors = [*model.parameters(), *model.buffers()]
-    saved = [tensor.detach().clone() for tensor in tensors]
-    training = [(module, module.training) for module in model.modules()]
-    try:
+    with kept_modes(model), kept_values([*model.parameters(), *model.buffers()]):
         yield model
-    finally:
-        with torch.no_grad():
-            for tensor, value in zip(tensors, saved, strict=True):
-                tensor.copy_(value)
-        for module, was_training in training:
-            module.training = was_training
 
 
 def _as_batches(data: Batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
