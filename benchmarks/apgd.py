@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from signattack import APGD, APGDT, IteratedSign
-from signattack.demo import load_digits, train_digits_cnn
+from signattack.digits import load_digits, train_digits_cnn
 from signattack.evaluation import evaluate, standard_attacks
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from signattack import IteratedSign
-from signattack.demo import load_digits, train_digits_cnn
+from signattack.digits import load_digits, train_digits_cnn
 from signattack.evaluation import evaluate
 
 

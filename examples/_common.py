@@ -47,7 +47,7 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
 
 def trained_digits(args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
     """scikit-learn's digits and a DigitsCNN trained on them (briefly with ``--smoke``)."""
-    from signattack.demo import load_digits, train_digits_cnn
+    from signattack.digits import load_digits, train_digits_cnn
 
     data = load_digits(seed=args.seed)
     return data, train_digits_cnn(data, epochs=2 if args.smoke else 12, seed=args.seed)

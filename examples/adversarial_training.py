@@ -71,7 +71,7 @@ def train(
 def load(spec: str, smoke: bool, seed: int) -> tuple[type[nn.Module], tuple[torch.Tensor, ...]]:
     """The network class and ``(x_train, y_train, x_test, y_test)`` as pixel tensors."""
     if spec == "digits":
-        from signattack.demo import load_digits
+        from signattack.digits import load_digits
         from signattack.models import DigitsCNN
 
         data = load_digits(seed=seed)

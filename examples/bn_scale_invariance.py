@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from signattack import param_groups
-from signattack.demo import load_digits
+from signattack.digits import load_digits
 from signattack.probes import effective_learning_rates, scale_invariance
 
 SCALES = (0.1, 0.3, 1.0, 3.0, 10.0)

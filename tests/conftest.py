@@ -58,7 +58,7 @@ def correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits, split, as pixel tensors in [0, 255]."""
-    from signattack.demo import load_digits
+    from signattack.digits import load_digits
 
     return load_digits(seed=0)
 
@@ -66,6 +66,6 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_model(digits):
     """A DigitsCNN trained for a few seconds on the real digits."""
-    from signattack.demo import train_digits_cnn
+    from signattack.digits import train_digits_cnn
 
     return train_digits_cnn(digits, epochs=8, seed=0)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from signattack import FGSM, IteratedSign
-from signattack.demo import accuracy
+from signattack.digits import accuracy
 
 
 @given(

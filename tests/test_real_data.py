@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from signattack import FGSM, IteratedSign
-from signattack.demo import accuracy
+from signattack.digits import accuracy
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,10 @@
 """The demo: attack a small CNN trained on scikit-learn's handwritten digits.
 
-The digits are real 8x8 grey-level scans that ship with scikit-learn, so nothing is
-downloaded. Their 17 grey levels are mapped to pixel values in ``[0, 255]``, the units the
-attacks work in. The demo trains the CNN for a few seconds, prints clean / FGSM /
-IteratedSign accuracy at several eps, and writes a figure of clean and adversarial digits
-beside the loss-vs-step curve.
+The digits (:mod:`signattack.digits`) are real 8x8 grey-level scans that ship with
+scikit-learn, so nothing is downloaded. The demo trains the CNN for a few seconds, prints
+clean / FGSM / IteratedSign accuracy at several eps, and writes a figure of clean and
+adversarial digits beside the loss-vs-step curve. ``DigitsData``, ``load_digits``,
+``train_digits_cnn`` and ``accuracy`` are also importable from here, as before.
 
 Needs the ``demo`` extra: ``pip install "signattack[demo]"``.
 """
@@ -18,13 +18,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from signattack._text import text_table
 from signattack.attacks import FGSM, AttackResult, IteratedSign
-from signattack.models import DigitsCNN
+from signattack.digits import DigitsData, accuracy, load_digits, train_digits_cnn
 
 __all__ = [
     "DigitsData",
@@ -34,79 +32,6 @@ __all__ = [
     "run_demo",
     "train_digits_cnn",
 ]
-
-DIGIT_LEVELS = 16
-"""The digits' grey levels run from 0 to 16."""
-
-
-@dataclass(frozen=True)
-class DigitsData:
-    """The digits as pixel tensors in ``[0, 255]`` of shape ``(n, 1, 8, 8)``, split in two."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def load_digits(test_fraction: float = 0.25, seed: int = 0) -> DigitsData:
-    """scikit-learn's 1,797 handwritten digits, shuffled with ``seed`` and split.
-
-    Args:
-        test_fraction: Share of the images held out for testing.
-        seed: Seed of the shuffle.
-
-    Returns:
-        Float32 pixels ``round(level * 255 / 16)`` in ``[0, 255]`` and int64 labels.
-    """
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    digits = sklearn_digits()
-    pixels = np.round(digits.images * (255.0 / DIGIT_LEVELS)).astype(np.float32)[:, None]
-    labels = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = round(len(labels) * test_fraction)
-    test, train = order[:n_test], order[n_test:]
-    return DigitsData(
-        torch.from_numpy(pixels[train]),
-        torch.from_numpy(labels[train]),
-        torch.from_numpy(pixels[test]),
-        torch.from_numpy(labels[test]),
-    )
-
-
-def train_digits_cnn(
-    data: DigitsData, *, epochs: int = 12, seed: int = 0, progress: bool = False
-) -> DigitsCNN:
-    """Train a :class:`DigitsCNN` with Adam; a few seconds on two CPU cores.
-
-    The global torch RNG is left as it was: initialisation and shuffling run in a forked RNG.
-    """
-    from tqdm.auto import tqdm
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DigitsCNN()
-        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(data.x_train, data.y_train),
-            batch_size=64,
-            shuffle=True,
-        )
-        model.train()
-        for _ in tqdm(range(epochs), desc="training", unit="epoch", disable=not progress):
-            for x, y in loader:
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(x), y)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-    return model.eval()
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of ``x`` that ``model`` classifies as ``y``."""
-    with torch.no_grad():
-        return float((model(x).argmax(dim=1) == y).float().mean())
 
 
 @dataclass(frozen=True)

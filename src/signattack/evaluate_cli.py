@@ -201,7 +201,7 @@ def _load_data(spec: str, split: str, limit: int | None) -> tuple[Any, Any]:
     x: Any
     y: Any
     if spec == "digits":
-        from signattack.demo import load_digits
+        from signattack.digits import load_digits
 
         data = load_digits()
         pair = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
