@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from _common import parser, prepare, write_results
-from matplotlib.figure import Figure
+
+from signattack.plots import plot_curves
 
 
 def loss(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -42,15 +43,15 @@ def descend(
 
 
 def plot(history: list[float], optimum: float, path: Path) -> None:
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
     excess = np.maximum(np.array(history) - optimum, 1e-16)
-    ax.semilogy(excess, lw=2, label="f(A, B) - SVD optimum")
-    ax.set_xlabel("gradient step")
-    ax.set_ylabel("excess loss")
-    ax.set_title(f"|X - AB|_F^2 reaches sum of s_i^2 beyond rank (= {optimum:.4g})")
-    ax.legend()
-    fig.savefig(path, dpi=120)
+    title = f"|X - AB|_F^2 reaches sum of s_i^2 beyond rank (= {optimum:.4g})"
+    plot_curves(
+        {title: {"f(A, B) - SVD optimum": excess.tolist()}},
+        xlabel="gradient step",
+        ylabel="excess loss",
+        log_y=True,
+        path=path,
+    )
 
 
 def main() -> None:

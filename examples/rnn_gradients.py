@@ -22,12 +22,12 @@ a forget-gate bias of +3.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from _common import parser, prepare, write_results
-from matplotlib.figure import Figure
 from torch import nn
+
+from signattack.plots import plot_curves
 
 HIDDEN = 16
 RHOS = (0.9, 1.0, 1.1)
@@ -141,18 +141,6 @@ def lstm_norms(horizons: list[int], seed: int, forget_bias: float = 0.0) -> list
     return norms
 
 
-def plot(horizons: list[int], panels: dict[str, dict[str, list[float]]], path: Path) -> None:
-    fig = Figure(figsize=(12, 3.8), layout="constrained")
-    for ax, (title, curves) in zip(fig.subplots(1, len(panels)), panels.items(), strict=True):
-        for name, values in curves.items():
-            ax.semilogy(horizons, values, marker="o", markersize=3, label=name)
-        ax.set_title(title)
-        ax.set_xlabel("T (steps back)")
-        ax.legend(fontsize=8)
-    fig.axes[0].set_ylabel("|dL / dz[0]|")
-    fig.savefig(path, dpi=120)
-
-
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/rnn")
     args = cli.parse_args()
@@ -188,10 +176,13 @@ def main() -> None:
         f"{clipping['loss_before']:.3g} to {clipping['loss_after_raw']:.3g}; clipped to norm "
         f"{clipping['step_norm_clipped']:.3g} it goes to {clipping['loss_after_clipped']:.3g}"
     )
-    plot(
-        horizons,
+    plot_curves(
         {"linear RNN": linear, "with nonlinearities": nonlinear, "LSTM vs tanh RNN": lstm},
-        out / "gradient_norms.png",
+        x=horizons,
+        xlabel="T (steps back)",
+        ylabel="|dL / dz[0]|",
+        log_y=True,
+        path=out / "gradient_norms.png",
     )
     write_results(
         out,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from signattack.probes.weights import LossSlice
 
 __all__ = [
+    "plot_curves",
     "plot_gradient_maps",
     "plot_loss_along",
     "plot_loss_slice",
@@ -180,6 +181,52 @@ def plot_gradient_maps(
     return _finish(fig, path)
 
 
+def plot_curves(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    x: Sequence[float] | None = None,
+    xlabel: str = "step",
+    ylabel: str = "",
+    log_y: bool = False,
+    ylim: tuple[float, float] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Named series side by side: one panel per title, one line per label, shared y axis.
+
+    Args:
+        panels: Per panel title, per line label, the values.
+        x: The x values shared by every line (default ``0, 1, 2, ...``).
+        xlabel: The x axis label.
+        ylabel: The y axis label of the first panel.
+        log_y: A logarithmic y axis (gradient norms, excess losses).
+        ylim: The y range, if fixed.
+        path: Where to save the figure, if anywhere.
+    """
+    fig = _new_figure((4.2 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (title, lines) in zip(axes, panels.items(), strict=True):
+        for label, values in lines.items():
+            along = list(range(len(values))) if x is None else list(x)
+            ax.plot(
+                along,
+                list(values),
+                marker="o" if len(values) <= 20 else None,
+                ms=3,
+                lw=2,
+                label=label,
+            )
+        if log_y:
+            ax.set_yscale("log")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(ylabel)
+    return _finish(fig, path)
+
+
 def plot_robustness_curves(
     panels: Mapping[str, Mapping[str, RobustnessReport]],
     *,
@@ -188,22 +235,31 @@ def plot_robustness_curves(
 ) -> Figure:
     """Accuracy against eps: one panel per model, one curve per attack, on shared axes.
 
+    Every report must use the same radii.
+
     Args:
         panels: Per panel title (a model), per curve label (an attack), its report.
         eps_label: The x axis label.
         path: Where to save the figure, if anywhere.
+
+    Raises:
+        ValueError: The reports use different radii.
     """
-    fig = _new_figure((4.2 * len(panels), 3.8))
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    for ax, (title, curves) in zip(axes, panels.items(), strict=True):
-        for label, report in curves.items():
-            radii = [0.0, *report.eps]
-            accuracy = [report.clean_accuracy, *[report.robust_accuracy[e] for e in report.eps]]
-            ax.plot(radii, accuracy, marker="o", lw=2, label=label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(eps_label)
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("accuracy")
-    return _finish(fig, path)
+    radii = {report.eps for curves in panels.values() for report in curves.values()}
+    if len(radii) != 1:
+        raise ValueError(f"the reports must share their eps, got {sorted(radii)}")
+    series = {
+        title: {
+            label: [report.clean_accuracy, *(report.robust_accuracy[e] for e in report.eps)]
+            for label, report in curves.items()
+        }
+        for title, curves in panels.items()
+    }
+    return plot_curves(
+        series,
+        x=[0.0, *radii.pop()],
+        xlabel=eps_label,
+        ylabel="accuracy",
+        ylim=(0, 1),
+        path=path,
+    )

@@ -1,0 +1,181 @@
+"""APGD's update rule (Croce & Hein, 2020): momentum, and a step size that adapts itself.
+
+See :mod:`signattack.attacks.apgd` for the algorithm; this module holds the rule that
+:func:`~signattack.attacks.loop.iterate` runs, and the schedule of its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from array_api_compat import array_namespace, device
+
+from signattack._typing import Array
+from signattack.attacks.loop import Final, Start
+from signattack.core.kernels import clip, signed_unit
+
+__all__ = ["MOMENTUM", "AutoSteps", "checkpoints"]
+
+MOMENTUM = 0.75
+"""``alpha`` of eq. 3: the weight of the new step against the previous one."""
+
+
+def checkpoints(steps: int) -> tuple[int, ...]:
+    """The iterations ``w_j = ceil(p_j * steps)``, ``j >= 1``, at which APGD checks its step size.
+
+    ``p_0 = 0``, ``p_1 = 0.22`` and ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``,
+    computed in exact hundredths; checkpoints that fall on the same iteration, or after the
+    last step, are dropped. For 100 steps: 22, 41, 57, 70, 80, 87, 93, 99.
+    """
+    points: list[int] = []
+    previous, current = 0, 22  # p_{j-1} and p_j, in hundredths
+    while True:
+        iteration = -(-current * steps // 100)  # ceil(p_j * steps), exactly
+        if iteration >= steps:
+            return tuple(points)
+        if iteration > (points[-1] if points else 0):
+            points.append(iteration)
+        previous, current = current, current + max(current - previous - 3, 6)
+
+
+@dataclass(frozen=True)
+class _AutoState:
+    """Per sample: APGD's iterate, its momentum, step size and the best points so far."""
+
+    x: Array
+    previous: Array
+    eta: Array
+    best_x: Array
+    best_grad: Array
+    best: Array
+    best_at_check: Array
+    last: Array
+    increases: Array
+    reduced: Array
+    fooled_x: Array
+    fooled: Array
+
+
+@dataclass(frozen=True)
+class AutoSteps:
+    """APGD's update rule (see the module docs) for :func:`~signattack.attacks.loop.iterate`.
+
+    Attributes:
+        low: Lower limits of the feasible set.
+        high: Upper limits.
+        eps: The radius, for the initial step size ``2 * eps``.
+        rho: The share of improving steps below which condition 1 halves the step.
+        marks: The checkpoints, from :func:`checkpoints`.
+        direction: ``+1`` to ascend the loss, ``-1`` to descend it (targeted).
+    """
+
+    low: Array
+    high: Array
+    eps: Array
+    rho: float
+    marks: tuple[int, ...]
+    direction: float = 1.0
+
+    def start(self, start: Start) -> _AutoState:
+        """Everything at the first point; the best objective so far is ``-inf``."""
+        xp = array_namespace(start.begin)
+        size = start.begin.shape[0]
+        shape = (size,) + (1,) * (start.begin.ndim - 1)
+        eta = xp.zeros(shape, dtype=start.begin.dtype) + 2 * self.eps
+        lowest = xp.full((size,), -math.inf, dtype=start.begin.dtype)
+        no = xp.zeros((size,), dtype=xp.bool)
+        return _AutoState(
+            x=start.begin,
+            previous=start.begin,
+            eta=_on(eta, start.begin),
+            best_x=start.begin,
+            best_grad=xp.zeros_like(start.begin),
+            best=_on(lowest, start.begin),
+            best_at_check=_on(lowest, start.begin),
+            last=_on(lowest, start.begin),
+            increases=_on(xp.zeros((size,), dtype=start.begin.dtype), start.begin),
+            reduced=_on(no, start.begin),
+            fooled_x=start.begin,
+            fooled=_on(no, start.begin),
+        )
+
+    def point(self, state: _AutoState) -> Array:
+        """The iterate."""
+        return state.x
+
+    def update(
+        self, state: _AutoState, step: int, losses: Array, grad: Array, fooled: Array
+    ) -> _AutoState:
+        """Track the best and the fooling points, check the step size, and step."""
+        xp = array_namespace(state.x)
+        objective = self.direction * losses
+        state = self._track(state, objective, grad, fooled)
+        if step > 0:
+            grew = xp.astype(objective > state.last, state.increases.dtype)
+            state = dataclasses.replace(state, increases=state.increases + grew)
+        state = dataclasses.replace(state, last=objective)
+        if step == 0:
+            state = dataclasses.replace(state, best_at_check=state.best)
+        x, grad = state.x, grad
+        if step in self.marks:
+            state, x, grad = self._check(state, step, grad)
+        alpha = 1.0 if step == 0 else MOMENTUM
+        z = clip(x + state.eta * self.direction * signed_unit(grad, x.dtype), self.low, self.high)
+        moved = clip(x + alpha * (z - x) + (1 - alpha) * (x - state.previous), self.low, self.high)
+        return dataclasses.replace(state, x=moved, previous=x)
+
+    def finish(self, state: _AutoState, final: Final | None) -> Array:
+        """A fooling point where one was found, else the point of the highest objective."""
+        if final is not None:
+            state = self._track(
+                state, self.direction * final.losses, state.best_grad, final.success
+            )
+        xp = array_namespace(state.x)
+        shape = (-1,) + (1,) * (state.x.ndim - 1)
+        return xp.where(xp.reshape(state.fooled, shape), state.fooled_x, state.best_x)
+
+    def best_objective(self, state: _AutoState, final: Final) -> Array:
+        """The highest objective found, the final iterate included."""
+        xp = array_namespace(state.best)
+        return xp.maximum(state.best, self.direction * final.losses)
+
+    def _track(self, state: _AutoState, objective: Array, grad: Array, fooled: Array) -> _AutoState:
+        xp = array_namespace(state.x)
+        shape = (-1,) + (1,) * (state.x.ndim - 1)
+        better = objective > state.best
+        first_fool = xp.logical_and(fooled, xp.logical_not(state.fooled))
+        return dataclasses.replace(
+            state,
+            best=xp.where(better, objective, state.best),
+            best_x=xp.where(xp.reshape(better, shape), state.x, state.best_x),
+            best_grad=xp.where(xp.reshape(better, shape), grad, state.best_grad),
+            fooled_x=xp.where(xp.reshape(first_fool, shape), state.x, state.fooled_x),
+            fooled=xp.logical_or(state.fooled, fooled),
+        )
+
+    def _check(self, state: _AutoState, step: int, grad: Array) -> tuple[_AutoState, Array, Array]:
+        """At checkpoint ``step``: halve the step and restart from the best point where
+        condition 1 or 2 holds; returns the state and the point and gradient to step from."""
+        xp = array_namespace(state.x)
+        index = self.marks.index(step)
+        window = step - (self.marks[index - 1] if index > 0 else 0)
+        oscillating = state.increases < self.rho * window
+        stalled = xp.logical_and(xp.logical_not(state.reduced), state.best <= state.best_at_check)
+        halve = xp.logical_or(oscillating, stalled)
+        shape = (-1,) + (1,) * (state.x.ndim - 1)
+        wide = xp.reshape(halve, shape)
+        state = dataclasses.replace(
+            state,
+            eta=xp.where(wide, state.eta / 2, state.eta),
+            reduced=halve,
+            best_at_check=state.best,
+            increases=xp.zeros_like(state.increases),
+        )
+        return state, xp.where(wide, state.best_x, state.x), xp.where(wide, state.best_grad, grad)
+
+
+def _on(array: Array, like: Array) -> Array:
+    xp = array_namespace(like)
+    return xp.asarray(array, device=device(like))
