@@ -338,3 +338,37 @@ def test_the_report_covers_exactly_the_data_passed(tmp_path):
         clean = torch.cat([(_net(0)(x).argmax(1) == y) for x, y in data])
     assert report.clean_correct == tuple(clean.tolist())
     assert np.all(np.array(report.robust_correct[8.0]) <= np.array(report.robust_correct[2.0]))
+
+
+def test_a_sequence_of_attacks_resumes_to_the_uninterrupted_report(tmp_path):
+    from signattack import APGD
+
+    model, data, path = _net(0), _data(), tmp_path / "run.json"
+    attacks = [IteratedSign(0, 2), APGD(0, 4, loss="dlr", seed=3)]
+    expected = evaluate(model, data, attacks, EPS)
+
+    def interrupted():
+        yield from data[:3]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, interrupted(), attacks, EPS, checkpoint=path)
+    assert evaluate(model, data, attacks, EPS, checkpoint=path) == expected
+    with pytest.raises(ValueError, match="the attack differs"):
+        evaluate(model, data, attacks[:1], EPS, checkpoint=path)
+    with pytest.raises(ValueError, match="the attack differs"):
+        evaluate(model, data, attacks[::-1], EPS, checkpoint=path)
+
+
+def test_the_report_carries_signs_of_gradient_masking():
+    softmax = torch.nn.Sequential(_net(0), torch.nn.Softmax(dim=1))
+    report = evaluate(softmax, _data(), ATTACK, EPS)
+    assert any("probabilities, not logits" in text for text in report.warnings)
+    assert "warning: the model returns probabilities" in report.table()
+    # This linear model saturates cross-entropy on some pixel inputs (float32 rounds their
+    # gradient to zero: masking too); with smaller weights it does not.
+    assert any("exactly zero" in text for text in evaluate(_net(0), _data(), ATTACK, EPS).warnings)
+    gentle = _net(0)
+    with torch.no_grad():
+        gentle[1].weight.mul_(0.01)
+    assert evaluate(gentle, _data(), ATTACK, EPS).warnings == ()

@@ -266,8 +266,11 @@ def test_cli_run_killed_midway_resumes_to_the_uninterrupted_result(weights, tmp_
 
 
 @pytest.mark.slow
-def test_two_processes_under_torchrun_give_the_single_process_result(weights, tmp_path):
-    args = [*COMMON, "--checkpoint", weights, "--batch-size", "32", "--steps", "3"]
+@pytest.mark.parametrize(
+    "attack", [["--steps", "3"], ["--attacks", "standard", "--steps", "2"]], ids=["bim", "standard"]
+)
+def test_two_processes_under_torchrun_give_the_single_process_result(weights, tmp_path, attack):
+    args = [*COMMON, "--checkpoint", weights, "--batch-size", "32", *attack]
     single = tmp_path / "single.json"
     _cli(*args, "--report", single)
     double = tmp_path / "double.json"
@@ -278,7 +281,7 @@ def test_two_processes_under_torchrun_give_the_single_process_result(weights, tm
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29533",
+            f"--master_port={_free_port()}",
             "-m",
             "signattack",
             "evaluate",

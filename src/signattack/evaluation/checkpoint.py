@@ -43,6 +43,8 @@ class BatchResult:
         largest: Per eps, the largest perturbation the attack produced in this batch.
         attacked: Per eps, how many samples of this batch were attacked.
         broken: Per eps, per attack in order, how many samples it broke.
+        problems: What :func:`~signattack.probes.check_gradients` found on this batch
+            (checked on the first batch only).
     """
 
     digest: str
@@ -51,6 +53,7 @@ class BatchResult:
     largest: tuple[float, ...]
     attacked: tuple[int, ...]
     broken: tuple[tuple[int, ...], ...]
+    problems: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -67,6 +70,7 @@ class BatchResult:
             "largest": list(self.largest),
             "attacked": list(self.attacked),
             "broken": [list(row) for row in self.broken],
+            "problems": list(self.problems),
         }
 
     @classmethod
@@ -82,7 +86,16 @@ class BatchResult:
         """
         if not isinstance(data, dict):
             raise _Damaged(f"a batch entry must be an object, got {type(data).__name__}")
-        expected = {"digest", "size", "clean", "robust", "largest", "attacked", "broken"}
+        expected = {
+            "digest",
+            "size",
+            "clean",
+            "robust",
+            "largest",
+            "attacked",
+            "broken",
+            "problems",
+        }
         if set(data) != expected:
             raise _Damaged(f"a batch entry must have the keys {sorted(expected)}")
         digest, size = data["digest"], data["size"]
@@ -110,7 +123,10 @@ class BatchResult:
             if sum(fooled) != count - sum(row):
                 raise _Damaged("broken counts do not match the samples that were broken")
             survivors = row
-        return cls(digest, clean, robust, largest, attacked, broken)
+        problems = data["problems"]
+        if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):
+            raise _Damaged("problems must be a list of sentences")
+        return cls(digest, clean, robust, largest, attacked, broken, tuple(problems))
 
 
 def _list(value: object, length: int, name: str) -> list[Any]:

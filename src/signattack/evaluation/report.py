@@ -31,6 +31,9 @@ class RobustnessReport:
             produced; above eps would mean a broken threat model.
         attacked: Per eps, how many samples were attacked (the others were already broken).
         broken_by: Per eps, per attack in the order they ran, how many samples it broke.
+        warnings: Signs of gradient masking on the first batch
+            (:func:`~signattack.probes.check_gradients`), each saying what to do: with any,
+            every robust accuracy here may be an overestimate.
     """
 
     eps: tuple[float, ...]
@@ -40,6 +43,7 @@ class RobustnessReport:
     max_perturbation: dict[float, float]
     attacked: dict[float, int]
     broken_by: dict[float, dict[str, int]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def samples(self) -> int:
@@ -71,7 +75,8 @@ class RobustnessReport:
             if several:
                 row.append(", ".join(f"{n} {c}" for n, c in self.broken_by[eps].items()))
             rows.append(row)
-        return "\n".join(text_table(header, rows, left={4}))
+        lines = text_table(header, rows, left={4})
+        return "\n".join([*lines, *(f"warning: {text}" for text in self.warnings)])
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready (eps keys as strings)."""
@@ -87,6 +92,7 @@ class RobustnessReport:
             "clean_correct": list(self.clean_correct),
             "robust_correct": {str(e): list(c) for e, c in self.robust_correct.items()},
             "broken_by": {str(e): dict(counts) for e, counts in self.broken_by.items()},
+            "warnings": list(self.warnings),
         }
 
     def to_json(self) -> str:
@@ -127,6 +133,7 @@ class RobustnessReport:
                     for e in eps
                     if str(e) in data.get("broken_by", {})
                 },
+                warnings=tuple(str(text) for text in data.get("warnings", [])),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problem = f"missing key {error}" if isinstance(error, KeyError) else str(error)

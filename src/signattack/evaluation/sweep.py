@@ -134,6 +134,7 @@ def _evaluate_batch(
     y = to_device(y, where)
     bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
     correct = _to_numpy(clean_predictions(model, x, y, bounds) == y).astype(bool)
+    problems = _gradient_problems(model, x, y, bounds) if batch_index == 0 else ()
     clean = tuple(correct.tolist())
     robust, largest, attacked, broken = [], [], [], []
     for eps_index, radius in enumerate(eps):
@@ -162,7 +163,19 @@ def _evaluate_batch(
         robust.append(tuple(correct.tolist()))
         largest.append(distance)
         broken.append(tuple(counts))
-    return BatchResult(digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken))
+    return BatchResult(
+        digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken), problems
+    )
+
+
+def _gradient_problems(model: object, x: Array, y: Array, bounds: Bounds) -> tuple[str, ...]:
+    """What :func:`~signattack.probes.check_gradients` finds on a batch: gradient masking
+    that would make every gradient-based figure of the evaluation an overestimate."""
+    from signattack.probes import check_gradients
+
+    if bounds == _ANY_BOUNDS:  # an attack without a box: no threat model to probe under
+        return ()
+    return tuple(check_gradients(model, x, y, bounds=bounds, warn=False).problems())
 
 
 def _batches(data: Iterable[tuple[Array, Array]]) -> Iterator[tuple[int, Array, Array]]:
@@ -332,6 +345,7 @@ def evaluate(
             e: max(batch.largest[i] for batch in ordered) for i, e in enumerate(radii)
         },
         attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
+        warnings=merged[0].problems,
         broken_by={
             e: {
                 label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)
