@@ -356,3 +356,17 @@ def test_when_one_process_fails_every_process_exits_promptly_with_an_error(tmp_p
     assert everything.count("the model broke on rank 1") == 1
     assert "rank 1 failed" in errors[0]
     assert all(len(e.strip().splitlines()) == 1 for e in errors), errors
+
+
+def test_progress_goes_to_a_log_as_lines_when_the_run_is_long(capsys, monkeypatch):
+    from signattack import _progress
+
+    numpy_model, _ = linear_pair(2, 4)
+    batches = [(np.full((3, 4), 10.0), np.array([0, 1, 0]))] * 3
+    monkeypatch.setattr(_progress, "INTERVAL", 0.0)  # every run counts as long
+    evaluate(numpy_model, batches, FGSM(0), [1.0])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[:3] == [f"evaluating: {n} batches done, 0 s" for n in (1, 2, 3)]
+    assert lines[-1] == "evaluating: finished 3 batches in 0 s"
+    evaluate(numpy_model, batches, FGSM(0), [1.0], progress=False)
+    assert capsys.readouterr().err == ""

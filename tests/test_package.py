@@ -89,3 +89,24 @@ def test_lazy_probe_names_are_the_weight_space_module():
     assert signattack.probes.scale_invariance is weights.scale_invariance
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         _ = signattack.probes.nothing
+
+
+def test_torch_only_names_say_how_to_install_torch_when_it_is_missing():
+    script = """
+import sys
+sys.modules["torch"] = None  # as if torch were not installed
+import signattack
+for load in (lambda: signattack.param_groups, lambda: signattack.accelerate,
+             lambda: __import__("signattack.models"), lambda: __import__("signattack.params")):
+    try:
+        load()
+    except ModuleNotFoundError as error:
+        print(error)
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert all(line.endswith('pip install "signattack[torch]"') for line in lines), lines
+    assert lines[0].startswith("signattack.param_groups needs PyTorch")

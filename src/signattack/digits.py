@@ -13,8 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
+
+from signattack._lazy import missing_torch
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+    raise missing_torch("signattack.digits", error) from error
 
 from signattack.models import DigitsCNN
 

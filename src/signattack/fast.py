@@ -23,8 +23,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-from torch import nn
+from signattack._lazy import missing_torch
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+    raise missing_torch("signattack.fast", error) from error
 
 __all__ = ["Accelerated", "Precision", "accelerate"]
 

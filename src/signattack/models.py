@@ -7,8 +7,13 @@ scaled. The normalisation constants are buffers, not parameters.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from signattack._lazy import missing_torch
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+    raise missing_torch("signattack.models", error) from error
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "AllCNN", "DigitsCNN"]
 

@@ -19,7 +19,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
 
-from torch import nn
+from signattack._lazy import missing_torch
+
+try:
+    from torch import nn
+except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+    raise missing_torch("signattack.params", error) from error
 
 from signattack._text import text_table
 from signattack.core.validation import check_real

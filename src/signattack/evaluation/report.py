@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,8 @@ class RobustnessReport:
         ax.set_xlabel("eps (input units)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
-        ax.set_title(self.attack)
+        # The attack's description can be long: wrap it rather than cut it at both sides.
+        ax.set_title("\n".join(textwrap.wrap(self.attack, 60)), fontsize=9)
         ax.grid(alpha=0.3)
         if path is not None:
             fig.savefig(path, dpi=120)

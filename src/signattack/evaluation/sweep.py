@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj, to_device
 
+from signattack._progress import progress as progress_of
 from signattack._typing import Array
 from signattack.attacks import Attack, EpsAttack
 from signattack.backends.batch import open_batch
@@ -280,7 +280,9 @@ def evaluate(
             class and a digest of its parameters and buffers), the attack's settings, the
             radii, every batch's inputs and labels, and the library's version. Under
             ``torchrun`` each process uses its own file (``.rank<r>`` is appended).
-        progress: Show a progress bar; default: when stderr is a terminal.
+        progress: ``True`` or ``False`` to show progress or not; by default a bar when
+            stderr is a terminal, and elsewhere (a log file, a pipe) a line every 30 s once
+            the evaluation has run that long.
         name: Names the attack in the report and the checkpoint, instead of its
             description. Needed to checkpoint a factory that has no stable description (a
             lambda or a closure); give each different attack its own name.
@@ -309,10 +311,9 @@ def evaluate(
             path = path.with_name(f"{path.name}.rank{ranks.rank}")
         identity = {} if path is None else _identity(model, specs, radii, name, model_name)
         done = Checkpoint.open(path, identity)
-        show = sys.stderr.isatty() if progress is None else progress
         seen = 0
         results: dict[int, BatchResult] = {}
-        for index, x, y in _progress_bar(_batches(data), show):
+        for index, x, y in progress_of(_batches(data), "evaluating", "batches", progress):
             seen += 1
             if ranks.owns(index):
                 digest = "" if path is None else batch_digest(x, y)
@@ -362,13 +363,3 @@ def _names(specs: tuple[AttackSpec, ...]) -> list[str]:
         label = describe(spec)
         names.append(label if label not in names else f"{label} #{len(names) + 1}")
     return names
-
-
-def _progress_bar(items: Iterator[Any], show: bool) -> Iterator[Any]:
-    if not show:
-        return items
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with the demo extra
-        return items
-    return iter(tqdm(items, desc="evaluating", unit="batch"))

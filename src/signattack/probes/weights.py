@@ -10,8 +10,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
-from torch import nn
+from signattack._lazy import missing_torch
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+    raise missing_torch("signattack.probes.weights", error) from error
 
 from signattack.backends._torch_state import kept_modes, kept_values
 from signattack.core.threat import MODEL_MODES, ModelMode
