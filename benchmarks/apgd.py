@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from attack_speed import UnitInterval  # the same [0, 1] wrapper for torchattacks
 from torch import nn
 
 from signattack import APGD, APGDT, IteratedSign
@@ -38,17 +39,6 @@ from signattack.evaluation import evaluate, standard_attacks
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """Returns the per-sample robustness mask (True: still correct)."""
-
-
-class UnitInterval(nn.Module):
-    """A pixel model behind the [0, 1] input convention torchattacks hard-codes."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * 255)
 
 
 def _robust(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

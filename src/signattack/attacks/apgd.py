@@ -111,6 +111,35 @@ class _Common:
         """The box, the loss and the model's mode."""
         raise NotImplementedError
 
+    def __call__(
+        self,
+        model: Callable[[ArrayT], ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> ArrayT:
+        """The adversarial batch, with ``x``'s type, shape, dtype and device.
+
+        Args:
+            model: As for :class:`~signattack.IteratedSign`.
+            x: Inputs ``(batch, ...)`` inside ``bounds``.
+            y: Labels ``(batch,)``; targets when the attack is targeted.
+            rng: Generator of the random starts, overriding ``seed``.
+        """
+        return self.run(model, x, y, rng=rng).x_adv
+
+    def run(
+        self,
+        model: Callable[[ArrayT], ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> AttackResult[ArrayT]:
+        """The adversarial batch with its loss trace, predictions and success."""
+        raise NotImplementedError
+
     def _check_common(self) -> None:
         attack: Any = self
         _keep_float(attack, "eps", check_real("eps", attack.eps))
@@ -243,24 +272,6 @@ class APGD(_Common):
         """The same attack with radius ``eps``."""
         return dataclasses.replace(self, eps=eps)
 
-    def __call__(
-        self,
-        model: Callable[[ArrayT], ArrayT],
-        x: ArrayT,
-        y: ArrayT,
-        *,
-        rng: np.random.Generator | None = None,
-    ) -> ArrayT:
-        """The adversarial batch, with ``x``'s type, shape, dtype and device.
-
-        Args:
-            model: As for :class:`~signattack.IteratedSign`.
-            x: Inputs ``(batch, ...)`` inside ``bounds``.
-            y: Labels ``(batch,)``; targets when ``targeted``.
-            rng: Generator of the random starts, overriding ``seed``.
-        """
-        return self.run(model, x, y, rng=rng).x_adv
-
     def run(
         self,
         model: Callable[[ArrayT], ArrayT],
@@ -341,17 +352,6 @@ class APGDT(_Common):
     def with_eps(self, eps: float) -> APGDT:
         """The same attack with radius ``eps``."""
         return dataclasses.replace(self, eps=eps)
-
-    def __call__(
-        self,
-        model: Callable[[ArrayT], ArrayT],
-        x: ArrayT,
-        y: ArrayT,
-        *,
-        rng: np.random.Generator | None = None,
-    ) -> ArrayT:
-        """The adversarial batch; see :meth:`APGD.__call__`."""
-        return self.run(model, x, y, rng=rng).x_adv
 
     def run(
         self,
