@@ -341,3 +341,40 @@ def test_at_least_as_strong_as_torchattacks_apgd_and_apgdt(digits, digits_model,
     theirs = torchattacks.APGDT(unit, eps=eps / 255, steps=20, seed=0, n_classes=10)(x / 255, y)
     ours = APGDT(eps, 20, seed=0)(model, x, y)
     assert correct(model, ours, y) <= correct(model, theirs.clamp(0, 1) * 255, y) + half_a_point
+
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 10),
+    )
+
+
+@pytest.mark.parametrize("attack", [APGD(16, 5, seed=0), APGDT(16, 3, target_classes=2, seed=0)])
+def test_apgd_restores_a_train_mode_network_and_takes_inference_tensors(attack):
+    model = _bn_net().train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode():
+        x = torch.rand(6, 1, 8, 8) * 255
+        y = torch.randint(0, 10, (6,))
+    result = attack.run(model, x, y)
+    assert model.training
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert result.x_adv.shape == x.shape
+
+
+def test_apgd_does_not_synchronise_with_the_host_per_step(monkeypatch):
+    from test_torch_behaviour import _count_syncs
+
+    model = _bn_net().eval()
+    x, y = torch.rand(6, 1, 8, 8) * 255, torch.randint(0, 10, (6,))
+    syncs = {
+        steps: _count_syncs(monkeypatch, lambda steps=steps: APGD(16, steps, seed=0)(model, x, y))
+        for steps in (10, 40)
+    }
+    assert syncs[10] == syncs[40] > 0
