@@ -4,7 +4,7 @@ From a checkpoint of ``cifar10_train.py``:
 
 1. input-gradient maps of a few correctly and a few wrongly classified validation images;
 2. the 5-step signed-gradient attack with eps = 8 on a 100-image minibatch, mean loss
-   against attack step, both the course's unprojected version (each step adds
+   against attack step, both the problem set's unprojected version (each step adds
    ``8 * sign(grad)``: ``IteratedSign(eps=40, steps=5, step_size=8)``) and the projected
    ``IteratedSign(eps=8, steps=5)``;
 3. accuracy on the whole validation set, clean and after the 1-step attack (FGSM, eps = 8)

@@ -1,4 +1,4 @@
-"""Train the course's All-CNN (1,667,166 parameters) on CIFAR-10.
+"""Train the All-CNN of the problem set (1,667,166 parameters) on CIFAR-10.
 
 The recipe of the problem set: 100 epochs of SGD with Nesterov momentum 0.9, learning rate
 0.1 for the first 40% of the epochs, 0.01 for the next 40% and 0.001 for the last 20%,
@@ -118,7 +118,7 @@ def main() -> None:
         "--channels",
         type=lambda text: tuple(int(c) for c in text.split(",")),
         default=None,
-        help="stage widths, 96,192 as in the course (16,32 with --smoke)",
+        help="stage widths, 96,192 as in the problem set (16,32 with --smoke)",
     )
     cli.add_argument("--lr", type=float, default=0.1)
     cli.add_argument("--weight-decay", type=float, default=1e-3)

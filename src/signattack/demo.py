@@ -61,23 +61,34 @@ class DigitsReport:
 
 def _figure(
     x: torch.Tensor,
+    y: torch.Tensor,
     result: AttackResult[torch.Tensor],
     clean_pred: torch.Tensor,
     eps: float,
     path: Path,
 ) -> None:
+    """Clean digits over their adversarial versions, each titled with its true label and
+    the prediction; a prediction the attack flipped is red, in a red frame."""
     from matplotlib.figure import Figure
 
     count = 8
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    fig = Figure(figsize=(13, 4.6), layout="constrained")
     grid = fig.add_gridspec(2, count + 4)
     for i in range(count):
         for row, (images, preds, title) in enumerate(
-            [(x, clean_pred, "clean"), (result.x_adv, result.predictions, f"eps={eps:g}")]
+            [(x, clean_pred, "clean"), (result.x_adv, result.predictions, f"eps = {eps:g}")]
         ):
             ax = fig.add_subplot(grid[row, i])
             ax.imshow(images[i, 0].numpy(), cmap="gray_r", vmin=0, vmax=255)
-            ax.set_title(f"{title}\npred {int(preds[i])}", fontsize=8)
+            wrong = int(preds[i]) != int(y[i])
+            ax.set_title(
+                f"{title}\ntrue {int(y[i])}, pred {int(preds[i])}",
+                fontsize=9,
+                color="tab:red" if wrong else "black",
+            )
+            for spine in ax.spines.values():
+                spine.set_color("tab:red" if wrong else "black")
+                spine.set_linewidth(2.5 if wrong else 1.0)
             ax.set_xticks([])
             ax.set_yticks([])
     ax = fig.add_subplot(grid[:, count:])
@@ -129,7 +140,7 @@ def run_demo(
     shown = IteratedSign(figure_eps, steps).run(model, x, y)
     with torch.no_grad():
         clean_pred = model(x).argmax(dim=1)
-    _figure(x, shown, clean_pred, figure_eps, out / "digits_attack.png")
+    _figure(x, y, shown, clean_pred, figure_eps, out / "digits_attack.png")
     report = DigitsReport(
         test_images=len(y),
         clean_accuracy=accuracy(model, x, y),

@@ -38,7 +38,7 @@ class _Normalize(nn.Module):
 
 
 def _block(channels_in: int, channels_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    """conv (with bias) -> ReLU -> BatchNorm, the course's block order."""
+    """conv (with bias) -> ReLU -> BatchNorm, the problem set's block order."""
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, kernel, stride=stride, padding=kernel // 2),
         nn.ReLU(inplace=True),
@@ -47,7 +47,7 @@ def _block(channels_in: int, channels_out: int, kernel: int, stride: int = 1) ->
 
 
 class AllCNN(nn.Module):
-    """The course's All-CNN with batch-norm for CIFAR-10: 1,667,166 parameters.
+    """The All-CNN with batch-norm of the problem set for CIFAR-10: 1,667,166 parameters.
 
     Dropout 0.2 on the input; three 3x3 blocks of 96 channels (the third with stride 2);
     dropout 0.5; three 3x3 blocks of 192 (the third with stride 2); dropout 0.5; two 3x3
@@ -56,7 +56,7 @@ class AllCNN(nn.Module):
 
     Args:
         classes: Output classes.
-        channels: Widths of the two stages, ``(96, 192)`` in the course; narrower networks
+        channels: Widths of the two stages, ``(96, 192)`` in the problem set; narrower networks
             make quick checks cheap.
         mean: Per-channel input mean, pixel units.
         std: Per-channel input standard deviation, pixel units.

@@ -92,7 +92,7 @@ class IteratedSign:
     Targeted attacks step against the gradient of the loss to the target labels.
 
     Units are the model's input units: with the default ``bounds=(0, 255)``, ``eps=8`` is
-    8 pixel levels. The course's unprojected 5-step attack that adds ``8 * sign(grad)`` per
+    8 pixel levels. The problem set's unprojected 5-step attack that adds ``8 * sign(grad)`` per
     step is ``IteratedSign(eps=40, steps=5, step_size=8)``: with ``eps = steps * step_size``
     the projection onto the ball never binds.
 
