@@ -78,7 +78,7 @@ def _with_nan(x):
         ),
         (lambda m, x, y: (m, x, y - 1), ValueError, "y must hold class labels >= 0, got -1"),
         (lambda m, x, y: (m, x, y.numpy()), TypeError, "y must come from the same array library"),
-        (lambda m, x, y: (m, x.tolist(), y), TypeError, "x must be a torch.Tensor or a numpy"),
+        (lambda m, x, y: (m, x.tolist(), y), TypeError, "x must be a torch.Tensor, a jax.Array"),
         (lambda m, x, y: (m, x > 0, y), TypeError, "real floating or integer dtype"),
         (lambda m, x, y: (m, x[0, 0, 0], y), ValueError, "ndim >= 2"),
         (lambda m, x, y: (lambda t: m(t)[None], x, y), ValueError, "logits of shape"),

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import array_api_compat
 import numpy as np
+
+from signattack._host import to_numpy
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,9 +33,7 @@ __all__ = [
 
 
 def _numpy(array: Any) -> np.ndarray[Any, Any]:
-    if array_api_compat.is_torch_array(array):
-        return np.asarray(array.detach().cpu().numpy())
-    return np.asarray(array)
+    return to_numpy(array)
 
 
 def _new_figure(size: tuple[float, float]) -> Figure:

@@ -36,7 +36,7 @@ from array_api_compat import array_namespace, device
 from signattack._typing import Array, ArrayT
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
 from signattack.attacks.base import AttackResult
-from signattack.attacks.loop import Start, iterate, random_start
+from signattack.attacks.loop import Start, iterate, random_start, spread
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits
 from signattack.core.losses import TARGETED_DLR, LossFunction, LossName
@@ -80,20 +80,21 @@ class _Runs:
         lowest = xp.full(losses.shape, -math.inf, dtype=losses.dtype, device=device(losses))
         return cls(batch.x, xp.asarray(trace, copy=True), fooled, lowest)
 
-    def fold(self, index: Array, x: Array, trace: Array, fooled: Array, best: Array) -> _Runs:
-        """Take one run on the samples ``index``: a sample takes its result where the run
-        fooled the model, or, neither fooling it, reached a higher objective."""
+    def fold(self, mask: Array, x: Array, trace: Array, fooled: Array, best: Array) -> _Runs:
+        """Take one run on the samples where ``mask`` holds: a sample takes its result where
+        the run fooled the model, or, neither fooling it, reached a higher objective."""
         xp = array_namespace(x)
+        index = xp.nonzero(mask)[0]
         was_fooled, was_best = self.fooled[index], self.best[index]
         take = xp.logical_and(xp.logical_not(was_fooled), xp.logical_or(fooled, best > was_best))
-        merged = _Runs(
-            *(xp.asarray(a, copy=True) for a in (self.x, self.trace, self.fooled, self.best))
+        chosen_x = xp.where(xp.reshape(take, _batch_shape(x)), x, self.x[index])
+        chosen_trace = xp.where(take[None, :], trace, self.trace[:, index])
+        return _Runs(
+            spread(mask, chosen_x, self.x),
+            spread(mask, chosen_trace, self.trace, axis=1),
+            spread(mask, xp.logical_or(was_fooled, fooled), self.fooled),
+            spread(mask, xp.where(take, best, was_best), self.best),
         )
-        merged.x[index] = xp.where(xp.reshape(take, _batch_shape(x)), x, self.x[index])
-        merged.trace[:, index] = xp.where(take[None, :], trace, self.trace[:, index])
-        merged.fooled[index] = xp.logical_or(was_fooled, fooled)
-        merged.best[index] = xp.where(take, best, was_best)
-        return merged
 
 
 def _sub_batch(batch: Batch, index: Array) -> Batch:
@@ -178,7 +179,8 @@ def _run_apgd(
     low, high = ball_box_limits(batch.x, radius, *batch.bounds)
     marks = checkpoints(steps)
     for _ in range(restarts):
-        index = xp.nonzero(xp.logical_not(runs.fooled))[0]
+        todo = xp.logical_not(runs.fooled)
+        index = xp.nonzero(todo)[0]
         if index.shape[0] == 0:
             break
         part = _sub_batch(batch, index)
@@ -201,7 +203,7 @@ def _run_apgd(
             raise RuntimeError("the attack loop did not evaluate the final iterate")
         fooled = xp.logical_or(outcome.state.fooled, at_end.success)
         best = rule.best_objective(outcome.state, at_end)
-        runs = runs.fold(index, outcome.x_adv, xp.stack(outcome.rows), fooled, best)
+        runs = runs.fold(todo, outcome.x_adv, xp.stack(outcome.rows), fooled, best)
     return runs
 
 

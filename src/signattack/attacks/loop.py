@@ -25,7 +25,16 @@ from signattack._typing import Array
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip
 
-__all__ = ["Final", "LoopResult", "Start", "UpdateRule", "iterate", "merge_where", "random_start"]
+__all__ = [
+    "Final",
+    "LoopResult",
+    "Start",
+    "UpdateRule",
+    "iterate",
+    "merge_where",
+    "random_start",
+    "spread",
+]
 
 State = TypeVar("State")
 
@@ -186,26 +195,26 @@ def iterate(
 
     state = rule.start(start)
     rows: list[Array] = []
-    active = None  # indices of the samples still attacked; None: all of them
+    still = None  # the samples still attacked, (batch,) booleans; None: all of them
     losses = fooled = predictions = None
     for step in range(steps):
         point = rule.point(state)
-        if active is None:
+        if still is None:
             losses, grad, predictions = batch.value_and_grad(point, labels)
             fooled = succeeded(predictions, None)
         else:
+            active = xp.nonzero(still)[0]
             part_losses, part_grad, part_predictions = batch.value_and_grad(
                 point[active], labels[active]
             )
-            losses = _scatter(losses, active, part_losses)
-            predictions = _scatter(predictions, active, part_predictions)
-            fooled = _scatter(fooled, active, succeeded(part_predictions, active))
-            grad = _scatter(xp.zeros_like(point), active, part_grad)
+            losses = spread(still, part_losses, losses)
+            predictions = spread(still, part_predictions, predictions)
+            fooled = spread(still, succeeded(part_predictions, active), fooled)
+            grad = spread(still, part_grad, xp.zeros_like(point))
         rows.append(losses)
         if early_stop:
             still = xp.logical_not(fooled)
-            active = xp.nonzero(still)[0]
-            if active.shape[0] == 0:
+            if not bool(xp.any(still)):
                 break
             state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
         else:
@@ -220,9 +229,20 @@ def iterate(
     return LoopResult(rows, rule.finish(state, at_end), at_end, state)
 
 
-def _scatter(full: Array, index: Array, part: Array) -> Array:
-    """A copy of ``full`` with ``part`` written at ``index`` (the batch axis)."""
+def spread(mask: Array, part: Array, full: Array, axis: int = 0) -> Array:
+    """``full`` with its entries along ``axis`` where ``mask`` holds replaced, in order, by
+    those of ``part``; a new array (JAX arrays cannot be written into).
+
+    ``part`` holds one entry for every ``True`` of ``mask`` (``part = full[mask]`` in
+    shape), as :func:`iterate` and the restarts of APGD make it.
+    """
     xp = array_namespace(full)
-    merged = xp.asarray(full, copy=True)
-    merged[index] = xp.asarray(part, dtype=merged.dtype, device=device(merged))
-    return merged
+    count = part.shape[axis]
+    if count == 0:
+        return full
+    position = xp.cumulative_sum(xp.astype(mask, xp.int32)) - 1
+    gathered = xp.take(part, xp.clip(position, 0, count - 1), axis=axis)
+    shape = [1] * full.ndim
+    shape[axis] = mask.shape[0]
+    values = xp.astype(gathered, full.dtype)
+    return xp.where(xp.reshape(mask, tuple(shape)), values, full)

@@ -1,7 +1,8 @@
 """Backends: how an attack gets losses, input gradients and predictions from a framework.
 
 The backend is chosen by the type of the input batch: a ``torch.Tensor`` opens the PyTorch
-backend (importing torch only then), a ``numpy.ndarray`` the NumPy backend. Another framework
+backend (importing torch only then), a ``jax.Array`` the JAX backend (importing jax only
+then), a ``numpy.ndarray`` the NumPy backend. Another framework
 plugs in with :func:`register_backend`.
 """
 
@@ -37,8 +38,18 @@ def _open_torch_backend(
         yield backend
 
 
+def _open_jax_backend(
+    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+) -> Iterator[Backend]:
+    from signattack.backends.jax_backend import open_jax_backend
+
+    with open_jax_backend(model, x, loss, model_mode) as backend:
+        yield backend
+
+
 _REGISTRY: list[tuple[Callable[[object], bool], BackendFactory]] = [
     (array_api_compat.is_torch_array, contextmanager(_open_torch_backend)),
+    (array_api_compat.is_jax_array, contextmanager(_open_jax_backend)),
     (array_api_compat.is_numpy_array, open_numpy_backend),
 ]
 
@@ -70,6 +81,6 @@ def open_backend(
                 yield backend
             return
     raise TypeError(
-        f"x must be a torch.Tensor or a numpy.ndarray (or a type given to register_backend), "
-        f"got {type(x).__name__}"
+        "x must be a torch.Tensor, a jax.Array or a numpy.ndarray (or a type given to "
+        f"register_backend), got {type(x).__name__}"
     )

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import array_api_compat
 from array_api_compat import array_namespace, device, to_device
@@ -17,7 +18,7 @@ from signattack.core.losses import LossFunction
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
 
-__all__ = ["Batch", "open_batch", "open_threat"]
+__all__ = ["Batch", "open_batch", "open_threat", "widest_float"]
 
 
 class _FirstCall:
@@ -53,7 +54,8 @@ class Batch:
         backend: The open backend of the model.
         x: The inputs as a detached floating array (``float32`` for integer inputs), moved
             onto the box where they were outside it by round-off only.
-        labels: The labels as ``int64`` on ``x``'s device.
+        labels: The labels as the library's indexing dtype (``int64``; ``int32`` in JAX's
+            default 32-bit mode) on ``x``'s device.
         bounds: The box; for integer inputs, narrowed to the integers inside it that the
             dtype can hold.
         input_dtype: The caller's dtype, to convert results back to.
@@ -138,10 +140,24 @@ class Batch:
         xp = array_namespace(x_adv)
         if not self.integer:
             return xp.astype(x_adv, self.input_dtype, copy=False)
-        step = xp.astype(xp.clip(xp.round(x_adv - self.x), -radius, radius), xp.int64)
-        moved = xp.astype(self.original, xp.int64) + step
+        wide = _widest_integer(xp, self.original)
+        step = xp.astype(xp.clip(xp.round(x_adv - self.x), -radius, radius), wide)
+        moved = xp.astype(self.original, wide) + step
         lower, upper = int(self.bounds.lower), int(self.bounds.upper)
         return xp.astype(xp.clip(moved, lower, upper), self.input_dtype)
+
+
+def _widest_integer(xp: Any, like: Array) -> Any:
+    """The library's default indexing dtype: ``int64``, or ``int32`` where that is the widest
+    (JAX without 64-bit mode)."""
+    return xp.__array_namespace_info__().default_dtypes(device=device(like))["indexing"]
+
+
+def widest_float(like: Array) -> Any:
+    """The library's default real floating dtype on ``like``'s device: ``float64``, or
+    ``float32`` where that is the widest (JAX without 64-bit mode)."""
+    xp = array_namespace(like)
+    return xp.__array_namespace_info__().default_dtypes(device=device(like))["real floating"]
 
 
 def _same(x: Array) -> Array:
@@ -198,7 +214,7 @@ def open_batch(
         yield Batch(
             backend=backend,
             x=xp.clip(x_float, float(lower), float(upper)),
-            labels=xp.astype(labels, xp.int64, copy=False),
+            labels=xp.astype(labels, _widest_integer(xp, labels), copy=False),
             bounds=Bounds(float(lower), float(upper)),
             input_dtype=x.dtype,
             integer=integer,

@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device, to_device
 
+from signattack._host import to_numpy
 from signattack._typing import Array
 from signattack.attacks import FGSM, IteratedSign
+from signattack.backends.batch import widest_float
 from signattack.core.validation import Bounds, check_real, check_steps
-from signattack.evaluation.sweep import _to_numpy, clean_predictions
+from signattack.evaluation.sweep import clean_predictions
 
 __all__ = ["smallest_breaking_eps"]
 
@@ -56,14 +58,14 @@ def smallest_breaking_eps(
         )
     xp = array_namespace(x)
     y = to_device(y, device(x))
-    clean = _to_numpy(clean_predictions(model, x, y, Bounds(*attack.bounds)) == y)
+    clean = to_numpy(clean_predictions(model, x, y, Bounds(*attack.bounds)) == y)
     low = np.zeros(len(clean))
     high = np.full(len(clean), eps_max)
 
     def breaks(radii: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        per_sample = xp.asarray(radii, dtype=xp.float64, device=device(x))
+        per_sample = xp.asarray(radii, dtype=widest_float(x), device=device(x))
         outcome = attack.run(model, x, y, eps=per_sample)  # type: ignore[arg-type]
-        return _to_numpy(outcome.predictions != y)
+        return to_numpy(outcome.predictions != y)
 
     breakable = breaks(high) | ~clean
     for _ in range(iterations):

@@ -21,6 +21,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from signattack._host import to_numpy
 from signattack._typing import Array
 
 __all__ = ["Unstable", "batch_digest", "describe", "model_identity", "stable"]
@@ -49,7 +50,7 @@ def _array_digest(array: Array) -> str:
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     else:
-        host = np.ascontiguousarray(np.asarray(array_api_compat.to_device(array, "cpu")))
+        host = np.ascontiguousarray(to_numpy(array))
         digest.update(f"{host.dtype}{host.shape}".encode())
         digest.update(host.tobytes())
     return digest.hexdigest()

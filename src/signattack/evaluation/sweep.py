@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj, to_device
 
+from signattack._host import to_numpy
 from signattack._progress import progress as progress_of
 from signattack._typing import Array
 from signattack.attacks import Attack, EpsAttack
-from signattack.backends.batch import open_batch
+from signattack.backends.batch import open_batch, widest_float
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.validation import Bounds, check_real
 from signattack.evaluation.checkpoint import BatchResult, Checkpoint
@@ -93,10 +94,6 @@ def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
-def _to_numpy(array: Array) -> np.ndarray[Any, Any]:
-    return np.asarray(to_device(array, "cpu"))
-
-
 def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> Array:
     """Predicted classes at ``x`` in eval mode, after checking every sample and label.
 
@@ -133,7 +130,7 @@ def _evaluate_batch(
     where = device(x)
     y = to_device(y, where)
     bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
-    correct = _to_numpy(clean_predictions(model, x, y, bounds) == y).astype(bool)
+    correct = to_numpy(clean_predictions(model, x, y, bounds) == y).astype(bool)
     problems = _gradient_problems(model, x, y, bounds) if batch_index == 0 else ()
     clean = tuple(correct.tolist())
     robust, largest, attacked, broken = [], [], [], []
@@ -155,9 +152,10 @@ def _evaluate_batch(
                 outcome = attack.run(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
             else:
                 outcome = attack.run(model, x_part, y_part)  # type: ignore[arg-type]
-            moved = xp.astype(outcome.x_adv, xp.float64) - xp.astype(x_part, xp.float64)
+            wide = widest_float(x_part)
+            moved = xp.astype(outcome.x_adv, wide) - xp.astype(x_part, wide)
             distance = max(distance, float(xp.max(xp.abs(moved))))
-            fooled = _to_numpy(outcome.predictions != y_part).astype(bool)
+            fooled = to_numpy(outcome.predictions != y_part).astype(bool)
             correct[still[fooled]] = False
             counts.append(int(fooled.sum()))
         robust.append(tuple(correct.tolist()))

@@ -18,7 +18,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from signattack._typing import Array, ArrayT
-from signattack.backends.batch import Batch, open_threat
+from signattack.backends.batch import Batch, open_threat, widest_float
 from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
@@ -385,15 +385,16 @@ def check_gradients(
         _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
     axes = _sample_axes(grad)
     finite_outputs = xp.isfinite(first)
-    nonfinite = float(xp.sum(xp.astype(~finite_outputs, xp.float64))) + float(
-        xp.sum(xp.astype(~xp.isfinite(grad), xp.float64))
+    wide = widest_float(grad)
+    nonfinite = float(xp.sum(xp.astype(~finite_outputs, wide))) + float(
+        xp.sum(xp.astype(~xp.isfinite(grad), wide))
     )
     entries = math.prod(first.shape) + math.prod(grad.shape)
     in_unit = bool(xp.all((first >= 0) & (first <= 1)))
     sums_to_one = bool(xp.all(xp.abs(xp.sum(first, axis=1) - 1) < 1e-3))
     report = GradientReport(
-        zero_fraction=float(xp.mean(xp.astype(grad == 0, xp.float64))),
-        zero_gradient_samples=float(xp.mean(xp.astype(xp.all(grad == 0, axis=axes), xp.float64))),
+        zero_fraction=float(xp.mean(xp.astype(grad == 0, wide))),
+        zero_gradient_samples=float(xp.mean(xp.astype(xp.all(grad == 0, axis=axes), wide))),
         nonfinite_fraction=nonfinite / entries,
         stochastic=not bool(xp.all((first == second) | ~finite_outputs)),
         probabilities=in_unit and sums_to_one,
