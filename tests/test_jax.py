@@ -69,7 +69,8 @@ def test_jax_matches_numpy_on_a_linear_model(name, loss):
     assert np.mean(np.asarray(result.success) == expected.success) >= 0.9
 
 
-@settings(max_examples=20)  # JAX compiles every new shape eagerly: a few seconds each
+@pytest.mark.slow  # JAX compiles every new shape eagerly: about a second an example
+@settings(max_examples=20)
 @given(
     eps=st.sampled_from([math.nextafter(8.0, 0.0), 0.0, 3.5, 16.0]),
     steps=st.integers(1, 4),
