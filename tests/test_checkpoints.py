@@ -37,16 +37,17 @@ def _data(samples: int = 20, size: int = 5, seed: int = 0):
 ATTACK = IteratedSign(0, 3, random_start=True, seed=1)
 
 
+def _interrupted(batches, *, after):
+    """The first ``after`` batches, then an interruption."""
+    yield from batches[:after]
+    raise KeyboardInterrupt
+
+
 def test_a_resume_gives_the_uninterrupted_report_and_reuses_the_stored_results(tmp_path):
     model, data, path = _net(0), _data(), tmp_path / "run.json"
     expected = evaluate(model, data, ATTACK, EPS)
-
-    def interrupted():
-        yield from data[:2]
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        evaluate(model, interrupted(), ATTACK, EPS, checkpoint=path)
+        evaluate(model, _interrupted(data, after=2), ATTACK, EPS, checkpoint=path)
     stored = json.loads(path.read_text())
     assert sorted(stored["batches"]) == ["0", "1"]
 
@@ -346,13 +347,8 @@ def test_a_sequence_of_attacks_resumes_to_the_uninterrupted_report(tmp_path):
     model, data, path = _net(0), _data(), tmp_path / "run.json"
     attacks = [IteratedSign(0, 2), APGD(0, 4, loss="dlr", seed=3)]
     expected = evaluate(model, data, attacks, EPS)
-
-    def interrupted():
-        yield from data[:3]
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        evaluate(model, interrupted(), attacks, EPS, checkpoint=path)
+        evaluate(model, _interrupted(data, after=3), attacks, EPS, checkpoint=path)
     assert evaluate(model, data, attacks, EPS, checkpoint=path) == expected
     with pytest.raises(ValueError, match="the attack differs"):
         evaluate(model, data, attacks[:1], EPS, checkpoint=path)

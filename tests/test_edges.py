@@ -348,3 +348,11 @@ def test_smallest_breaking_eps_checks_its_arguments_and_takes_fgsm():
 def test_a_report_dictionary_is_checked(data, match):
     with pytest.raises(ValueError, match=match):
         RobustnessReport.from_dict(data)
+
+
+def test_each_first_call_check_runs_even_after_a_forward_pass_without_a_loss():
+    # check_gradients runs the model twice before any loss: the loss is still checked.
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x, y = torch.full((3, 4), 10.0), torch.tensor([0, 1, 0])
+    with pytest.raises(ValueError, match=r"loss must return per-sample losses of shape \(3,\)"):
+        probes.check_gradients(model, x, y, loss=lambda logits, labels: logits.sum())

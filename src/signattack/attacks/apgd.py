@@ -35,7 +35,7 @@ from array_api_compat import array_namespace, device
 
 from signattack._typing import Array, ArrayT
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
-from signattack.attacks.base import AttackResult
+from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Start, iterate, random_start, spread
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits
@@ -143,7 +143,7 @@ class _Common:
 
     def _check_common(self) -> None:
         attack: Any = self
-        _keep_float(attack, "eps", check_real("eps", attack.eps))
+        store_checked(attack, "eps", check_real("eps", attack.eps))
         object.__setattr__(attack, "steps", check_steps(attack.steps))
         object.__setattr__(attack, "restarts", check_steps(attack.restarts, "restarts"))
         rho = check_real("rho", attack.rho)
@@ -151,13 +151,7 @@ class _Common:
             raise ValueError(f"rho must lie in (0, 1], got {attack.rho!r}")
         object.__setattr__(attack, "bounds", attack.threat.box)
         check_seed(attack.seed)
-        if not isinstance(attack.early_stop, bool):
-            raise TypeError(f"early_stop must be a bool, got {type(attack.early_stop).__name__}")
-
-
-def _keep_float(attack: object, name: str, checked: float) -> None:
-    if type(getattr(attack, name)) not in (int, float):
-        object.__setattr__(attack, name, checked)
+        check_flag("early_stop", attack.early_stop)
 
 
 def _run_apgd(
@@ -262,8 +256,7 @@ class APGD(_Common):
 
     def __post_init__(self) -> None:
         self._check_common()
-        if not isinstance(self.targeted, bool):
-            raise TypeError(f"targeted must be a bool, got {type(self.targeted).__name__}")
+        check_flag("targeted", self.targeted)
 
     @property
     def threat(self) -> ThreatModel:

@@ -11,7 +11,20 @@ import numpy as np
 from signattack._typing import ArrayT
 from signattack.core.validation import Bounds
 
-__all__ = ["Attack", "AttackResult", "EpsAttack"]
+__all__ = ["Attack", "AttackResult", "EpsAttack", "check_flag", "store_checked"]
+
+
+def store_checked(attack: object, name: str, checked: float) -> None:
+    """Store a NumPy scalar setting of a frozen attack as the Python number it was checked
+    as; a Python int or float stays as given (``eps=8`` keeps showing as 8)."""
+    if type(getattr(attack, name)) not in (int, float):
+        object.__setattr__(attack, name, checked)
+
+
+def check_flag(name: str, value: object) -> None:
+    """Check that a setting is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)

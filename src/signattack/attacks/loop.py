@@ -195,15 +195,14 @@ def iterate(
 
     state = rule.start(start)
     rows: list[Array] = []
-    still = None  # the samples still attacked, (batch,) booleans; None: all of them
+    still = active = None  # the samples still attacked: a mask and its indices; None: all
     losses = fooled = predictions = None
     for step in range(steps):
         point = rule.point(state)
-        if still is None:
+        if active is None:
             losses, grad, predictions = batch.value_and_grad(point, labels)
             fooled = succeeded(predictions, None)
         else:
-            active = xp.nonzero(still)[0]
             part_losses, part_grad, part_predictions = batch.value_and_grad(
                 point[active], labels[active]
             )
@@ -214,7 +213,8 @@ def iterate(
         rows.append(losses)
         if early_stop:
             still = xp.logical_not(fooled)
-            if not bool(xp.any(still)):
+            active = xp.nonzero(still)[0]  # the one synchronisation of a step
+            if active.shape[0] == 0:
                 break
             state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
         else:

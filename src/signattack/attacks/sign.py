@@ -10,7 +10,7 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 from signattack._typing import Array, ArrayT
-from signattack.attacks.base import AttackResult
+from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Final, LoopResult, Start, iterate, random_start
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, sign_step
@@ -63,18 +63,6 @@ class SignSteps:
     def finish(self, state: Array, final: Final | None) -> Array:
         """The last iterate."""
         return state
-
-
-def _keep_python_number(attack: object, name: str, checked: float) -> None:
-    """Store a NumPy scalar setting as the Python number it was checked as; a Python int or
-    float stays as given (``eps=8`` keeps showing as 8)."""
-    if type(getattr(attack, name)) not in (int, float):
-        object.__setattr__(attack, name, checked)
-
-
-def _check_flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)
@@ -137,14 +125,14 @@ class IteratedSign:
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        _keep_python_number(self, "eps", check_real("eps", self.eps))
-        _keep_python_number(self, "steps", check_steps(self.steps))
+        store_checked(self, "eps", check_real("eps", self.eps))
+        store_checked(self, "steps", check_steps(self.steps))
         if self.step_size is not None:
-            _keep_python_number(self, "step_size", check_real("step_size", self.step_size))
+            store_checked(self, "step_size", check_real("step_size", self.step_size))
         object.__setattr__(self, "bounds", self.threat.box)
-        _check_flag("random_start", self.random_start)
-        _check_flag("targeted", self.targeted)
-        _check_flag("early_stop", self.early_stop)
+        check_flag("random_start", self.random_start)
+        check_flag("targeted", self.targeted)
+        check_flag("early_stop", self.early_stop)
         check_seed(self.seed)
 
     @property

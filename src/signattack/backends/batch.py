@@ -22,28 +22,44 @@ __all__ = ["Batch", "open_batch", "open_threat", "widest_float"]
 
 
 class _FirstCall:
-    """The checks of what a model and a loss return, made on their first evaluation in a
+    """The checks of what a model and a loss return, each made on its first occasion in a
     call (the backend calls them between the forward pass, the loss and the gradient)."""
 
     def __init__(self) -> None:
-        self.pending = True
+        self.logits_pending = True
+        self.losses_pending = True
+        self.gradient_pending = True
 
     def logits(self, logits: Array, y: Array) -> None:
-        check_logits(logits, y)
+        if self.logits_pending:
+            check_logits(logits, y)
+            self.logits_pending = False
 
     def losses(self, losses: Array, y: Array) -> None:
+        if not self.losses_pending:
+            return
         if not array_api_compat.is_array_api_obj(losses) or tuple(losses.shape) != (y.shape[0],):
             shape = tuple(losses.shape) if hasattr(losses, "shape") else type(losses).__name__
             raise ValueError(
                 f"loss must return per-sample losses of shape ({y.shape[0]},), got {shape}"
             )
+        self.losses_pending = False
+
+    def gradient(self, grad: Array, x: Array) -> None:
+        if not self.gradient_pending:
+            return
+        if not array_api_compat.is_array_api_obj(grad) or tuple(grad.shape) != tuple(x.shape):
+            shape = tuple(grad.shape) if hasattr(grad, "shape") else type(grad).__name__
+            raise ValueError(
+                f"the input gradient (a NumPy model's vjp) must have x's shape "
+                f"{tuple(x.shape)}, got {shape}"
+            )
+        self.gradient_pending = False
 
     def take(self) -> _FirstCall | None:
-        """Itself on the first call, then ``None``."""
-        if not self.pending:
-            return None
-        self.pending = False
-        return self
+        """Itself while a check is still to be made, then ``None`` (no check, no sync)."""
+        pending = self.logits_pending or self.losses_pending or self.gradient_pending
+        return self if pending else None
 
 
 @dataclass(frozen=True)
@@ -76,18 +92,12 @@ class Batch:
     def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
         """Per-sample losses, the input gradient of their sum and the predicted classes.
 
-        The first call checks the logits, the losses and the gradient's shape.
+        The first evaluations check the logits, the losses and the gradient's shape.
         """
         checks = self.first_call.take()
         losses, grad, logits = self.backend.value_and_grad(x, y, checks)
-        if checks is not None and (
-            not array_api_compat.is_array_api_obj(grad) or tuple(grad.shape) != tuple(x.shape)
-        ):
-            shape = tuple(grad.shape) if hasattr(grad, "shape") else type(grad).__name__
-            raise ValueError(
-                f"the input gradient (a NumPy model's vjp) must have x's shape "
-                f"{tuple(x.shape)}, got {shape}"
-            )
+        if checks is not None:
+            checks.gradient(grad, x)
         return losses, grad, array_namespace(logits).argmax(logits, axis=1)
 
     def logits(self, x: Array, y: Array | None = None) -> Array:
