@@ -12,6 +12,11 @@ decay (on the weights only, through ``param_groups``) shows the mechanism: witho
 ``|w|`` grows and the effective learning rate decays; with decay ``|w|`` settles and the
 effective rate stays up.
 
+Part 3 checks the problem's equation (2) numerically: one SGD step of size ``lr`` moves the
+direction ``w / |w|`` by ``(lr / |w|^2) |grad L(w / |w|)| = lr |grad L(w)| / |w|``, up to
+``O(lr^2)``. The example measures the step of the direction for several ``lr`` and reports
+the error of the prediction, which falls as ``lr^2`` (the fitted exponent is printed).
+
     python examples/bn_scale_invariance.py --out out/bn_scale_invariance
 """
 
@@ -31,6 +36,35 @@ from signattack.digits import load_digits
 from signattack.probes import effective_learning_rates, scale_invariance
 
 SCALES = (0.1, 0.3, 1.0, 3.0, 10.0)
+RATES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003)
+
+
+def direction_steps(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], weight: nn.Parameter
+) -> dict[str, list[float]]:
+    """For each lr of ``RATES``: how far one SGD step moves ``weight / |weight|``, measured
+    and predicted (``lr |grad| / |w|``), and the error of the predicted step as a vector,
+    ``|(w'/|w'| - w/|w|) - (-lr grad / |w|)|``."""
+    x, y = batch
+    model.train()
+    loss = nn.functional.cross_entropy(model(x), y)
+    (grad,) = torch.autograd.grad(loss, [weight])
+    w = weight.detach().double()
+    g = grad.double()
+    unit = w / w.norm()
+    result: dict[str, list[float]] = {"lr": [], "measured": [], "predicted": [], "error": []}
+    for lr in RATES:
+        moved = w - lr * g
+        step = moved / moved.norm() - unit
+        prediction = -lr * g / w.norm()
+        result["lr"].append(lr)
+        result["measured"].append(float(step.norm()))
+        result["predicted"].append(float(prediction.norm()))
+        result["error"].append(float((step - prediction).norm()))
+    result["cosine_grad_weight"] = [
+        float(torch.dot(g.flatten(), w.flatten()) / (g.norm() * w.norm()))
+    ]
+    return result
 
 
 def network() -> nn.Sequential:
@@ -86,10 +120,11 @@ def plot(
     probe_train: tuple[list[float], list[float]],
     probe_eval: list[float],
     runs: dict[str, dict[str, list[float]]],
+    steps: dict[str, list[float]],
     path: Path,
 ) -> None:
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    axes = fig.subplots(1, 4)
+    fig = Figure(figsize=(16, 3.8), layout="constrained")
+    axes = fig.subplots(1, 5)
     losses, norms = probe_train
     axes[0].semilogx(SCALES, losses, marker="o", label="train mode (batch statistics)")
     axes[0].semilogx(SCALES, probe_eval, marker="s", label="eval mode (running statistics)")
@@ -108,9 +143,16 @@ def plot(
         axes[3].semilogy(epochs, run["effective_lr"], label=name)
     axes[2].set_title("|w| of conv2 during training")
     axes[3].set_title("effective learning rate lr / |w|^2")
-    for ax in axes[2:]:
+    for ax in axes[2:4]:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
+    rates, errors = np.array(steps["lr"]), np.array(steps["error"])
+    axes[4].loglog(rates, steps["measured"], marker="o", label="step of w/|w|, measured")
+    axes[4].loglog(rates, errors, marker="s", label="error of the predicted step")
+    axes[4].loglog(rates, errors[0] * (rates / rates[0]) ** 2, "k:", label="slope 2 (lr^2)")
+    axes[4].set_xlabel("learning rate")
+    axes[4].set_title("equation (2): one SGD step")
+    axes[4].legend(fontsize=8)
     fig.savefig(path, dpi=120)
 
 
@@ -133,6 +175,16 @@ def main() -> None:
     print(f"eval mode: loss varies by {max(in_eval.losses) - min(in_eval.losses):.3f}")
     slope = np.polyfit(np.log(SCALES), np.log(in_train.grad_norms), 1)[0]
     print(f"gradient norm ~ lambda^{slope:.3f} (expected -1)")
+    steps = direction_steps(model, batch, conv.weight)
+    order = np.polyfit(np.log(steps["lr"]), np.log(steps["error"]), 1)[0]
+    print(f"cosine between the gradient and w: {steps['cosine_grad_weight'][0]:.1e} (expected 0)")
+    rows = zip(steps["lr"], steps["measured"], steps["predicted"], steps["error"], strict=True)
+    for lr, measured, predicted, error in rows:
+        print(
+            f"lr {lr:<6g} step of w/|w|: measured {measured:.6f}, predicted lr |grad| / |w| "
+            f"{predicted:.6f}; error of the step (a vector) {error:.1e}"
+        )
+    print(f"the error falls as lr^{order:.2f} (expected 2: the prediction is first order)")
 
     runs = {
         f"weight decay {wd:g}": train(x, y, weight_decay=wd, epochs=epochs, lr=0.05, seed=args.seed)
@@ -147,6 +199,7 @@ def main() -> None:
         (list(in_train.losses), list(in_train.grad_norms)),
         list(in_eval.losses),
         runs,
+        steps,
         out / "scale_invariance.png",
     )
     write_results(
@@ -158,6 +211,8 @@ def main() -> None:
             "grad_norms": in_train.grad_norms,
             "grad_norm_exponent": slope,
             "training": runs,
+            "direction_steps": steps,
+            "direction_step_error_exponent": order,
         },
     )
 

@@ -1,22 +1,26 @@
-"""Attack the trained All-CNN: gradient maps, loss against attack step, robust accuracy.
+"""Attack a trained network: gradient maps, loss against attack step, robust accuracy.
 
-From a checkpoint of ``cifar10_train.py``:
+From a checkpoint of ``cifar10_train.py`` (the All-CNN on CIFAR-10), or with
+``--data digits`` on the digits CNN trained here on scikit-learn's real handwritten digits:
 
-1. input-gradient maps of a few correctly and a few wrongly classified validation images;
+1. input-gradient maps of four correctly and (where the network makes mistakes) four
+   wrongly classified validation images, on one shared colour scale;
 2. the 5-step signed-gradient attack with eps = 8 on a 100-image minibatch, mean loss
    against attack step, both the problem set's unprojected version (each step adds
-   ``8 * sign(grad)``: ``IteratedSign(eps=40, steps=5, step_size=8)``) and the projected
-   ``IteratedSign(eps=8, steps=5)``;
+   ``8 * sign(grad)``: ``IteratedSign(eps=40, steps=5, step_size=8)``; unlike the problem's
+   pseudo-code it also clips to the pixel box [0, 255]) and the projected
+   ``IteratedSign(eps=8, steps=5)`` with Madry's step 2.5 * eps / steps = 4;
 3. accuracy on the whole validation set, clean and after the 1-step attack (FGSM, eps = 8)
    and the projected 5-step attack.
 
     python examples/cifar10_attack.py --checkpoint out/cifar10_train/checkpoint.pt --data-dir data/
+    python examples/cifar10_attack.py --data digits --out out/digits_attack
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from _common import device, parser, prepare, show_progress, write_results
@@ -28,6 +32,8 @@ from signattack.data import CIFAR10_CLASSES, read_cifar10
 from signattack.models import AllCNN
 from signattack.plots import plot_gradient_maps
 from signattack.probes import input_gradient
+
+Tensors: TypeAlias = tuple[torch.Tensor, torch.Tensor]
 
 
 def accuracy_under(
@@ -51,35 +57,51 @@ def accuracy_under(
     return correct / len(labels)
 
 
-def plot_loss_curves(curves: dict[str, list[float]], path: Path) -> None:
-    fig = Figure(figsize=(6, 4), layout="constrained")
+def plot_loss_curves(
+    curves: dict[str, list[float]], path: Path, *, images: int, steps: int, eps: float
+) -> None:
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.add_subplot()
     for name, values in curves.items():
         ax.plot(range(len(values)), values, marker="o", lw=2, label=name)
     ax.set_xlabel("attack step")
-    ax.set_ylabel("mean cross-entropy on 100 images")
-    ax.set_title("5-step signed-gradient attack, eps = 8 (pixels in [0, 255])")
-    ax.legend()
+    ax.set_ylabel(f"mean cross-entropy on {images} images")
+    ax.set_title(f"{steps}-step signed-gradient attack, eps = {eps:g} (pixels in [0, 255])")
+    ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
+
+
+def load(args: Any, where: torch.device) -> tuple[torch.nn.Module, Tensors, tuple[str, ...]]:
+    """The trained network, the validation images and labels, and the class names."""
+    if args.data == "digits":
+        from signattack.digits import load_digits, train_digits_cnn
+
+        data = load_digits(seed=args.seed)
+        model = train_digits_cnn(data, epochs=2 if args.smoke else 12, seed=args.seed)
+        return model.to(where), (data.x_test, data.y_test), tuple(str(d) for d in range(10))
+    state = torch.load(args.checkpoint, map_location=where, weights_only=True)
+    model = AllCNN(channels=tuple(state["channels"])).to(where)
+    model.load_state_dict(state["model"])
+    images, labels = (torch.from_numpy(a) for a in read_cifar10(args.data_dir, "test"))
+    return model, (images, labels), CIFAR10_CLASSES
 
 
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/cifar10_attack")
-    cli.add_argument("--checkpoint", type=Path, required=True, help="from cifar10_train.py")
+    cli.add_argument("--data", choices=["cifar10", "digits"], default="cifar10")
+    cli.add_argument("--checkpoint", type=Path, help="from cifar10_train.py (CIFAR-10)")
     cli.add_argument("--data-dir", type=Path, default=Path("data"), help="CIFAR-10 folder")
     cli.add_argument("--eps", type=float, default=8.0, help="pixel units")
     cli.add_argument("--steps", type=int, default=5)
     cli.add_argument("--batch-size", type=int, default=500)
     args = cli.parse_args()
+    if args.data == "cifar10" and args.checkpoint is None:
+        cli.error("--checkpoint is required with --data cifar10 (or use --data digits)")
     out = prepare(args)
     where = device()
-
-    state = torch.load(args.checkpoint, map_location=where, weights_only=True)
-    model = AllCNN(channels=tuple(state["channels"])).to(where)
-    model.load_state_dict(state["model"])
+    model, (images, labels), classes = load(args, where)
     model.eval()
-    images, labels = (torch.from_numpy(a) for a in read_cifar10(args.data_dir, "test"))
-    if args.smoke:
+    if args.smoke and args.data == "cifar10":
         images, labels = images[:48], labels[:48]
 
     # 1. Gradient maps of correctly and wrongly classified images.
@@ -96,23 +118,33 @@ def main() -> None:
     x = images[chosen].to(where).float()
     gradients = input_gradient(model, x, labels[chosen].to(where))
     titles = [
-        f"{'ok' if int(predictions[i]) == int(labels[i]) else 'wrong'}: "
-        f"{CIFAR10_CLASSES[int(predictions[i])]}"
+        f"{'ok' if int(predictions[i]) == int(labels[i]) else 'WRONG'}: "
+        f"{classes[int(predictions[i])]}"
+        + ("" if int(predictions[i]) == int(labels[i]) else f" (is {classes[int(labels[i])]})")
         for i in chosen
     ]
     plot_gradient_maps(x, gradients, titles=titles, path=out / "gradient_maps.png")
+    print(
+        f"gradient maps: {len(right)} correctly and {len(wrong)} wrongly classified images "
+        f"({int((predictions != labels).sum())} of {len(labels)} are misclassified)"
+    )
 
-    # 2. Loss against attack step on a 100-image minibatch.
+    # 2. Loss against attack step on a minibatch of (up to) 100 images.
     x = images[:100].to(where).float()
     y = labels[:100].to(where)
     unprojected = IteratedSign(args.steps * args.eps, args.steps, step_size=args.eps)
     projected = IteratedSign(args.eps, args.steps)
     curves = {
-        f"unprojected: {args.steps} x {args.eps:g} * sign(grad)": unprojected.run(model, x, y),
-        f"projected IteratedSign(eps={args.eps:g}, steps={args.steps})": projected.run(model, x, y),
+        f"unprojected: {args.steps} x {args.eps:g} * sign(grad), clipped to [0, 255]": (
+            unprojected.run(model, x, y)
+        ),
+        f"projected IteratedSign(eps={args.eps:g}, steps={args.steps}), "
+        f"step {projected.resolved_step_size:g}": projected.run(model, x, y),
     }
     mean_curves = {name: result.losses.mean(dim=1).tolist() for name, result in curves.items()}
-    plot_loss_curves(mean_curves, out / "loss_vs_step.png")
+    plot_loss_curves(
+        mean_curves, out / "loss_vs_step.png", images=len(y), steps=args.steps, eps=args.eps
+    )
 
     # 3. Accuracy on the whole validation set.
     accuracy: dict[str, Any] = {
@@ -129,10 +161,13 @@ def main() -> None:
     write_results(
         out,
         {
+            "data": args.data,
             "validation_images": len(labels),
+            "gradient_maps": {"correct": len(right), "wrong": len(wrong)},
+            "minibatch_images": len(y),
             "accuracy": accuracy,
             "mean_loss_by_step": mean_curves,
-            "success_rate_100": {
+            "success_rate_minibatch": {
                 name: float(result.success.float().mean()) for name, result in curves.items()
             },
             "device": str(where),

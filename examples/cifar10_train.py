@@ -101,10 +101,11 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     ):
         ax.plot(epochs, history[f"train_{key}"], label="training")
         ax.plot(epochs, history[f"val_{key}"], label="validation")
+        if key == "error":
+            ax.axhline(0.12, color="grey", linestyle=":", label="target: 12% validation error")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend()
-    fig.axes[1].axhline(0.12, color="grey", linestyle=":", label="target 12%")
     fig.savefig(path, dpi=120)
 
 

@@ -9,6 +9,11 @@ By Eckart-Young, the best rank-k approximation of ``X`` is its truncated SVD
 from a small random start reaches it. The optimum is not unique: for any invertible
 ``G`` (k x k), ``(A G, G^-1 B)`` has the same product and the same loss.
 
+And ``f`` is not convex: on the straight segment between the two global minima ``(A, B)``
+and ``(A G, G^-1 B)`` a convex function would stay at or below the minimum, but ``f`` rises
+above it (for ``G = -I`` the midpoint is ``(0, 0)``, where ``f = |X|_F^2``). The example
+plots ``f`` along the segment for ``G = -I`` and for a random ``G``.
+
     python examples/matrix_factorization.py --out out/matrix_factorization
 """
 
@@ -54,6 +59,26 @@ def plot(history: list[float], optimum: float, path: Path) -> None:
     )
 
 
+def along_segment(
+    x: np.ndarray, a: np.ndarray, b: np.ndarray, g: np.ndarray, ts: np.ndarray
+) -> list[float]:
+    """``f`` on the straight path from ``(A, B)`` (t = 0) to ``(A G, G^-1 B)`` (t = 1)."""
+    a1, b1 = a @ g, np.linalg.solve(g, b)
+    return [loss(x, (1 - t) * a + t * a1, (1 - t) * b + t * b1) for t in ts]
+
+
+def plot_segment(paths: dict[str, list[float]], ts: np.ndarray, optimum: float, path: Path) -> None:
+    lines = {**paths, "the optimum (both ends)": [optimum] * len(ts)}
+    plot_curves(
+        {"f between two global minima": lines},
+        x=ts.tolist(),
+        xlabel="t: (1 - t) (A, B) + t (A G, G^-1 B)",
+        ylabel="|X - AB|_F^2",
+        log_y=True,
+        path=path,
+    )
+
+
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/matrix_factorization")
     cli.add_argument("--rank", type=int, default=3)
@@ -76,6 +101,19 @@ def main() -> None:
     other = loss(x, a @ g, np.linalg.solve(g, b))
     print(f"(A G, G^-1 B) with a random invertible G: loss {other:.6f} (same optimum)")
     plot(history, optimum, out / "factorization_loss.png")
+
+    ts = np.linspace(0.0, 1.0, 41)
+    paths = {
+        "G = -I": along_segment(x, a, b, -np.eye(args.rank), ts),
+        "G random": along_segment(x, a, b, g, ts),
+    }
+    plot_segment(paths, ts, optimum, out / "nonconvex_path.png")
+    for name, values in paths.items():
+        print(
+            f"segment to (A G, G^-1 B), {name}: ends {values[0]:.4f} and {values[-1]:.4f}, "
+            f"largest {max(values):.4f} at t = {ts[int(np.argmax(values))]:.3f}"
+        )
+    print(f"|X|_F^2 = {float(np.sum(x**2)):.4f}: f is not convex")
     write_results(
         out,
         {
@@ -85,6 +123,9 @@ def main() -> None:
             "svd_optimum": optimum,
             "relative_gap": gap,
             "reparametrized_loss": other,
+            "segment_t": ts.tolist(),
+            "segment_losses": paths,
+            "frobenius_norm_squared": float(np.sum(x**2)),
             "steps": len(history) - 1,
         },
     )

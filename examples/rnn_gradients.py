@@ -8,13 +8,19 @@ Backpropagation through time by hand: with ``delta[T] = z[T] - target`` and
 
 So ``|dL/dz[0]| = |(W^T)^T delta[T]|``: for ``W = rho * Q`` with ``Q`` orthogonal it is exactly
 ``rho^T |delta[T]|``, vanishing for ``rho < 1``, constant at ``rho = 1``, exploding above.
+``dL/dW`` sums ``T`` such terms, each a power of ``W^T`` applied to ``delta[T]`` times a state.
 
-The program (1) checks the hand-derived gradient against autograd, (2) plots the gradient
-norm against ``T`` for ``rho`` below, at and above 1, (3) repeats it with tanh and ReLU
-between the steps, (4) shows gradient-norm clipping keeping a training step finite where
-the raw step explodes, and (5) compares an LSTM's gradient norm against ``T``, at
-PyTorch's initialisation (the forget gate near 0.5 halves the gradient every step) and with
-a forget-gate bias of +3.
+For a non-normal ``W`` (not orthogonal up to scale) the norm misleads: ``|W^T v|`` can
+first grow even when every eigenvalue of ``W`` is below 1 in modulus, but in the long run
+it falls at the rate of the spectral radius ``max |lambda_i(W)|``, not of ``|W|_2``.
+
+The program (1) checks the hand-derived gradients against autograd, (2) plots
+``|dL/dz[0]|`` and ``|dL/dW|`` against ``T`` for ``rho`` below, at and above 1, (3) repeats
+it with tanh and ReLU between the steps, (4) does it for a non-normal ``W`` with spectral
+radius 0.9 and norm above 1, (5) shows gradient-norm clipping keeping a training step finite
+where the raw step explodes, and (6) plots an LSTM's gradient with respect to its first
+input against ``T``, at PyTorch's initialisation (the forget gate near 0.5 halves the
+gradient every step) and with a forget-gate bias of +3.
 
     python examples/rnn_gradients.py --out out/rnn
 """
@@ -31,6 +37,10 @@ from signattack.plots import plot_curves
 
 HIDDEN = 16
 RHOS = (0.9, 1.0, 1.1)
+
+
+def identity(z: torch.Tensor) -> torch.Tensor:
+    return z
 
 
 def orthogonal(size: int, generator: torch.Generator) -> torch.Tensor:
@@ -79,22 +89,36 @@ def check_against_autograd(generator: torch.Generator, steps: int) -> float:
 
 
 def gradient_norms(
-    rho: float,
+    weight: torch.Tensor,
     horizons: list[int],
     activation: Callable[[torch.Tensor], torch.Tensor],
     generator_seed: int,
-) -> list[float]:
-    """|dL/dz[0]| for each horizon T, with L = sum(z[T]) (so delta[T] is all ones)."""
+) -> tuple[list[float], list[float]]:
+    """|dL/dz[0]| and |dL/dW| for each horizon T, with L = sum(z[T]) (delta[T] all ones)."""
     generator = torch.Generator().manual_seed(generator_seed)
-    weight = rho * orthogonal(HIDDEN, generator)
     z0 = torch.randn(HIDDEN, generator=generator, dtype=torch.float64)
-    norms = []
+    to_start, to_weight = [], []
     for steps in horizons:
         start = z0.clone().requires_grad_(True)
-        final = unroll(weight, start, steps, activation)[-1]
-        (grad,) = torch.autograd.grad(final.sum(), start)
-        norms.append(float(grad.norm()))
-    return norms
+        recurrent = weight.clone().requires_grad_(True)
+        final = unroll(recurrent, start, steps, activation)[-1]
+        grad_start, grad_weight = torch.autograd.grad(final.sum(), (start, recurrent))
+        to_start.append(float(grad_start.norm()))
+        to_weight.append(float(grad_weight.norm()))
+    return to_start, to_weight
+
+
+def scaled_orthogonal(rho: float, seed: int) -> torch.Tensor:
+    return rho * orthogonal(HIDDEN, torch.Generator().manual_seed(seed))
+
+
+def non_normal(radius: float, seed: int) -> torch.Tensor:
+    """``V (radius Q) V^-1``: eigenvalues of modulus ``radius``, a badly conditioned ``V``
+    (condition number 3.2), so that ``|W|_2`` is well above ``radius``."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    left, right = orthogonal(HIDDEN, generator), orthogonal(HIDDEN, generator)
+    v = left @ torch.diag(torch.logspace(0, 0.5, HIDDEN, dtype=torch.float64)) @ right
+    return v @ (radius * orthogonal(HIDDEN, generator)) @ torch.linalg.inv(v)
 
 
 def clipping_demo(generator: torch.Generator, steps: int, lr: float) -> dict[str, float]:
@@ -151,7 +175,12 @@ def main() -> None:
     error = check_against_autograd(generator, steps=10 if args.smoke else 30)
     print(f"hand-derived BPTT against autograd: largest relative difference {error:.1e}")
 
-    linear = {f"rho = {rho}": gradient_norms(rho, horizons, lambda z: z, args.seed) for rho in RHOS}
+    both = {
+        f"rho = {rho}": gradient_norms(scaled_orthogonal(rho, args.seed), horizons, identity, 0)
+        for rho in RHOS
+    }
+    linear = {name: start for name, (start, _) in both.items()}
+    to_weight = {name: weight for name, (_, weight) in both.items()}
     expected = {
         f"rho = {rho}": [rho**t * linear[f"rho = {rho}"][0] / rho for t in horizons] for rho in RHOS
     }
@@ -160,29 +189,64 @@ def main() -> None:
     )
     print(f"linear RNN: |grad| = rho^T |delta| holds to {worst:.1e} relative")
     nonlinear = {
-        f"tanh, rho = {rho}": gradient_norms(rho, horizons, torch.tanh, args.seed) for rho in RHOS
+        f"tanh, rho = {rho}": gradient_norms(
+            scaled_orthogonal(rho, args.seed), horizons, torch.tanh, 0
+        )[0]
+        for rho in RHOS
     }
-    nonlinear |= {
-        f"ReLU, rho = {rho}": gradient_norms(rho, horizons, torch.relu, args.seed) for rho in (1.1,)
+    nonlinear["ReLU, rho = 1.1"] = gradient_norms(
+        scaled_orthogonal(1.1, args.seed), horizons, torch.relu, 0
+    )[0]
+
+    skewed = non_normal(0.9, args.seed)
+    radius = float(torch.linalg.eigvals(skewed).abs().max())
+    norm = float(torch.linalg.matrix_norm(skewed, ord=2))
+    skewed_start, _ = gradient_norms(skewed, horizons, identity, 0)
+    half = len(horizons) // 2
+    rate = (skewed_start[-1] / skewed_start[half]) ** (1 / (horizons[-1] - horizons[half]))
+    non_normal_lines = {
+        "|dL/dz[0]|, non-normal W": skewed_start,
+        f"spectral radius^T ({radius:.2f}^T)": [
+            skewed_start[0] * radius ** (t - 1) for t in horizons
+        ],
+        f"|W|_2^T ({norm:.2f}^T)": [skewed_start[0] * norm ** (t - 1) for t in horizons],
     }
+    print(
+        f"non-normal W: spectral radius {radius:.3f}, |W|_2 {norm:.3f}; the gradient falls by "
+        f"{rate:.3f} a step over T = {horizons[half]}..{horizons[-1]}, the spectral radius's "
+        f"rate, while |W|_2^T would allow growth by {norm:.2f} a step"
+    )
+
     lstm = {
         "LSTM, default init": lstm_norms(horizons, args.seed),
         "LSTM, forget-gate bias +3": lstm_norms(horizons, args.seed, forget_bias=3.0),
     }
-    lstm["tanh RNN, rho = 1.0"] = nonlinear["tanh, rho = 1.0"]
     clipping = clipping_demo(generator, steps=40, lr=0.01)
     print(
-        f"clipping: raw step of norm {clipping['step_norm_raw']:.3g} takes the loss from "
-        f"{clipping['loss_before']:.3g} to {clipping['loss_after_raw']:.3g}; clipped to norm "
-        f"{clipping['step_norm_clipped']:.3g} it goes to {clipping['loss_after_clipped']:.3g}"
+        f"clipping: the gradient has norm {clipping['grad_norm']:.3g}; the raw SGD step "
+        f"(lr {0.01:g} x gradient) takes the loss from {clipping['loss_before']:.3g} to "
+        f"{clipping['loss_after_raw']:.3g}; with the gradient clipped to norm 1 it goes to "
+        f"{clipping['loss_after_clipped']:.3g}"
     )
     plot_curves(
-        {"linear RNN": linear, "with nonlinearities": nonlinear, "LSTM vs tanh RNN": lstm},
+        {
+            "linear RNN, W = rho Q": linear,
+            "with nonlinearities": nonlinear,
+            "non-normal W": non_normal_lines,
+        },
         x=horizons,
         xlabel="T (steps back)",
-        ylabel="|dL / dz[0]|",
+        ylabel=["|dL / dz[0]|"] * 3,  # each panel on its own scale
         log_y=True,
         path=out / "gradient_norms.png",
+    )
+    plot_curves(
+        {"linear RNN: the recurrent weights": to_weight, "LSTM: the first input": lstm},
+        x=horizons,
+        xlabel="T (steps back)",
+        ylabel=["|dL / dW|", "|dL / dx[0]|"],
+        log_y=True,
+        path=out / "weight_and_lstm_gradients.png",
     )
     write_results(
         out,
@@ -191,7 +255,14 @@ def main() -> None:
             "rho_power_law_relative_error": worst,
             "horizons": horizons,
             "linear": linear,
+            "weight_gradient": to_weight,
             "nonlinear": nonlinear,
+            "non_normal": {
+                "spectral_radius": radius,
+                "norm": norm,
+                "gradient": skewed_start,
+                "late_rate": rate,
+            },
             "lstm": lstm,
             "clipping": clipping,
         },

@@ -1,16 +1,25 @@
-"""Invariants of FGSM and IteratedSign over random shapes, bounds, eps, steps and dtypes."""
+"""Invariants of FGSM and IteratedSign over random shapes, bounds, eps, steps, dtypes and
+backends: the same network as a torch module, a NumPy model with its own vjp, and a JAX
+function."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from signattack import FGSM, IteratedSign
 
+# The boxes are arbitrary: a sample in [0, 1] inside bounds (-9, 1) is what is meant here.
+pytestmark = pytest.mark.filterwarnings("ignore::signattack.UnitsWarning")
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "uint8": torch.uint8}
+BACKENDS = ["torch", "numpy", "jax"]
 
 
 def _model(features: int, classes: int, dtype: torch.dtype, seed: int) -> torch.nn.Module:
@@ -27,9 +36,66 @@ def _model(features: int, classes: int, dtype: torch.dtype, seed: int) -> torch.
     return model.to(torch.float64 if dtype == torch.float64 else torch.float32)
 
 
+class NumpyMLP:
+    """The torch network's weights as a NumPy model with its own vjp."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.w1, self.b1, self.w2, self.b2 = (p.detach().numpy() for p in module.parameters())
+
+    def _hidden(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(x.reshape(len(x), -1).astype(self.w1.dtype) @ self.w1.T + self.b1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._hidden(x) @ self.w2.T + self.b2
+
+    def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> np.ndarray:
+        hidden = self._hidden(x)
+        back = ((cotangent @ self.w2) * (1 - hidden**2)) @ self.w1
+        return back.reshape(x.shape).astype(x.dtype)
+
+
+def _jax_mlp(module: torch.nn.Module) -> Any:
+    jnp = pytest.importorskip("jax").numpy
+    w1, b1, w2, b2 = (jnp.asarray(p.detach().numpy()) for p in module.parameters())
+
+    def model(x: Any) -> Any:
+        hidden = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)).astype(w1.dtype) @ w1.T + b1)
+        return hidden @ w2.T + b2
+
+    return model
+
+
+@dataclass
+class Problem:
+    """An attack, a model and a batch on one backend, with the host views tests compare."""
+
+    attack: IteratedSign
+    model: Any
+    x: Any
+    y: Any
+    backend: str
+
+    def predict(self, x: Any) -> np.ndarray:
+        if self.backend == "torch":
+            with torch.no_grad():
+                parameter = next(self.model.parameters())
+                return self.model(x.to(parameter.dtype)).argmax(dim=1).numpy()
+        return np.asarray(self.model(x)).argmax(axis=1)
+
+
+def host(array: Any) -> np.ndarray:
+    return array.numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a.dtype == b.dtype and np.array_equal(host(a), host(b))
+
+
 @st.composite
-def problems(draw):
+def problems(draw, backends=BACKENDS):
+    backend = draw(st.sampled_from(backends))
     dtype_name = draw(st.sampled_from(sorted(DTYPES)))
+    assume(not (backend == "jax" and dtype_name == "float64"))  # JAX's default is 32-bit
     dtype = DTYPES[dtype_name]
     batch = draw(st.integers(1, 5))
     shape = (batch, *draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
@@ -57,15 +123,21 @@ def problems(draw):
         loss=draw(st.sampled_from(["ce", "margin"])),
         seed=seed,
     )
-    return attack, model, x, y
+    if backend == "numpy":
+        return Problem(attack, NumpyMLP(model), x.numpy(), y.numpy(), backend)
+    if backend == "jax":
+        jnp = pytest.importorskip("jax").numpy
+        return Problem(attack, _jax_mlp(model), jnp.asarray(x.numpy()), jnp.asarray(y), backend)
+    return Problem(attack, model, x, y, backend)
 
 
 def _within_ball_and_box(attack, x, x_adv):
-    if x.dtype == torch.uint8:
-        distance = (x_adv.to(torch.int16) - x.to(torch.int16)).abs()
+    x, x_adv = host(x), host(x_adv)
+    if x.dtype == np.uint8:
+        distance = np.abs(x_adv.astype(np.int16) - x.astype(np.int16))
         assert int(distance.max()) <= attack.eps
     else:
-        assert bool(((x_adv - x).abs() <= attack.eps).all())
+        assert bool((np.abs(x_adv - x) <= attack.eps).all())
     lower, upper = attack.bounds
     assert bool((x_adv >= lower).all())
     assert bool((x_adv <= upper).all())
@@ -73,41 +145,41 @@ def _within_ball_and_box(attack, x, x_adv):
 
 @given(problem=problems())
 def test_result_keeps_type_shape_dtype_device_and_stays_in_ball_and_box(problem):
-    attack, model, x, y = problem
-    before = x.clone()
+    attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
+    before = host(x).copy()
     x_adv = attack(model, x, y)
-    assert type(x_adv) is torch.Tensor
+    assert type(x_adv) is type(x)
     assert x_adv.shape == x.shape
     assert x_adv.dtype == x.dtype
-    assert x_adv.device == x.device
+    if problem.backend == "torch":
+        assert x_adv.device == x.device
     _within_ball_and_box(attack, x, x_adv)
-    assert torch.equal(x, before), "x was mutated"
+    assert np.array_equal(host(x), before), "x was mutated"
 
 
 @given(problem=problems())
 def test_run_agrees_with_call_and_reports_a_consistent_trace(problem):
-    attack, model, x, y = problem
+    attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     result = attack.run(model, x, y)
-    assert torch.equal(result.x_adv, attack(model, x, y))
-    assert result.losses.shape == (attack.steps + 1, x.shape[0])
-    assert result.predictions.shape == result.success.shape == (x.shape[0],)
-    with torch.no_grad():
-        logits = model(result.x_adv.to(next(model.parameters()).dtype))
-    assert torch.equal(result.predictions, logits.argmax(dim=1))
-    expected = result.predictions == y if attack.targeted else result.predictions != y
-    assert torch.equal(result.success, expected)
+    assert same(result.x_adv, attack(model, x, y))
+    assert tuple(result.losses.shape) == (attack.steps + 1, x.shape[0])
+    assert tuple(result.predictions.shape) == tuple(result.success.shape) == (x.shape[0],)
+    predictions = host(result.predictions)
+    np.testing.assert_array_equal(predictions, problem.predict(result.x_adv))
+    expected = predictions == host(y) if attack.targeted else predictions != host(y)
+    np.testing.assert_array_equal(host(result.success), expected)
 
 
 @given(problem=problems())
 def test_zero_eps_is_the_identity(problem):
-    attack, model, x, y = problem
+    attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     zero = IteratedSign(0.0, attack.steps, bounds=attack.bounds, random_start=attack.random_start)
-    assert torch.equal(zero(model, x, y), x)
+    assert same(zero(model, x, y), x)
 
 
 @given(problem=problems())
 def test_fgsm_is_one_iterated_step_of_size_eps(problem):
-    attack, model, x, y = problem
+    attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     fgsm = FGSM(attack.eps, bounds=attack.bounds, targeted=attack.targeted, loss=attack.loss)
     one_step = IteratedSign(
         attack.eps,
@@ -117,8 +189,8 @@ def test_fgsm_is_one_iterated_step_of_size_eps(problem):
         targeted=attack.targeted,
         loss=attack.loss,
     )
-    assert torch.equal(fgsm(model, x, y), one_step(model, x, y))
-    assert torch.equal(fgsm.run(model, x, y).losses, one_step.run(model, x, y).losses)
+    assert same(fgsm(model, x, y), one_step(model, x, y))
+    assert same(fgsm.run(model, x, y).losses, one_step.run(model, x, y).losses)
 
 
 class _OneByOne(torch.nn.Module):
@@ -133,25 +205,41 @@ class _OneByOne(torch.nn.Module):
         return torch.cat([self.model(x[i : i + 1]) for i in range(x.shape[0])])
 
 
-@given(problem=problems())
+@given(problem=problems(backends=["torch", "numpy"]))
 def test_batch_elements_are_independent(problem):
-    attack, model, x, y = problem
+    # NumPy's matrix products may also pick kernels by batch size: the one-by-one model
+    # keeps the comparison to the attack's own arithmetic. (JAX compiles a batch as one
+    # program, whose fusion may differ in the last bit between batch sizes.)
+    attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     if attack.random_start:
         return  # the random start draws noise for the whole batch
-    model = _OneByOne(model)
+    model = _OneByOne(model) if problem.backend == "torch" else _NumpyOneByOne(model)
     batch = attack(model, x, y)
     for i in range(x.shape[0]):
         alone = attack(model, x[i : i + 1], y[i : i + 1])
-        assert torch.equal(alone, batch[i : i + 1])
+        assert same(alone, batch[i : i + 1])
+
+
+class _NumpyOneByOne:
+    def __init__(self, model: NumpyMLP) -> None:
+        self.model = model
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.model(x[i : i + 1]) for i in range(len(x))])
+
+    def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [self.model.vjp(x[i : i + 1], cotangent[i : i + 1]) for i in range(len(x))]
+        )
 
 
 @given(problem=problems())
 def test_random_start_is_reproducible_and_leaves_global_rng_alone(problem):
-    attack, model, x, y = problem
+    attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     np_state = np.random.get_state()[1].copy()  # noqa: NPY002 - the global state is the point
     torch_state = torch.random.get_rng_state()
     first = attack(model, x, y)
-    assert torch.equal(first, attack(model, x, y))
+    assert same(first, attack(model, x, y))
     assert np.array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
     assert torch.equal(torch.random.get_rng_state(), torch_state)
 

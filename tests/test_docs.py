@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import http.server
+import json
 import os
 import re
 import shutil
@@ -159,3 +161,50 @@ def test_pages_render_in_a_real_browser(site, page, title, tmp_path):
     assert 'class="md-search__input' in dom, "search box did not render"
     assert "md-content" in dom
     assert (tmp_path / "page.png").read_bytes().startswith(b"\x89PNG")
+
+
+_MATH_PROBE = """<!doctype html><html><body>
+<iframe id="page" src="/concepts/apgd/" width="1200" height="900"></iframe>
+<script>
+document.getElementById("page").onload = () => {
+  const doc = document.getElementById("page").contentDocument;
+  const boxes = [...doc.querySelectorAll("math")].map(m => m.getBoundingClientRect());
+  const fraction = doc.querySelector("mfrac");
+  const [top, bottom] = [...fraction.children].map(e => e.getBoundingClientRect());
+  document.body.setAttribute("data-math", JSON.stringify({
+    formulas: boxes.length,
+    laid_out: boxes.filter(b => b.width > 0 && b.height > 0).length,
+    fraction_stacked: top.bottom <= bottom.top + 1,
+    scripts: doc.querySelectorAll("script[src*='mathjax'], script[src*='katex']").length,
+  }));
+};
+</script></body></html>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no chromium: apt-get install chromium")
+def test_math_is_typeset_by_the_browser_without_network(site, tmp_path):
+    (site / "math-probe.html").write_text(_MATH_PROBE)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    with _serve(site) as url:
+        dom = subprocess.run(
+            [
+                _chromium(),
+                *flags,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                f"{url}/math-probe.html",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    found = re.search(r"data-math=\"([^\"]*)\"", dom)
+    assert found, "the probe page did not measure the math"
+    measured = json.loads(html.unescape(found.group(1)))
+    assert measured["formulas"] >= 10
+    assert measured["laid_out"] == measured["formulas"]
+    assert measured["fraction_stacked"], "MathML fractions are not laid out as fractions"
+    assert measured["scripts"] == 0  # no MathJax or KaTeX: nothing to fetch

@@ -121,7 +121,10 @@ def test_linear_classifier_validates_its_weights(weight, bias, error, match):
 def test_rng_per_sample_eps_and_meta_tensors_get_clear_errors():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     x, y = torch.full((3, 4), 10.0), torch.tensor([0, 1, 0])
-    with pytest.raises(TypeError, match=r"rng must be a numpy\.random\.Generator or None, got int"):
+    with pytest.raises(
+        TypeError,
+        match=r"rng must be a numpy\.random\.Generator, a jax\.random key or None, got int",
+    ):
         IteratedSign(4, random_start=True)(model, x, y, rng=3)
     with pytest.raises(TypeError, match="RandomState"):
         IteratedSign(4, random_start=True)(model, x, y, rng=np.random.RandomState(0))

@@ -93,6 +93,20 @@ def test_resnet18_params(tmp_path):
     assert report["groups"] == {"bn_affine": 9_600, "biases": 1_000, "weights": 11_678_912}
     assert sum(report["stages"].values()) == 11_689_512
     assert "11,689,512" in output
+    layers = report["layers"]
+    assert len(layers) == 41
+    assert sum(layers.values()) == 11_689_512
+    downsampling = {k: v for k, v in layers.items() if ".downsample." in k}
+    assert downsampling == {
+        "layer2.0.downsample.0": 8_192,
+        "layer2.0.downsample.1": 256,
+        "layer3.0.downsample.0": 32_768,
+        "layer3.0.downsample.1": 512,
+        "layer4.0.downsample.0": 131_072,
+        "layer4.0.downsample.1": 1_024,
+    }
+    assert "scale-invariant" in output
+    assert "0.09%" in output
     assert pngs(tmp_path) == {"resnet18_architecture.png"}
     assert (tmp_path / "resnet18_parameters.csv").read_text().startswith("name,layer_type")
 
@@ -113,7 +127,13 @@ def test_rnn_gradients(tmp_path):
     assert clipping["loss_after_clipped"] < clipping["loss_before"] < clipping["loss_after_raw"]
     lstm = report["lstm"]
     assert lstm["LSTM, forget-gate bias +3"][-1] > 100 * lstm["LSTM, default init"][-1]
-    assert pngs(tmp_path) == {"gradient_norms.png"}
+    weight = report["weight_gradient"]
+    assert weight["rho = 0.9"][-1] < weight["rho = 1.0"][-1] < weight["rho = 1.1"][-1]
+    skewed = report["non_normal"]
+    assert skewed["spectral_radius"] == pytest.approx(0.9)
+    assert skewed["norm"] > 1.5  # the norm would allow growth ...
+    assert skewed["late_rate"] == pytest.approx(0.9, abs=0.03)  # ... the radius decides
+    assert pngs(tmp_path) == {"gradient_norms.png", "weight_and_lstm_gradients.png"}
 
 
 def test_matrix_factorization(tmp_path):
@@ -121,7 +141,13 @@ def test_matrix_factorization(tmp_path):
     report = results(tmp_path)
     assert report["relative_gap"] < 1e-2
     assert report["reparametrized_loss"] == pytest.approx(report["gradient_descent_loss"], rel=1e-9)
-    assert pngs(tmp_path) == {"factorization_loss.png"}
+    # Not convex: along the segment between two minima f rises above them; for G = -I the
+    # midpoint is (0, 0), where f = |X|_F^2.
+    for values in report["segment_losses"].values():
+        assert max(values) > 1.5 * max(values[0], values[-1])
+    middle = report["segment_losses"]["G = -I"][len(report["segment_t"]) // 2]
+    assert middle == pytest.approx(report["frobenius_norm_squared"])
+    assert pngs(tmp_path) == {"factorization_loss.png", "nonconvex_path.png"}
 
 
 def test_bn_scale_invariance(tmp_path):
@@ -135,6 +161,9 @@ def test_bn_scale_invariance(tmp_path):
         < max(report["eval_mode_losses"]) - min(report["eval_mode_losses"])
     )
     assert set(report["training"]) == {"weight decay 0", "weight decay 0.005"}
+    # Equation (2): the predicted step of w/|w| is right to first order in lr.
+    assert report["direction_step_error_exponent"] == pytest.approx(2.0, abs=0.1)
+    assert abs(report["direction_steps"]["cosine_grad_weight"][0]) < 1e-3
     assert pngs(tmp_path) == {"scale_invariance.png"}
 
 
@@ -182,3 +211,42 @@ def test_adversarial_training(tmp_path):
         # slack for the random starts of a 3-step smoke run).
         assert standard["32.0"] <= pgd["32.0"] + 2 / samples
     assert pngs(tmp_path) == {"robustness_by_training.png"}
+
+
+def test_jax_equinox(tmp_path):
+    pytest.importorskip("equinox")
+    output = run("jax_equinox.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    robust = report["robust_correct_at_eps_32"]
+    assert robust["IteratedSign(3 steps)"] <= robust["FGSM"] <= report["clean_correct"]
+    for curve in report["robust_accuracy"].values():
+        accuracies = list(curve.values())
+        assert accuracies == sorted(accuracies, reverse=True)
+    # The loop compiles on the first call; later calls, another eps and retrained
+    # parameters reuse it.
+    assert report["later_call_seconds"] < report["first_call_seconds"] / 2
+    assert report["retrained_model_seconds"] < report["first_call_seconds"] / 2
+    assert "compiles the loop" in output
+    assert pngs(tmp_path) == {"robustness.png"}
+
+
+def test_attack_study_on_the_digits_shows_misclassified_images(tmp_path):
+    output = run("cifar10_attack.py", "--data", "digits", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    assert report["gradient_maps"] == {"correct": 4, "wrong": 4}  # real data has mistakes
+    assert report["minibatch_images"] == 100
+    assert "4 wrongly classified" in output
+    unprojected, projected = report["mean_loss_by_step"].values()
+    assert unprojected[-1] > projected[-1] >= projected[0]
+    assert "step 4" in list(report["mean_loss_by_step"])[1]
+    assert pngs(tmp_path) == {"gradient_maps.png", "loss_vs_step.png"}
+
+
+def test_attack_study_needs_a_checkpoint_for_cifar10(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "cifar10_attack.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert "--checkpoint is required" in completed.stderr

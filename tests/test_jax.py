@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signattack import APGD, APGDT, FGSM, IteratedSign
+from signattack.digits import digits_cnn_in_jax
 from signattack.evaluation import evaluate
 
 jax = pytest.importorskip("jax")
@@ -131,31 +132,6 @@ def test_jax_gets_the_same_clear_errors(call, error, match):
         IteratedSign(8.0, 2)(*args)
 
 
-# The digits CNN, its trained weights ported to JAX.
-
-
-def digits_cnn_in_jax(model: torch.nn.Module):
-    """The trained DigitsCNN as a JAX function, with ``lax.conv_general_dilated``."""
-    p = {k: jnp.asarray(v.detach().numpy()) for k, v in model.state_dict().items()}
-
-    def conv(x, weight, bias):
-        out = jax.lax.conv_general_dilated(
-            x, weight, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
-        )
-        return out + bias[None, :, None, None]
-
-    def forward(pixels):
-        x = (pixels - p["normalize.mean"]) / p["normalize.std"]
-        x = jax.nn.relu(conv(x, p["features.0.weight"], p["features.0.bias"]))
-        x = jax.nn.relu(conv(x, p["features.2.weight"], p["features.2.bias"]))
-        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
-        x = jnp.reshape(x, (x.shape[0], -1))
-        x = jax.nn.relu(x @ p["classifier.1.weight"].T + p["classifier.1.bias"])
-        return x @ p["classifier.3.weight"].T + p["classifier.3.bias"]
-
-    return forward
-
-
 @pytest.mark.slow
 def test_the_digits_cnn_attacked_through_torch_and_jax_agrees(digits, digits_model):
     model = digits_model.eval()
@@ -186,3 +162,97 @@ def test_apgdt_runs_on_jax(digits, digits_model):
     wrong = np.argmax(np.asarray(jax_model(result.x_adv)), axis=1) != np.asarray(y)
     np.testing.assert_array_equal(np.asarray(result.success), wrong)
     assert float(jnp.max(jnp.abs(result.x_adv - x))) <= 32
+
+
+# The compiled loop: one jax.jit over lax.scan, against the eager loop of the same backend.
+
+
+def _eager(monkeypatch):
+    """Make IteratedSign's rule run one step at a time, as on the other backends."""
+    from signattack.attacks.sign import SignSteps
+
+    monkeypatch.setattr(SignSteps, "traceable", False)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        IteratedSign(16.0, 6),
+        IteratedSign(16.0, 6, early_stop=True),
+        IteratedSign(48.0, 6, targeted=True, early_stop=True),
+        IteratedSign(16.0, 6, loss="margin", random_start=True, seed=5),
+        FGSM(24.0),
+    ],
+    ids=["plain", "early stop", "targeted early stop", "margin random start", "fgsm"],
+)
+def test_the_compiled_loop_matches_the_eager_loop(attack, monkeypatch):
+    numpy_model, _ = linear_pair(4, 12, scale=0.01, seed=3)
+    model = _jax_linear(numpy_model.weight, numpy_model.bias)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.uniform(30, 220, size=(40, 12)), dtype=jnp.float32)
+    ranking = np.argsort(-np.asarray(model(x)), axis=1)
+    y = jnp.asarray(ranking[:, 1] if attack.targeted else ranking[:, 0])
+    compiled = attack.run(model, x, y)
+    _eager(monkeypatch)
+    eager = attack.run(model, x, y)
+    np.testing.assert_allclose(np.asarray(compiled.x_adv), np.asarray(eager.x_adv), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(compiled.losses), np.asarray(eager.losses), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(compiled.success), np.asarray(eager.success))
+    if getattr(
+        attack, "early_stop", False
+    ):  # some samples stopped early: the mask must have frozen them
+        assert 0 < int(eager.success.sum()) < x.shape[0]
+
+
+def test_the_compiled_loop_keeps_integer_images_and_per_sample_radii(monkeypatch):
+    numpy_model, _ = linear_pair(3, 8, scale=0.05, seed=2)
+    model = _jax_linear(numpy_model.weight, numpy_model.bias)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(6, 8)), dtype=jnp.uint8)
+    y = jnp.asarray([0, 1, 2, 0, 1, 2])
+    radii = jnp.asarray([0.0, 1.5, 3.0, 7.75, 8.0, 300.0])
+    compiled = IteratedSign(0, 4).run(model, x, y, eps=radii)
+    _eager(monkeypatch)
+    eager = IteratedSign(0, 4).run(model, x, y, eps=radii)
+    assert compiled.x_adv.dtype == jnp.uint8
+    np.testing.assert_array_equal(np.asarray(compiled.x_adv), np.asarray(eager.x_adv))
+    moved = np.abs(np.asarray(compiled.x_adv, dtype=int) - np.asarray(x, dtype=int)).max(axis=1)
+    np.testing.assert_array_equal(moved[:5], [0, 1, 3, 7, 8])  # every radius binds
+
+
+def test_the_compiled_loop_is_compiled_once_for_a_model_and_its_shapes():
+    from signattack.backends.jax_backend import _compiled_steps
+
+    eqx = pytest.importorskip("equinox")
+
+    class Net(eqx.Module):
+        linear: eqx.nn.Linear
+
+        def __call__(self, x):
+            return jax.vmap(self.linear)(jnp.reshape(x, (x.shape[0], -1)) / 255)
+
+    x = jnp.full((5, 16), 120.0)
+    y = jnp.asarray([0, 1, 2, 0, 1])
+    attack = IteratedSign(8.0, 3)
+    attack(Net(eqx.nn.Linear(16, 3, key=jax.random.key(0))), x, y)
+    before = _compiled_steps._cache_size()
+    for seed in range(1, 4):  # new parameters, same shapes: the same computation
+        attack(Net(eqx.nn.Linear(16, 3, key=jax.random.key(seed))), x, y)
+    attack.with_eps(4.0)(Net(eqx.nn.Linear(16, 3, key=jax.random.key(9))), x, y)
+    assert _compiled_steps._cache_size() == before
+    IteratedSign(8.0, 4)(Net(eqx.nn.Linear(16, 3, key=jax.random.key(0))), x, y)  # steps
+    attack(Net(eqx.nn.Linear(16, 3, key=jax.random.key(0))), x[:4], y[:4])  # shape
+    assert _compiled_steps._cache_size() == before + 2
+
+
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey], ids=["key", "raw"])
+def test_a_jax_random_key_seeds_the_random_start(make_key):
+    numpy_model, _ = linear_pair(3, 8, scale=0.05, seed=2)
+    model = _jax_linear(numpy_model.weight, numpy_model.bias)
+    x, y = jnp.full((4, 8), 100.0), jnp.asarray([0, 1, 2, 0])
+    for attack in (IteratedSign(8.0, 2, random_start=True), APGD(8.0, 3)):
+        # The loss at the random start: both steps then reach the same corner of the ball.
+        start = attack.run(model, x, y, rng=make_key(7)).losses[0]
+        assert bool(jnp.all(start == attack.run(model, x, y, rng=make_key(7)).losses[0]))
+        assert not bool(jnp.all(start == attack.run(model, x, y, rng=make_key(8)).losses[0]))
+    with pytest.raises(TypeError, match=r"rng must be .* a jax\.random key"):
+        IteratedSign(8.0, 2, random_start=True)(model, x, y, rng=7)

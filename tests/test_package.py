@@ -62,6 +62,16 @@ def test_version_and_typing_marker():
     assert importlib.resources.files("signattack").joinpath("py.typed").is_file()
 
 
+def test_project_urls_name_the_docs_the_source_and_the_changelog():
+    from importlib.metadata import metadata
+
+    urls = dict(
+        entry.split(", ", 1) for entry in metadata("signattack").get_all("Project-URL") or []
+    )
+    assert {"Documentation", "Source", "Changelog", "Issues"} <= set(urls)
+    assert all(url.startswith("https://") for url in urls.values())
+
+
 @pytest.mark.slow
 def test_demo_smoke_run_writes_table_figure_and_json(tmp_path):
     out = tmp_path / "demo"

@@ -38,6 +38,25 @@ def test_resnet18_split_and_table():
         "trainable": "True",
     }
     assert json.loads(table.to_json())["totals"]["total"] == 11_689_512
+    layers = table.layers()
+    with_parameters = [m for m in model.modules() if list(m.parameters(recurse=False))]
+    assert len(layers) == len(with_parameters) == 41
+    for layer, module in zip(layers, with_parameters, strict=True):
+        assert layer.count == sum(p.numel() for p in module.parameters(recurse=False))
+        assert layer.layer_type == type(module).__name__
+    assert (layers[-1].name, layers[-1].tensors, layers[-1].count) == (
+        "fc",
+        ("weight", "bias"),
+        513_000,
+    )
+    assert "41 layers, 11,689,512 total" in table.layer_text()
+
+
+def test_layer_table_of_a_bare_parameter():
+    model = nn.Linear(3, 2)
+    (layer,) = parameter_table(model).layers()
+    assert (layer.name, layer.layer_type, layer.count) == ("", "Linear", 8)
+    assert "(model)" in parameter_table(model).layer_text()
 
 
 def _norm_layer(kind: type[nn.Module]) -> nn.Module:

@@ -1,15 +1,22 @@
-"""MkDocs hook: render the benchmark JSON files as tables at build time.
+"""MkDocs hooks: benchmark tables and mathematics, both rendered at build time.
 
 A line ``{{ benchmark "benchmarks/cpu.json" }}`` in a page becomes the table of that file,
 so the page always shows what the benchmark scripts last wrote.
+
+Mathematics is written in LaTeX between ``$...$`` (inline) or ``$$...$$`` (display);
+``pymdownx.arithmatex`` keeps it away from Markdown, and this hook turns it into MathML,
+which browsers lay out natively: the site needs no script and no network to show it.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
 from typing import Any
+
+from latex2mathml.converter import convert as latex_to_mathml
 
 _MARKER = re.compile(r'^\{\{ benchmark "([^"]+)" \}\}$', re.MULTILINE)
 
@@ -67,8 +74,62 @@ def _strength_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _jax_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"*{data['device']}, {data['threads']} threads, torch {data['torch']}, jax "
+        f"{data['jax']}; IteratedSign, eps {data['eps_pixels']:g}, {data['steps']} steps, "
+        f"median of {data['rounds']} rounds. The two backends agree on "
+        f"{data['pixel_agreement']:.2%} of the adversarial pixels; robust accuracy "
+        f"{data['robust_accuracy']['torch']:.2%} (torch), "
+        f"{data['robust_accuracy']['jax']:.2%} (jax).*",
+        "",
+        "| batch | method | median s | images/s | x torch eager | x JAX floor | compile s |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in data["rows"]:
+        compile_s = row["compile_s"]
+        lines.append(
+            f"| {row['batch']} | {row['method']} | {row['median_s']:.3f} | "
+            f"{row['images_per_s']:.0f} | {row['ratio_to_torch']:.2f} | "
+            f"{row['ratio_to_jax_floor']:.2f} | {'' if compile_s is None else f'{compile_s:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def _gpu_tables(data: dict[str, Any]) -> str:
+    tests = data["tests"]
+    parts = [f"*GPU tests (`pytest -m gpu`): {tests['summary']}.*", ""]
+    parts += [_speed_table(speed) + "\n" for speed in data["speed"]]
+    strength = data["strength"]
+    lines = [
+        f"*Strength of the fast variants on {strength['device']}: IteratedSign, eps "
+        f"{strength['eps_pixels']:g}, {strength['steps']} steps, the {strength['samples']} "
+        "digits; robust accuracy judged by the float32 network.*",
+        "",
+        "| variant | pixels agreeing with float32 | robust accuracy | difference, points |"
+        " equal strength |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in strength["rows"]:
+        lines.append(
+            f"| {row['variant']} | {row['pixel_agreement']:.2%} | {row['robust_accuracy']:.2%} "
+            f"| {row['difference_points']:+.2f} | {'yes' if row['equal_strength'] else 'no'} |"
+        )
+    return "\n".join(parts + lines)
+
+
 def _render(match: re.Match[str], docs: Path) -> str:
-    data = json.loads((docs / match.group(1)).read_text())
+    path = docs / match.group(1)
+    if not path.is_file():
+        return (
+            f'!!! note "Not measured in this release"\n    `{match.group(1)}` is written by '
+            "the benchmark on a machine that has the hardware; none was available."
+        )
+    data = json.loads(path.read_text())
+    if "strength" in data:
+        return _gpu_tables(data)
+    if "jax" in data:
+        return _jax_table(data)
     if "eps_pixels" in data:
         return _strength_table(data)
     return _evaluation_table(data) if "eps" in data else _speed_table(data)
@@ -78,3 +139,17 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Replace every benchmark marker with its table."""
     docs = Path(config["docs_dir"])
     return _MARKER.sub(lambda match: _render(match, docs), markdown)
+
+
+_INLINE_MATH = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.DOTALL)
+_DISPLAY_MATH = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.DOTALL)
+
+
+def _mathml(match: re.Match[str], display: str) -> str:
+    return latex_to_mathml(html.unescape(match.group(1)).strip(), display=display)
+
+
+def on_page_content(content: str, page: Any, config: Any, files: Any) -> str:
+    """Replace the LaTeX that arithmatex marked with MathML."""
+    content = _DISPLAY_MATH.sub(lambda match: _mathml(match, "block"), content)
+    return _INLINE_MATH.sub(lambda match: _mathml(match, "inline"), content)

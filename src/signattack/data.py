@@ -1,4 +1,5 @@
-"""Data on disk: CIFAR-10 in its standard python format, and a synthetic stand-in.
+"""Data on disk: CIFAR-10 in its standard python format, a synthetic stand-in, and
+scikit-learn's handwritten digits as arrays.
 
 CIFAR-10's python version is a folder ``cifar-10-batches-py`` with five training batches
 ``data_batch_1`` ... ``data_batch_5``, a ``test_batch`` and ``batches.meta``: pickled dicts
@@ -8,7 +9,8 @@ of a 32x32 image, row-major) and whose ``b"labels"`` is a list of ints.
 The reader unpickles with an allow-list (dicts, lists, bytes, NumPy arrays), so a tampered
 file cannot run code. :func:`write_cifar10` writes the same format, which
 :func:`write_synthetic_cifar10` uses for tests and smoke runs: the real reader is what they
-exercise. NumPy only; no framework is imported.
+exercise. :func:`digit_arrays` gives the digits to any framework (the PyTorch tensors
+and network are in :mod:`signattack.digits`). NumPy only; no framework is imported.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from signattack._files import write_atomically
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "DIGIT_LEVELS",
+    "digit_arrays",
     "find_cifar10",
     "read_cifar10",
     "write_cifar10",
@@ -60,6 +64,37 @@ _ALLOWED = {
 
 Images = npt.NDArray[np.uint8]
 Labels = npt.NDArray[np.int64]
+Pixels = npt.NDArray[np.float32]
+
+DIGIT_LEVELS = 16
+"""The digits' grey levels run from 0 to 16."""
+
+
+def digit_arrays(
+    test_fraction: float = 0.25, seed: int = 0
+) -> tuple[Pixels, Labels, Pixels, Labels]:
+    """scikit-learn's 1,797 handwritten digits, shuffled with ``seed`` and split.
+
+    The digits are real 8x8 grey-level scans that ship with scikit-learn: nothing is
+    downloaded. Needs scikit-learn.
+
+    Args:
+        test_fraction: Share of the images held out for testing.
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test)``: float32 pixels ``round(level * 255 / 16)``
+        in ``[0, 255]`` of shape ``(n, 1, 8, 8)``, and int64 labels.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / DIGIT_LEVELS)).astype(np.float32)[:, None]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = round(len(labels) * test_fraction)
+    test, train = order[:n_test], order[n_test:]
+    return pixels[train], labels[train], pixels[test], labels[test]
 
 
 class _ArrayUnpickler(pickle.Unpickler):

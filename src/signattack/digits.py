@@ -10,11 +10,12 @@ Needs scikit-learn and PyTorch (the ``demo`` extra).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any
 
 from signattack._lazy import missing_torch
+from signattack.data import DIGIT_LEVELS, digit_arrays
 
 try:
     import torch
@@ -24,10 +25,14 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on the enviro
 
 from signattack.models import DigitsCNN
 
-__all__ = ["DIGIT_LEVELS", "DigitsData", "accuracy", "load_digits", "train_digits_cnn"]
-
-DIGIT_LEVELS = 16
-"""The digits' grey levels run from 0 to 16."""
+__all__ = [
+    "DIGIT_LEVELS",
+    "DigitsData",
+    "accuracy",
+    "digits_cnn_in_jax",
+    "load_digits",
+    "train_digits_cnn",
+]
 
 
 @dataclass(frozen=True)
@@ -50,19 +55,12 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> DigitsData:
     Returns:
         Float32 pixels ``round(level * 255 / 16)`` in ``[0, 255]`` and int64 labels.
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    digits = sklearn_digits()
-    pixels = np.round(digits.images * (255.0 / DIGIT_LEVELS)).astype(np.float32)[:, None]
-    labels = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = round(len(labels) * test_fraction)
-    test, train = order[:n_test], order[n_test:]
+    x_train, y_train, x_test, y_test = digit_arrays(test_fraction, seed)
     return DigitsData(
-        torch.from_numpy(pixels[train]),
-        torch.from_numpy(labels[train]),
-        torch.from_numpy(pixels[test]),
-        torch.from_numpy(labels[test]),
+        torch.from_numpy(x_train),
+        torch.from_numpy(y_train),
+        torch.from_numpy(x_test),
+        torch.from_numpy(y_test),
     )
 
 
@@ -98,3 +96,35 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of ``x`` that ``model`` classifies as ``y``."""
     with torch.no_grad():
         return float((model(x).argmax(dim=1) == y).float().mean())
+
+
+def digits_cnn_in_jax(model: DigitsCNN) -> Any:
+    """A trained :class:`~signattack.models.DigitsCNN` as a JAX function of pixels, with
+    the same weights: for comparing the backends on one network. Needs jax.
+
+    Returns:
+        ``jax.tree_util.Partial(forward, params)``: a pytree whose parameters a compiled
+        attack takes as arguments.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    params = {k: jnp.asarray(v.detach().cpu().numpy()) for k, v in model.state_dict().items()}
+
+    def conv(x: Any, weight: Any, bias: Any) -> Any:
+        out = jax.lax.conv_general_dilated(
+            x, weight, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
+        )
+        return out + bias[None, :, None, None]
+
+    def forward(p: dict[str, Any], pixels: Any) -> Any:
+        x = (pixels - p["normalize.mean"]) / p["normalize.std"]
+        x = jax.nn.relu(conv(x, p["features.0.weight"], p["features.0.bias"]))
+        x = jax.nn.relu(conv(x, p["features.2.weight"], p["features.2.bias"]))
+        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        x = jnp.reshape(x, (x.shape[0], -1))
+        x = jax.nn.relu(x @ p["classifier.1.weight"].T + p["classifier.1.bias"])
+        return x @ p["classifier.3.weight"].T + p["classifier.3.bias"]
+
+    partial: Callable[..., Any] = jax.tree_util.Partial
+    return partial(forward, params)

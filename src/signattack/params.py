@@ -32,6 +32,7 @@ from signattack.core.validation import check_real
 __all__ = [
     "BIAS_LAYERS",
     "NORM_LAYERS",
+    "LayerRow",
     "ParamGroups",
     "ParameterRow",
     "ParameterTable",
@@ -188,6 +189,16 @@ class ParameterRow:
 
 
 @dataclass(frozen=True)
+class LayerRow:
+    """One layer (module) of a model with parameters of its own."""
+
+    name: str
+    layer_type: str
+    count: int
+    tensors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ParameterTable:
     """A model's parameters tensor by tensor, with totals per group.
 
@@ -201,6 +212,33 @@ class ParameterTable:
     def total(self) -> int:
         """All parameters."""
         return sum(row.count for row in self.rows)
+
+    def layers(self) -> tuple[LayerRow, ...]:
+        """The rows summed per layer (the module that owns the tensors), in model order."""
+        owners: dict[str, list[ParameterRow]] = {}
+        for row in self.rows:
+            owner, _, _ = row.name.rpartition(".")
+            owners.setdefault(owner, []).append(row)
+        return tuple(
+            LayerRow(
+                name=owner,
+                layer_type=rows[0].layer_type,
+                count=sum(row.count for row in rows),
+                tensors=tuple(row.name.rpartition(".")[2] for row in rows),
+            )
+            for owner, rows in owners.items()
+        )
+
+    def layer_text(self) -> str:
+        """The per-layer table as aligned text, with the total."""
+        header = ("layer", "type", "tensors", "count")
+        lines = [
+            (row.name or "(model)", row.layer_type, "+".join(row.tensors), f"{row.count:,}")
+            for row in self.layers()
+        ]
+        head, *body = text_table(header, lines, left={0, 1, 2})
+        rule = "-" * len(head)
+        return "\n".join([head, rule, *body, rule, f"{len(lines)} layers, {self.total:,} total"])
 
     def totals(self) -> dict[str, int]:
         """Parameters per group, and ``"trainable"`` and ``"total"``."""

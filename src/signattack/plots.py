@@ -149,7 +149,12 @@ def plot_gradient_maps(
     titles: Sequence[str] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """Images (top row) above the magnitude of their input gradients (bottom row).
+    """Images (top row) above their input gradients (bottom row), on one colour scale.
+
+    The bottom row shows the gradient summed over the channels, signed, on a diverging
+    scale symmetric about zero and shared by every panel (red: raising the pixel raises
+    the loss; blue: lowering it does), with one colour bar: panels can be compared, which
+    is the point when correctly and wrongly classified images stand side by side.
 
     Args:
         images: ``(n, channels, height, width)`` in ``[0, 255]``, or ``(n, height, width)``.
@@ -161,7 +166,11 @@ def plot_gradient_maps(
     if pictures.ndim == 3:
         pictures, grads = pictures[:, None], grads[:, None]
     count = pictures.shape[0]
-    fig = _new_figure((1.6 * count, 3.6))
+    signed = grads.sum(axis=1)
+    scale = float(np.abs(signed).max()) or 1.0
+    fig = _new_figure((1.6 * count + 1.2, 3.8))
+    shown = None
+    bottoms = []
     for i in range(count):
         picture = np.moveaxis(pictures[i], 0, -1) / 255.0
         top = fig.add_subplot(2, count, i + 1)
@@ -169,14 +178,16 @@ def plot_gradient_maps(
             picture.squeeze(-1) if picture.shape[-1] == 1 else picture.clip(0, 1),
             cmap="gray_r" if picture.shape[-1] == 1 else None,
         )
-        magnitude = np.abs(grads[i]).sum(axis=0)
         bottom = fig.add_subplot(2, count, count + i + 1)
-        bottom.imshow(magnitude, cmap="inferno")
+        shown = bottom.imshow(signed[i], cmap="RdBu_r", vmin=-scale, vmax=scale)
+        bottoms.append(bottom)
         if titles is not None:
             top.set_title(titles[i], fontsize=8)
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
+    if shown is not None:
+        fig.colorbar(shown, ax=bottoms, shrink=0.9, label="d loss / d pixel")
     return _finish(fig, path)
 
 
@@ -185,24 +196,29 @@ def plot_curves(
     *,
     x: Sequence[float] | None = None,
     xlabel: str = "step",
-    ylabel: str = "",
+    ylabel: str | Sequence[str] = "",
     log_y: bool = False,
     ylim: tuple[float, float] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """Named series side by side: one panel per title, one line per label, shared y axis.
+    """Named series side by side: one panel per title, one line per label.
 
     Args:
         panels: Per panel title, per line label, the values.
         x: The x values shared by every line (default ``0, 1, 2, ...``).
         xlabel: The x axis label.
-        ylabel: The y axis label of the first panel.
+        ylabel: One y axis label, of one y axis the panels share; or one label per panel,
+            for panels that plot different quantities, each on its own y axis.
         log_y: A logarithmic y axis (gradient norms, excess losses).
         ylim: The y range, if fixed.
         path: Where to save the figure, if anywhere.
     """
+    shared = isinstance(ylabel, str)
+    labels = [ylabel] + [""] * (len(panels) - 1) if isinstance(ylabel, str) else list(ylabel)
+    if len(labels) != len(panels):
+        raise ValueError(f"ylabel must be one label or {len(panels)}, got {len(labels)}")
     fig = _new_figure((4.2 * len(panels), 3.8))
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    axes = fig.subplots(1, len(panels), sharey=shared, squeeze=False)[0]
     for ax, (title, lines) in zip(axes, panels.items(), strict=True):
         for label, values in lines.items():
             along = list(range(len(values))) if x is None else list(x)
@@ -222,7 +238,8 @@ def plot_curves(
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel(ylabel)
+    for ax, label in zip(axes, labels, strict=True):
+        ax.set_ylabel(label)
     return _finish(fig, path)
 
 

@@ -44,9 +44,9 @@ from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
 from signattack.core.validation import (
     Bounds,
     check_real,
-    check_rng,
     check_seed,
     check_steps,
+    generator,
 )
 
 __all__ = ["APGD", "APGDT", "AutoSteps", "checkpoints"]
@@ -180,7 +180,7 @@ def _run_apgd(
         part = _sub_batch(batch, index)
         part_low, part_high = low[index], high[index]
         part_radius = radius if isinstance(radius, float) else radius[index]
-        begin = random_start(part.x, part_radius, part_low, part_high, generator, None)
+        begin = random_start(part.x, part_radius, part_low, part_high, generator)
         rule = AutoSteps(part_low, part_high, part_radius, rho, marks, -1.0 if targeted else 1.0)
         outcome = iterate(
             part,
@@ -277,8 +277,7 @@ class APGD(_Common):
     ) -> AttackResult[ArrayT]:
         """The adversarial batch with the loss trace ``(steps + 1, batch)`` of the run it
         came from, predictions and success."""
-        check_rng(rng)
-        generator = rng if rng is not None else np.random.default_rng(self.seed)
+        draws = generator(rng, self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
             losses, predictions = batch.evaluate(batch.x, batch.labels)
             fooled = (
@@ -291,7 +290,7 @@ class APGD(_Common):
                 steps=self.steps,
                 rho=self.rho,
                 restarts=self.restarts,
-                generator=generator,
+                generator=draws,
                 early_stop=self.early_stop,
                 targeted=self.targeted,
             )
@@ -357,8 +356,7 @@ class APGDT(_Common):
         rng: np.random.Generator | None = None,
     ) -> AttackResult[ArrayT]:
         """The adversarial batch with the targeted-DLR trace of the run it came from."""
-        check_rng(rng)
-        generator = rng if rng is not None else np.random.default_rng(self.seed)
+        draws = generator(rng, self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
             xp = array_namespace(batch.x)
             logits = batch.logits(batch.x)
@@ -380,7 +378,7 @@ class APGDT(_Common):
                     steps=self.steps,
                     rho=self.rho,
                     restarts=self.restarts,
-                    generator=generator,
+                    generator=draws,
                     early_stop=self.early_stop,
                     loss_labels=labels,
                 )

@@ -5,6 +5,9 @@ it moves, and which point it returns. :func:`iterate` runs any rule for a number
 one forward and backward pass a step at the rule's point, the loss trace, the success of
 every sample at every point it visited, and early stopping, which is a mask on the batch:
 a sample that succeeds leaves the batch the model sees, and its state stays as it was.
+A rule that says it is ``traceable`` (pure array code: see
+:class:`~signattack.backends.TraceableRule`) runs as one compiled computation on a backend
+that can compile loops (JAX); early stopping there is a mask over the whole batch.
 
 Everything is an array of the caller's library with the batch first; per-sample radii and
 steps are arrays shaped to broadcast over a sample. Without early stopping the loop never
@@ -16,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeGuard, TypeVar
 
 import numpy as np
 from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array
+from signattack.backends._protocol import TraceableRule
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip
 
@@ -119,20 +123,11 @@ class LoopResult(Generic[State]):
 
 
 def random_start(
-    x: Array,
-    eps: Array,
-    low: Array,
-    high: Array,
-    rng: np.random.Generator | None,
-    seed: int | None,
+    x: Array, eps: Array, low: Array, high: Array, generator: np.random.Generator
 ) -> Array:
-    """A uniform random point of the ball around ``x``, clipped to the feasible set.
-
-    Drawn from ``rng``, or from a generator seeded with ``seed`` (fresh entropy when
-    ``None``); no global random state is read or changed.
-    """
+    """A uniform random point of the ball around ``x``, drawn from ``generator`` and clipped
+    to the feasible set."""
     xp = array_namespace(x)
-    generator = rng if rng is not None else np.random.default_rng(seed)
     unit = xp.asarray(generator.uniform(-1, 1, size=tuple(x.shape)), dtype=x.dtype)
     return clip(x + to_device(unit, device(x)) * eps, low, high)
 
@@ -186,7 +181,6 @@ def iterate(
     Returns:
         The :class:`LoopResult`.
     """
-    xp = array_namespace(start.x)
     labels = batch.labels if loss_labels is None else loss_labels
 
     def succeeded(predictions: Array, index: Array | None) -> Array:
@@ -194,6 +188,41 @@ def iterate(
         return (predictions == wanted) if targeted else (predictions != wanted)
 
     state = rule.start(start)
+    compiled = (
+        batch.run_steps(rule, state, labels, steps, targeted=targeted, early_stop=early_stop)
+        if _traceable(rule)
+        else None
+    )
+    if compiled is None:
+        rows, state = _eager_steps(batch, rule, state, labels, steps, succeeded, early_stop)
+    else:
+        rows, state = [compiled.rows[index] for index in range(steps)], compiled.state
+    if final is None:
+        return LoopResult(rows, rule.finish(state, None), None, state)
+    evaluated = final(rule.point(state))
+    final_losses, final_predictions = batch.evaluate(evaluated, labels)
+    rows.append(final_losses)
+    at_end = Final(evaluated, final_losses, final_predictions, succeeded(final_predictions, None))
+    return LoopResult(rows, rule.finish(state, at_end), at_end, state)
+
+
+def _traceable(rule: object) -> TypeGuard[TraceableRule[Any]]:
+    """Whether ``rule`` says it is pure array code that a backend may compile."""
+    return bool(getattr(rule, "traceable", False)) and dataclasses.is_dataclass(rule)
+
+
+def _eager_steps(
+    batch: Batch,
+    rule: UpdateRule[State],
+    state: State,
+    labels: Array,
+    steps: int,
+    succeeded: Callable[[Array, Array | None], Array],
+    early_stop: bool,
+) -> tuple[list[Array], State]:
+    """The loop one step at a time: the rows of losses (``steps`` of them) and the last
+    state. With ``early_stop``, the samples that succeeded leave the batch the model sees."""
+    xp = array_namespace(batch.x)
     rows: list[Array] = []
     still = active = None  # the samples still attacked: a mask and its indices; None: all
     losses = fooled = predictions = None
@@ -220,13 +249,7 @@ def iterate(
         else:
             state = rule.update(state, step, losses, grad, fooled)
     rows.extend([rows[-1]] * (steps - len(rows)))
-    if final is None:
-        return LoopResult(rows, rule.finish(state, None), None, state)
-    evaluated = final(rule.point(state))
-    final_losses, final_predictions = batch.evaluate(evaluated, labels)
-    rows.append(final_losses)
-    at_end = Final(evaluated, final_losses, final_predictions, succeeded(final_predictions, None))
-    return LoopResult(rows, rule.finish(state, at_end), at_end, state)
+    return rows, state
 
 
 def spread(mask: Array, part: Array, full: Array, axis: int = 0) -> Array:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar
 
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
@@ -22,6 +23,7 @@ from signattack.core.validation import (
     check_rng,
     check_seed,
     check_steps,
+    generator,
 )
 
 __all__ = ["FGSM", "IteratedSign", "SignSteps"]
@@ -36,7 +38,8 @@ def _same_library(value: object, xp: object) -> bool:
 class SignSteps:
     """IteratedSign's update rule: ``x_{k+1} = clip_[low, high](x_k + a * sign(g_k))``.
 
-    The state is the iterate itself; the attack returns the last one.
+    The state is the iterate itself; the attack returns the last one. The rule is pure array
+    code, so a backend that compiles loops (JAX) runs all its steps as one computation.
 
     Attributes:
         low: Lower limits of the feasible set.
@@ -47,6 +50,7 @@ class SignSteps:
     low: Array
     high: Array
     step: Array
+    traceable: ClassVar[bool] = True
 
     def start(self, start: Start) -> Array:
         """The first iterate."""
@@ -223,14 +227,15 @@ class IteratedSign:
         """The attack, with the caller's dtype restored in ``x_adv``; with ``record``, the
         final iterate is evaluated too (one forward pass more)."""
         check_rng(rng)
+        draws = generator(rng, self.seed) if self.random_start else None
         with open_threat(
             model, x, y, self.threat, eps=self.eps if radius is None else None
         ) as batch:
             eps, step = self._radius_and_step(batch, radius)
             low, high = ball_box_limits(batch.x, eps, *batch.bounds)
             begin = batch.x
-            if self.random_start:
-                begin = random_start(batch.x, eps, low, high, rng, self.seed)
+            if draws is not None:
+                begin = random_start(batch.x, eps, low, high, draws)
             outcome = iterate(
                 batch,
                 SignSteps(low, high, step),

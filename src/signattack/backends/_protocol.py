@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeAlias
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from signattack._typing import Array
 from signattack.core.losses import LossFunction
 from signattack.core.threat import MODEL_MODES, ModelMode
 
-__all__ = ["MODEL_MODES", "Backend", "BackendFactory", "Checks", "ModelMode"]
+__all__ = [
+    "MODEL_MODES",
+    "Backend",
+    "BackendFactory",
+    "Checks",
+    "CompiledLoop",
+    "ModelMode",
+    "Steps",
+    "TraceableRule",
+]
+
+State = TypeVar("State")
 
 
 class Checks(Protocol):
@@ -70,3 +82,56 @@ BackendFactory: TypeAlias = Callable[
 The context manager puts the model in the requested mode on entry and restores everything it
 changed on exit, also when the attack raises.
 """
+
+
+class TraceableRule(Protocol[State]):
+    """An update rule that a backend may compile: a dataclass of arrays and numbers whose
+    :meth:`point` and :meth:`update` are pure array code (no host synchronisation, no
+    Python branch on a value or on the step, which may be a traced integer)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def point(self, state: State) -> Array:
+        """Where the next gradient is taken."""
+        ...
+
+    def update(self, state: State, step: Any, losses: Array, grad: Array, fooled: Array) -> State:
+        """The state after a step."""
+        ...
+
+
+@dataclass(frozen=True)
+class Steps(Generic[State]):
+    """What a compiled loop returns.
+
+    Attributes:
+        rows: The per-sample losses at every step, ``(steps, batch)``.
+        state: The rule's state after the last step.
+        first_logits: The logits of the first step, for the first-call checks.
+    """
+
+    rows: Array
+    state: State
+    first_logits: Array
+
+
+@runtime_checkable
+class CompiledLoop(Protocol):
+    """What a backend that can compile a whole attack loop adds to :class:`Backend`."""
+
+    def run_steps(
+        self,
+        rule: TraceableRule[Any],
+        state: Any,
+        labels: Array,
+        wanted: Array,
+        steps: int,
+        *,
+        targeted: bool,
+        early_stop: bool,
+    ) -> Steps[Any]:
+        """``steps`` steps of ``rule`` from ``state``: the loss of ``labels`` is climbed
+        (descended by a rule with a negative step), and success means predicting other
+        than ``wanted`` (``wanted`` itself when ``targeted``). With ``early_stop``, each
+        sample keeps its state, losses and success from the step it first succeeds."""
+        ...

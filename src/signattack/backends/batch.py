@@ -13,7 +13,7 @@ from array_api_compat import array_namespace, device, to_device
 
 from signattack._typing import Array
 from signattack.backends import open_backend
-from signattack.backends._protocol import Backend
+from signattack.backends._protocol import Backend, CompiledLoop, Steps, TraceableRule
 from signattack.core.losses import LossFunction
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
@@ -119,6 +119,30 @@ class Batch:
         if checks is not None:
             checks.losses(losses, y)
         return losses, array_namespace(logits).argmax(logits, axis=1)
+
+    def run_steps(
+        self,
+        rule: TraceableRule[Any],
+        state: Any,
+        labels: Array,
+        steps: int,
+        *,
+        targeted: bool,
+        early_stop: bool,
+    ) -> Steps[Any] | None:
+        """The whole loop as one compiled computation, where the backend can compile one
+        (``None`` otherwise); the first-call checks see the first step's logits and losses."""
+        if not isinstance(self.backend, CompiledLoop):
+            return None
+        checks = self.first_call.take()
+        ran = self.backend.run_steps(
+            rule, state, labels, self.labels, steps, targeted=targeted, early_stop=early_stop
+        )
+        if checks is not None:
+            checks.logits(ran.first_logits, labels)
+            checks.losses(ran.rows[0], labels)
+            checks.gradient_pending = False  # the framework differentiated x itself
+        return ran
 
     def radius(self, eps: Array) -> Array:
         """The radius the kernels use: ``eps`` itself, or ``floor(eps)`` for integer inputs.

@@ -28,10 +28,12 @@ __all__ = [
     "check_bounds",
     "check_choice",
     "check_logits",
+    "check_logits_form",
     "check_real",
     "check_rng",
     "check_seed",
     "check_steps",
+    "generator",
     "warn_units",
 ]
 
@@ -92,9 +94,43 @@ def check_seed(seed: object) -> int | None:
 
 
 def check_rng(rng: object) -> None:
-    """Check that ``rng`` is ``None`` or a ``numpy.random.Generator``."""
-    if rng is not None and not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    """Check that ``rng`` is ``None``, a ``numpy.random.Generator`` or a ``jax.random`` key."""
+    if rng is None or isinstance(rng, np.random.Generator) or _is_jax_key(rng):
+        return
+    raise TypeError(
+        f"rng must be a numpy.random.Generator, a jax.random key or None, got {type(rng).__name__}"
+    )
+
+
+def generator(rng: object, seed: int | None) -> np.random.Generator:
+    """The generator of an attack's random draws: ``rng`` itself, one seeded by the bits of
+    a ``jax.random`` key (the same key, the same draws), or one seeded with ``seed`` (fresh
+    entropy when ``None``). No global random state is read or changed.
+
+    Raises:
+        TypeError: As :func:`check_rng`.
+    """
+    check_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is not None:
+        return np.random.default_rng(_key_bits(rng))
+    return np.random.default_rng(seed)
+
+
+def _is_jax_key(value: object) -> bool:
+    """A typed ``jax.random.key`` or a raw ``jax.random.PRNGKey`` (``uint32`` words)."""
+    if not type(value).__module__.startswith("jax"):
+        return False
+    dtype = getattr(value, "dtype", None)
+    return "key" in str(dtype) or (str(dtype) == "uint32" and getattr(value, "ndim", 0) == 1)
+
+
+def _key_bits(key: object) -> list[int]:
+    """The words of a JAX key (JAX is loaded: ``key`` is one of its arrays)."""
+    jax = sys.modules["jax"]
+    words = jax.random.key_data(key) if "key" in str(getattr(key, "dtype", "")) else key
+    return [int(word) for word in np.asarray(words).ravel()]
 
 
 def check_bounds(bounds: object) -> Bounds:
@@ -229,13 +265,13 @@ def warn_units(
         )
 
 
-def check_logits(logits: Array, y: Array) -> None:
-    """Check a model's output against the labels, once, before a loss is computed.
+def check_logits_form(logits: Array, y: Array) -> None:
+    """The part of :func:`check_logits` that reads no value: type, shape and dtype. It holds
+    for traced arrays inside a compiled function.
 
     Raises:
         TypeError: ``logits`` is not a floating array.
-        ValueError: ``logits`` is not ``(batch, classes)`` for the batch of ``y``, holds NaN
-            or Inf, or a label is not a valid class index.
+        ValueError: ``logits`` is not ``(batch, classes)`` for the batch of ``y``.
     """
     if not array_api_compat.is_array_api_obj(logits):
         raise TypeError(f"model must return an array of logits, got {type(logits).__name__}")
@@ -247,6 +283,18 @@ def check_logits(logits: Array, y: Array) -> None:
         )
     if not xp.isdtype(logits.dtype, "real floating"):
         raise TypeError(f"model must return floating-point logits, got dtype {logits.dtype}")
+
+
+def check_logits(logits: Array, y: Array) -> None:
+    """Check a model's output against the labels, once, before a loss is computed.
+
+    Raises:
+        TypeError: ``logits`` is not a floating array.
+        ValueError: ``logits`` is not ``(batch, classes)`` for the batch of ``y``, holds NaN
+            or Inf, or a label is not a valid class index.
+    """
+    check_logits_form(logits, y)
+    xp = array_namespace(logits)
     if not bool(xp.all(xp.isfinite(logits))):
         raise ValueError(
             "model must return finite logits, got NaN or Inf: check the model and its input "

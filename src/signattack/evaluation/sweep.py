@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_array_api_obj, to_device
+import numpy.typing as npt
+from array_api_compat import array_namespace, device, is_array_api_obj, is_jax_array, to_device
 
 from signattack._host import to_numpy
 from signattack._progress import progress as progress_of
@@ -144,7 +145,7 @@ def _evaluate_batch(
             if not still.size:
                 counts.append(0)
                 continue
-            index = xp.asarray(still, device=where)
+            index = xp.asarray(_static_shape(still, x), device=where)
             x_part, y_part = x[index], y[index]
             attack = _attack_at(spec, radius)
             rng = _batch_rng(attack, batch_index, eps_index, attack_index)
@@ -153,10 +154,11 @@ def _evaluate_batch(
                 outcome = attack.run(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
             else:
                 outcome = attack.run(model, x_part, y_part)  # type: ignore[arg-type]
+            count = still.size
             wide = widest_float(x_part)
-            moved = xp.astype(outcome.x_adv, wide) - xp.astype(x_part, wide)
+            moved = xp.astype(outcome.x_adv[:count], wide) - xp.astype(x_part[:count], wide)
             distance = max(distance, float(xp.max(xp.abs(moved))))
-            fooled = to_numpy(outcome.predictions != y_part).astype(bool)
+            fooled = to_numpy(outcome.predictions[:count] != y_part[:count]).astype(bool)
             correct[still[fooled]] = False
             counts.append(int(fooled.sum()))
         robust.append(tuple(correct.tolist()))
@@ -165,6 +167,17 @@ def _evaluate_batch(
     return BatchResult(
         digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken), problems
     )
+
+
+def _static_shape(still: npt.NDArray[np.intp], x: Array) -> npt.NDArray[np.intp]:
+    """The indices of the samples to attack; for JAX, padded with copies of the first to
+    the next power of two (at most the batch), so that the sub-batches of a sweep share a
+    few compiled computations instead of compiling one per size. The copies change nothing
+    for the others: a model's output for one sample must not depend on the rest."""
+    if not is_jax_array(x):
+        return still
+    size = min(x.shape[0], 1 << (still.size - 1).bit_length())
+    return np.concatenate([still, np.full(size - still.size, still[0])])
 
 
 def _gradient_problems(model: object, x: Array, y: Array, bounds: Bounds) -> tuple[str, ...]:
