@@ -142,9 +142,7 @@ def fast_paths(eps: float, steps: int, compiled: bool, cuda: bool = False) -> di
     converts parameters to channels-last, which would change the other methods' timings).
     On CUDA, ``--compile`` adds CUDA graphs (``mode="reduce-overhead"``)."""
     attack = IteratedSign(eps, steps, step_size=2.5 * eps / steps)
-    variants: dict[str, dict[str, object]] = {
-        "signattack bf16 + channels-last": {"compile": False}
-    }
+    variants: dict[str, dict[str, object]] = {"signattack bf16 + channels-last": {"compile": False}}
     if compiled:
         variants["signattack compiled fp32"] = {"compile": True, "precision": "fp32"}
         variants["signattack compiled bf16 + cl"] = {"compile": True}

@@ -1,0 +1,46 @@
+"""The benchmark scripts run end to end (tiny sizes, on the CPU): the GPU table's script
+in particular must work the first time it meets a GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_gpu_script_rehearses_on_the_cpu_and_writes_the_table(tmp_path):
+    environment = {
+        **os.environ,
+        "DEVICE": "cpu",
+        "BATCHES": "4 8",
+        "ROUNDS": "1",
+        "STEPS": "1",
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+    }
+    completed = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    table = json.loads((tmp_path / "gpu.json").read_text())
+    assert table["tests"]["exit_status"] == 0
+    assert [speed["batch"] for speed in table["speed"]] == [4, 8]
+    for speed in table["speed"]:
+        methods = {row["method"] for row in speed["rows"]}
+        assert {"floor (autograd loop)", "signattack IteratedSign"} <= methods
+        assert "signattack compiled bf16 + cl" in methods
+    strength = table["strength"]["rows"]
+    assert strength[0]["variant"] == "float32 eager (reference)"
+    assert all(0 <= row["pixel_agreement"] <= 1 for row in strength)
+    assert all(row["equal_strength"] for row in strength)  # on the real digits
