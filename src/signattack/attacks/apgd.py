@@ -31,9 +31,8 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device
 
-from signattack._typing import Array, ArrayT
+from signattack._typing import Array, ArrayT, device_of, namespace, returned
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
 from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Start, iterate, random_start, spread
@@ -75,15 +74,15 @@ class _Runs:
     @classmethod
     def clean(cls, batch: Batch, losses: Array, fooled: Array, steps: int) -> _Runs:
         """Before any run: the clean point, fooled where the model already errs."""
-        xp = array_namespace(batch.x)
+        xp = namespace(batch.x)
         trace = xp.broadcast_to(losses[None, :], (steps + 1, losses.shape[0]))
-        lowest = xp.full(losses.shape, -math.inf, dtype=losses.dtype, device=device(losses))
+        lowest = xp.full(losses.shape, -math.inf, dtype=losses.dtype, device=device_of(losses))
         return cls(batch.x, xp.asarray(trace, copy=True), fooled, lowest)
 
     def fold(self, mask: Array, x: Array, trace: Array, fooled: Array, best: Array) -> _Runs:
         """Take one run on the samples where ``mask`` holds: a sample takes its result where
         the run fooled the model, or, neither fooling it, reached a higher objective."""
-        xp = array_namespace(x)
+        xp = namespace(x)
         index = xp.nonzero(mask)[0]
         was_fooled, was_best = self.fooled[index], self.best[index]
         take = xp.logical_and(xp.logical_not(was_fooled), xp.logical_or(fooled, best > was_best))
@@ -168,7 +167,7 @@ def _run_apgd(
     loss_labels: Array | None = None,
 ) -> _Runs:
     """APGD with restarts, each on the samples of ``batch`` that ``runs`` has not fooled."""
-    xp = array_namespace(batch.x)
+    xp = namespace(batch.x)
     radius = batch.radius(eps)
     low, high = ball_box_limits(batch.x, radius, *batch.bounds)
     marks = checkpoints(steps)
@@ -205,13 +204,20 @@ def _same(x: Array) -> Array:
     return x
 
 
-def _result(batch: Batch, runs: _Runs, eps: float, targeted: bool) -> AttackResult[Any]:
+def _result(
+    batch: Batch, runs: _Runs, eps: float, targeted: bool, caller: ArrayT
+) -> AttackResult[ArrayT]:
     """The chosen points in the caller's dtype, evaluated once more as the caller gets them."""
     radius = batch.radius(eps)
-    xp = array_namespace(batch.x)
+    xp = namespace(batch.x)
     predictions = xp.argmax(batch.logits(batch.rounded(radius)(runs.x)), axis=1)
-    success = (predictions == batch.labels) if targeted else (predictions != batch.labels)
-    return AttackResult(batch.to_input(runs.x, radius), runs.trace, predictions, success)
+    success = (xp.equal if targeted else xp.not_equal)(predictions, batch.labels)
+    return AttackResult(
+        returned(batch.to_input(runs.x, radius), caller),
+        returned(runs.trace, caller),
+        returned(predictions, caller),
+        returned(success, caller),
+    )
 
 
 @dataclass(frozen=True)
@@ -280,9 +286,8 @@ class APGD(_Common):
         draws = generator(rng, self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
             losses, predictions = batch.evaluate(batch.x, batch.labels)
-            fooled = (
-                (predictions == batch.labels) if self.targeted else (predictions != batch.labels)
-            )
+            xp = namespace(batch.x)
+            fooled = (xp.equal if self.targeted else xp.not_equal)(predictions, batch.labels)
             runs = _run_apgd(
                 batch,
                 _Runs.clean(batch, losses, fooled, self.steps),
@@ -294,8 +299,7 @@ class APGD(_Common):
                 early_stop=self.early_stop,
                 targeted=self.targeted,
             )
-            result: AttackResult[ArrayT] = _result(batch, runs, self.eps, self.targeted)
-        return result
+            return _result(batch, runs, self.eps, self.targeted, x)
 
 
 @dataclass(frozen=True)
@@ -358,7 +362,7 @@ class APGDT(_Common):
         """The adversarial batch with the targeted-DLR trace of the run it came from."""
         draws = generator(rng, self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
-            xp = array_namespace(batch.x)
+            xp = namespace(batch.x)
             logits = batch.logits(batch.x)
             classes = logits.shape[1]
             if classes < 4:
@@ -370,7 +374,8 @@ class APGDT(_Common):
                 labels = xp.stack([batch.labels, ranking[:, rank]], axis=1)
                 if runs is None:
                     losses, _ = batch.evaluate(batch.x, labels)
-                    runs = _Runs.clean(batch, losses, predictions != batch.labels, self.steps)
+                    fooled = xp.not_equal(predictions, batch.labels)
+                    runs = _Runs.clean(batch, losses, fooled, self.steps)
                 runs = _run_apgd(
                     batch,
                     runs,
@@ -384,5 +389,4 @@ class APGDT(_Common):
                 )
             if runs is None:  # pragma: no cover - target_classes >= 1 and classes >= 4
                 raise RuntimeError("APGDT ran no target class")
-            result: AttackResult[ArrayT] = _result(batch, runs, self.eps, False)
-        return result
+            return _result(batch, runs, self.eps, False, x)

@@ -10,9 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from array_api_compat import array_namespace, device
-
-from signattack._typing import Array
+from signattack._typing import Amount, Array, device_of, namespace
 from signattack.attacks.loop import Final, Start
 from signattack.core.kernels import clip, signed_unit
 
@@ -73,14 +71,14 @@ class AutoSteps:
 
     low: Array
     high: Array
-    eps: Array
+    eps: Amount
     rho: float
     marks: tuple[int, ...]
     direction: float = 1.0
 
     def start(self, start: Start) -> _AutoState:
         """Everything at the first point; the best objective so far is ``-inf``."""
-        xp = array_namespace(start.begin)
+        xp = namespace(start.begin)
         size = start.begin.shape[0]
         shape = (size,) + (1,) * (start.begin.ndim - 1)
         eta = xp.zeros(shape, dtype=start.begin.dtype) + 2 * self.eps
@@ -109,7 +107,7 @@ class AutoSteps:
         self, state: _AutoState, step: int, losses: Array, grad: Array, fooled: Array
     ) -> _AutoState:
         """Track the best and the fooling points, check the step size, and step."""
-        xp = array_namespace(state.x)
+        xp = namespace(state.x)
         objective = self.direction * losses
         state = self._track(state, objective, grad, fooled)
         if step > 0:
@@ -132,17 +130,17 @@ class AutoSteps:
             state = self._track(
                 state, self.direction * final.losses, state.best_grad, final.success
             )
-        xp = array_namespace(state.x)
+        xp = namespace(state.x)
         shape = (-1,) + (1,) * (state.x.ndim - 1)
         return xp.where(xp.reshape(state.fooled, shape), state.fooled_x, state.best_x)
 
     def best_objective(self, state: _AutoState, final: Final) -> Array:
         """The highest objective found, the final iterate included."""
-        xp = array_namespace(state.best)
+        xp = namespace(state.best)
         return xp.maximum(state.best, self.direction * final.losses)
 
     def _track(self, state: _AutoState, objective: Array, grad: Array, fooled: Array) -> _AutoState:
-        xp = array_namespace(state.x)
+        xp = namespace(state.x)
         shape = (-1,) + (1,) * (state.x.ndim - 1)
         better = objective > state.best
         first_fool = xp.logical_and(fooled, xp.logical_not(state.fooled))
@@ -158,7 +156,7 @@ class AutoSteps:
     def _check(self, state: _AutoState, step: int, grad: Array) -> tuple[_AutoState, Array, Array]:
         """At checkpoint ``step``: halve the step and restart from the best point where
         condition 1 or 2 holds; returns the state and the point and gradient to step from."""
-        xp = array_namespace(state.x)
+        xp = namespace(state.x)
         index = self.marks.index(step)
         window = step - (self.marks[index - 1] if index > 0 else 0)
         oscillating = state.increases < self.rho * window
@@ -177,5 +175,5 @@ class AutoSteps:
 
 
 def _on(array: Array, like: Array) -> Array:
-    xp = array_namespace(like)
-    return xp.asarray(array, device=device(like))
+    xp = namespace(like)
+    return xp.asarray(array, device=device_of(like))

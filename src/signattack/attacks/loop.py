@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeGuard, TypeVar
 
 import numpy as np
-from array_api_compat import array_namespace, device, to_device
 
-from signattack._typing import Array
+from signattack._typing import Amount, Array, device_of, moved, namespace
 from signattack.backends._protocol import TraceableRule
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip
@@ -60,8 +59,8 @@ class Start:
     x: Array
     low: Array
     high: Array
-    eps: Array
-    step: Array
+    eps: Amount
+    step: Amount
     begin: Array
 
 
@@ -123,13 +122,13 @@ class LoopResult(Generic[State]):
 
 
 def random_start(
-    x: Array, eps: Array, low: Array, high: Array, generator: np.random.Generator
+    x: Array, eps: Amount, low: Array, high: Array, generator: np.random.Generator
 ) -> Array:
     """A uniform random point of the ball around ``x``, drawn from ``generator`` and clipped
     to the feasible set."""
-    xp = array_namespace(x)
+    xp = namespace(x)
     unit = xp.asarray(generator.uniform(-1, 1, size=tuple(x.shape)), dtype=x.dtype)
-    return clip(x + to_device(unit, device(x)) * eps, low, high)
+    return clip(x + moved(unit, device_of(x)) * eps, low, high)
 
 
 def merge_where(mask: Array, new: Any, old: Any) -> Any:
@@ -147,7 +146,7 @@ def merge_where(mask: Array, new: Any, old: Any) -> Any:
     shape = getattr(new, "shape", None)
     if shape is None or len(shape) == 0 or shape[0] != mask.shape[0]:
         return new
-    xp = array_namespace(new)
+    xp = namespace(new)
     return xp.where(xp.reshape(mask, (-1,) + (1,) * (len(shape) - 1)), new, old)
 
 
@@ -183,9 +182,11 @@ def iterate(
     """
     labels = batch.labels if loss_labels is None else loss_labels
 
+    xp = namespace(batch.x)
+    compare = xp.equal if targeted else xp.not_equal
+
     def succeeded(predictions: Array, index: Array | None) -> Array:
-        wanted = batch.labels if index is None else batch.labels[index]
-        return (predictions == wanted) if targeted else (predictions != wanted)
+        return compare(predictions, batch.labels if index is None else batch.labels[index])
 
     state = rule.start(start)
     compiled = (
@@ -211,6 +212,17 @@ def _traceable(rule: object) -> TypeGuard[TraceableRule[Any]]:
     return bool(getattr(rule, "traceable", False)) and dataclasses.is_dataclass(rule)
 
 
+@dataclass(frozen=True)
+class _Left:
+    """With early stopping, the samples still attacked (a mask and its indices) and the
+    losses and success of every sample so far."""
+
+    mask: Array
+    index: Array
+    losses: Array
+    fooled: Array
+
+
 def _eager_steps(
     batch: Batch,
     rule: UpdateRule[State],
@@ -222,28 +234,26 @@ def _eager_steps(
 ) -> tuple[list[Array], State]:
     """The loop one step at a time: the rows of losses (``steps`` of them) and the last
     state. With ``early_stop``, the samples that succeeded leave the batch the model sees."""
-    xp = array_namespace(batch.x)
+    xp = namespace(batch.x)
     rows: list[Array] = []
-    still = active = None  # the samples still attacked: a mask and its indices; None: all
-    losses = fooled = predictions = None
+    left: _Left | None = None  # with early stopping: the samples still attacked
     for step in range(steps):
         point = rule.point(state)
-        if active is None:
+        if left is None:
             losses, grad, predictions = batch.value_and_grad(point, labels)
             fooled = succeeded(predictions, None)
         else:
             part_losses, part_grad, part_predictions = batch.value_and_grad(
-                point[active], labels[active]
+                point[left.index], labels[left.index]
             )
-            losses = spread(still, part_losses, losses)
-            predictions = spread(still, part_predictions, predictions)
-            fooled = spread(still, succeeded(part_predictions, active), fooled)
-            grad = spread(still, part_grad, xp.zeros_like(point))
+            losses = spread(left.mask, part_losses, left.losses)
+            fooled = spread(left.mask, succeeded(part_predictions, left.index), left.fooled)
+            grad = spread(left.mask, part_grad, xp.zeros_like(point))
         rows.append(losses)
         if early_stop:
             still = xp.logical_not(fooled)
-            active = xp.nonzero(still)[0]  # the one synchronisation of a step
-            if active.shape[0] == 0:
+            left = _Left(still, xp.nonzero(still)[0], losses, fooled)  # one sync a step
+            if left.index.shape[0] == 0:
                 break
             state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
         else:
@@ -259,7 +269,7 @@ def spread(mask: Array, part: Array, full: Array, axis: int = 0) -> Array:
     ``part`` holds one entry for every ``True`` of ``mask`` (``part = full[mask]`` in
     shape), as :func:`iterate` and the restarts of APGD make it.
     """
-    xp = array_namespace(full)
+    xp = namespace(full)
     count = part.shape[axis]
     if count == 0:
         return full

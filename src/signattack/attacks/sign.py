@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeGuard
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_array_api_obj
 
-from signattack._typing import Array, ArrayT
+from signattack._typing import Amount, Array, ArrayT, device_of, is_array, namespace, returned
 from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Final, LoopResult, Start, iterate, random_start
 from signattack.backends.batch import Batch, open_threat
@@ -29,9 +28,9 @@ from signattack.core.validation import (
 __all__ = ["FGSM", "IteratedSign", "SignSteps"]
 
 
-def _same_library(value: object, xp: object) -> bool:
+def _same_library(value: object, xp: object) -> TypeGuard[Array]:
     """Whether ``value`` is an array of the array library ``xp``."""
-    return bool(is_array_api_obj(value)) and array_namespace(value) is xp
+    return is_array(value) and namespace(value) is xp
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class SignSteps:
 
     low: Array
     high: Array
-    step: Array
+    step: Amount
     traceable: ClassVar[bool] = True
 
     def start(self, start: Start) -> Array:
@@ -186,8 +185,7 @@ class IteratedSign:
                 ``x`` are on different devices.
         """
         outcome = self._attack(model, x, y, rng=rng, radius=eps, record=False)
-        x_adv: ArrayT = outcome.x_adv
-        return x_adv
+        return returned(outcome.x_adv, x)
 
     def run(
         self,
@@ -211,17 +209,23 @@ class IteratedSign:
         outcome = self._attack(model, x, y, rng=rng, radius=eps, record=True)
         if outcome.final is None:  # pragma: no cover - record=True evaluates the final point
             raise RuntimeError("the attack loop did not evaluate the final iterate")
-        losses = array_namespace(outcome.x_adv).stack(outcome.rows)
-        return AttackResult(outcome.x_adv, losses, outcome.final.predictions, outcome.final.success)
+        losses = namespace(outcome.x_adv).stack(outcome.rows)
+        final = outcome.final
+        return AttackResult(
+            returned(outcome.x_adv, x),
+            returned(losses, x),
+            returned(final.predictions, x),
+            returned(final.success, x),
+        )
 
     def _attack(
         self,
         model: object,
-        x: Array,
-        y: Array,
+        x: object,
+        y: object,
         *,
         rng: np.random.Generator | None,
-        radius: Array | None,
+        radius: object | None,
         record: bool,
     ) -> LoopResult[Array]:
         """The attack, with the caller's dtype restored in ``x_adv``; with ``record``, the
@@ -247,7 +251,7 @@ class IteratedSign:
             )
         return dataclasses.replace(outcome, x_adv=batch.to_input(outcome.x_adv, eps))
 
-    def _radius_and_step(self, batch: Batch, radius: Array | None) -> tuple[Array, Array]:
+    def _radius_and_step(self, batch: Batch, radius: object | None) -> tuple[Amount, Amount]:
         """The radius and signed step: floats, or per-sample arrays shaped to broadcast.
 
         For integer inputs the radius is ``floor(eps)`` (see :meth:`Batch.radius`); the
@@ -257,7 +261,7 @@ class IteratedSign:
         x0 = batch.x
         if radius is None:
             return batch.radius(self.eps), direction * self.resolved_step_size
-        xp = array_namespace(x0)
+        xp = namespace(x0)
         if not _same_library(radius, xp):
             raise TypeError(
                 f"eps (per sample) must be an array of the same library as x, of shape "
@@ -273,7 +277,7 @@ class IteratedSign:
         shape = (x0.shape[0],) + (1,) * (x0.ndim - 1)
 
         def per_sample(values: Array) -> Array:
-            return xp.reshape(xp.asarray(values, dtype=x0.dtype, device=device(x0)), shape)
+            return xp.reshape(xp.asarray(values, dtype=x0.dtype, device=device_of(x0)), shape)
 
         # floor() before the cast: 7.999999999999999 must not round to 8 in float32.
         eps = per_sample(batch.radius(radius))

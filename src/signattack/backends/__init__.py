@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 import array_api_compat
 
-from signattack._typing import Array
 from signattack.backends._protocol import Backend, BackendFactory, ModelMode
 from signattack.backends.numpy_backend import LinearClassifier, NumpyModel, open_numpy_backend
 from signattack.core.losses import LossFunction
@@ -30,7 +29,7 @@ __all__ = [
 
 
 def _open_torch_backend(
-    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+    model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[Backend]:
     from signattack.backends.torch_backend import open_torch_backend
 
@@ -39,7 +38,7 @@ def _open_torch_backend(
 
 
 def _open_jax_backend(
-    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+    model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[Backend]:
     from signattack.backends.jax_backend import open_jax_backend
 
@@ -68,7 +67,7 @@ def register_backend(is_array: Callable[[object], bool], factory: BackendFactory
 
 @contextmanager
 def open_backend(
-    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+    model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[Backend]:
     """Open the backend for ``x``'s array type.
 

@@ -75,7 +75,7 @@ class Backend(Protocol):
 
 
 BackendFactory: TypeAlias = Callable[
-    [object, Array, LossFunction, ModelMode], AbstractContextManager[Backend]
+    [object, object, LossFunction, ModelMode], AbstractContextManager[Backend]
 ]
 """``factory(model, x, loss, model_mode)`` opens a :class:`Backend` for one attack call.
 

@@ -6,12 +6,9 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
-import array_api_compat
-from array_api_compat import array_namespace, device, to_device
-
-from signattack._typing import Array
+from signattack._typing import Amount, Array, device_of, is_array, moved, namespace
 from signattack.backends import open_backend
 from signattack.backends._protocol import Backend, CompiledLoop, Steps, TraceableRule
 from signattack.core.losses import LossFunction
@@ -38,7 +35,7 @@ class _FirstCall:
     def losses(self, losses: Array, y: Array) -> None:
         if not self.losses_pending:
             return
-        if not array_api_compat.is_array_api_obj(losses) or tuple(losses.shape) != (y.shape[0],):
+        if not is_array(losses) or tuple(losses.shape) != (y.shape[0],):
             shape = tuple(losses.shape) if hasattr(losses, "shape") else type(losses).__name__
             raise ValueError(
                 f"loss must return per-sample losses of shape ({y.shape[0]},), got {shape}"
@@ -48,7 +45,7 @@ class _FirstCall:
     def gradient(self, grad: Array, x: Array) -> None:
         if not self.gradient_pending:
             return
-        if not array_api_compat.is_array_api_obj(grad) or tuple(grad.shape) != tuple(x.shape):
+        if not is_array(grad) or tuple(grad.shape) != tuple(x.shape):
             shape = tuple(grad.shape) if hasattr(grad, "shape") else type(grad).__name__
             raise ValueError(
                 f"the input gradient (a NumPy model's vjp) must have x's shape "
@@ -98,7 +95,7 @@ class Batch:
         losses, grad, logits = self.backend.value_and_grad(x, y, checks)
         if checks is not None:
             checks.gradient(grad, x)
-        return losses, grad, array_namespace(logits).argmax(logits, axis=1)
+        return losses, grad, namespace(logits).argmax(logits, axis=1)
 
     def logits(self, x: Array, y: Array | None = None) -> Array:
         """The model's output at ``x``, without a graph; checked against ``y`` (the batch's
@@ -118,7 +115,7 @@ class Batch:
         losses = self.backend.loss(logits, y)
         if checks is not None:
             checks.losses(losses, y)
-        return losses, array_namespace(logits).argmax(logits, axis=1)
+        return losses, namespace(logits).argmax(logits, axis=1)
 
     def run_steps(
         self,
@@ -144,7 +141,13 @@ class Batch:
             checks.gradient_pending = False  # the framework differentiated x itself
         return ran
 
-    def radius(self, eps: Array) -> Array:
+    @overload
+    def radius(self, eps: float) -> float: ...
+
+    @overload
+    def radius(self, eps: Array) -> Array: ...
+
+    def radius(self, eps: Amount) -> Amount:
         """The radius the kernels use: ``eps`` itself, or ``floor(eps)`` for integer inputs.
 
         An integer perturbation ``d`` satisfies ``|d| <= eps`` exactly when
@@ -153,17 +156,17 @@ class Batch:
         """
         if isinstance(eps, (int, float)):
             return float(math.floor(eps)) if self.integer else float(eps)
-        return array_namespace(eps).floor(eps) if self.integer else eps
+        return namespace(eps).floor(eps) if self.integer else eps
 
-    def rounded(self, radius: Array) -> Callable[[Array], Array]:
+    def rounded(self, radius: Amount) -> Callable[[Array], Array]:
         """What the model sees of an iterate: for integer inputs, the iterate rounded as
         :meth:`to_input` rounds it, back in the working dtype; otherwise the iterate."""
         if not self.integer:
             return _same
-        xp = array_namespace(self.x)
+        xp = namespace(self.x)
         return lambda x_adv: xp.astype(self.to_input(x_adv, radius), self.x.dtype)
 
-    def to_input(self, x_adv: Array, radius: Array) -> Array:
+    def to_input(self, x_adv: Array, radius: Amount) -> Array:
         """The iterate in the caller's dtype; for integer inputs, rounded exactly.
 
         Integer inputs come back as ``original + d`` with ``d`` an integer in
@@ -171,7 +174,7 @@ class Batch:
         that neither the ball nor the box depends on float rounding, even for values beyond
         ``2**24`` that ``float32`` cannot hold.
         """
-        xp = array_namespace(x_adv)
+        xp = namespace(x_adv)
         if not self.integer:
             return xp.astype(x_adv, self.input_dtype, copy=False)
         wide = _widest_integer(xp, self.original)
@@ -184,14 +187,14 @@ class Batch:
 def _widest_integer(xp: Any, like: Array) -> Any:
     """The library's default indexing dtype: ``int64``, or ``int32`` where that is the widest
     (JAX without 64-bit mode)."""
-    return xp.__array_namespace_info__().default_dtypes(device=device(like))["indexing"]
+    return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["indexing"]
 
 
 def widest_float(like: Array) -> Any:
     """The library's default real floating dtype on ``like``'s device: ``float64``, or
     ``float32`` where that is the widest (JAX without 64-bit mode)."""
-    xp = array_namespace(like)
-    return xp.__array_namespace_info__().default_dtypes(device=device(like))["real floating"]
+    xp = namespace(like)
+    return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["real floating"]
 
 
 def _same(x: Array) -> Array:
@@ -199,7 +202,7 @@ def _same(x: Array) -> Array:
 
 
 def open_threat(
-    model: object, x: Array, y: Array, threat: ThreatModel, *, eps: float | None = None
+    model: object, x: object, y: object, threat: ThreatModel, *, eps: float | None = None
 ) -> AbstractContextManager[Batch]:
     """:func:`open_batch` under a validated :class:`~signattack.core.threat.ThreatModel`."""
     return open_batch(
@@ -216,8 +219,8 @@ def open_threat(
 @contextmanager
 def open_batch(
     model: object,
-    x: Array,
-    y: Array,
+    x: object,
+    y: object,
     *,
     loss: LossFunction,
     model_mode: ModelMode,
@@ -234,9 +237,13 @@ def open_batch(
         TypeError, ValueError: As :func:`signattack.core.validation.check_batch`.
     """
     with open_backend(model, x, loss, model_mode) as backend:
+        if not is_array(x):  # a registered backend took something that is not an array
+            raise TypeError(f"x must be an array, got {type(x).__name__}")
         x = backend.prepare(x)
+        if not is_array(y):
+            raise TypeError(f"y must be an array of labels like x, got {type(y).__name__}")
         x_range = check_batch(x, y, bounds)
-        xp = array_namespace(x)
+        xp = namespace(x)
         integer = xp.isdtype(x.dtype, "integral")
         warn_units(x_range, not integer, bounds, eps)
         lower, upper = bounds
@@ -244,7 +251,7 @@ def open_batch(
             lower = max(math.ceil(lower), int(xp.iinfo(x.dtype).min))
             upper = min(math.floor(upper), int(xp.iinfo(x.dtype).max))
         x_float = xp.astype(x, xp.float32) if integer else x
-        labels = backend.prepare(to_device(y, device(x)))
+        labels = backend.prepare(moved(y, device_of(x)))
         yield Batch(
             backend=backend,
             x=xp.clip(x_float, float(lower), float(upper)),

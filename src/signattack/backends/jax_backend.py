@@ -23,13 +23,12 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from signattack._typing import Array
+from signattack._typing import Array, namespace
 from signattack.backends._protocol import Checks, ModelMode, Steps, TraceableRule
 from signattack.core.losses import LogitLoss, LossFunction
 from signattack.core.validation import check_logits_form
@@ -93,7 +92,8 @@ class JaxBackend:
 
     def logits(self, x: Array) -> Array:
         """The model's output."""
-        return _compiled_logits(self._form, self._arrays, x)
+        logits: Array = _compiled_logits(self._form, self._arrays, x)
+        return logits
 
     def value_and_grad(
         self, x: Array, y: Array, checks: Checks | None = None
@@ -182,7 +182,9 @@ def _split(model: Callable[[Array], Array]) -> tuple[_Form, list[Array | None]]:
     arguments: new parameters of the same shapes reuse the compiled computation.
     """
     leaves, tree = jax.tree.flatten(model)
-    arrays = [leaf if isinstance(leaf, (jax.Array, np.ndarray)) else None for leaf in leaves]
+    arrays: list[Array | None] = [
+        leaf if isinstance(leaf, (jax.Array, np.ndarray)) else None for leaf in leaves
+    ]
     others = tuple(
         None if array is not None else _Same(leaf)
         for leaf, array in zip(leaves, arrays, strict=True)
@@ -203,7 +205,7 @@ def _objective(
         if not hasattr(losses, "shape") or tuple(losses.shape) != (batch,):
             shape = tuple(losses.shape) if hasattr(losses, "shape") else type(losses).__name__
             raise ValueError(f"loss must return per-sample losses of shape ({batch},), got {shape}")
-        return losses.sum(), (losses, logits)
+        return namespace(losses).sum(losses), (losses, logits)
 
     return total
 
@@ -240,52 +242,56 @@ def _compiled_steps(
     and first logits."""
     rule = rule_type(**fields)
     total = _objective(form.build(arrays), loss.value, labels, wanted.shape[0])
+    xp = namespace(wanted)
+    compare = xp.equal if targeted else xp.not_equal
 
-    def one_step(
-        carry: tuple[Any, Array, Array, Array], step: Array
-    ) -> tuple[tuple[Any, Array, Array, Array], Array]:
+    def one_step(carry: _Carry, step: Array) -> tuple[_Carry, Array]:
         state, losses, fooled, first = carry
         point = rule.point(state)
         (_, (new_losses, logits)), grad = jax.value_and_grad(total, has_aux=True)(point)
-        predictions = jnp.argmax(logits, axis=1)
-        new_fooled = (predictions == wanted) if targeted else (predictions != wanted)
-        first = jnp.where(step == 0, logits, first)
+        new_fooled = compare(xp.argmax(logits, axis=1), wanted)
+        first = xp.where(xp.equal(step, 0), logits, first)
         if not early_stop:
             state = rule.update(state, step, new_losses, grad, new_fooled)
             return (state, new_losses, new_fooled, first), new_losses
-        still = jnp.logical_not(fooled)  # the samples attacked at this step
-        losses = jnp.where(still, new_losses, losses)
-        fooled = jnp.where(still, new_fooled, fooled)
+        still = xp.logical_not(fooled)  # the samples attacked at this step
+        losses = xp.where(still, new_losses, losses)
+        fooled = xp.where(still, new_fooled, fooled)
         updated = rule.update(state, step, losses, grad, fooled)
-        return (_where(jnp.logical_not(fooled), updated, state), losses, fooled, first), losses
+        return (_where(xp.logical_not(fooled), updated, state), losses, fooled, first), losses
 
     losses, logits = jax.eval_shape(lambda inputs: total(inputs)[1], rule.point(state))
-    carry = (
+    carry: _Carry = (
         state,
-        jnp.zeros(losses.shape, losses.dtype),
-        jnp.zeros(wanted.shape, bool),
-        jnp.zeros(logits.shape, logits.dtype),
+        xp.zeros(losses.shape, dtype=losses.dtype),
+        xp.zeros(wanted.shape, dtype=xp.bool),
+        xp.zeros(logits.shape, dtype=logits.dtype),
     )
     unroll = steps <= UNROLLED_STEPS
-    (state, _, _, first), rows = jax.lax.scan(one_step, carry, jnp.arange(steps), unroll=unroll)
+    (state, _, _, first), rows = jax.lax.scan(one_step, carry, xp.arange(steps), unroll=unroll)
     return rows, state, first
+
+
+_Carry: TypeAlias = tuple[Any, Array, Array, Array]
+"""A compiled loop's state: the rule's state, the losses, the success and the first logits."""
 
 
 def _where(mask: Array, new: Any, old: Any) -> Any:
     """``new`` where ``mask`` (``(batch,)`` booleans) holds, ``old`` elsewhere, leaf by leaf
     (leaves without the batch first are taken from ``new``)."""
+    xp = namespace(mask)
 
     def merge(a: Array, b: Array) -> Array:
         if a.ndim == 0 or a.shape[0] != mask.shape[0]:
             return a
-        return jnp.where(jnp.reshape(mask, (-1,) + (1,) * (a.ndim - 1)), a, b)
+        return xp.where(xp.reshape(mask, (-1,) + (1,) * (a.ndim - 1)), a, b)
 
     return jax.tree.map(merge, new, old)
 
 
 @contextmanager
 def open_jax_backend(
-    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+    model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[JaxBackend]:
     """Open a :class:`JaxBackend`; ``model_mode`` has no meaning for a JAX function.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -101,22 +101,31 @@ class NumpyBackend:
         self, x: Array, y: Array, checks: Checks | None = None
     ) -> tuple[Array, Array, Array]:
         """Losses, the input gradient (the logit gradient through ``vjp``) and the logits."""
-        logits = self.model(x)
+        inputs = _ndarray(x)
+        logits = self.model(inputs)
         if checks is not None:
             checks.logits(logits, y)
         losses = self.loss(logits, y)
         if checks is not None:
             checks.losses(losses, y)
-        return losses, self.model.vjp(x, self.logit_gradient(logits, y)), logits
+        cotangent = _ndarray(self.logit_gradient(logits, y))
+        return losses, self.model.vjp(inputs, cotangent), logits
 
     def logits(self, x: Array) -> Array:
         """The model's output."""
-        return self.model(x)
+        return self.model(_ndarray(x))
+
+
+def _ndarray(value: Array) -> npt.NDArray[np.floating[Any]]:
+    """``value``, an array of this backend: a NumPy array of floats."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"the NumPy backend takes NumPy arrays, got {type(value).__name__}")
+    return value
 
 
 @contextmanager
 def open_numpy_backend(
-    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+    model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[NumpyBackend]:
     """Open a :class:`NumpyBackend`; ``model_mode`` has no meaning for NumPy models.
 

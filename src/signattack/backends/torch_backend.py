@@ -50,8 +50,8 @@ class _CrossEntropy(torch.autograd.Function):
         return grad * grad_losses[:, None], None
 
 
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    losses: torch.Tensor = _CrossEntropy.apply(logits, labels)
+def _cross_entropy(logits: Array, labels: Array) -> Array:
+    losses: torch.Tensor = _CrossEntropy.apply(_tensor(logits), _tensor(labels))
     return losses
 
 
@@ -73,17 +73,18 @@ class TorchBackend:
 
     def prepare(self, x: Array) -> Array:
         """``x`` detached from its graph; a normal tensor even if made in inference mode."""
-        return x.clone() if x.is_inference() else x.detach()
+        tensor = _tensor(x)
+        return tensor.clone() if tensor.is_inference() else tensor.detach()
 
     def value_and_grad(
         self, x: Array, y: Array, checks: Checks | None = None
     ) -> tuple[Array, Array, Array]:
         """Losses, ``torch.autograd.grad(losses.sum(), x)`` and the logits."""
-        x = x.detach().requires_grad_(True)
-        logits = self.model(x)  # type: ignore[operator]
+        leaf = _tensor(x).detach().requires_grad_(True)
+        logits = _tensor(self.model(leaf))  # type: ignore[operator]
         if checks is not None:
             checks.logits(logits, y)
-        losses = self.loss(logits, y)
+        losses = _tensor(self.loss(logits, y))
         if checks is not None:
             checks.losses(losses, y)
         if not losses.requires_grad:
@@ -91,7 +92,7 @@ class TorchBackend:
                 "model output does not depend on x through autograd: the model detaches its "
                 "input or runs under torch.no_grad; the attack needs input gradients"
             )
-        (grad,) = torch.autograd.grad(losses.sum(), x, allow_unused=True)
+        (grad,) = torch.autograd.grad(losses.sum(), leaf, allow_unused=True)
         if grad is None:
             raise ValueError(
                 "model output does not depend on x through autograd: the model detaches its "
@@ -102,7 +103,14 @@ class TorchBackend:
     def logits(self, x: Array) -> Array:
         """The model's output, without building a graph."""
         with torch.no_grad():
-            return self.model(x)  # type: ignore[operator]
+            return _tensor(self.model(_tensor(x)))  # type: ignore[operator]
+
+
+def _tensor(value: object) -> torch.Tensor:
+    """``value``, which must be a tensor: the model's output, or an input of this backend."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"model must return an array of logits, got {type(value).__name__}")
+    return value
 
 
 def _check_device(model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -116,7 +124,7 @@ def _check_device(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 @contextmanager
 def open_torch_backend(
-    model: object, x: Array, loss: LossFunction, model_mode: ModelMode
+    model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[TorchBackend]:
     """Open a :class:`TorchBackend` for one attack call.
 
@@ -133,6 +141,7 @@ def open_torch_backend(
     """
     if not callable(model):
         raise TypeError(f"model must be an nn.Module or a callable on tensors, got {model!r}")
+    x = _tensor(x)
     if x.device.type == "meta":
         raise ValueError(
             "x is on the meta device, which holds shapes but no values: "

@@ -14,14 +14,12 @@ so it is computed once (:func:`ball_box_limits`) and every step is one clip onto
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
-
-from signattack._typing import Array
+from signattack._typing import Amount, Array, device_of, namespace
 
 __all__ = ["ball_box_limits", "clip", "round_into_limits", "sign_step", "signed_unit"]
 
 
-def ball_box_limits(x: Array, eps: float, lower: float, upper: float) -> tuple[Array, Array]:
+def ball_box_limits(x: Array, eps: Amount, lower: float, upper: float) -> tuple[Array, Array]:
     """Element-wise limits of the intersection of the eps-ball around ``x`` and a box.
 
     ``low = max(lower, x - eps)`` and ``high = min(upper, x + eps)``, each moved one unit in
@@ -39,10 +37,10 @@ def ball_box_limits(x: Array, eps: float, lower: float, upper: float) -> tuple[A
         ``(low, high)``, two arrays of ``x``'s shape, dtype and device with
         ``low <= x <= high``.
     """
-    xp = array_namespace(x)
-    radius = xp.asarray(eps, dtype=x.dtype, device=device(x))
-    low = xp.maximum(x - radius, xp.asarray(lower, dtype=x.dtype, device=device(x)))
-    high = xp.minimum(x + radius, xp.asarray(upper, dtype=x.dtype, device=device(x)))
+    xp = namespace(x)
+    radius = xp.asarray(eps, dtype=x.dtype, device=device_of(x))
+    low = xp.maximum(x - radius, xp.asarray(lower, dtype=x.dtype, device=device_of(x)))
+    high = xp.minimum(x + radius, xp.asarray(upper, dtype=x.dtype, device=device_of(x)))
     low = xp.where(x - low > radius, xp.nextafter(low, x), low)
     high = xp.where(high - x > radius, xp.nextafter(high, x), high)
     return low, high
@@ -50,7 +48,7 @@ def ball_box_limits(x: Array, eps: float, lower: float, upper: float) -> tuple[A
 
 def clip(v: Array, low: Array, high: Array) -> Array:
     """Project ``v`` onto the box ``[low, high]`` element-wise: ``min(max(v, low), high)``."""
-    xp = array_namespace(v, low, high)
+    xp = namespace(v, low, high)
     return xp.minimum(xp.maximum(v, low), high)
 
 
@@ -60,12 +58,12 @@ def signed_unit(grad: Array, dtype: object) -> Array:
     A NaN gradient entry therefore leaves its pixel where it is instead of turning the whole
     adversarial example into NaN.
     """
-    xp = array_namespace(grad)
+    xp = namespace(grad)
     unit = xp.where(xp.isnan(grad), 0.0, xp.sign(grad))
     return unit if unit.dtype == dtype else xp.astype(unit, dtype)
 
 
-def sign_step(x_adv: Array, grad: Array, step_size: float, low: Array, high: Array) -> Array:
+def sign_step(x_adv: Array, grad: Array, step_size: Amount, low: Array, high: Array) -> Array:
     """One projected signed-gradient step.
 
     ``x' = clip_[low, high](x_adv + step_size * sign(grad))``. A negative ``step_size``
@@ -100,7 +98,7 @@ def round_into_limits(x_adv: Array, x: Array, low: Array, high: Array) -> Array:
     Returns:
         Integer-valued array in ``x_adv``'s floating dtype.
     """
-    xp = array_namespace(x_adv, x)
+    xp = namespace(x_adv, x)
     nearest = xp.round(x_adv)
     toward_x = x + xp.trunc(x_adv - x)
     outside = (nearest < low) | (nearest > high)

@@ -13,9 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from array_api_compat import array_namespace, device
-
-from signattack._typing import Array
+from signattack._typing import Array, device_of, namespace
 from signattack.core.validation import check_choice
 
 __all__ = [
@@ -61,13 +59,13 @@ class LogitLoss:
 
 
 def _one_hot(labels: Array, num_classes: int, dtype: object) -> Array:
-    xp = array_namespace(labels)
-    classes = xp.arange(num_classes, device=device(labels))
-    return xp.astype(labels[:, None] == classes[None, :], dtype)
+    xp = namespace(labels)
+    classes = xp.arange(num_classes, device=device_of(labels))
+    return xp.astype(xp.equal(labels[:, None], classes[None, :]), dtype)
 
 
 def _true_logit(logits: Array, labels: Array) -> Array:
-    xp = array_namespace(logits, labels)
+    xp = namespace(logits, labels)
     return xp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
 
 
@@ -76,7 +74,7 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
 
     ``CE(z, y) = log(sum_j exp(z_j - m)) + m - z_y`` with ``m = max_j z_j``.
     """
-    xp = array_namespace(logits, labels)
+    xp = namespace(logits, labels)
     top = xp.max(logits, axis=1, keepdims=True)
     shifted = logits - top
     return xp.log(xp.sum(xp.exp(shifted), axis=1)) - _true_logit(shifted, labels)
@@ -89,7 +87,7 @@ def _cross_entropy_gradient(logits: Array, labels: Array) -> Array:
     (``p_y`` rounds to 1), which drops the true-class term from the gradient; the sum of the
     other probabilities keeps it to full relative precision.
     """
-    xp = array_namespace(logits, labels)
+    xp = namespace(logits, labels)
     exp = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
     softmax = exp / xp.sum(exp, axis=1, keepdims=True)
     is_label = _one_hot(labels, logits.shape[1], xp.bool)
@@ -98,7 +96,7 @@ def _cross_entropy_gradient(logits: Array, labels: Array) -> Array:
 
 
 def _best_other_class(logits: Array, labels: Array) -> Array:
-    xp = array_namespace(logits, labels)
+    xp = namespace(logits, labels)
     is_label = _one_hot(labels, logits.shape[1], xp.bool)
     return xp.argmax(xp.where(is_label, -xp.inf, logits), axis=1)
 
@@ -109,7 +107,7 @@ def margin(logits: Array, labels: Array) -> Array:
     Positive exactly when the sample is misclassified; unbounded, so it keeps a useful
     gradient where cross-entropy saturates.
     """
-    xp = array_namespace(logits, labels)
+    xp = namespace(logits, labels)
     other = _best_other_class(logits, labels)
     best_other = xp.take_along_axis(logits, other[:, None], axis=1)[:, 0]
     return best_other - _true_logit(logits, labels)
@@ -129,12 +127,12 @@ tied top classes do not divide by zero."""
 
 def _ranked(logits: Array, rank: int) -> Array:
     """Per sample, the index of the ``rank``-th largest logit (``rank = 1`` the largest)."""
-    xp = array_namespace(logits)
+    xp = namespace(logits)
     return xp.argsort(logits, axis=1, descending=True, stable=True)[:, rank - 1]
 
 
 def _at(logits: Array, index: Array) -> Array:
-    xp = array_namespace(logits, index)
+    xp = namespace(logits, index)
     return xp.take_along_axis(logits, index[:, None], axis=1)[:, 0]
 
 

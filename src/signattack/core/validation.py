@@ -15,11 +15,9 @@ from collections.abc import Collection
 from types import FrameType
 from typing import NamedTuple, TypeVar
 
-import array_api_compat
 import numpy as np
-from array_api_compat import array_namespace
 
-from signattack._typing import Array
+from signattack._typing import Array, is_array, namespace
 
 __all__ = [
     "Bounds",
@@ -177,14 +175,14 @@ def check_batch(x: Array, y: Array, bounds: Bounds) -> tuple[float, float]:
         ValueError: Shapes do not match, or values are non-finite, negative labels, or
             outside the box.
     """
-    if not array_api_compat.is_array_api_obj(x):
+    if not is_array(x):
         raise TypeError(
             f"x must be an array (numpy.ndarray or torch.Tensor), got {type(x).__name__}"
         )
-    if not array_api_compat.is_array_api_obj(y):
+    if not is_array(y):
         raise TypeError(f"y must be an array of labels like x, got {type(y).__name__}")
-    xp = array_namespace(x)
-    if array_namespace(y) is not xp:
+    xp = namespace(x)
+    if namespace(y) is not xp:
         raise TypeError(
             f"y must come from the same array library as x ({type(x).__name__}), "
             f"got {type(y).__name__}"
@@ -273,9 +271,9 @@ def check_logits_form(logits: Array, y: Array) -> None:
         TypeError: ``logits`` is not a floating array.
         ValueError: ``logits`` is not ``(batch, classes)`` for the batch of ``y``.
     """
-    if not array_api_compat.is_array_api_obj(logits):
+    if not is_array(logits):
         raise TypeError(f"model must return an array of logits, got {type(logits).__name__}")
-    xp = array_namespace(logits)
+    xp = namespace(logits)
     if logits.ndim != 2 or logits.shape[0] != y.shape[0]:
         raise ValueError(
             f"model must return logits of shape (batch, classes) = ({y.shape[0]}, classes), "
@@ -294,7 +292,7 @@ def check_logits(logits: Array, y: Array) -> None:
             or Inf, or a label is not a valid class index.
     """
     check_logits_form(logits, y)
-    xp = array_namespace(logits)
+    xp = namespace(logits)
     if not bool(xp.all(xp.isfinite(logits))):
         raise ValueError(
             "model must return finite logits, got NaN or Inf: check the model and its input "

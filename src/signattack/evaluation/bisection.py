@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device, to_device
 
 from signattack._host import to_numpy
-from signattack._typing import Array
+from signattack._typing import Array, device_of, moved, namespace
 from signattack.attacks import FGSM, IteratedSign
 from signattack.backends.batch import widest_float
 from signattack.core.validation import Bounds, check_real, check_steps
@@ -56,14 +55,14 @@ def smallest_breaking_eps(
             f"attack must be an IteratedSign or an FGSM (its eps is replaced per sample), "
             f"got {type(attack).__name__}"
         )
-    xp = array_namespace(x)
-    y = to_device(y, device(x))
+    xp = namespace(x)
+    y = moved(y, device_of(x))
     clean = to_numpy(clean_predictions(model, x, y, Bounds(*attack.bounds)) == y)
     low = np.zeros(len(clean))
     high = np.full(len(clean), eps_max)
 
     def breaks(radii: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        per_sample = xp.asarray(radii, dtype=widest_float(x), device=device(x))
+        per_sample = xp.asarray(radii, dtype=widest_float(x), device=device_of(x))
         outcome = attack.run(model, x, y, eps=per_sample)  # type: ignore[arg-type]
         return to_numpy(outcome.predictions != y)
 

@@ -22,7 +22,7 @@ import array_api_compat
 import numpy as np
 
 from signattack._host import to_numpy
-from signattack._typing import Array
+from signattack._typing import Array, is_array
 
 __all__ = ["Unstable", "batch_digest", "describe", "model_identity", "stable"]
 
@@ -91,7 +91,7 @@ def stable(value: Any, depth: int = 0) -> Any:
         return {key: inner(item) for key, item in sorted(value.items())}
     if isinstance(value, enum.Enum):
         return f"{_qualified(type(value))}.{value.name}"
-    if array_api_compat.is_array_api_obj(value):
+    if is_array(value):
         return {"array": _array_digest(value)}
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.nn.Module):

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from array_api_compat import array_namespace, device, is_array_api_obj, is_jax_array, to_device
+from array_api_compat import is_jax_array
 
 from signattack._host import to_numpy
 from signattack._progress import progress as progress_of
-from signattack._typing import Array
+from signattack._typing import Array, device_of, is_array, moved, namespace
 from signattack.attacks import Attack, EpsAttack
 from signattack.backends.batch import open_batch, widest_float
 from signattack.core.losses import CROSS_ENTROPY
@@ -103,7 +103,7 @@ def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> Arra
     """
     with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
         logits = batch.logits(batch.x)
-    return array_namespace(logits).argmax(logits, axis=1)
+    return namespace(logits).argmax(logits, axis=1)
 
 
 def _batch_rng(
@@ -128,9 +128,9 @@ def _evaluate_batch(
     batch_index: int,
     digest: str,
 ) -> BatchResult:
-    xp = array_namespace(x)
-    where = device(x)
-    y = to_device(y, where)
+    xp = namespace(x)
+    where = device_of(x)
+    y = moved(y, where)
     bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
     correct = to_numpy(clean_predictions(model, x, y, bounds) == y).astype(bool)
     problems = _gradient_problems(model, x, y, bounds) if batch_index == 0 else ()
@@ -156,8 +156,8 @@ def _evaluate_batch(
                 outcome = attack.run(model, x_part, y_part)  # type: ignore[arg-type]
             count = still.size
             wide = widest_float(x_part)
-            moved = xp.astype(outcome.x_adv[:count], wide) - xp.astype(x_part[:count], wide)
-            distance = max(distance, float(xp.max(xp.abs(moved))))
+            change = xp.astype(outcome.x_adv[:count], wide) - xp.astype(x_part[:count], wide)
+            distance = max(distance, float(xp.max(xp.abs(change))))
             fooled = to_numpy(outcome.predictions[:count] != y_part[:count]).astype(bool)
             correct[still[fooled]] = False
             counts.append(int(fooled.sum()))
@@ -202,7 +202,7 @@ def _batches(data: Iterable[tuple[Array, Array]]) -> Iterator[tuple[int, Array, 
                 f"data must yield (x, y) pairs, got {type(item).__name__} at batch {index}"
             )
         x, y = item
-        if not is_array_api_obj(x) or not is_array_api_obj(y):
+        if not is_array(x) or not is_array(y):
             raise TypeError(
                 f"batch {index}: x and y must be arrays (torch.Tensor or numpy.ndarray), "
                 f"got {type(x).__name__} and {type(y).__name__}"

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Generic, Literal
 
 import numpy as np
-from array_api_compat import array_namespace, device
 
-from signattack._typing import Array, ArrayT
+from signattack._typing import Array, ArrayT, device_of, is_array, namespace, returned
 from signattack.backends.batch import Batch, open_threat, widest_float
 from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
 from signattack.core.losses import LossFunction, LossName
@@ -45,13 +44,23 @@ _PIXELS = PIXEL_BOUNDS
 
 def _open(
     model: object,
-    x: Array,
-    y: Array,
+    x: object,
+    y: object,
     loss: LossName | LossFunction,
     bounds: tuple[float, float],
     model_mode: ModelMode,
 ) -> AbstractContextManager[Batch]:
     return open_threat(model, x, y, ThreatModel(bounds, loss, model_mode))
+
+
+_NAMES: dict[str, DirectionName] = {
+    name: name for name in ("signed_gradient", "rademacher", "gaussian")
+}
+
+
+def _direction_name(along: str) -> DirectionName:
+    """``along`` as one of the direction names."""
+    return _NAMES[check_choice("along", along, _DIRECTIONS)]
 
 
 def _sample_axes(a: Array) -> tuple[int, ...]:
@@ -60,17 +69,17 @@ def _sample_axes(a: Array) -> tuple[int, ...]:
 
 def _unit_linf(d: Array) -> Array:
     """Scale each sample of ``d`` to L-inf norm 1 (all-zero samples stay zero)."""
-    xp = array_namespace(d)
+    xp = namespace(d)
     norm = xp.max(xp.abs(d), axis=_sample_axes(d), keepdims=True)
     return d / xp.where(norm > 0, norm, xp.ones_like(norm))
 
 
 def _random(kind: DirectionName, like: Array, seed: int | None) -> Array:
-    xp = array_namespace(like)
+    xp = namespace(like)
     rng = np.random.default_rng(seed)
     shape = tuple(like.shape)
     noise = rng.choice([-1.0, 1.0], size=shape) if kind == "rademacher" else rng.normal(size=shape)
-    return _unit_linf(xp.asarray(noise, dtype=like.dtype, device=device(like)))
+    return _unit_linf(xp.asarray(noise, dtype=like.dtype, device=device_of(like)))
 
 
 def _direction(batch: Batch, kind: DirectionName, seed: int | None) -> Array:
@@ -107,8 +116,7 @@ def input_gradient(
     """
     with _open(model, x, y, loss, bounds, model_mode) as batch:
         _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
-    result: ArrayT = grad
-    return result
+    return returned(grad, x)
 
 
 def direction(
@@ -130,8 +138,7 @@ def direction(
     """
     check_choice("kind", kind, _DIRECTIONS)
     with _open(model, x, y, loss, bounds, model_mode) as batch:
-        result: ArrayT = _direction(batch, kind, seed)
-    return result
+        return returned(_direction(batch, kind, seed), x)
 
 
 def _losses_at(batch: Batch, points: Array) -> Array:
@@ -175,20 +182,24 @@ def loss_along(
     if not radii:
         raise ValueError("radii must hold at least one radius, got an empty sequence")
     with _open(model, x, y, loss, bounds, model_mode) as batch:
-        xp = array_namespace(batch.x)
+        xp = namespace(batch.x)
         if isinstance(along, str):
-            d = _direction(batch, check_choice("along", along, _DIRECTIONS), seed)  # type: ignore[arg-type]
+            d = _direction(batch, _direction_name(along), seed)
         else:
-            if tuple(along.shape) != tuple(batch.x.shape):  # type: ignore[attr-defined]
+            if not is_array(along):
+                raise TypeError(
+                    f"along must be a direction name or an array like x, got {type(along).__name__}"
+                )
+            if tuple(along.shape) != tuple(batch.x.shape):
                 raise ValueError(
-                    f"along must have x's shape {tuple(batch.x.shape)}, got {tuple(along.shape)}"  # type: ignore[attr-defined]
+                    f"along must have x's shape {tuple(batch.x.shape)}, got {tuple(along.shape)}"
                 )
             d = xp.astype(along, batch.x.dtype)
         lower, upper = batch.bounds
-        result: ArrayT = xp.stack(
+        losses = xp.stack(
             [_losses_at(batch, xp.clip(batch.x + r * d, lower, upper)) for r in radii]
         )
-    return result
+        return returned(losses, x)
 
 
 @dataclass(frozen=True)
@@ -236,7 +247,7 @@ def loss_surface(
     if not gradient_radii or not orthogonal_radii:
         raise ValueError("gradient_radii and orthogonal_radii must each hold at least one radius")
     with _open(model, x, y, loss, bounds, model_mode) as batch:
-        xp = array_namespace(batch.x)
+        xp = namespace(batch.x)
         along_grad = _direction(batch, "signed_gradient", seed)
         noise = _random("rademacher", batch.x, seed)
         axes = _sample_axes(batch.x)
@@ -255,7 +266,7 @@ def loss_surface(
             )
             for a in gradient_radii
         ]
-        losses: ArrayT = xp.stack(rows)
+        losses = returned(xp.stack(rows), x)
     return LossSurface(gradient_radii, orthogonal_radii, losses)
 
 
@@ -297,13 +308,15 @@ def linearization_gap(
     """
     eps = check_real("eps", eps)
     with _open(model, x, y, loss, bounds, model_mode) as batch:
-        xp = array_namespace(batch.x)
+        xp = namespace(batch.x)
         clean, grad, _ = batch.value_and_grad(batch.x, batch.labels)
         low, high = ball_box_limits(batch.x, eps, *batch.bounds)
         stepped = sign_step(batch.x, grad, eps, low, high)
         actual = _losses_at(batch, stepped) - clean
         predicted = xp.sum(grad * (stepped - batch.x), axis=_sample_axes(batch.x))
-    return LinearizationGap(actual, predicted, actual - predicted)
+        return LinearizationGap(
+            returned(actual, x), returned(predicted, x), returned(actual - predicted, x)
+        )
 
 
 class GradientMaskingWarning(UserWarning):
@@ -379,7 +392,7 @@ def check_gradients(
         The :class:`GradientReport`.
     """
     with _open(model, x, y, loss, bounds, model_mode) as batch:
-        xp = array_namespace(batch.x)
+        xp = namespace(batch.x)
         first = batch.logits(batch.x)
         second = batch.logits(batch.x)
         _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
@@ -393,10 +406,10 @@ def check_gradients(
     in_unit = bool(xp.all((first >= 0) & (first <= 1)))
     sums_to_one = bool(xp.all(xp.abs(xp.sum(first, axis=1) - 1) < 1e-3))
     report = GradientReport(
-        zero_fraction=float(xp.mean(xp.astype(grad == 0, wide))),
-        zero_gradient_samples=float(xp.mean(xp.astype(xp.all(grad == 0, axis=axes), wide))),
+        zero_fraction=float(xp.mean(xp.astype(xp.equal(grad, 0), wide))),
+        zero_gradient_samples=float(xp.mean(xp.astype(xp.all(xp.equal(grad, 0), axis=axes), wide))),
         nonfinite_fraction=nonfinite / entries,
-        stochastic=not bool(xp.all((first == second) | ~finite_outputs)),
+        stochastic=not bool(xp.all(xp.equal(first, second) | ~finite_outputs)),
         probabilities=in_unit and sums_to_one,
     )
     if warn:
