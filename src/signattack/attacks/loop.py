@@ -207,7 +207,7 @@ def iterate(
     return LoopResult(rows, rule.finish(state, at_end), at_end, state)
 
 
-def _traceable(rule: object) -> TypeGuard[TraceableRule[Any]]:
+def _traceable(rule: UpdateRule[State]) -> TypeGuard[TraceableRule[State]]:
     """Whether ``rule`` says it is pure array code that a backend may compile."""
     return bool(getattr(rule, "traceable", False)) and dataclasses.is_dataclass(rule)
 

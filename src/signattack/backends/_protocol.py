@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
+from dataclasses import Field, dataclass
+from typing import ClassVar, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from signattack._typing import Array
 from signattack.core.losses import LossFunction
@@ -89,13 +89,15 @@ class TraceableRule(Protocol[State]):
     :meth:`point` and :meth:`update` are pure array code (no host synchronisation, no
     Python branch on a value or on the step, which may be a traced integer)."""
 
-    __dataclass_fields__: ClassVar[dict[str, Any]]
+    __dataclass_fields__: ClassVar[dict[str, Field[object]]]
 
     def point(self, state: State) -> Array:
         """Where the next gradient is taken."""
         ...
 
-    def update(self, state: State, step: Any, losses: Array, grad: Array, fooled: Array) -> State:
+    def update(
+        self, state: State, step: Array | int, losses: Array, grad: Array, fooled: Array
+    ) -> State:
         """The state after a step."""
         ...
 
@@ -121,15 +123,15 @@ class CompiledLoop(Protocol):
 
     def run_steps(
         self,
-        rule: TraceableRule[Any],
-        state: Any,
+        rule: TraceableRule[State],
+        state: State,
         labels: Array,
         wanted: Array,
         steps: int,
         *,
         targeted: bool,
         early_stop: bool,
-    ) -> Steps[Any]:
+    ) -> Steps[State]:
         """``steps`` steps of ``rule`` from ``state``: the loss of ``labels`` is climbed
         (descended by a rule with a negative step), and success means predicting other
         than ``wanted`` (``wanted`` itself when ``targeted``). With ``early_stop``, each

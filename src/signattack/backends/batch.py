@@ -10,7 +10,7 @@ from typing import Any, overload
 
 from signattack._typing import Amount, Array, device_of, is_array, moved, namespace
 from signattack.backends import open_backend
-from signattack.backends._protocol import Backend, CompiledLoop, Steps, TraceableRule
+from signattack.backends._protocol import Backend, CompiledLoop, State, Steps, TraceableRule
 from signattack.core.losses import LossFunction
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
@@ -119,14 +119,14 @@ class Batch:
 
     def run_steps(
         self,
-        rule: TraceableRule[Any],
-        state: Any,
+        rule: TraceableRule[State],
+        state: State,
         labels: Array,
         steps: int,
         *,
         targeted: bool,
         early_stop: bool,
-    ) -> Steps[Any] | None:
+    ) -> Steps[State] | None:
         """The whole loop as one compiled computation, where the backend can compile one
         (``None`` otherwise); the first-call checks see the first step's logits and losses."""
         if not isinstance(self.backend, CompiledLoop):

@@ -23,13 +23,13 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import jax
 import numpy as np
 
 from signattack._typing import Array, namespace
-from signattack.backends._protocol import Checks, ModelMode, Steps, TraceableRule
+from signattack.backends._protocol import Checks, ModelMode, State, Steps, TraceableRule
 from signattack.core.losses import LogitLoss, LossFunction
 from signattack.core.validation import check_logits_form
 
@@ -65,6 +65,8 @@ def native_loss(loss: LossFunction) -> LossFunction:
     closed_form.defvjp(forward, backward)
     return closed_form
 
+
+Value = TypeVar("Value")
 
 UNROLLED_STEPS = 100
 """Loops of up to this many steps are unrolled into straight-line code. XLA's CPU backend
@@ -111,15 +113,15 @@ class JaxBackend:
 
     def run_steps(
         self,
-        rule: TraceableRule[Any],
-        state: Any,
+        rule: TraceableRule[State],
+        state: State,
         labels: Array,
         wanted: Array,
         steps: int,
         *,
         targeted: bool,
         early_stop: bool,
-    ) -> Steps[Any]:
+    ) -> Steps[State]:
         """``steps`` steps of ``rule`` from ``state`` as one compiled computation.
 
         A compiled loop cannot leave early, so early stopping is a mask: a sample that
@@ -129,7 +131,7 @@ class JaxBackend:
         of the first step.
         """
         fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)}
-        rows, state, first_logits = _compiled_steps(
+        ran: tuple[Array, State, Array] = _compiled_steps(
             self._form,
             self._loss,
             type(rule),
@@ -142,16 +144,16 @@ class JaxBackend:
             labels,
             wanted,
         )
-        return Steps(rows, state, first_logits)
+        return Steps(*ran)
 
 
 @dataclass(frozen=True, eq=False)
-class _Same:
+class _Same(Generic[Value]):
     """An object as a static argument of a compiled function, compared by identity: the
     computation is reused exactly when the same object comes again (a model need not be
     hashable, and two equal models with different parameters are not the same)."""
 
-    value: Any
+    value: Value
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Same) and other.value is self.value
@@ -165,7 +167,7 @@ class _Form:
     """A model's pytree structure and its leaves that are not arrays, compared by identity."""
 
     tree: Any
-    others: tuple[_Same | None, ...]
+    others: tuple[_Same[object] | None, ...]
 
     def build(self, arrays: list[Array | None]) -> Callable[[Array], Array]:
         """The model, from its arrays (traced inside a compiled function)."""
@@ -217,7 +219,7 @@ def _compiled_logits(form: _Form, arrays: list[Array | None], x: Array) -> Array
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _compiled_value_and_grad(
-    form: _Form, loss: _Same, arrays: list[Array | None], x: Array, y: Array
+    form: _Form, loss: _Same[LossFunction], arrays: list[Array | None], x: Array, y: Array
 ) -> tuple[Array, Array, Array]:
     total = _objective(form.build(arrays), loss.value, y, x.shape[0])
     (_, (losses, logits)), grad = jax.value_and_grad(total, has_aux=True)(x)
@@ -227,7 +229,7 @@ def _compiled_value_and_grad(
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
 def _compiled_steps(
     form: _Form,
-    loss: _Same,
+    loss: _Same[LossFunction],
     rule_type: Callable[..., TraceableRule[Any]],
     steps: int,
     targeted: bool,
@@ -276,7 +278,7 @@ _Carry: TypeAlias = tuple[Any, Array, Array, Array]
 """A compiled loop's state: the rule's state, the losses, the success and the first logits."""
 
 
-def _where(mask: Array, new: Any, old: Any) -> Any:
+def _where(mask: Array, new: State, old: State) -> State:
     """``new`` where ``mask`` (``(batch,)`` booleans) holds, ``old`` elsewhere, leaf by leaf
     (leaves without the batch first are taken from ``new``)."""
     xp = namespace(mask)
@@ -286,7 +288,8 @@ def _where(mask: Array, new: Any, old: Any) -> Any:
             return a
         return xp.where(xp.reshape(mask, (-1,) + (1,) * (a.ndim - 1)), a, b)
 
-    return jax.tree.map(merge, new, old)
+    merged: State = jax.tree.map(merge, new, old)
+    return merged
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from signattack._files import write_atomically
+from signattack.evaluation.identity import Json
 
 __all__ = ["CHECKPOINT_FORMAT", "BatchResult", "Checkpoint"]
 
@@ -60,7 +61,7 @@ class BatchResult:
         """The number of samples in the batch."""
         return len(self.clean)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Json]:
         """JSON-ready."""
         return {
             "digest": self.digest,
@@ -129,7 +130,15 @@ class BatchResult:
         return cls(digest, clean, robust, largest, attacked, broken, tuple(problems))
 
 
-def _list(value: object, length: int, name: str) -> list[Any]:
+def _shape_of(identity: dict[str, Json]) -> tuple[int, int]:
+    """The number of radii and of attacks of the evaluation an identity describes."""
+    radii, attacks = identity["eps"], identity.get("attacks", 1)
+    if not isinstance(radii, list) or not isinstance(attacks, int):
+        raise TypeError("an evaluation's identity holds its list of eps and number of attacks")
+    return len(radii), attacks
+
+
+def _list(value: object, length: int, name: str) -> list[object]:
     if not isinstance(value, list) or len(value) != length:
         raise _Damaged(f"{name} must be a list of {length} entries")
     return value
@@ -137,9 +146,10 @@ def _list(value: object, length: int, name: str) -> list[Any]:
 
 def _flags(value: object, length: int, name: str) -> tuple[bool, ...]:
     items = _list(value, length, name)
-    if not all(isinstance(item, bool) for item in items):
+    flags = tuple(item for item in items if isinstance(item, bool))
+    if len(flags) != len(items):
         raise _Damaged(f"{name} must hold true/false values")
-    return tuple(items)
+    return flags
 
 
 def _number(value: object) -> float:
@@ -168,12 +178,12 @@ class Checkpoint:
     """
 
     path: Path | None
-    identity: dict[str, Any]
+    identity: dict[str, Json]
     batches: dict[int, BatchResult] = field(default_factory=dict)
     total: int | None = None
 
     @classmethod
-    def open(cls, path: Path | None, identity: dict[str, Any]) -> Checkpoint:
+    def open(cls, path: Path | None, identity: dict[str, Json]) -> Checkpoint:
         """The checkpoint at ``path`` if there is one, checked against ``identity``.
 
         Raises:
@@ -189,8 +199,7 @@ class Checkpoint:
                     f"checkpoint {path} belongs to another evaluation: "
                     f"{_difference(part, data['identity'].get(part), value)}; {_START_AFRESH}"
                 )
-        radii = len(identity["eps"])
-        attacks = identity.get("attacks", 1)
+        radii, attacks = _shape_of(identity)
         batches: dict[int, BatchResult] = {}
         for key, entry in data["batches"].items():
             try:

@@ -16,24 +16,31 @@ import hashlib
 import json
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, TypeGuard
 
-import array_api_compat
 import numpy as np
 
 from signattack._host import to_numpy
 from signattack._typing import Array, is_array
 
-__all__ = ["Unstable", "batch_digest", "describe", "model_identity", "stable"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Json", "Unstable", "batch_digest", "describe", "model_identity", "stable"]
 
 _DEPTH = 8
+
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
+"""A JSON-ready value."""
+
+_Named: TypeAlias = "type | types.FunctionType | types.BuiltinFunctionType"
 
 
 class Unstable(ValueError):
     """A value that cannot be described the same way in another process."""
 
 
-def _qualified(value: Any) -> str:
+def _qualified(value: _Named) -> str:
     name = f"{value.__module__}.{value.__qualname__}"
     if "<lambda>" in name:
         raise Unstable(f"{name} is a lambda")
@@ -43,9 +50,8 @@ def _qualified(value: Any) -> str:
 def _array_digest(array: Array) -> str:
     """A digest of an array's dtype, shape and bytes, wherever it lives."""
     digest = hashlib.sha256()
-    if array_api_compat.is_torch_array(array):
-        import torch
-
+    torch = _torch()
+    if torch is not None and isinstance(array, torch.Tensor):
         tensor = array.detach().to("cpu").contiguous()
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -56,7 +62,12 @@ def _array_digest(array: Array) -> str:
     return digest.hexdigest()
 
 
-def _module_state(module: Any) -> dict[str, Any]:
+def _torch() -> types.ModuleType | None:
+    """torch, where something has imported it: no torch value exists before that."""
+    return sys.modules.get("torch")
+
+
+def _module_state(module: nn.Module) -> dict[str, Json]:
     """A torch module's class and a digest of its parameters and buffers, by name."""
     digest = hashlib.sha256()
     tensors = [*module.named_parameters(), *module.named_buffers()]
@@ -66,7 +77,7 @@ def _module_state(module: Any) -> dict[str, Any]:
     return {"module": _qualified(type(module)), "state": digest.hexdigest()}
 
 
-def stable(value: Any, depth: int = 0) -> Any:
+def stable(value: object, depth: int = 0) -> Json:
     """A JSON-ready description of ``value`` that is the same in every process.
 
     Numbers, strings and containers describe themselves; arrays and torch modules by a
@@ -93,8 +104,7 @@ def stable(value: Any, depth: int = 0) -> Any:
         return f"{_qualified(type(value))}.{value.name}"
     if is_array(value):
         return {"array": _array_digest(value)}
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.nn.Module):
+    if _is_module(value):
         return _module_state(value)
     if isinstance(value, functools.partial):
         return {
@@ -119,7 +129,12 @@ def stable(value: Any, depth: int = 0) -> Any:
     raise Unstable(f"{type(value).__name__} objects have no stable description")
 
 
-def describe(value: Any) -> str:
+def _is_module(value: object) -> TypeGuard[nn.Module]:
+    torch = _torch()
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def describe(value: object) -> str:
     """A short, readable name for an attack or a factory, without memory addresses.
 
     Dataclasses show their class and the settings that differ from the defaults, with
@@ -136,7 +151,7 @@ def describe(value: Any) -> str:
     return _readable(value)
 
 
-def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
+def _is_default(field: dataclasses.Field[object], value: object) -> bool:
     if field.default is not dataclasses.MISSING:
         default = field.default
     elif field.default_factory is not dataclasses.MISSING:
@@ -149,7 +164,7 @@ def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
         return False
 
 
-def _readable(value: Any) -> str:
+def _readable(value: object) -> str:
     if isinstance(value, functools.partial):
         arguments = [_readable(a) for a in value.args]
         arguments += [f"{k}={_readable(v)}" for k, v in value.keywords.items()]
@@ -168,7 +183,7 @@ def _readable(value: Any) -> str:
     return type(value).__name__
 
 
-def model_identity(model: object) -> Any:
+def model_identity(model: object) -> Json:
     """:func:`stable` for a model: a torch module by its class and a digest of its state.
 
     Raises:
