@@ -19,7 +19,11 @@ from signattack import FGSM, IteratedSign
 pytestmark = pytest.mark.filterwarnings("ignore::signattack.UnitsWarning")
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "uint8": torch.uint8}
-BACKENDS = ["torch", "numpy", "jax"]
+BACKENDS = [
+    pytest.param("torch"),
+    pytest.param("numpy"),
+    pytest.param("jax", marks=pytest.mark.slow),  # compiles a loop for every drawn shape
+]
 
 
 def _model(features: int, classes: int, dtype: torch.dtype, seed: int) -> torch.nn.Module:
@@ -54,15 +58,19 @@ class NumpyMLP:
         return back.reshape(x.shape).astype(x.dtype)
 
 
-def _jax_mlp(module: torch.nn.Module) -> Any:
+def _jax_forward(params: Any, x: Any) -> Any:
     jnp = pytest.importorskip("jax").numpy
-    w1, b1, w2, b2 = (jnp.asarray(p.detach().numpy()) for p in module.parameters())
+    w1, b1, w2, b2 = params
+    hidden = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)).astype(w1.dtype) @ w1.T + b1)
+    return hidden @ w2.T + b2
 
-    def model(x: Any) -> Any:
-        hidden = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)).astype(w1.dtype) @ w1.T + b1)
-        return hidden @ w2.T + b2
 
-    return model
+def _jax_mlp(module: torch.nn.Module) -> Any:
+    """The torch network's weights as a JAX pytree model: the compiled attack loop takes the
+    weights as arguments, so draws of the same shapes share one compilation."""
+    jax = pytest.importorskip("jax")
+    params = tuple(jax.numpy.asarray(p.detach().numpy()) for p in module.parameters())
+    return jax.tree_util.Partial(_jax_forward, params)
 
 
 @dataclass
@@ -92,13 +100,16 @@ def same(a: Any, b: Any) -> bool:
 
 
 @st.composite
-def problems(draw, backends=BACKENDS):
-    backend = draw(st.sampled_from(backends))
+def problems(draw, backend):
     dtype_name = draw(st.sampled_from(sorted(DTYPES)))
     assume(not (backend == "jax" and dtype_name == "float64"))  # JAX's default is 32-bit
     dtype = DTYPES[dtype_name]
-    batch = draw(st.integers(1, 5))
-    shape = (batch, *draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    if backend == "jax":  # a few shapes and step counts: each compiles a loop once
+        batch = draw(st.sampled_from([2, 5]))
+        shape = (batch, *draw(st.sampled_from([(4,), (2, 3)])))
+    else:
+        batch = draw(st.integers(1, 5))
+        shape = (batch, *draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
     if dtype == torch.uint8:
         lower = draw(st.integers(0, 200))
         upper = draw(st.integers(lower + 1, 255))
@@ -115,7 +126,7 @@ def problems(draw, backends=BACKENDS):
     model = _model(int(np.prod(shape[1:])), classes, dtype, seed)
     attack = IteratedSign(
         draw(st.floats(0, (upper - lower) / 2)),
-        draw(st.integers(1, 6)),
+        draw(st.sampled_from([1, 3]) if backend == "jax" else st.integers(1, 6)),
         step_size=draw(st.none() | st.floats(0, 50)),
         bounds=(lower, upper),
         random_start=draw(st.booleans()),
@@ -143,8 +154,10 @@ def _within_ball_and_box(attack, x, x_adv):
     assert bool((x_adv <= upper).all())
 
 
-@given(problem=problems())
-def test_result_keeps_type_shape_dtype_device_and_stays_in_ball_and_box(problem):
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data())
+def test_result_keeps_type_shape_dtype_device_and_stays_in_ball_and_box(backend, data):
+    problem = data.draw(problems(backend))
     attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     before = host(x).copy()
     x_adv = attack(model, x, y)
@@ -157,8 +170,10 @@ def test_result_keeps_type_shape_dtype_device_and_stays_in_ball_and_box(problem)
     assert np.array_equal(host(x), before), "x was mutated"
 
 
-@given(problem=problems())
-def test_run_agrees_with_call_and_reports_a_consistent_trace(problem):
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data())
+def test_run_agrees_with_call_and_reports_a_consistent_trace(backend, data):
+    problem = data.draw(problems(backend))
     attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     result = attack.run(model, x, y)
     assert same(result.x_adv, attack(model, x, y))
@@ -170,15 +185,19 @@ def test_run_agrees_with_call_and_reports_a_consistent_trace(problem):
     np.testing.assert_array_equal(host(result.success), expected)
 
 
-@given(problem=problems())
-def test_zero_eps_is_the_identity(problem):
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data())
+def test_zero_eps_is_the_identity(backend, data):
+    problem = data.draw(problems(backend))
     attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     zero = IteratedSign(0.0, attack.steps, bounds=attack.bounds, random_start=attack.random_start)
     assert same(zero(model, x, y), x)
 
 
-@given(problem=problems())
-def test_fgsm_is_one_iterated_step_of_size_eps(problem):
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data())
+def test_fgsm_is_one_iterated_step_of_size_eps(backend, data):
+    problem = data.draw(problems(backend))
     attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     fgsm = FGSM(attack.eps, bounds=attack.bounds, targeted=attack.targeted, loss=attack.loss)
     one_step = IteratedSign(
@@ -205,11 +224,13 @@ class _OneByOne(torch.nn.Module):
         return torch.cat([self.model(x[i : i + 1]) for i in range(x.shape[0])])
 
 
-@given(problem=problems(backends=["torch", "numpy"]))
-def test_batch_elements_are_independent(problem):
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@given(data=st.data())
+def test_batch_elements_are_independent(backend, data):
     # NumPy's matrix products may also pick kernels by batch size: the one-by-one model
     # keeps the comparison to the attack's own arithmetic. (JAX compiles a batch as one
     # program, whose fusion may differ in the last bit between batch sizes.)
+    problem = data.draw(problems(backend))
     attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     if attack.random_start:
         return  # the random start draws noise for the whole batch
@@ -233,8 +254,10 @@ class _NumpyOneByOne:
         )
 
 
-@given(problem=problems())
-def test_random_start_is_reproducible_and_leaves_global_rng_alone(problem):
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data())
+def test_random_start_is_reproducible_and_leaves_global_rng_alone(backend, data):
+    problem = data.draw(problems(backend))
     attack, model, x, y = problem.attack, problem.model, problem.x, problem.y
     np_state = np.random.get_state()[1].copy()  # noqa: NPY002 - the global state is the point
     torch_state = torch.random.get_rng_state()

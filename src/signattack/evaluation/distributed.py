@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 __all__ = ["PeerFailure", "Ranks"]
 
@@ -24,6 +24,9 @@ class PeerFailure(RuntimeError):
     """Another process of the evaluation failed; its own error is reported there."""
 
 
+Payload = TypeVar("Payload")
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place among the evaluation's processes.
@@ -31,20 +34,23 @@ class Ranks:
     Attributes:
         rank: This process's index.
         world: The number of processes.
-        dist: ``torch.distributed`` when a process group is running, else ``None``.
+        grouped: Whether a ``torch.distributed`` process group is running.
     """
 
     rank: int
     world: int
-    dist: Any
+    grouped: bool = False
 
     @classmethod
     def current(cls) -> Ranks:
         """The running process group's ranks, or a single process."""
-        dist = sys.modules.get("torch.distributed")
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), dist)
-        return cls(0, 1, None)
+        if "torch.distributed" not in sys.modules:  # nothing imported it: no group runs
+            return cls(0, 1)
+        from torch import distributed
+
+        if distributed.is_available() and distributed.is_initialized():
+            return cls(distributed.get_rank(), distributed.get_world_size(), grouped=True)
+        return cls(0, 1)
 
     def owns(self, index: int) -> bool:
         """Whether batch ``index`` is this process's to evaluate."""
@@ -56,32 +62,40 @@ class Ranks:
         Raises:
             PeerFailure: Another process has failed.
         """
-        if self.dist is not None and index % self.world == self.world - 1:
-            self._exchange((_OK, None))
+        if self.grouped and index % self.world == self.world - 1:
+            self._exchange(_OK, None)
 
-    def gather(self, payload: Any) -> list[Any]:
+    def gather(self, payload: Payload) -> list[Payload]:
         """Every process's ``payload``, in rank order (this process's alone without a group).
 
         Raises:
             PeerFailure: Another process has failed.
         """
-        if self.dist is None:
+        if not self.grouped:
             return [payload]
-        return self._exchange((_OK, payload))
+        return self._exchange(_OK, payload)
 
     def fail(self) -> None:
         """Tell the other processes that this one failed (call once, then raise)."""
-        if self.dist is not None:
-            gathered: list[Any] = [None] * self.world
-            self.dist.all_gather_object(gathered, (_FAILED, None))
+        if self.grouped:
+            _all_gather(self.world, (_FAILED, None))
 
-    def _exchange(self, status: tuple[str, Any]) -> list[Any]:
-        gathered: list[Any] = [None] * self.world
-        self.dist.all_gather_object(gathered, status)
-        failed = [rank for rank, (state, _) in enumerate(gathered) if state == _FAILED]
+    def _exchange(self, state: str, payload: Payload) -> list[Payload]:
+        gathered = _all_gather(self.world, (state, payload))
+        failed = [rank for rank, (other, _) in enumerate(gathered) if other == _FAILED]
         if failed:
             raise PeerFailure(
                 f"evaluation stopped: the process of rank {failed[0]} failed (its error is "
                 "reported there)"
             )
-        return [payload for _, payload in gathered]
+        return [received for _, received in gathered]
+
+
+def _all_gather(world: int, status: tuple[str, Payload]) -> list[tuple[str, Payload]]:
+    """Every process's ``status``: each process sends what its own code made, so the
+    payloads all have the type of this one's."""
+    from torch import distributed
+
+    gathered: list[tuple[str, Payload]] = [status] * world
+    distributed.all_gather_object(gathered, status)
+    return gathered

@@ -8,10 +8,13 @@ import json
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signattack._files import write_atomically
 from signattack._text import text_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["REPORT_FORMAT", "RobustnessReport"]
 
@@ -151,7 +154,7 @@ class RobustnessReport:
         write_atomically(path, text.encode())
         return path
 
-    def plot(self, path: str | Path | None = None) -> Any:
+    def plot(self, path: str | Path | None = None) -> Figure:
         """Accuracy against eps (needs matplotlib); returns the figure, saved to ``path``."""
         from matplotlib.figure import Figure
 
@@ -171,9 +174,10 @@ class RobustnessReport:
         return fig
 
 
-def _flags(values: Any, samples: int) -> tuple[bool, ...]:
+def _flags(values: object, samples: int) -> tuple[bool, ...]:
     if not isinstance(values, list) or len(values) != samples:
         raise ValueError(f"per-sample results must be lists of {samples} entries")
-    if not all(isinstance(value, bool) for value in values):
+    flags = tuple(value for value in values if isinstance(value, bool))
+    if len(flags) != samples:
         raise ValueError("per-sample results must hold true/false values")
-    return tuple(values)
+    return flags
