@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -256,3 +257,20 @@ def test_a_jax_random_key_seeds_the_random_start(make_key):
         assert not bool(jnp.all(start == attack.run(model, x, y, rng=make_key(8)).losses[0]))
     with pytest.raises(TypeError, match=r"rng must be .* a jax\.random key"):
         IteratedSign(8.0, 2, random_start=True)(model, x, y, rng=7)
+
+
+def test_a_callable_loss_need_not_be_hashable():
+    @dataclasses.dataclass  # eq=True, so instances are unhashable
+    class Scaled:
+        factor: float
+
+        def __call__(self, logits, labels):
+            return -self.factor * jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+
+    numpy_model, _ = linear_pair(3, 8, scale=0.05, seed=2)
+    model = _jax_linear(numpy_model.weight, numpy_model.bias)
+    x, y = jnp.full((4, 8), 100.0), jnp.asarray([0, 1, 2, 0])
+    x_adv = IteratedSign(8.0, 2, loss=Scaled(2.0))(model, x, y)
+    # Ascending -2 z_y of a linear model moves every pixel against sign(W[y]) to the ball.
+    expected = x - 8.0 * np.sign(numpy_model.weight[np.asarray(y)])
+    np.testing.assert_array_equal(np.asarray(x_adv), expected)

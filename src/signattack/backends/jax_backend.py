@@ -36,7 +36,6 @@ from signattack.core.validation import check_logits_form
 __all__ = ["JaxBackend", "open_jax_backend"]
 
 
-@functools.lru_cache(maxsize=64)
 def native_loss(loss: LossFunction) -> LossFunction:
     """The loss to differentiate: a built-in loss with its closed-form logit gradient.
 
@@ -45,11 +44,20 @@ def native_loss(loss: LossFunction) -> LossFunction:
     PyTorch backend has a native function for the same reason). A :class:`LogitLoss` with a
     ``logit_gradient`` becomes a ``jax.custom_vjp`` function whose backward pass is that
     gradient, so JAX differentiates the model only, and every backend climbs the same loss.
-    Cached, so that compiled loops see the same function on every call.
+    The closed form is built once per loss, so that compiled loops see the same function
+    on every call; any other loss is returned as it is (it need not be hashable).
     """
     if not isinstance(loss, LogitLoss) or loss.logit_gradient is None:
         return loss
+    return _closed_form(loss)
+
+
+@functools.lru_cache(maxsize=64)
+def _closed_form(loss: LogitLoss) -> LossFunction:
+    """A ``jax.custom_vjp`` loss whose backward pass is ``loss.logit_gradient``."""
     gradient = loss.logit_gradient
+    if gradient is None:  # pragma: no cover - native_loss passes only losses with one
+        return loss
 
     @jax.custom_vjp
     def closed_form(logits: Array, labels: Array) -> Array:
