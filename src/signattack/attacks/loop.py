@@ -19,11 +19,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeGuard, TypeVar
+from typing import Generic, Protocol, TypeGuard, TypeVar
 
 import numpy as np
 
-from signattack._typing import Amount, Array, device_of, moved, namespace
+from signattack._typing import (
+    Amount,
+    Array,
+    device_of,
+    field_values,
+    is_array,
+    moved,
+    namespace,
+    replaced,
+    returned,
+)
 from signattack.backends._protocol import TraceableRule
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip
@@ -40,6 +50,7 @@ __all__ = [
 ]
 
 State = TypeVar("State")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -131,23 +142,24 @@ def random_start(
     return clip(x + moved(unit, device_of(x)) * eps, low, high)
 
 
-def merge_where(mask: Array, new: Any, old: Any) -> Any:
+def merge_where(mask: Array, new: T, old: T) -> T:
     """``new`` where ``mask`` (``(batch,)`` booleans) holds, ``old`` elsewhere.
 
     Works on arrays with the batch first, and on dataclasses of them (fields that are not
     arrays with the batch first are taken from ``new``).
     """
-    if dataclasses.is_dataclass(new) and not isinstance(new, type):
-        merged = {
-            f.name: merge_where(mask, getattr(new, f.name), getattr(old, f.name))
-            for f in dataclasses.fields(new)
-        }
-        return dataclasses.replace(new, **merged)
-    shape = getattr(new, "shape", None)
-    if shape is None or len(shape) == 0 or shape[0] != mask.shape[0]:
+    fields, previous = field_values(new), field_values(old)
+    if fields is not None and previous is not None:
+        merged = {name: merge_where(mask, value, previous[name]) for name, value in fields.items()}
+        return replaced(new, merged)
+    array, other = new, old  # narrowed to arrays below; new keeps the caller's type
+    if not (is_array(array) and is_array(other)) or array.ndim == 0:
         return new
-    xp = namespace(new)
-    return xp.where(xp.reshape(mask, (-1,) + (1,) * (len(shape) - 1)), new, old)
+    if array.shape[0] != mask.shape[0]:
+        return new
+    xp = namespace(array)
+    chosen = xp.where(xp.reshape(mask, (-1,) + (1,) * (array.ndim - 1)), array, other)
+    return returned(chosen, new)
 
 
 def iterate(

@@ -18,17 +18,17 @@ This module imports jax; :mod:`signattack` loads it only when it is handed a JAX
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Generic, ParamSpec, TypeAlias, TypeVar
 
 import jax
 import numpy as np
+from jax.tree_util import PyTreeDef
 
-from signattack._typing import Array, namespace
+from signattack._typing import Array, field_values, namespace
 from signattack.backends._protocol import Checks, ModelMode, State, Steps, TraceableRule
 from signattack.core.losses import LogitLoss, LossFunction
 from signattack.core.validation import check_logits_form
@@ -75,6 +75,8 @@ def _closed_form(loss: LogitLoss) -> LossFunction:
 
 
 Value = TypeVar("Value")
+Arguments = ParamSpec("Arguments")
+Result = TypeVar("Result")
 
 UNROLLED_STEPS = 100
 """Loops of up to this many steps are unrolled into straight-line code. XLA's CPU backend
@@ -89,7 +91,7 @@ class JaxBackend:
     Every call runs compiled: the forward pass, the value and gradient, and whole loops.
     """
 
-    model: Callable[[Any], Any]
+    model: Callable[[Array], Array]
     loss: LossFunction
 
     def __post_init__(self) -> None:
@@ -102,8 +104,7 @@ class JaxBackend:
 
     def logits(self, x: Array) -> Array:
         """The model's output."""
-        logits: Array = _compiled_logits(self._form, self._arrays, x)
-        return logits
+        return _compiled_logits(self._form, self._arrays, x)
 
     def value_and_grad(
         self, x: Array, y: Array, checks: Checks | None = None
@@ -138,8 +139,7 @@ class JaxBackend:
         losses is checked while tracing; their values by the caller, on the returned logits
         of the first step.
         """
-        fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)}
-        ran: tuple[Array, State, Array] = _compiled_steps(
+        ran = _compiled_steps(
             self._form,
             self._loss,
             type(rule),
@@ -147,7 +147,7 @@ class JaxBackend:
             targeted,
             early_stop,
             self._arrays,
-            fields,
+            field_values(rule) or {},
             state,
             labels,
             wanted,
@@ -174,7 +174,7 @@ class _Same(Generic[Value]):
 class _Form:
     """A model's pytree structure and its leaves that are not arrays, compared by identity."""
 
-    tree: Any
+    tree: PyTreeDef
     others: tuple[_Same[object] | None, ...]
 
     def build(self, arrays: list[Array | None]) -> Callable[[Array], Array]:
@@ -184,6 +184,10 @@ class _Form:
         return model
 
 
+_ARRAYS: tuple[type[Array], ...] = (jax.Array, np.ndarray)
+"""The leaves of a model that are its parameters: traced arguments, not static ones."""
+
+
 def _split(model: Callable[[Array], Array]) -> tuple[_Form, list[Array | None]]:
     """A model's static form and its arrays, which compiled functions take as arguments.
 
@@ -191,10 +195,9 @@ def _split(model: Callable[[Array], Array]) -> tuple[_Form, list[Array | None]]:
     (an Equinox module, ``jax.tree_util.Partial(apply, params)``) passes its parameters as
     arguments: new parameters of the same shapes reuse the compiled computation.
     """
-    leaves, tree = jax.tree.flatten(model)
-    arrays: list[Array | None] = [
-        leaf if isinstance(leaf, (jax.Array, np.ndarray)) else None for leaf in leaves
-    ]
+    flat: tuple[list[object], PyTreeDef] = jax.tree.flatten(model)
+    leaves, tree = flat
+    arrays: list[Array | None] = [leaf if isinstance(leaf, _ARRAYS) else None for leaf in leaves]
     others = tuple(
         None if array is not None else _Same(leaf)
         for leaf, array in zip(leaves, arrays, strict=True)
@@ -220,45 +223,64 @@ def _objective(
     return total
 
 
-@functools.partial(jax.jit, static_argnums=0)
+def _gradient(
+    total: Callable[[Array], tuple[Array, tuple[Array, Array]]], x: Array
+) -> tuple[Array, Array, Array]:
+    """The per-sample losses, the gradient of their sum at ``x``, and the logits."""
+    evaluated: tuple[tuple[Array, tuple[Array, Array]], Array]
+    evaluated = jax.value_and_grad(total, has_aux=True)(x)
+    (_, (losses, logits)), grad = evaluated
+    return losses, grad, logits
+
+
+def _compiled(
+    *static: int,
+) -> Callable[[Callable[Arguments, Result]], Callable[Arguments, Result]]:
+    """``jax.jit`` with ``static`` positional arguments, keeping the function's signature."""
+
+    def compile_(function: Callable[Arguments, Result]) -> Callable[Arguments, Result]:
+        compiled: Callable[Arguments, Result] = jax.jit(function, static_argnums=static)
+        return compiled
+
+    return compile_
+
+
+@_compiled(0)
 def _compiled_logits(form: _Form, arrays: list[Array | None], x: Array) -> Array:
     return form.build(arrays)(x)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@_compiled(0, 1)
 def _compiled_value_and_grad(
     form: _Form, loss: _Same[LossFunction], arrays: list[Array | None], x: Array, y: Array
 ) -> tuple[Array, Array, Array]:
-    total = _objective(form.build(arrays), loss.value, y, x.shape[0])
-    (_, (losses, logits)), grad = jax.value_and_grad(total, has_aux=True)(x)
-    return losses, grad, logits
+    return _gradient(_objective(form.build(arrays), loss.value, y, x.shape[0]), x)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+@_compiled(0, 1, 2, 3, 4, 5)
 def _compiled_steps(
     form: _Form,
     loss: _Same[LossFunction],
-    rule_type: Callable[..., TraceableRule[Any]],
+    rule_type: type[TraceableRule[State]],
     steps: int,
     targeted: bool,
     early_stop: bool,
     arrays: list[Array | None],
-    fields: dict[str, Array],
-    state: Any,
+    fields: dict[str, object],
+    state: State,
     labels: Array,
     wanted: Array,
-) -> tuple[Array, Any, Array]:
+) -> tuple[Array, State, Array]:
     """The loop that :meth:`JaxBackend.run_steps` compiles: its rows of losses, last state
-    and first logits."""
+    and first logits. The rule is rebuilt from its type (static) and fields (traced)."""
     rule = rule_type(**fields)
     total = _objective(form.build(arrays), loss.value, labels, wanted.shape[0])
     xp = namespace(wanted)
     compare = xp.equal if targeted else xp.not_equal
 
-    def one_step(carry: _Carry, step: Array) -> tuple[_Carry, Array]:
+    def one_step(carry: _Carry[State], step: Array) -> tuple[_Carry[State], Array]:
         state, losses, fooled, first = carry
-        point = rule.point(state)
-        (_, (new_losses, logits)), grad = jax.value_and_grad(total, has_aux=True)(point)
+        new_losses, grad, logits = _gradient(total, rule.point(state))
         new_fooled = compare(xp.argmax(logits, axis=1), wanted)
         first = xp.where(xp.equal(step, 0), logits, first)
         if not early_stop:
@@ -270,19 +292,22 @@ def _compiled_steps(
         updated = rule.update(state, step, losses, grad, fooled)
         return (_where(xp.logical_not(fooled), updated, state), losses, fooled, first), losses
 
-    losses, logits = jax.eval_shape(lambda inputs: total(inputs)[1], rule.point(state))
-    carry: _Carry = (
+    shapes: tuple[Array, Array] = jax.eval_shape(lambda inputs: total(inputs)[1], rule.point(state))
+    losses, logits = shapes
+    carry: _Carry[State] = (
         state,
         xp.zeros(losses.shape, dtype=losses.dtype),
         xp.zeros(wanted.shape, dtype=xp.bool),
         xp.zeros(logits.shape, dtype=logits.dtype),
     )
     unroll = steps <= UNROLLED_STEPS
-    (state, _, _, first), rows = jax.lax.scan(one_step, carry, xp.arange(steps), unroll=unroll)
+    ran: tuple[_Carry[State], Array]
+    ran = jax.lax.scan(one_step, carry, xp.arange(steps), unroll=unroll)
+    (state, _, _, first), rows = ran
     return rows, state, first
 
 
-_Carry: TypeAlias = tuple[Any, Array, Array, Array]
+_Carry: TypeAlias = tuple[State, Array, Array, Array]
 """A compiled loop's state: the rule's state, the losses, the success and the first logits."""
 
 

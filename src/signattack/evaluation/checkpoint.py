@@ -15,10 +15,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from signattack._files import write_atomically
-from signattack.evaluation.identity import Json
+from signattack._json import Json, parse
 
 __all__ = ["CHECKPOINT_FORMAT", "BatchResult", "Checkpoint"]
 
@@ -75,7 +74,7 @@ class BatchResult:
         }
 
     @classmethod
-    def from_dict(cls, data: object, radii: int, attacks: int) -> BatchResult:
+    def from_dict(cls, data: Json, radii: int, attacks: int) -> BatchResult:
         """The result :meth:`to_dict` wrote, checked entry by entry.
 
         Beyond types and lengths, the results must be consistent: a sample broken at one
@@ -124,10 +123,8 @@ class BatchResult:
             if sum(fooled) != count - sum(row):
                 raise _Damaged("broken counts do not match the samples that were broken")
             survivors = row
-        problems = data["problems"]
-        if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):
-            raise _Damaged("problems must be a list of sentences")
-        return cls(digest, clean, robust, largest, attacked, broken, tuple(problems))
+        problems = _sentences(data["problems"])
+        return cls(digest, clean, robust, largest, attacked, broken, problems)
 
 
 def _shape_of(identity: dict[str, Json]) -> tuple[int, int]:
@@ -138,13 +135,13 @@ def _shape_of(identity: dict[str, Json]) -> tuple[int, int]:
     return len(radii), attacks
 
 
-def _list(value: object, length: int, name: str) -> list[object]:
+def _list(value: Json, length: int, name: str) -> list[Json]:
     if not isinstance(value, list) or len(value) != length:
         raise _Damaged(f"{name} must be a list of {length} entries")
     return value
 
 
-def _flags(value: object, length: int, name: str) -> tuple[bool, ...]:
+def _flags(value: Json, length: int, name: str) -> tuple[bool, ...]:
     items = _list(value, length, name)
     flags = tuple(item for item in items if isinstance(item, bool))
     if len(flags) != len(items):
@@ -152,7 +149,13 @@ def _flags(value: object, length: int, name: str) -> tuple[bool, ...]:
     return flags
 
 
-def _number(value: object) -> float:
+def _sentences(value: Json) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Damaged("problems must be a list of sentences")
+    return tuple(str(item) for item in value)
+
+
+def _number(value: Json) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise _Damaged(f"largest must hold numbers, got {value!r}")
     if not math.isfinite(value) or value < 0:
@@ -160,7 +163,7 @@ def _number(value: object) -> float:
     return float(value)
 
 
-def _count(value: object, size: int) -> int:
+def _count(value: Json, size: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= size:
         raise _Damaged(f"attacked must hold counts in [0, {size}], got {value!r}")
     return value
@@ -192,16 +195,17 @@ class Checkpoint:
         """
         if path is None or not path.exists():
             return cls(path, identity)
-        data = _read(path)
+        document = _read(path)
         for part, value in identity.items():
-            if data["identity"].get(part) != value:
+            there = document.identity.get(part)
+            if there != value:
                 raise ValueError(
                     f"checkpoint {path} belongs to another evaluation: "
-                    f"{_difference(part, data['identity'].get(part), value)}; {_START_AFRESH}"
+                    f"{_difference(part, there, value)}; {_START_AFRESH}"
                 )
         radii, attacks = _shape_of(identity)
         batches: dict[int, BatchResult] = {}
-        for key, entry in data["batches"].items():
+        for key, entry in document.batches.items():
             try:
                 if not key.isdigit():
                     raise _Damaged(f"batch keys must be indices, got {key!r}")
@@ -210,7 +214,7 @@ class Checkpoint:
                 raise ValueError(
                     f"checkpoint {path} is damaged (batch {key}: {error}); {_START_AFRESH}"
                 ) from None
-        return cls(path, identity, batches, data["total"])
+        return cls(path, identity, batches, document.total)
 
     def result(self, index: int, digest: str, size: int) -> BatchResult | None:
         """The stored result of batch ``index``, if its data has ``digest`` and ``size``.
@@ -267,12 +271,21 @@ class Checkpoint:
         write_atomically(self.path, json.dumps(document).encode())
 
 
-def _read(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Document:
+    """A checkpoint file's top level, checked for shape (the batches are checked later)."""
+
+    identity: dict[str, Json]
+    total: int | None
+    batches: dict[str, Json]
+
+
+def _read(path: Path) -> _Document:
     """The checkpoint's top level, checked for shape (entries are checked by the caller)."""
     if not path.is_file():
         raise ValueError(f"checkpoint {path} must be a file, got a folder or a special file")
     try:
-        data = json.loads(path.read_bytes())
+        data = parse(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(
             f"checkpoint {path} is not a signattack checkpoint (not JSON, empty or truncated: "
@@ -290,17 +303,17 @@ def _read(path: Path) -> dict[str, Any]:
             f"checkpoint {path} has format {data['format']!r}, this version reads "
             f"{CHECKPOINT_FORMAT}; {_START_AFRESH}"
         )
-    total = data.get("total")
+    identity, total, batches = data.get("identity"), data.get("total"), data.get("batches")
     if (
-        not isinstance(data.get("identity"), dict)
-        or not isinstance(data.get("batches"), dict)
+        not isinstance(identity, dict)
+        or not isinstance(batches, dict)
         or not (total is None or (isinstance(total, int) and not isinstance(total, bool)))
     ):
         raise ValueError(
             f"checkpoint {path} is damaged (identity, batches or total missing or of the "
             f"wrong type); {_START_AFRESH}"
         )
-    return data
+    return _Document(identity, total, batches)
 
 
 def _difference(part: str, there: object, here: object) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypeGuard
 import numpy as np
 
 from signattack._host import to_numpy
+from signattack._json import Json
 from signattack._typing import Array, is_array
 
 if TYPE_CHECKING:
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["Json", "Unstable", "batch_digest", "describe", "model_identity", "stable"]
 
 _DEPTH = 8
-
-Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
-"""A JSON-ready value."""
 
 _Named: TypeAlias = "type | types.FunctionType | types.BuiltinFunctionType"
 

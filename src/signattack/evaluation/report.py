@@ -8,9 +8,10 @@ import json
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NoReturn
 
 from signattack._files import write_atomically
+from signattack._json import Json
 from signattack._text import text_table
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class RobustnessReport:
         lines = text_table(header, rows, left={4})
         return "\n".join([*lines, *(f"warning: {text}" for text in self.warnings)])
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Json]:
         """Everything, JSON-ready (eps keys as strings)."""
         return {
             "format": REPORT_FORMAT,
@@ -107,15 +108,15 @@ class RobustnessReport:
         """One row per sample: index, clean correctness, correctness at each eps."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["sample", "clean", *[f"eps={e:g}" for e in self.eps]])
+        header = ["sample", "clean", *[f"eps={e:g}" for e in self.eps]]
+        writer.writerow(header)
         for index, clean in enumerate(self.clean_correct):
-            writer.writerow(
-                [index, int(clean), *[int(self.robust_correct[e][index]) for e in self.eps]]
-            )
+            row = [index, int(clean), *[int(self.robust_correct[e][index]) for e in self.eps]]
+            writer.writerow(row)
         return buffer.getvalue()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RobustnessReport:
+    def from_dict(cls, data: Json) -> RobustnessReport:
         """The report that :meth:`to_dict` wrote.
 
         Raises:
@@ -123,25 +124,32 @@ class RobustnessReport:
                 wrong type, or the per-sample lists differ in length.
         """
         try:
-            eps = tuple(float(e) for e in data["eps"])
-            samples = len(data["clean_correct"])
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a dict, got {type(data).__name__}")
+            eps = tuple(_real(value) for value in _entries(_member(data, "eps")))
+            clean_correct = _member(data, "clean_correct")
+            samples = len(_entries(clean_correct))
+            attack = _member(data, "attack")
+            robust = _mapping(_member(data, "robust_correct"))
+            largest = _mapping(_member(data, "max_perturbation"))
+            attacked = _mapping(_member(data, "attacked"))
+            broken_by = _mapping(data.get("broken_by", {}))
             report = cls(
                 eps=eps,
-                attack=str(data["attack"]),
-                clean_correct=_flags(data["clean_correct"], samples),
-                robust_correct={e: _flags(data["robust_correct"][str(e)], samples) for e in eps},
-                max_perturbation={e: float(data["max_perturbation"][str(e)]) for e in eps},
-                attacked={e: int(data["attacked"][str(e)]) for e in eps},
+                attack=attack if isinstance(attack, str) else _wrong("a string for attack", attack),
+                clean_correct=_flags(clean_correct, samples),
+                robust_correct={e: _flags(_member(robust, str(e)), samples) for e in eps},
+                max_perturbation={e: _real(_member(largest, str(e))) for e in eps},
+                attacked={e: _count(_member(attacked, str(e))) for e in eps},
                 broken_by={
-                    e: {str(k): int(v) for k, v in data["broken_by"][str(e)].items()}
+                    e: {name: _count(n) for name, n in _mapping(broken_by[str(e)]).items()}
                     for e in eps
-                    if str(e) in data.get("broken_by", {})
+                    if str(e) in broken_by
                 },
-                warnings=tuple(str(text) for text in data.get("warnings", [])),
+                warnings=tuple(_sentence(text) for text in _entries(data.get("warnings", []))),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            problem = f"missing key {error}" if isinstance(error, KeyError) else str(error)
-            raise ValueError(f"data is not a RobustnessReport dictionary: {problem}") from None
+        except ValueError as error:
+            raise ValueError(f"data is not a RobustnessReport dictionary: {error}") from None
         if not eps or not samples:
             raise ValueError("data is not a RobustnessReport dictionary: no eps or no samples")
         return report
@@ -174,7 +182,41 @@ class RobustnessReport:
         return fig
 
 
-def _flags(values: object, samples: int) -> tuple[bool, ...]:
+def _member(data: dict[str, Json], key: str) -> Json:
+    if key not in data:
+        raise ValueError(f"missing key {key!r}")
+    return data[key]
+
+
+def _wrong(expected: str, value: Json) -> NoReturn:
+    raise ValueError(f"expected {expected}, got {type(value).__name__}")
+
+
+def _entries(value: Json) -> list[Json]:
+    return value if isinstance(value, list) else _wrong("a list", value)
+
+
+def _mapping(value: Json) -> dict[str, Json]:
+    return value if isinstance(value, dict) else _wrong("a dict", value)
+
+
+def _real(value: Json) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _wrong("a number", value)
+    return float(value)
+
+
+def _count(value: Json) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _wrong("a count", value)
+    return value
+
+
+def _sentence(value: Json) -> str:
+    return value if isinstance(value, str) else _wrong("a string for each warning", value)
+
+
+def _flags(values: Json, samples: int) -> tuple[bool, ...]:
     if not isinstance(values, list) or len(values) != samples:
         raise ValueError(f"per-sample results must be lists of {samples} entries")
     flags = tuple(value for value in values if isinstance(value, bool))
