@@ -1,24 +1,57 @@
-"""Arrays of any library, copied to the host as NumPy arrays."""
+"""Arrays of any library, copied to the host as NumPy arrays or Python values."""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, TypeAlias
 
 import array_api_compat
 import numpy as np
 
-__all__ = ["to_numpy"]
+__all__ = ["HostArray", "to_bytes", "to_flags", "to_numpy"]
+
+HostArray: TypeAlias = "np.ndarray[tuple[int, ...], np.dtype[Any]]"
+"""A NumPy array of any shape and dtype."""
 
 
-def to_numpy(array: Any) -> np.ndarray[Any, Any]:
+def to_numpy(array: Any) -> HostArray:
     """A NumPy copy (or view) of ``array``: a tensor on any device, a JAX array, ...
 
     PyTorch tensors leave their device and graph first; other libraries go through
     ``numpy.asarray`` (``__array__``) or, failing that, DLPack.
     """
+    host: HostArray
     if array_api_compat.is_torch_array(array):
-        return np.asarray(array.detach().cpu().numpy())
+        host = array.detach().cpu().numpy()
+        return host
     try:
-        return np.asarray(array)
+        host = np.asarray(array)
     except (TypeError, ValueError, RuntimeError):
-        return np.from_dlpack(array)
+        host = np.from_dlpack(array)
+    return host
+
+
+def to_flags(array: object) -> list[bool]:
+    """The truth of every element of ``array``, in C order, as Python booleans."""
+    flags: list[bool] = to_numpy(array).astype(bool).reshape(-1).tolist()
+    return flags
+
+
+def to_floats(array: object) -> list[float]:
+    """Every element of ``array``, in C order, as Python floats."""
+    values: list[float] = to_numpy(array).astype(np.float64).reshape(-1).tolist()
+    return values
+
+
+def to_bytes(array: object) -> tuple[str, tuple[int, ...], bytes]:
+    """An array's dtype (as its library names it), shape and elements in C order as bytes,
+    wherever it lives; PyTorch tensors of any dtype, bfloat16 included."""
+    if "torch" in sys.modules:  # no tensor exists before torch is imported
+        import torch
+
+        if isinstance(array, torch.Tensor):
+            tensor = array.detach().to("cpu").contiguous()
+            raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+            return str(tensor.dtype), tuple(tensor.shape), raw
+    host = to_numpy(array)
+    return str(host.dtype), host.shape, host.tobytes()

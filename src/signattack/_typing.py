@@ -12,7 +12,6 @@ are whatever the caller passed. Public entry points take and return the caller's
 from __future__ import annotations
 
 import builtins
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias, TypeGuard, TypeVar
 
@@ -80,7 +79,6 @@ class Array(Protocol):
 ArrayT = TypeVar("ArrayT")
 """The caller's array type, returned unchanged."""
 
-T = TypeVar("T")
 
 Amount: TypeAlias = "Array | float"
 """A radius or a step: one number for the batch, or an array of one per sample, shaped to
@@ -286,21 +284,3 @@ def returned(value: Array, caller: ArrayT) -> ArrayT:
             f"{type(caller).__name__}: the backend changed the array library"
         )
     return value
-
-
-def field_values(value: object) -> dict[str, object] | None:
-    """The fields of a dataclass instance by name, in order; ``None`` for anything else."""
-    if not dataclasses.is_dataclass(value) or isinstance(value, type):
-        return None
-    return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
-
-
-def replaced(value: T, changes: dict[str, object]) -> T:
-    """``dataclasses.replace(value, **changes)``, typed as ``value``.
-
-    Raises:
-        TypeError: ``value`` is not a dataclass instance.
-    """
-    if not dataclasses.is_dataclass(value) or isinstance(value, type):
-        raise TypeError(f"value must be a dataclass instance, got {type(value).__name__}")
-    return dataclasses.replace(value, **changes)

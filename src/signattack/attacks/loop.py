@@ -23,15 +23,14 @@ from typing import Generic, Protocol, TypeGuard, TypeVar
 
 import numpy as np
 
+from signattack._fields import field_values, replaced
 from signattack._typing import (
     Amount,
     Array,
     device_of,
-    field_values,
     is_array,
     moved,
     namespace,
-    replaced,
     returned,
 )
 from signattack.backends._protocol import TraceableRule

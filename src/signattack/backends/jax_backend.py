@@ -28,7 +28,8 @@ import jax
 import numpy as np
 from jax.tree_util import PyTreeDef
 
-from signattack._typing import Array, field_values, namespace
+from signattack._fields import field_values
+from signattack._typing import Array, namespace
 from signattack.backends._protocol import Checks, ModelMode, State, Steps, TraceableRule
 from signattack.core.losses import LogitLoss, LossFunction
 from signattack.core.validation import check_logits_form

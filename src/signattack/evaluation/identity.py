@@ -9,7 +9,6 @@ so that it is equal in every process and on every run, and differs where they di
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import hashlib
@@ -18,9 +17,8 @@ import sys
 import types
 from typing import TYPE_CHECKING, TypeAlias, TypeGuard
 
-import numpy as np
-
-from signattack._host import to_numpy
+from signattack._fields import field_defaults, field_values
+from signattack._host import to_bytes
 from signattack._json import Json
 from signattack._typing import Array, is_array
 
@@ -46,32 +44,20 @@ def _qualified(value: _Named) -> str:
 
 
 def _array_digest(array: Array) -> str:
-    """A digest of an array's dtype, shape and bytes, wherever it lives."""
-    digest = hashlib.sha256()
-    torch = _torch()
-    if torch is not None and isinstance(array, torch.Tensor):
-        tensor = array.detach().to("cpu").contiguous()
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    else:
-        host = np.ascontiguousarray(to_numpy(array))
-        digest.update(f"{host.dtype}{host.shape}".encode())
-        digest.update(host.tobytes())
+    """A digest of an array's dtype, shape and elements, wherever it lives."""
+    dtype, shape, raw = to_bytes(array)
+    digest = hashlib.sha256(f"{dtype}{shape}".encode())
+    digest.update(raw)
     return digest.hexdigest()
-
-
-def _torch() -> types.ModuleType | None:
-    """torch, where something has imported it: no torch value exists before that."""
-    return sys.modules.get("torch")
 
 
 def _module_state(module: nn.Module) -> dict[str, Json]:
     """A torch module's class and a digest of its parameters and buffers, by name."""
     digest = hashlib.sha256()
-    tensors = [*module.named_parameters(), *module.named_buffers()]
-    for name, tensor in sorted(tensors, key=lambda item: item[0]):
+    tensors = dict([*module.named_parameters(), *module.named_buffers()])
+    for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(_array_digest(tensor).encode())
+        digest.update(_array_digest(tensors[name]).encode())
     return {"module": _qualified(type(module)), "state": digest.hexdigest()}
 
 
@@ -104,32 +90,34 @@ def stable(value: object, depth: int = 0) -> Json:
         return {"array": _array_digest(value)}
     if _is_module(value):
         return _module_state(value)
-    if isinstance(value, functools.partial):
-        return {
-            "partial": inner(value.func),
-            "args": inner(value.args),
-            "kw": inner(value.keywords),
-        }
+    parts = _partial_parts(value)
+    if parts is not None:
+        function, arguments, keywords = parts
+        return {"partial": inner(function), "args": inner(arguments), "kw": inner(keywords)}
     if isinstance(value, types.MethodType):
-        return {"method": value.__func__.__name__, "of": inner(value.__self__)}
+        function_name: str = value.__func__.__name__
+        return {"method": function_name, "of": inner(value.__self__)}
     if isinstance(value, types.FunctionType):
         if value.__closure__:
             raise Unstable(f"{value.__qualname__} is a closure")
         return {"function": _qualified(value)}
     if isinstance(value, (types.BuiltinFunctionType, type)):
         return {"function": _qualified(value)}
-    if dataclasses.is_dataclass(value):
-        fields = {f.name: inner(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {"class": _qualified(type(value)), "fields": fields}
-    attributes = getattr(value, "__dict__", None)
+    fields = field_values(value)
+    if fields is not None:
+        return {"class": _qualified(type(value)), "fields": inner(fields)}
+    attributes: object = getattr(value, "__dict__", None)
     if isinstance(attributes, dict):
         return {"class": _qualified(type(value)), "fields": inner(attributes)}
     raise Unstable(f"{type(value).__name__} objects have no stable description")
 
 
 def _is_module(value: object) -> TypeGuard[nn.Module]:
-    torch = _torch()
-    return torch is not None and isinstance(value, torch.nn.Module)
+    if "torch" not in sys.modules:  # no module exists before torch is imported
+        return False
+    from torch import nn
+
+    return isinstance(value, nn.Module)
 
 
 def describe(value: object) -> str:
@@ -139,23 +127,22 @@ def describe(value: object) -> str:
     ``eps`` left out (the radius varies): ``IteratedSign(steps=5)``; functions, partials and
     callable objects show their names. Only for display: :func:`stable` is what identifies.
     """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        shown = [
-            f"{field.name}={_readable(getattr(value, field.name))}"
-            for field in dataclasses.fields(value)
-            if field.name != "eps" and not _is_default(field, getattr(value, field.name))
-        ]
-        return f"{type(value).__name__}({', '.join(shown)})"
-    return _readable(value)
+    fields = field_values(value)
+    if fields is None:
+        return _readable(value)
+    defaults = field_defaults(value)
+    shown = [
+        f"{name}={_readable(setting)}"
+        for name, setting in fields.items()
+        if name != "eps" and not _is_default(setting, defaults.get(name, _NO_DEFAULT))
+    ]
+    return f"{type(value).__name__}({', '.join(shown)})"
 
 
-def _is_default(field: dataclasses.Field[object], value: object) -> bool:
-    if field.default is not dataclasses.MISSING:
-        default = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-        default = field.default_factory()
-    else:
-        return False
+_NO_DEFAULT = object()
+
+
+def _is_default(value: object, default: object) -> bool:
     try:
         return (bool(value == default) and type(value) is not bool) or value is default
     except (TypeError, ValueError):  # arrays and other values without a plain ==
@@ -163,22 +150,33 @@ def _is_default(field: dataclasses.Field[object], value: object) -> bool:
 
 
 def _readable(value: object) -> str:
-    if isinstance(value, functools.partial):
-        arguments = [_readable(a) for a in value.args]
-        arguments += [f"{k}={_readable(v)}" for k, v in value.keywords.items()]
-        return f"partial({', '.join([_readable(value.func), *arguments])})"
+    parts = _partial_parts(value)
+    if parts is not None:
+        function, arguments, keywords = parts
+        shown = [_readable(function), *(_readable(a) for a in arguments)]
+        shown += [f"{k}={_readable(v)}" for k, v in keywords.items()]
+        return f"partial({', '.join(shown)})"
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)):
         return value.__qualname__
     if isinstance(value, tuple):  # Bounds and other named tuples: just the numbers
         return f"({', '.join(_readable(item) for item in value)})"
     if isinstance(value, (bool, int, float, str, type(None))):
         return repr(value)
-    if dataclasses.is_dataclass(value):
+    if field_values(value) is not None:
         return describe(value)
-    name = getattr(value, "name", None)
+    name: object = getattr(value, "name", None)
     if isinstance(name, str):  # a LogitLoss and similar named values
         return f"{type(value).__name__}({name!r})"
     return type(value).__name__
+
+
+def _partial_parts(
+    value: object,
+) -> tuple[object, tuple[object, ...], dict[str, object]] | None:
+    """A ``functools.partial``'s function, arguments and keywords; ``None`` for anything else."""
+    if not isinstance(value, functools.partial):
+        return None
+    return value.func, value.args, value.keywords
 
 
 def model_identity(model: object) -> Json:
@@ -192,4 +190,5 @@ def model_identity(model: object) -> Json:
 
 def batch_digest(x: Array, y: Array) -> str:
     """A digest of one batch: its inputs' and labels' dtypes, shapes and values."""
-    return hashlib.sha256(json.dumps([_array_digest(x), _array_digest(y)]).encode()).hexdigest()
+    digests = [_array_digest(x), _array_digest(y)]
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
