@@ -346,6 +346,19 @@ def test_smallest_breaking_eps_checks_its_arguments_and_takes_fgsm():
             "lists of 2 entries",
         ),
         ([], "not a RobustnessReport"),
+        ({"eps": ["1.0"], "clean_correct": [True]}, "expected a number, got str"),
+        (
+            {
+                "eps": [1.0],
+                "attack": "a",
+                "clean_correct": [True],
+                "robust_correct": {"1.0": [True]},
+                "max_perturbation": {"1.0": 0.5},
+                "attacked": {"1.0": 1},
+                "warnings": [3],
+            },
+            "expected a string for each warning, got int",
+        ),
     ],
 )
 def test_a_report_dictionary_is_checked(data, match):

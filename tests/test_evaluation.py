@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 import torch
 from conftest import linear_pair
 
-from signattack import FGSM, IteratedSign
+from signattack import APGD, FGSM, AttackResult, IteratedSign, PerSampleAttack
 from signattack.evaluation import RobustnessReport, evaluate, smallest_breaking_eps
 
 EPS = [4.0, 16.0, 32.0]
@@ -163,6 +164,53 @@ def test_smallest_breaking_eps_matches_the_closed_form_of_a_linear_model():
         torch_model, torch.from_numpy(x), torch.from_numpy(y), attack, eps_max=40.0, iterations=12
     )
     np.testing.assert_allclose(from_torch, found)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExactLinearAttack:
+    """A third-party attack: the exact worst case of a two-class linear model, per sample."""
+
+    weight: np.ndarray
+    eps: float = 0.0
+    bounds: tuple[float, float] = (0.0, 255.0)
+    seed: int | None = None
+
+    def with_eps(self, eps):
+        return dataclasses.replace(self, eps=eps)
+
+    def __call__(self, model, x, y):
+        return self.run(model, x, y).x_adv
+
+    def run(self, model, x, y, *, rng=None):
+        return self.run_per_sample(model, x, y, np.full(len(y), float(self.eps)))
+
+    def run_per_sample(self, model, x, y, eps):
+        direction = np.sign(self.weight[1 - y] - self.weight[y])
+        x_adv = np.clip(x + eps[:, None] * direction, *self.bounds)
+        predictions = model(x_adv).argmax(axis=1)
+        return AttackResult(x_adv, np.zeros((1, len(y))), predictions, predictions != y)
+
+
+def test_smallest_breaking_eps_bisects_any_attack_with_per_sample_radii():
+    numpy_model, _ = linear_pair(2, 10, seed=7)
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(100, 150, size=(16, 10)), rng.integers(0, 2, size=16)
+    w = numpy_model.weight
+    logits = numpy_model(x)
+    margin = logits[np.arange(16), y] - logits[np.arange(16), 1 - y]
+    exact = np.where(margin > 0, margin / np.abs(w[1 - y] - w[y]).sum(axis=1), 0.0)
+    attack = _ExactLinearAttack(w)
+    assert isinstance(attack, PerSampleAttack)
+    found = smallest_breaking_eps(numpy_model, x, y, attack, eps_max=32.0, iterations=14)
+    breakable = exact <= 32
+    assert (exact > 0).sum() >= 4 and (~breakable).sum() >= 2  # some to find, some beyond
+    assert np.all(np.isinf(found[~breakable]))
+    assert np.all(found[breakable] >= exact[breakable] - 1e-9)
+    assert np.all(found[breakable] <= exact[breakable] + 32 / 2**14 + 1e-9)
+    # APGD has no radius per sample: refused by name, before any work.
+    assert not isinstance(APGD(8, 5), PerSampleAttack)
+    with pytest.raises(TypeError, match=r"run_per_sample\), got APGD"):
+        smallest_breaking_eps(numpy_model, x, y, APGD(8, 5), eps_max=8.0)
 
 
 def test_bad_input_is_rejected():

@@ -42,6 +42,19 @@ def test_bad_parameters_are_rejected_at_construction(kwargs, error, match):
         IteratedSign(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "make", [np.array, torch.tensor, lambda pair: np.asarray(pair, dtype=np.float32)]
+)
+def test_bounds_may_be_an_array_of_two_numbers_of_any_library(make):
+    attack = IteratedSign(8, bounds=make([0, 255]))
+    assert attack.bounds == (0.0, 255.0)
+    assert all(type(value) is float for value in attack.bounds)
+    with pytest.raises(TypeError, match=r"bounds\[0\] must be a real number, got bool"):
+        IteratedSign(8, bounds=np.array([False, True]))
+    with pytest.raises(TypeError, match=r"bounds must be a pair"):
+        IteratedSign(8, bounds=make([0, 128, 255]))
+
+
 def test_fgsm_validates_like_iterated_sign():
     with pytest.raises(ValueError, match="eps must be >= 0"):
         FGSM(-2)

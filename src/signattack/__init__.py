@@ -13,7 +13,17 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from signattack._lazy import lazy_attributes
-from signattack.attacks import APGD, APGDT, FGSM, Attack, AttackResult, EpsAttack, IteratedSign
+from signattack._typing import Model
+from signattack.attacks import (
+    APGD,
+    APGDT,
+    FGSM,
+    Attack,
+    AttackResult,
+    EpsAttack,
+    IteratedSign,
+    PerSampleAttack,
+)
 from signattack.backends import Backend, LinearClassifier, NumpyModel, register_backend
 from signattack.core import Bounds, LogitLoss
 from signattack.core.validation import UnitsWarning
@@ -46,8 +56,10 @@ __all__ = [
     "IteratedSign",
     "LinearClassifier",
     "LogitLoss",
+    "Model",
     "NumpyModel",
     "ParamGroups",
+    "PerSampleAttack",
     "UnitsWarning",
     "__version__",
     "accelerate",

@@ -12,7 +12,7 @@ are whatever the caller passed. Public entry points take and return the caller's
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeAlias, TypeGuard, TypeVar
 
 import array_api_compat
@@ -79,6 +79,11 @@ class Array(Protocol):
 ArrayT = TypeVar("ArrayT")
 """The caller's array type, returned unchanged."""
 
+
+Model: TypeAlias = Callable[[ArrayT], ArrayT]
+"""A classifier: inputs ``(batch, ...)`` to logits ``(batch, classes)``, arrays of one
+library (a ``torch.nn.Module``, a JAX function, a
+:class:`~signattack.backends.NumpyModel`)."""
 
 Amount: TypeAlias = "Array | float"
 """A radius or a step: one number for the batch, or an array of one per sample, shaped to
@@ -265,6 +270,22 @@ def moved(x: Array, where: object) -> Array:
     """``x`` on the device ``where``."""
     result: Array = array_api_compat.to_device(x, where)
     return result
+
+
+def as_model(model: object) -> Model[Array]:
+    """``model`` as a :data:`Model` of protocol arrays, once a backend has accepted it (its
+    inputs and outputs are checked when it runs).
+
+    Raises:
+        TypeError: ``model`` cannot be called.
+    """
+    if not _is_model(model):
+        raise TypeError(f"model must be callable (x -> logits), got {type(model).__name__}")
+    return model
+
+
+def _is_model(model: object) -> TypeGuard[Model[Array]]:
+    return callable(model)
 
 
 def _of_library(value: object, caller: ArrayT) -> TypeGuard[ArrayT]:

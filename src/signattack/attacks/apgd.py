@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
 
 import numpy as np
 
-from signattack._typing import Array, ArrayT, device_of, namespace, returned
+from signattack._typing import Array, ArrayT, Model, device_of, namespace, returned
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
 from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Start, iterate, random_start, spread
@@ -113,7 +111,7 @@ class _Common:
 
     def __call__(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,
@@ -131,7 +129,7 @@ class _Common:
 
     def run(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,
@@ -140,17 +138,18 @@ class _Common:
         """The adversarial batch with its loss trace, predictions and success."""
         raise NotImplementedError
 
-    def _check_common(self) -> None:
-        attack: Any = self
-        store_checked(attack, "eps", check_real("eps", attack.eps))
-        object.__setattr__(attack, "steps", check_steps(attack.steps))
-        object.__setattr__(attack, "restarts", check_steps(attack.restarts, "restarts"))
-        rho = check_real("rho", attack.rho)
-        if not 0 < rho <= 1:
-            raise ValueError(f"rho must lie in (0, 1], got {attack.rho!r}")
-        object.__setattr__(attack, "bounds", attack.threat.box)
-        check_seed(attack.seed)
-        check_flag("early_stop", attack.early_stop)
+
+def _check_settings(attack: APGD | APGDT) -> None:
+    """Check the settings that :class:`APGD` and :class:`APGDT` share, in place."""
+    store_checked(attack, "eps", check_real("eps", attack.eps))
+    object.__setattr__(attack, "steps", check_steps(attack.steps))
+    object.__setattr__(attack, "restarts", check_steps(attack.restarts, "restarts"))
+    rho = check_real("rho", attack.rho)
+    if not 0 < rho <= 1:
+        raise ValueError(f"rho must lie in (0, 1], got {attack.rho!r}")
+    object.__setattr__(attack, "bounds", attack.threat.box)
+    check_seed(attack.seed)
+    check_flag("early_stop", attack.early_stop)
 
 
 def _run_apgd(
@@ -261,7 +260,7 @@ class APGD(_Common):
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        self._check_common()
+        _check_settings(self)
         check_flag("targeted", self.targeted)
 
     @property
@@ -275,7 +274,7 @@ class APGD(_Common):
 
     def run(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,
@@ -337,7 +336,7 @@ class APGDT(_Common):
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        self._check_common()
+        _check_settings(self)
         object.__setattr__(
             self, "target_classes", check_steps(self.target_classes, "target_classes")
         )
@@ -353,7 +352,7 @@ class APGDT(_Common):
 
     def run(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, runtime_checkable
 
 import numpy as np
 
-from signattack._typing import ArrayT
+from signattack._typing import ArrayT, Model
 from signattack.core.validation import Bounds
 
-__all__ = ["Attack", "AttackResult", "EpsAttack", "check_flag", "store_checked"]
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "EpsAttack",
+    "PerSampleAttack",
+    "check_flag",
+    "store_checked",
+]
 
 
 def store_checked(attack: object, name: str, checked: float) -> None:
@@ -55,11 +61,11 @@ class Attack(Protocol):
     :class:`~signattack.APGDT` are four.
     """
 
-    def __call__(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
+    def __call__(self, model: Model[ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
         """The adversarial batch for inputs ``x`` with labels (or targets) ``y``."""
         ...
 
-    def run(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> AttackResult[ArrayT]:
+    def run(self, model: Model[ArrayT], x: ArrayT, y: ArrayT) -> AttackResult[ArrayT]:
         """The adversarial batch with its loss trace, predictions and success mask."""
         ...
 
@@ -95,7 +101,7 @@ class EpsAttack(Attack, Protocol):
 
     def run(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,
@@ -103,4 +109,21 @@ class EpsAttack(Attack, Protocol):
     ) -> AttackResult[ArrayT]:
         """The adversarial batch with its loss trace, predictions and success mask; random
         draws come from ``rng`` when given."""
+        ...
+
+
+@runtime_checkable
+class PerSampleAttack(EpsAttack, Protocol):
+    """An :class:`EpsAttack` that can also give every sample a radius of its own.
+
+    What :func:`~signattack.evaluation.smallest_breaking_eps` needs to bisect every sample's
+    radius in one batch. :class:`~signattack.IteratedSign` and :class:`~signattack.FGSM`
+    are two.
+    """
+
+    def run_per_sample(
+        self, model: Model[ArrayT], x: ArrayT, y: ArrayT, eps: ArrayT
+    ) -> AttackResult[ArrayT]:
+        """:meth:`run` with radius ``eps[i]`` for sample ``i`` (``eps`` of shape
+        ``(batch,)``, in ``x``'s library and on its device)."""
         ...

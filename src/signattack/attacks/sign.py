@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar, TypeGuard
 
 import numpy as np
 
-from signattack._typing import Amount, Array, ArrayT, device_of, is_array, namespace, returned
+from signattack._typing import (
+    Amount,
+    Array,
+    ArrayT,
+    Model,
+    device_of,
+    is_array,
+    namespace,
+    returned,
+)
 from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Final, LoopResult, Start, iterate, random_start
 from signattack.backends.batch import Batch, open_threat
@@ -156,7 +164,7 @@ class IteratedSign:
 
     def __call__(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,
@@ -189,7 +197,7 @@ class IteratedSign:
 
     def run(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,
@@ -217,6 +225,13 @@ class IteratedSign:
             returned(final.predictions, x),
             returned(final.success, x),
         )
+
+    def run_per_sample(
+        self, model: Model[ArrayT], x: ArrayT, y: ArrayT, eps: ArrayT
+    ) -> AttackResult[ArrayT]:
+        """:meth:`run` with radius ``eps[i]`` for sample ``i`` (``eps`` of shape
+        ``(batch,)``); the default step size scales per sample too."""
+        return self.run(model, x, y, eps=eps)
 
     def _attack(
         self,
@@ -337,13 +352,13 @@ class FGSM:
             model_mode=self.model_mode,
         )
 
-    def __call__(self, model: Callable[[ArrayT], ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
+    def __call__(self, model: Model[ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
         """The adversarial batch; see :meth:`IteratedSign.__call__`."""
         return self.as_iterated()(model, x, y)
 
     def run(
         self,
-        model: Callable[[ArrayT], ArrayT],
+        model: Model[ArrayT],
         x: ArrayT,
         y: ArrayT,
         *,
@@ -352,3 +367,9 @@ class FGSM:
         """The adversarial batch with a 2-row loss trace; see :meth:`IteratedSign.run`.
         ``rng`` is accepted like every attack's and unused: FGSM draws nothing."""
         return self.as_iterated().run(model, x, y, rng=rng)
+
+    def run_per_sample(
+        self, model: Model[ArrayT], x: ArrayT, y: ArrayT, eps: ArrayT
+    ) -> AttackResult[ArrayT]:
+        """:meth:`run` with radius (and step) ``eps[i]`` for sample ``i``."""
+        return self.as_iterated().run_per_sample(model, x, y, eps)

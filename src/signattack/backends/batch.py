@@ -6,9 +6,9 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import overload
 
-from signattack._typing import Amount, Array, device_of, is_array, moved, namespace
+from signattack._typing import Amount, Array, Namespace, device_of, is_array, moved, namespace
 from signattack.backends import open_backend
 from signattack.backends._protocol import Backend, CompiledLoop, State, Steps, TraceableRule
 from signattack.core.losses import LossFunction
@@ -184,13 +184,13 @@ class Batch:
         return xp.astype(xp.clip(moved, lower, upper), self.input_dtype)
 
 
-def _widest_integer(xp: Any, like: Array) -> Any:
+def _widest_integer(xp: Namespace, like: Array) -> object:
     """The library's default indexing dtype: ``int64``, or ``int32`` where that is the widest
     (JAX without 64-bit mode)."""
     return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["indexing"]
 
 
-def widest_float(like: Array) -> Any:
+def widest_float(like: Array) -> object:
     """The library's default real floating dtype on ``like``'s device: ``float64``, or
     ``float32`` where that is the widest (JAX without 64-bit mode)."""
     xp = namespace(like)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
-import numpy.typing as npt
 
 from signattack._typing import Array
 from signattack.backends._protocol import Checks, ModelMode
@@ -21,7 +20,9 @@ from signattack.core.losses import LogitLoss, LossFunction
 
 __all__ = ["LinearClassifier", "NumpyBackend", "NumpyModel", "open_numpy_backend"]
 
-FloatArray = npt.NDArray[np.floating]
+Float: TypeAlias = np.float16 | np.float32 | np.float64 | np.longdouble
+FloatArray: TypeAlias = np.ndarray[tuple[int, ...], np.dtype[Float]]
+"""A NumPy array of real floats, of any shape."""
 
 
 @runtime_checkable
@@ -50,8 +51,7 @@ class LinearClassifier:
     bias: FloatArray
 
     def __post_init__(self) -> None:
-        for name in ("weight", "bias"):
-            value = getattr(self, name)
+        for name, value in (("weight", self.weight), ("bias", self.bias)):
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
             if not np.issubdtype(value.dtype, np.floating):
@@ -116,7 +116,7 @@ class NumpyBackend:
         return self.model(_ndarray(x))
 
 
-def _ndarray(value: Array) -> npt.NDArray[np.floating[Any]]:
+def _ndarray(value: Array) -> FloatArray:
     """``value``, an array of this backend: a NumPy array of floats."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"the NumPy backend takes NumPy arrays, got {type(value).__name__}")

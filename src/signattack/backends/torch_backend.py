@@ -10,13 +10,14 @@ This module imports torch; :mod:`signattack` loads it only when it is handed a t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Protocol
 
 import torch
+from torch.autograd.function import FunctionCtx
 
 from signattack._typing import Array
 from signattack.backends._protocol import Checks, ModelMode
@@ -24,6 +25,13 @@ from signattack.backends._torch_state import kept_modes, kept_values
 from signattack.core.losses import CROSS_ENTROPY, LossFunction
 
 __all__ = ["TorchBackend", "open_torch_backend"]
+
+
+class _Saved(Protocol):
+    """The context ``backward`` receives: what ``forward`` saved."""
+
+    @property
+    def saved_tensors(self) -> tuple[torch.Tensor, ...]: ...
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -36,13 +44,13 @@ class _CrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: FunctionCtx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         log_probs = torch.log_softmax(logits, dim=1)
         ctx.save_for_backward(log_probs, labels)
         return -log_probs.gather(1, labels[:, None])[:, 0]
 
     @staticmethod
-    def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: _Saved, grad_losses: torch.Tensor) -> tuple[torch.Tensor, None]:
         log_probs, labels = ctx.saved_tensors
         is_label = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, labels[:, None], True)
         others = log_probs.exp().masked_fill(is_label, 0.0)
@@ -68,7 +76,7 @@ def native_loss(loss: LossFunction) -> LossFunction:
 class TorchBackend:
     """:class:`~signattack.backends.Backend` for a model on ``torch.Tensor`` inputs."""
 
-    model: object
+    model: Callable[[torch.Tensor], object]
     loss: LossFunction
 
     def prepare(self, x: Array) -> Array:
@@ -81,7 +89,7 @@ class TorchBackend:
     ) -> tuple[Array, Array, Array]:
         """Losses, ``torch.autograd.grad(losses.sum(), x)`` and the logits."""
         leaf = _tensor(x).detach().requires_grad_(True)
-        logits = _tensor(self.model(leaf))  # type: ignore[operator]
+        logits = _tensor(self.model(leaf))
         if checks is not None:
             checks.logits(logits, y)
         losses = _tensor(self.loss(logits, y))
@@ -103,7 +111,7 @@ class TorchBackend:
     def logits(self, x: Array) -> Array:
         """The model's output, without building a graph."""
         with torch.no_grad():
-            return _tensor(self.model(_tensor(x)))  # type: ignore[operator]
+            return _tensor(self.model(_tensor(x)))
 
 
 def _tensor(value: object) -> torch.Tensor:

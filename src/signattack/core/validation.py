@@ -13,11 +13,12 @@ import sys
 import warnings
 from collections.abc import Collection
 from types import FrameType
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeGuard, TypeVar
 
 import numpy as np
 
-from signattack._typing import Array, is_array, namespace
+from signattack._host import to_values
+from signattack._typing import Array, Namespace, is_array, namespace
 
 __all__ = [
     "Bounds",
@@ -54,16 +55,19 @@ class Bounds(NamedTuple):
     upper: float
 
 
-def _is_real_number(value: object) -> bool:
+_BOOLS: tuple[type, ...] = (bool, np.bool_)
+
+
+def _is_real_number(value: object) -> TypeGuard[numbers.Real]:
     """Python and NumPy real scalars (``numbers.Real``), but not ``bool``."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, numbers.Real) and not isinstance(value, _BOOLS)
 
 
 def check_real(name: str, value: object, *, minimum: float = 0.0) -> float:
     """Return ``value`` as a ``float`` if it is a finite real number ``>= minimum``."""
     if not _is_real_number(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    number = float(value)  # type: ignore[arg-type]
+    number = float(value)
     if math.isnan(number) or math.isinf(number):
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
     if number < minimum:
@@ -73,7 +77,7 @@ def check_real(name: str, value: object, *, minimum: float = 0.0) -> float:
 
 def check_steps(steps: object, name: str = "steps") -> int:
     """Return ``steps`` as an ``int`` if it is an integer (Python or NumPy) ``>= 1``."""
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, (bool, np.bool_)):
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, _BOOLS):
         raise TypeError(f"{name} must be an int, got {type(steps).__name__} {steps!r}")
     if steps < 1:
         raise ValueError(f"{name} must be >= 1, got {steps!r}")
@@ -120,21 +124,27 @@ def _is_jax_key(value: object) -> bool:
     """A typed ``jax.random.key`` or a raw ``jax.random.PRNGKey`` (``uint32`` words)."""
     if not type(value).__module__.startswith("jax"):
         return False
-    dtype = getattr(value, "dtype", None)
-    return "key" in str(dtype) or (str(dtype) == "uint32" and getattr(value, "ndim", 0) == 1)
+    import jax  # loaded: value is one of its objects
+
+    if not isinstance(value, jax.Array):
+        return False
+    dtype = str(value.dtype)
+    return "key" in dtype or (dtype == "uint32" and value.ndim == 1)
 
 
 def _key_bits(key: object) -> list[int]:
-    """The words of a JAX key (JAX is loaded: ``key`` is one of its arrays)."""
-    jax = sys.modules["jax"]
-    words = jax.random.key_data(key) if "key" in str(getattr(key, "dtype", "")) else key
-    return [int(word) for word in np.asarray(words).ravel()]
+    """The words of a JAX key (``key`` passed :func:`_is_jax_key`)."""
+    import jax
+
+    if isinstance(key, jax.Array) and "key" in str(key.dtype):
+        key = jax.random.key_data(key)
+    return [int(word) for word in to_values(key)]
 
 
 def check_bounds(bounds: object) -> Bounds:
     """Return ``bounds`` as :class:`Bounds` if it is a pair of finite numbers ``lo < hi``."""
-    if isinstance(bounds, np.ndarray) and bounds.shape == (2,):
-        bounds = tuple(bounds.tolist())
+    if is_array(bounds) and bounds.shape == (2,):
+        bounds = tuple(to_values(bounds))
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
         raise TypeError(f"bounds must be a pair (lower, upper), got {bounds!r}")
     lower = check_real("bounds[0]", bounds[0], minimum=-math.inf)
@@ -152,10 +162,10 @@ def check_choice(name: str, value: _Choice, choices: Collection[str]) -> _Choice
     return value
 
 
-def _round_off(dtype: object, bounds: Bounds, xp: object) -> float:
+def _round_off(dtype: object, bounds: Bounds, xp: Namespace) -> float:
     """How far outside the box a floating input may lie and still count as inside."""
     scale = max(abs(bounds.lower), abs(bounds.upper), 1.0)
-    return 16 * float(xp.finfo(dtype).eps) * scale  # type: ignore[attr-defined]
+    return 16 * float(xp.finfo(dtype).eps) * scale
 
 
 def check_batch(x: Array, y: Array, bounds: Bounds) -> tuple[float, float]:

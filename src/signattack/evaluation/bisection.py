@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from signattack._host import to_numpy
-from signattack._typing import Array, device_of, moved, namespace
-from signattack.attacks import FGSM, IteratedSign
+from signattack._host import to_flags
+from signattack._typing import Array, as_model, device_of, moved, namespace
+from signattack.attacks import PerSampleAttack
 from signattack.backends.batch import widest_float
 from signattack.core.validation import Bounds, check_real, check_steps
 from signattack.evaluation.sweep import clean_predictions
@@ -21,11 +21,11 @@ def smallest_breaking_eps(
     model: object,
     x: Array,
     y: Array,
-    attack: IteratedSign | FGSM,
+    attack: PerSampleAttack,
     *,
     eps_max: float,
     iterations: int = 10,
-) -> np.ndarray[Any, Any]:
+) -> npt.NDArray[np.float64]:
     """Per sample, the smallest eps at which ``attack`` succeeds, by bisection.
 
     Each iteration attacks the whole batch once, every sample at the middle of its own
@@ -48,29 +48,31 @@ def smallest_breaking_eps(
     """
     eps_max = check_real("eps_max", eps_max)
     iterations = check_steps(iterations, "iterations")
-    if isinstance(attack, FGSM):
-        attack = attack.as_iterated()
-    if not isinstance(attack, IteratedSign):
+    if not isinstance(attack, PerSampleAttack):
         raise TypeError(
-            f"attack must be an IteratedSign or an FGSM (its eps is replaced per sample), "
-            f"got {type(attack).__name__}"
+            "attack must be an IteratedSign or an FGSM, or another attack that gives every "
+            f"sample its own radius (run_per_sample), got {type(attack).__name__}"
         )
     xp = namespace(x)
     y = moved(y, device_of(x))
-    clean = to_numpy(clean_predictions(model, x, y, Bounds(*attack.bounds)) == y)
-    low = np.zeros(len(clean))
-    high = np.full(len(clean), eps_max)
+    clean = to_flags(clean_predictions(model, x, y, Bounds(*attack.bounds)) == y)
+    runnable = as_model(model)  # a backend has accepted it
+    low, high = [0.0] * len(clean), [eps_max] * len(clean)
 
-    def breaks(radii: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def breaks(radii: list[float]) -> list[bool]:
         per_sample = xp.asarray(radii, dtype=widest_float(x), device=device_of(x))
-        outcome = attack.run(model, x, y, eps=per_sample)  # type: ignore[arg-type]
-        return to_numpy(outcome.predictions != y)
+        return to_flags(attack.run_per_sample(runnable, x, y, per_sample).predictions != y)
 
-    breakable = breaks(high) | ~clean
+    breakable = [broken or not correct for broken, correct in zip(breaks(high), clean, strict=True)]
     for _ in range(iterations):
-        middle = (low + high) / 2
-        broken = breaks(middle)
-        high = np.where(broken, middle, high)
-        low = np.where(broken, low, middle)
-    result = np.where(breakable, high, math.inf)
-    return np.where(clean, result, 0.0)
+        middle = [(a + b) / 2 for a, b in zip(low, high, strict=True)]
+        for index, broken in enumerate(breaks(middle)):
+            if broken:
+                high[index] = middle[index]
+            else:
+                low[index] = middle[index]
+    smallest = [
+        (upper if can_break else math.inf) if correct else 0.0
+        for upper, can_break, correct in zip(high, breakable, clean, strict=True)
+    ]
+    return np.asarray(smallest, dtype=np.float64)

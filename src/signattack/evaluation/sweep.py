@@ -7,19 +7,17 @@ the smaller ball lies inside the larger one.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from array_api_compat import is_jax_array
 
-from signattack._host import to_numpy
+from signattack._host import to_flags
+from signattack._json import Json
 from signattack._progress import progress as progress_of
-from signattack._typing import Array, device_of, is_array, moved, namespace
+from signattack._typing import Array, as_model, device_of, is_array, moved, namespace
 from signattack.attacks import Attack, EpsAttack
 from signattack.backends.batch import open_batch, widest_float
 from signattack.core.losses import CROSS_ENTROPY
@@ -132,17 +130,18 @@ def _evaluate_batch(
     where = device_of(x)
     y = moved(y, where)
     bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
-    correct = to_numpy(clean_predictions(model, x, y, bounds) == y).astype(bool)
+    correct = to_flags(clean_predictions(model, x, y, bounds) == y)
+    runnable = as_model(model)  # a backend has accepted it
     problems = _gradient_problems(model, x, y, bounds) if batch_index == 0 else ()
-    clean = tuple(correct.tolist())
+    clean = tuple(correct)
     robust, largest, attacked, broken = [], [], [], []
     for eps_index, radius in enumerate(eps):
-        attacked.append(int(correct.sum()))
+        attacked.append(sum(correct))
         distance = 0.0
         counts = []
         for attack_index, spec in enumerate(specs):
-            still = np.flatnonzero(correct)
-            if not still.size:
+            still = [index for index, flag in enumerate(correct) if flag]
+            if not still:
                 counts.append(0)
                 continue
             index = xp.asarray(_static_shape(still, x), device=where)
@@ -151,17 +150,19 @@ def _evaluate_batch(
             rng = _batch_rng(attack, batch_index, eps_index, attack_index)
             # run() predicts at the adversarial batch with its final forward pass.
             if isinstance(attack, EpsAttack):
-                outcome = attack.run(model, x_part, y_part, rng=rng)  # type: ignore[arg-type]
+                outcome = attack.run(runnable, x_part, y_part, rng=rng)
             else:
-                outcome = attack.run(model, x_part, y_part)  # type: ignore[arg-type]
-            count = still.size
+                outcome = attack.run(runnable, x_part, y_part)
+            count = len(still)
             wide = widest_float(x_part)
             change = xp.astype(outcome.x_adv[:count], wide) - xp.astype(x_part[:count], wide)
             distance = max(distance, float(xp.max(xp.abs(change))))
-            fooled = to_numpy(outcome.predictions[:count] != y_part[:count]).astype(bool)
-            correct[still[fooled]] = False
-            counts.append(int(fooled.sum()))
-        robust.append(tuple(correct.tolist()))
+            fooled = to_flags(outcome.predictions[:count] != y_part[:count])
+            for sample, broke in zip(still, fooled, strict=True):
+                if broke:
+                    correct[sample] = False
+            counts.append(sum(fooled))
+        robust.append(tuple(correct))
         largest.append(distance)
         broken.append(tuple(counts))
     return BatchResult(
@@ -169,15 +170,15 @@ def _evaluate_batch(
     )
 
 
-def _static_shape(still: npt.NDArray[np.intp], x: Array) -> npt.NDArray[np.intp]:
+def _static_shape(still: list[int], x: Array) -> list[int]:
     """The indices of the samples to attack; for JAX, padded with copies of the first to
     the next power of two (at most the batch), so that the sub-batches of a sweep share a
     few compiled computations instead of compiling one per size. The copies change nothing
     for the others: a model's output for one sample must not depend on the rest."""
     if not is_jax_array(x):
         return still
-    size = min(x.shape[0], 1 << (still.size - 1).bit_length())
-    return np.concatenate([still, np.full(size - still.size, still[0])])
+    size = min(x.shape[0], 1 << (len(still) - 1).bit_length())
+    return still + [still[0]] * (size - len(still))
 
 
 def _gradient_problems(model: object, x: Array, y: Array, bounds: Bounds) -> tuple[str, ...]:
@@ -223,12 +224,12 @@ def _identity(
     radii: tuple[float, ...],
     name: str | None,
     model_name: str | None,
-) -> dict[str, Any]:
+) -> dict[str, Json]:
     """What a checkpoint is bound to; see :mod:`signattack.evaluation.checkpoint`."""
     from signattack import __version__
 
     try:
-        described_model = {"name": model_name} if model_name is not None else stable(model)
+        described_model: Json = {"name": model_name} if model_name is not None else stable(model)
     except Unstable as error:
         raise ValueError(
             f"checkpoint needs a model that can be identified in another process, but {error}: "
@@ -237,7 +238,7 @@ def _identity(
     # The radius of a ready-made attack is replaced at every eps: it is no part of the identity.
     settings = [s.with_eps(0.0) if isinstance(s, EpsAttack) else s for s in specs]
     try:
-        described_attack = (
+        described_attack: Json = (
             {"name": name}
             if name is not None
             else stable(settings[0] if len(settings) == 1 else settings)
@@ -248,15 +249,13 @@ def _identity(
             f"{error}: pass name='...' naming this exact attack (a lambda or closure cannot "
             "be told apart from another one)"
         ) from None
-    identity = {
+    return {
         "version": __version__,
         "model": described_model,
         "attack": described_attack,
         "eps": list(radii),
         "attacks": len(specs),
     }
-    normalized: dict[str, Any] = json.loads(json.dumps(identity))
-    return normalized
 
 
 def evaluate(
