@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from signattack._host import to_flags
-from signattack._typing import Array, as_model, device_of, moved, namespace
+from signattack._typing import ArrayT, Model, as_model, device_of, is_array, moved, namespace
 from signattack.attacks import PerSampleAttack
 from signattack.backends.batch import widest_float
 from signattack.core.validation import Bounds, check_real, check_steps
@@ -18,9 +18,9 @@ __all__ = ["smallest_breaking_eps"]
 
 
 def smallest_breaking_eps(
-    model: object,
-    x: Array,
-    y: Array,
+    model: Model[ArrayT],
+    x: ArrayT,
+    y: ArrayT,
     attack: PerSampleAttack,
     *,
     eps_max: float,
@@ -48,20 +48,23 @@ def smallest_breaking_eps(
     """
     eps_max = check_real("eps_max", eps_max)
     iterations = check_steps(iterations, "iterations")
+    if not is_array(x) or not is_array(y):
+        raise TypeError(f"x and y must be arrays, got {type(x).__name__} and {type(y).__name__}")
     if not isinstance(attack, PerSampleAttack):
         raise TypeError(
             "attack must be an IteratedSign or an FGSM, or another attack that gives every "
             f"sample its own radius (run_per_sample), got {type(attack).__name__}"
         )
-    xp = namespace(x)
-    y = moved(y, device_of(x))
-    clean = to_flags(clean_predictions(model, x, y, Bounds(*attack.bounds)) == y)
+    xp, where = namespace(x), device_of(x)
+    labels = moved(y, where)
+    clean = to_flags(clean_predictions(model, x, labels, Bounds(*attack.bounds)) == labels)
     runnable = as_model(model)  # a backend has accepted it
     low, high = [0.0] * len(clean), [eps_max] * len(clean)
 
     def breaks(radii: list[float]) -> list[bool]:
-        per_sample = xp.asarray(radii, dtype=widest_float(x), device=device_of(x))
-        return to_flags(attack.run_per_sample(runnable, x, y, per_sample).predictions != y)
+        per_sample = xp.asarray(radii, dtype=widest_float(x), device=where)
+        outcome = attack.run_per_sample(runnable, x, labels, per_sample)
+        return to_flags(outcome.predictions != labels)
 
     breakable = [broken or not correct for broken, correct in zip(breaks(high), clean, strict=True)]
     for _ in range(iterations):

@@ -17,7 +17,16 @@ from array_api_compat import is_jax_array
 from signattack._host import to_flags
 from signattack._json import Json
 from signattack._progress import progress as progress_of
-from signattack._typing import Array, as_model, device_of, is_array, moved, namespace
+from signattack._typing import (
+    Array,
+    ArrayT,
+    Model,
+    as_model,
+    device_of,
+    is_array,
+    moved,
+    namespace,
+)
 from signattack.attacks import Attack, EpsAttack
 from signattack.backends.batch import open_batch, widest_float
 from signattack.core.losses import CROSS_ENTROPY
@@ -188,10 +197,11 @@ def _gradient_problems(model: object, x: Array, y: Array, bounds: Bounds) -> tup
 
     if bounds == _ANY_BOUNDS:  # an attack without a box: no threat model to probe under
         return ()
-    return tuple(check_gradients(model, x, y, bounds=bounds, warn=False).problems())
+    report = check_gradients(as_model(model), x, y, bounds=bounds, warn=False)
+    return tuple(report.problems())
 
 
-def _batches(data: Iterable[tuple[Array, Array]]) -> Iterator[tuple[int, Array, Array]]:
+def _batches(data: Iterable[object]) -> Iterator[tuple[int, Array, Array]]:
     if not isinstance(data, Iterable):
         raise TypeError(
             f"data must be an iterable of (x, y) batches (a DataLoader, a list), "
@@ -259,8 +269,8 @@ def _identity(
 
 
 def evaluate(
-    model: object,
-    data: Iterable[tuple[Array, Array]],
+    model: Model[ArrayT],
+    data: Iterable[tuple[ArrayT, ArrayT]],
     attack: Attacks,
     eps: Sequence[float],
     *,

@@ -16,7 +16,7 @@ from typing import Generic, Literal
 
 import numpy as np
 
-from signattack._typing import Array, ArrayT, device_of, is_array, namespace, returned
+from signattack._typing import Array, ArrayT, Model, device_of, is_array, namespace, returned
 from signattack.backends.batch import Batch, open_threat, widest_float
 from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
 from signattack.core.losses import LossFunction, LossName
@@ -90,7 +90,7 @@ def _direction(batch: Batch, kind: DirectionName, seed: int | None) -> Array:
 
 
 def input_gradient(
-    model: object,
+    model: Model[ArrayT],
     x: ArrayT,
     y: ArrayT,
     *,
@@ -120,7 +120,7 @@ def input_gradient(
 
 
 def direction(
-    model: object,
+    model: Model[ArrayT],
     x: ArrayT,
     y: ArrayT,
     kind: DirectionName,
@@ -147,7 +147,7 @@ def _losses_at(batch: Batch, points: Array) -> Array:
 
 
 def loss_along(
-    model: object,
+    model: Model[ArrayT],
     x: ArrayT,
     y: ArrayT,
     along: ArrayT | DirectionName,
@@ -218,7 +218,7 @@ class LossSurface(Generic[ArrayT]):
 
 
 def loss_surface(
-    model: object,
+    model: Model[ArrayT],
     x: ArrayT,
     y: ArrayT,
     gradient_radii: Sequence[float],
@@ -288,7 +288,7 @@ class LinearizationGap(Generic[ArrayT]):
 
 
 def linearization_gap(
-    model: object,
+    model: Model[ArrayT],
     x: ArrayT,
     y: ArrayT,
     eps: float,
@@ -373,7 +373,7 @@ class GradientReport:
 
 
 def check_gradients(
-    model: object,
+    model: Model[ArrayT],
     x: ArrayT,
     y: ArrayT,
     *,
