@@ -54,20 +54,25 @@ _ANY_BOUNDS = Bounds(-math.inf, math.inf)
 def _specs(attacks: object) -> tuple[AttackSpec, ...]:
     """The attacks as a tuple, each checked."""
     if isinstance(attacks, EpsAttack) or (callable(attacks) and not isinstance(attacks, Sequence)):
-        return (attacks,)
+        return (_spec(attacks, "attack"),)
     if isinstance(attacks, Sequence) and not isinstance(attacks, str):
-        if not attacks:
+        items: Sequence[object] = attacks
+        if not items:
             raise ValueError("attacks must hold at least one attack, got an empty sequence")
-        for position, item in enumerate(attacks):
-            if not isinstance(item, EpsAttack) and not callable(item):
-                raise TypeError(
-                    f"attacks[{position}] must be an attack or a factory eps -> attack, "
-                    f"got {type(item).__name__}"
-                )
-        return tuple(attacks)
+        return tuple(_spec(item, f"attacks[{index}]") for index, item in enumerate(items))
     raise TypeError(
         "attack must be an attack (IteratedSign, FGSM, APGD, ...), a factory eps -> attack, "
         f"or a sequence of them, got {type(attacks).__name__}"
+    )
+
+
+def _spec(item: object, name: str) -> AttackSpec:
+    if isinstance(item, EpsAttack):
+        return item
+    if callable(item):
+        return item
+    raise TypeError(
+        f"{name} must be an attack or a factory eps -> attack, got {type(item).__name__}"
     )
 
 
