@@ -146,14 +146,21 @@ def test_an_interrupted_run_resumes_to_the_same_report(digits, digits_model, tmp
         evaluate(digits_model, batches, attack, [1.0], checkpoint=checkpoint)
 
 
-def test_smallest_breaking_eps_matches_the_closed_form_of_a_linear_model():
-    numpy_model, torch_model = linear_pair(2, 10, seed=5)
-    rng = np.random.default_rng(5)
-    x, y = rng.uniform(100, 150, size=(12, 10)), rng.integers(0, 2, size=12)
+def _two_class_problem(samples, seed):
+    """A two-class linear model, inputs inside the box, and every sample's exact smallest
+    breaking L-inf radius: margin / |w_other - w_label|_1 (0 where already wrong)."""
+    numpy_model, torch_model = linear_pair(2, 10, seed=seed)
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(100, 150, size=(samples, 10)), rng.integers(0, 2, size=samples)
     w = numpy_model.weight
     logits = numpy_model(x)
-    margin = logits[np.arange(12), y] - logits[np.arange(12), 1 - y]
+    margin = logits[np.arange(samples), y] - logits[np.arange(samples), 1 - y]
     exact = np.where(margin > 0, margin / np.abs(w[1 - y] - w[y]).sum(axis=1), 0.0)
+    return numpy_model, torch_model, x, y, exact
+
+
+def test_smallest_breaking_eps_matches_the_closed_form_of_a_linear_model():
+    numpy_model, torch_model, x, y, exact = _two_class_problem(12, seed=5)
     attack = IteratedSign(0, 10, loss="margin")
     found = smallest_breaking_eps(numpy_model, x, y, attack, eps_max=40.0, iterations=12)
     breakable = exact <= 40
@@ -192,18 +199,13 @@ class _ExactLinearAttack:
 
 
 def test_smallest_breaking_eps_bisects_any_attack_with_per_sample_radii():
-    numpy_model, _ = linear_pair(2, 10, seed=7)
-    rng = np.random.default_rng(7)
-    x, y = rng.uniform(100, 150, size=(16, 10)), rng.integers(0, 2, size=16)
-    w = numpy_model.weight
-    logits = numpy_model(x)
-    margin = logits[np.arange(16), y] - logits[np.arange(16), 1 - y]
-    exact = np.where(margin > 0, margin / np.abs(w[1 - y] - w[y]).sum(axis=1), 0.0)
-    attack = _ExactLinearAttack(w)
+    numpy_model, _, x, y, exact = _two_class_problem(16, seed=7)
+    attack = _ExactLinearAttack(numpy_model.weight)
     assert isinstance(attack, PerSampleAttack)
     found = smallest_breaking_eps(numpy_model, x, y, attack, eps_max=32.0, iterations=14)
     breakable = exact <= 32
-    assert (exact > 0).sum() >= 4 and (~breakable).sum() >= 2  # some to find, some beyond
+    assert (exact > 0).sum() >= 4  # some radii to find
+    assert (~breakable).sum() >= 2  # and some beyond eps_max
     assert np.all(np.isinf(found[~breakable]))
     assert np.all(found[breakable] >= exact[breakable] - 1e-9)
     assert np.all(found[breakable] <= exact[breakable] + 32 / 2**14 + 1e-9)
