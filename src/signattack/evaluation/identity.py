@@ -105,7 +105,8 @@ def stable(value: object, depth: int = 0) -> Json:
         return {"function": _qualified(value)}
     fields = field_values(value)
     if fields is not None:
-        return {"class": _qualified(type(value)), "fields": inner(fields)}
+        described = {name: inner(item) for name, item in fields.items()}
+        return {"class": _qualified(type(value)), "fields": described}
     attributes: object = getattr(value, "__dict__", None)
     if isinstance(attributes, dict):
         return {"class": _qualified(type(value)), "fields": inner(attributes)}
