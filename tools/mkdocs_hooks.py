@@ -100,7 +100,10 @@ def _gpu_tables(data: dict[str, Any]) -> str:
     tests = data["tests"]
     parts = [f"*GPU tests (`pytest -m gpu`): {tests['summary']}.*", ""]
     parts += [_speed_table(speed) + "\n" for speed in data["speed"]]
+    parts += [f"*Not measured in this run: {what}.*\n" for what in data.get("missing", [])]
     strength = data["strength"]
+    if strength is None:
+        return "\n".join(parts)
     lines = [
         f"*Strength of the fast variants on {strength['device']}: IteratedSign, eps "
         f"{strength['eps_pixels']:g}, {strength['steps']} steps, the {strength['samples']} "
