@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from conftest import linear_pair
 
-from signattack import FGSM, IteratedSign, register_backend
-from signattack.backends import _REGISTRY
+from signattack import APGD, APGDT, FGSM, IteratedSign, register_backend
+from signattack.backends import _REGISTRY, compiles_per_shape
 from signattack.core import CROSS_ENTROPY, MARGIN, LogitLoss
+from signattack.evaluation import evaluate
 
 xp = pytest.importorskip("array_api_strict")
 
@@ -93,7 +94,62 @@ def test_the_kernels_run_on_the_standard_alone_and_match_numpy(strict_backend, l
     np.testing.assert_array_equal(np.asarray(result.success), expected.success)
 
 
+@pytest.mark.parametrize(
+    "attack",
+    [
+        IteratedSign(32.0, 5, early_stop=True),
+        APGD(32.0, 5, restarts=2, seed=3),
+        APGD(32.0, 5, early_stop=True, seed=3),
+        APGDT(32.0, 5, target_classes=2, seed=3),
+    ],
+    ids=["iterated early stop", "apgd restarts", "apgd early stop", "apgd-t"],
+)
+def test_attacks_that_drop_samples_from_the_batch_use_the_standard_alone(strict_backend, attack):
+    # Correctly classified inputs, some of them breakable at this radius: the attacks pick
+    # the samples still to attack by index, which must be standard for arrays of any rank.
+    numpy_model, _ = linear_pair(5, 12, scale=0.05, seed=7)
+    x = np.random.default_rng(7).uniform(30, 220, size=(9, 3, 4))
+    y = numpy_model(x).argmax(axis=1)
+    result = attack.run(
+        StrictLinear(numpy_model.weight, numpy_model.bias), xp.asarray(x), xp.asarray(y)
+    )
+    expected = attack.run(numpy_model, x, y)
+    assert 0 < expected.success.sum() < len(y)
+    np.testing.assert_array_equal(np.asarray(result.success), expected.success)
+    np.testing.assert_allclose(np.asarray(result.x_adv), expected.x_adv, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(result.losses), expected.losses, rtol=1e-9, atol=1e-9)
+
+
 def test_an_unregistered_array_type_is_a_clear_error():
     numpy_model, _ = linear_pair(3, 12)
     with pytest.raises(TypeError, match="or a type given to register_backend"):
         IteratedSign(4.0)(numpy_model, xp.ones((2, 12)), xp.asarray([0, 1]))
+
+
+def test_a_backend_that_compiles_per_shape_sees_padded_batches_and_gives_the_same_report():
+    numpy_model, _ = linear_pair(3, 12, scale=0.05, seed=7)
+    rng = np.random.default_rng(11)
+    x, y = rng.uniform(30, 220, size=(13, 3, 4)), rng.integers(0, 3, size=13)
+    strict_model = StrictLinear(numpy_model.weight, numpy_model.bias)
+    data = [(xp.asarray(x), xp.asarray(y))]
+    seen: list[int] = []
+
+    @contextmanager
+    def recording(model, x, loss, model_mode):
+        seen.append(x.shape[0])
+        yield StrictBackend(model, loss)
+
+    reports, sizes = {}, {}
+    for compiles in (False, True):
+        register_backend(_is_strict, recording, compiles_per_shape=compiles)
+        try:
+            assert compiles_per_shape(data[0][0]) is compiles
+            seen.clear()
+            reports[compiles] = evaluate(strict_model, data, IteratedSign(0, 3), [8, 16, 32, 64])
+            sizes[compiles] = set(seen)
+        finally:
+            _REGISTRY.pop(0)
+    assert reports[True] == reports[False]  # the padding copies change nothing
+    assert len(sizes[False] - {13}) >= 2  # the sweep attacked sub-batches of several sizes
+    # Each sub-batch is padded to the next power of two, never beyond the batch.
+    assert sizes[True] == {min(13, 1 << (size - 1).bit_length()) for size in sizes[False]}

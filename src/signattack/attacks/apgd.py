@@ -35,7 +35,7 @@ from signattack.attacks.auto_steps import AutoSteps, checkpoints
 from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Start, iterate, random_start, spread
 from signattack.backends.batch import Batch, open_threat
-from signattack.core.kernels import ball_box_limits
+from signattack.core.kernels import ball_box_limits, take_samples
 from signattack.core.losses import TARGETED_DLR, LossFunction, LossName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
 from signattack.core.validation import (
@@ -82,10 +82,10 @@ class _Runs:
         the run fooled the model, or, neither fooling it, reached a higher objective."""
         xp = namespace(x)
         index = xp.nonzero(mask)[0]
-        was_fooled, was_best = self.fooled[index], self.best[index]
+        was_fooled, was_best = take_samples(self.fooled, index), take_samples(self.best, index)
         take = xp.logical_and(xp.logical_not(was_fooled), xp.logical_or(fooled, best > was_best))
-        chosen_x = xp.where(xp.reshape(take, _batch_shape(x)), x, self.x[index])
-        chosen_trace = xp.where(take[None, :], trace, self.trace[:, index])
+        chosen_x = xp.where(xp.reshape(take, _batch_shape(x)), x, take_samples(self.x, index))
+        chosen_trace = xp.where(take[None, :], trace, xp.take(self.trace, index, axis=1))
         return _Runs(
             spread(mask, chosen_x, self.x),
             spread(mask, chosen_trace, self.trace, axis=1),
@@ -96,7 +96,10 @@ class _Runs:
 
 def _sub_batch(batch: Batch, index: Array) -> Batch:
     return dataclasses.replace(
-        batch, x=batch.x[index], labels=batch.labels[index], original=batch.original[index]
+        batch,
+        x=take_samples(batch.x, index),
+        labels=take_samples(batch.labels, index),
+        original=take_samples(batch.original, index),
     )
 
 
@@ -176,8 +179,8 @@ def _run_apgd(
         if index.shape[0] == 0:
             break
         part = _sub_batch(batch, index)
-        part_low, part_high = low[index], high[index]
-        part_radius = radius if isinstance(radius, float) else radius[index]
+        part_low, part_high = take_samples(low, index), take_samples(high, index)
+        part_radius = radius if isinstance(radius, float) else take_samples(radius, index)
         begin = random_start(part.x, part_radius, part_low, part_high, generator)
         rule = AutoSteps(part_low, part_high, part_radius, rho, marks, -1.0 if targeted else 1.0)
         outcome = iterate(
@@ -186,7 +189,7 @@ def _run_apgd(
             Start(part.x, part_low, part_high, part_radius, 2 * part_radius, begin),
             steps,
             targeted=targeted,
-            loss_labels=None if loss_labels is None else loss_labels[index],
+            loss_labels=None if loss_labels is None else take_samples(loss_labels, index),
             early_stop=early_stop,
             final=_same,
         )

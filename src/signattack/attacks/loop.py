@@ -35,7 +35,7 @@ from signattack._typing import (
 )
 from signattack.backends._protocol import TraceableRule
 from signattack.backends.batch import Batch
-from signattack.core.kernels import clip
+from signattack.core.kernels import clip, take_samples
 
 __all__ = [
     "Final",
@@ -197,7 +197,8 @@ def iterate(
     compare = xp.equal if targeted else xp.not_equal
 
     def succeeded(predictions: Array, index: Array | None) -> Array:
-        return compare(predictions, batch.labels if index is None else batch.labels[index])
+        wanted = batch.labels if index is None else take_samples(batch.labels, index)
+        return compare(predictions, wanted)
 
     state = rule.start(start)
     compiled = (
@@ -208,7 +209,7 @@ def iterate(
     if compiled is None:
         rows, state = _eager_steps(batch, rule, state, labels, steps, succeeded, early_stop)
     else:
-        rows, state = [compiled.rows[index] for index in range(steps)], compiled.state
+        rows, state = [compiled.rows[index, ...] for index in range(steps)], compiled.state
     if final is None:
         return LoopResult(rows, rule.finish(state, None), None, state)
     evaluated = final(rule.point(state))
@@ -255,7 +256,7 @@ def _eager_steps(
             fooled = succeeded(predictions, None)
         else:
             part_losses, part_grad, part_predictions = batch.value_and_grad(
-                point[left.index], labels[left.index]
+                take_samples(point, left.index), take_samples(labels, left.index)
             )
             losses = spread(left.mask, part_losses, left.losses)
             fooled = spread(left.mask, succeeded(part_predictions, left.index), left.fooled)

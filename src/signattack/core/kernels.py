@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from signattack._typing import Amount, Array, device_of, namespace
 
-__all__ = ["ball_box_limits", "clip", "round_into_limits", "sign_step", "signed_unit"]
+__all__ = [
+    "ball_box_limits",
+    "clip",
+    "round_into_limits",
+    "sign_step",
+    "signed_unit",
+    "take_samples",
+]
 
 
 def ball_box_limits(x: Array, eps: Amount, lower: float, upper: float) -> tuple[Array, Array]:
@@ -103,3 +110,9 @@ def round_into_limits(x_adv: Array, x: Array, low: Array, high: Array) -> Array:
     toward_x = x + xp.trunc(x_adv - x)
     outside = (nearest < low) | (nearest > high)
     return xp.where(outside, toward_x, nearest)
+
+
+def take_samples(x: Array, index: Array) -> Array:
+    """The samples of ``x`` (batch first) at the integer positions ``index``: NumPy's
+    ``x[index]``, spelled as the array API standard allows for arrays of any rank."""
+    return namespace(x).take(x, index, axis=0)

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from array_api_compat import is_jax_array
 
 from signattack._host import to_flags
 from signattack._json import Json
@@ -28,7 +27,9 @@ from signattack._typing import (
     namespace,
 )
 from signattack.attacks import Attack, EpsAttack
+from signattack.backends import compiles_per_shape
 from signattack.backends.batch import open_batch, widest_float
+from signattack.core.kernels import take_samples
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.validation import Bounds, check_real
 from signattack.evaluation.checkpoint import BatchResult, Checkpoint
@@ -159,7 +160,7 @@ def _evaluate_batch(
                 counts.append(0)
                 continue
             index = xp.asarray(_static_shape(still, x), device=where)
-            x_part, y_part = x[index], y[index]
+            x_part, y_part = take_samples(x, index), take_samples(y, index)
             attack = _attack_at(spec, radius)
             rng = _batch_rng(attack, batch_index, eps_index, attack_index)
             # run() predicts at the adversarial batch with its final forward pass.
@@ -169,9 +170,10 @@ def _evaluate_batch(
                 outcome = attack.run(runnable, x_part, y_part)
             count = len(still)
             wide = widest_float(x_part)
-            change = xp.astype(outcome.x_adv[:count], wide) - xp.astype(x_part[:count], wide)
+            adversarial, original = outcome.x_adv[:count, ...], x_part[:count, ...]  # no padding
+            change = xp.astype(adversarial, wide) - xp.astype(original, wide)
             distance = max(distance, float(xp.max(xp.abs(change))))
-            fooled = to_flags(outcome.predictions[:count] != y_part[:count])
+            fooled = to_flags(outcome.predictions[:count, ...] != y_part[:count, ...])
             for sample, broke in zip(still, fooled, strict=True):
                 if broke:
                     correct[sample] = False
@@ -185,11 +187,12 @@ def _evaluate_batch(
 
 
 def _static_shape(still: list[int], x: Array) -> list[int]:
-    """The indices of the samples to attack; for JAX, padded with copies of the first to
-    the next power of two (at most the batch), so that the sub-batches of a sweep share a
-    few compiled computations instead of compiling one per size. The copies change nothing
-    for the others: a model's output for one sample must not depend on the rest."""
-    if not is_jax_array(x):
+    """The indices of the samples to attack; for a backend that compiles per shape (JAX),
+    padded with copies of the first to the next power of two (at most the batch), so that
+    the sub-batches of a sweep share a few compiled computations instead of compiling one
+    per size. The copies change nothing for the others: a model's output for one sample
+    must not depend on the rest."""
+    if not compiles_per_shape(x):
         return still
     size = min(x.shape[0], 1 << (len(still) - 1).bit_length())
     return still + [still[0]] * (size - len(still))
