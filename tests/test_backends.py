@@ -16,7 +16,8 @@ from conftest import linear_pair
 from signattack import APGD, APGDT, FGSM, IteratedSign, register_backend
 from signattack.backends import _REGISTRY, compiles_per_shape
 from signattack.core import CROSS_ENTROPY, MARGIN, LogitLoss
-from signattack.evaluation import evaluate
+from signattack.evaluation import evaluate, smallest_breaking_eps, standard_attacks
+from signattack.probes import loss_surface
 
 xp = pytest.importorskip("array_api_strict")
 
@@ -153,3 +154,21 @@ def test_a_backend_that_compiles_per_shape_sees_padded_batches_and_gives_the_sam
     assert len(sizes[False] - {13}) >= 2  # the sweep attacked sub-batches of several sizes
     # Each sub-batch is padded to the next power of two, never beyond the batch.
     assert sizes[True] == {min(13, 1 << (size - 1).bit_length()) for size in sizes[False]}
+
+
+def test_the_evaluation_and_the_probes_run_on_the_standard_alone(strict_backend):
+    numpy_model, _ = linear_pair(5, 12, scale=0.05, seed=7)
+    x = np.random.default_rng(7).uniform(30, 220, size=(9, 3, 4))
+    y = numpy_model(x).argmax(axis=1)
+    strict_model = StrictLinear(numpy_model.weight, numpy_model.bias)
+    strict = (xp.asarray(x), xp.asarray(y))
+    attacks = standard_attacks(5, seed=1)
+    report = evaluate(strict_model, [strict], attacks, [8.0, 32.0, 64.0])
+    assert report == evaluate(numpy_model, [(x, y)], attacks, [8.0, 32.0, 64.0])
+    assert 0 < sum(report.robust_correct[32.0]) < len(y)
+    bisected = smallest_breaking_eps(strict_model, *strict, IteratedSign(0, 5), eps_max=64.0)
+    expected = smallest_breaking_eps(numpy_model, x, y, IteratedSign(0, 5), eps_max=64.0)
+    np.testing.assert_array_equal(bisected, expected)
+    surface = loss_surface(strict_model, *strict, [0.0, 8.0], [0.0, 8.0], seed=2)
+    reference = loss_surface(numpy_model, x, y, [0.0, 8.0], [0.0, 8.0], seed=2)
+    np.testing.assert_allclose(np.asarray(surface.losses), reference.losses, rtol=1e-12)
