@@ -14,16 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_the_gpu_script_rehearses_on_the_cpu_and_writes_the_table(tmp_path):
+def _rehearse_gpu_script(out, **settings):
+    """Run benchmarks/gpu.sh on the CPU with tiny sizes; the table it wrote."""
     environment = {
         **os.environ,
         "DEVICE": "cpu",
-        "BATCHES": "4 8",
         "ROUNDS": "1",
         "STEPS": "1",
-        "OUT": str(tmp_path),
+        "OUT": str(out),
         "PYTHON": sys.executable,
+        **settings,
     }
     completed = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu.sh")],
@@ -33,8 +33,14 @@ def test_the_gpu_script_rehearses_on_the_cpu_and_writes_the_table(tmp_path):
         timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    table = json.loads((tmp_path / "gpu.json").read_text())
+    return json.loads((out / "gpu.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_gpu_script_rehearses_on_the_cpu_and_writes_the_table(tmp_path):
+    table = _rehearse_gpu_script(tmp_path, BATCHES="4 8")
     assert table["tests"]["exit_status"] == 0
+    assert table["missing"] == []
     assert [speed["batch"] for speed in table["speed"]] == [4, 8]
     for speed in table["speed"]:
         methods = {row["method"] for row in speed["rows"]}
@@ -47,26 +53,7 @@ def test_the_gpu_script_rehearses_on_the_cpu_and_writes_the_table(tmp_path):
 
 
 def test_a_part_of_the_gpu_script_that_runs_out_of_time_is_named_and_the_rest_kept(tmp_path):
-    environment = {
-        **os.environ,
-        "DEVICE": "cpu",
-        "BATCHES": "4",
-        "ROUNDS": "1",
-        "STEPS": "1",
-        "TIME_SPEED": "1",
-        "TIME_STRENGTH": "1",
-        "OUT": str(tmp_path),
-        "PYTHON": sys.executable,
-    }
-    completed = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu.sh")],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    table = json.loads((tmp_path / "gpu.json").read_text())
+    table = _rehearse_gpu_script(tmp_path, BATCHES="4", TIME_SPEED="1", TIME_STRENGTH="1")
     assert table["tests"]["exit_status"] == 0  # the GPU tests ran (skipped on the CPU)
     assert table["speed"] == []
     assert table["strength"] is None
