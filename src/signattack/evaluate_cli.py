@@ -22,9 +22,18 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from signattack._host import HostArray
+    from signattack.attacks import EpsAttack
 
 __all__ = ["add_parser", "run"]
+
+Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
 USAGE_ERROR = 2
 """The exit status of every user error, as for argparse's own."""
@@ -58,7 +67,7 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``evaluate`` subcommand to an ``argparse`` subparsers object."""
     parser = commands.add_parser(
         "evaluate",
@@ -109,7 +118,7 @@ def _numbers(text: str, flag: str, count: int | None = None) -> list[float]:
     return values
 
 
-def _device(text: str | None, local_rank: int) -> Any:
+def _device(text: str | None, local_rank: int) -> torch.device:
     import torch
 
     if text is None:
@@ -126,7 +135,7 @@ def _device(text: str | None, local_rank: int) -> Any:
     return device
 
 
-def _load_model(spec: str, checkpoint: Path | None, device: Any) -> Any:
+def _load_model(spec: str, checkpoint: Path | None, device: torch.device) -> nn.Module:
     import torch
 
     module_name, _, factory_name = spec.partition(":")
@@ -158,7 +167,7 @@ def _load_model(spec: str, checkpoint: Path | None, device: Any) -> Any:
     return model.to(device).eval()
 
 
-def _read_state(checkpoint: Path, spec: str, model: Any) -> Any:
+def _read_state(checkpoint: Path, spec: str, model: nn.Module) -> dict[str, object]:
     import torch
 
     if not checkpoint.is_file():
@@ -196,10 +205,10 @@ def _read_state(checkpoint: Path, spec: str, model: Any) -> Any:
     return state
 
 
-def _load_data(spec: str, split: str, limit: int | None) -> tuple[Any, Any]:
+def _load_data(spec: str, split: str, limit: int | None) -> tuple[HostArray, HostArray]:
 
-    x: Any
-    y: Any
+    x: HostArray
+    y: HostArray
     if spec == "digits":
         from signattack.digits import load_digits
 
@@ -224,7 +233,7 @@ def _load_data(spec: str, split: str, limit: int | None) -> tuple[Any, Any]:
     return x, y
 
 
-def _read_npz(spec: str) -> tuple[Any, Any]:
+def _read_npz(spec: str) -> tuple[HostArray, HostArray]:
     import numpy as np
 
     path = Path(spec.partition(":")[2])
@@ -246,7 +255,9 @@ def _read_npz(spec: str) -> tuple[Any, Any]:
     return x, y
 
 
-def _batches(x: Any, y: Any, size: int, device: Any) -> Iterator[tuple[Any, Any]]:
+def _batches(
+    x: HostArray, y: HostArray, size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     import torch
 
     for start in range(0, len(y), size):
@@ -299,7 +310,9 @@ def _attack_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def _attack(name: str, args: argparse.Namespace, bounds: tuple[float, float], eps: float) -> Any:
+def _attack(
+    name: str, args: argparse.Namespace, bounds: tuple[float, float], eps: float
+) -> EpsAttack:
     """One attack of the command line; its radius is replaced by the evaluation."""
     from signattack import APGD, APGDT, FGSM, IteratedSign
 
