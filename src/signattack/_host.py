@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 import array_api_compat
 import numpy as np
 
-__all__ = ["HostArray", "to_bytes", "to_flags", "to_floats", "to_numpy", "to_values"]
+__all__ = ["HostArray", "to_bytes", "to_flags", "to_numpy", "to_values"]
 
 HostArray: TypeAlias = "np.ndarray[tuple[int, ...], np.dtype[Any]]"
 """A NumPy array of any shape and dtype."""
@@ -35,12 +35,6 @@ def to_flags(array: object) -> list[bool]:
     """The truth of every element of ``array``, in C order, as Python booleans."""
     flags: list[bool] = to_numpy(array).astype(bool).reshape(-1).tolist()
     return flags
-
-
-def to_floats(array: object) -> list[float]:
-    """Every element of ``array``, in C order, as Python floats."""
-    values: list[float] = to_numpy(array).astype(np.float64).reshape(-1).tolist()
-    return values
 
 
 def to_values(array: object) -> list[bool | int | float]:

@@ -147,7 +147,7 @@ def _evaluate_batch(
     bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
     correct = to_flags(clean_predictions(model, x, y, bounds) == y)
     runnable = as_model(model)  # a backend has accepted it
-    problems = _gradient_problems(model, x, y, bounds) if batch_index == 0 else ()
+    problems = _gradient_problems(runnable, x, y, bounds) if batch_index == 0 else ()
     clean = tuple(correct)
     robust, largest, attacked, broken = [], [], [], []
     for eps_index, radius in enumerate(eps):
@@ -198,14 +198,14 @@ def _static_shape(still: list[int], x: Array) -> list[int]:
     return still + [still[0]] * (size - len(still))
 
 
-def _gradient_problems(model: object, x: Array, y: Array, bounds: Bounds) -> tuple[str, ...]:
+def _gradient_problems(model: Model[Array], x: Array, y: Array, bounds: Bounds) -> tuple[str, ...]:
     """What :func:`~signattack.probes.check_gradients` finds on a batch: gradient masking
     that would make every gradient-based figure of the evaluation an overestimate."""
     from signattack.probes import check_gradients
 
     if bounds == _ANY_BOUNDS:  # an attack without a box: no threat model to probe under
         return ()
-    report = check_gradients(as_model(model), x, y, bounds=bounds, warn=False)
+    report = check_gradients(model, x, y, bounds=bounds, warn=False)
     return tuple(report.problems())
 
 
