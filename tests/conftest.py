@@ -17,6 +17,11 @@ from signattack import LinearClassifier
 # torch.compile's on-disk cache does not tell CPU kernel sets apart: kernels cached under one
 # ATEN_CPU_CAPABILITY and loaded under another compute garbage or corrupt memory. Each test
 # session compiles into a cache of its own.
+HANG_LIMIT = 3600
+"""Seconds after which a test's subprocess counts as hung. It guards against a hang only: on
+a machine under load (other processes on the same cores) a run takes many times longer than
+here, and no test may fail because a busy machine is slow."""
+
 _INDUCTOR_CACHE = tempfile.mkdtemp(prefix="signattack-inductor-")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
 atexit.register(shutil.rmtree, _INDUCTOR_CACHE, ignore_errors=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_LIMIT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,11 @@ def _rehearse_gpu_script(out, **settings):
         "STEPS": "1",
         "OUT": str(out),
         "PYTHON": sys.executable,
+        # The script's own limits are for a GPU lent for minutes; rehearsed here, a part may
+        # take many times longer on a machine under load, and must not time out for it.
+        "TIME_TESTS": str(HANG_LIMIT),
+        "TIME_SPEED": str(HANG_LIMIT),
+        "TIME_STRENGTH": str(HANG_LIMIT),
         **settings,
     }
     completed = subprocess.run(
@@ -30,7 +36,7 @@ def _rehearse_gpu_script(out, **settings):
         env=environment,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_LIMIT,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     return json.loads((out / "gpu.json").read_text())

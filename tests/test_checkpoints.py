@@ -81,15 +81,19 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
         (_data()[:2], "the data has 2 batches"),
         (_data(size=10), "the data differs at batch 0"),
         (_data(seed=1), "the data differs at batch 0"),
-        (_data() + _data(seed=5)[:1], "the data has 5 batches"),
+        (_data() + _data(seed=5)[:1], "the data has at least 5 batches"),
+        (_data() + _data(seed=5), "the data has at least 5 batches"),
     ],
-    ids=["fewer batches", "another batch size", "other samples", "more batches"],
+    ids=["fewer batches", "another batch size", "other samples", "more batches", "many more"],
 )
-def test_a_checkpoint_of_other_data_is_refused(tmp_path, data, match):
+def test_a_checkpoint_of_other_data_is_refused_and_left_as_it_was(tmp_path, data, match):
     path = tmp_path / "run.json"
     evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)
+    written = path.read_bytes()
     with pytest.raises(ValueError, match=match):
         evaluate(_net(0), data, ATTACK, EPS, checkpoint=path)
+    assert path.read_bytes() == written, "a refused resume must not touch the file"
+    evaluate(_net(0), _data(), ATTACK, EPS, checkpoint=path)  # the original run still resumes
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import HANG_LIMIT
 
 import signattack
 import signattack.backends
@@ -147,13 +148,13 @@ def test_pages_render_in_a_real_browser(site, page, title, tmp_path):
             [_chromium(), *flags, "--dump-dom", f"{url}/{page}"],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_LIMIT,
             check=True,
         ).stdout
         subprocess.run(
             [_chromium(), *flags, f"--screenshot={tmp_path / 'page.png'}", f"{url}/{page}"],
             capture_output=True,
-            timeout=120,
+            timeout=HANG_LIMIT,
             check=True,
         )
     assert f"<title>{title}</title>" in dom
@@ -198,7 +199,7 @@ def test_math_is_typeset_by_the_browser_without_network(site, tmp_path):
             ],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_LIMIT,
             check=True,
         ).stdout
     found = re.search(r"data-math=\"([^\"]*)\"", dom)

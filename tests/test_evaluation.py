@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import linear_pair
+from conftest import HANG_LIMIT, linear_pair
 
 from signattack import APGD, FGSM, AttackResult, IteratedSign, PerSampleAttack
 from signattack.evaluation import RobustnessReport, evaluate, smallest_breaking_eps
@@ -170,7 +170,11 @@ def test_smallest_breaking_eps_matches_the_closed_form_of_a_linear_model():
     from_torch = smallest_breaking_eps(
         torch_model, torch.from_numpy(x), torch.from_numpy(y), attack, eps_max=40.0, iterations=12
     )
-    np.testing.assert_allclose(from_torch, found)
+    # Each backend against the closed form, not against each other: a bisection decides at
+    # every midpoint, and two libraries may round a sample lying within 1 ulp of one apart.
+    assert np.all(np.isinf(from_torch[~breakable]))
+    assert np.all(from_torch[breakable] >= exact[breakable] - 1e-9)
+    assert np.all(from_torch[breakable] <= exact[breakable] + 40 / 2**12 + 1e-9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +263,7 @@ def _cli(*args, env=None, check=True):
         text=True,
         check=check,
         env=env,
-        timeout=300,
+        timeout=HANG_LIMIT,
     )
 
 
@@ -342,7 +346,7 @@ def test_two_processes_under_torchrun_give_the_single_process_result(weights, tm
         check=True,
         capture_output=True,
         env=env,
-        timeout=300,
+        timeout=HANG_LIMIT,
     )
     assert json.loads(double.read_text()) == json.loads(single.read_text())
 
@@ -397,11 +401,13 @@ def test_when_one_process_fails_every_process_exits_promptly_with_an_error(tmp_p
         )
     errors = []
     for process in processes:
-        _, stderr = process.communicate(timeout=120)
+        _, stderr = process.communicate(timeout=HANG_LIMIT)
         errors.append(stderr.decode())
     elapsed = time.monotonic() - start
     assert [p.returncode for p in processes] == [1, 1], errors
-    assert elapsed < 100, "the survivor should not wait for a collective timeout"
+    # gloo's collectives time out after 30 minutes: a survivor that waited for that would
+    # take it; one told of the failure stops with its peer, even on a machine under load.
+    assert elapsed < 20 * 60, "the survivor should not wait for a collective timeout"
     everything = "".join(errors)
     assert everything.count("the model broke on rank 1") == 1
     assert "rank 1 failed" in errors[0]

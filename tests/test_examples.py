@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_LIMIT
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -21,7 +22,7 @@ def run(name: str, *args: str | Path) -> str:
         check=True,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_LIMIT,
     )
     return completed.stdout
 

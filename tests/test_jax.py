@@ -14,7 +14,8 @@ from conftest import correct, linear_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signattack import APGD, APGDT, FGSM, IteratedSign
+from signattack import APGD, APGDT, FGSM, IteratedSign, UnitsWarning
+from signattack.core.losses import CROSS_ENTROPY
 from signattack.digits import digits_cnn_in_jax
 from signattack.evaluation import evaluate
 
@@ -196,9 +197,21 @@ def test_the_compiled_loop_matches_the_eager_loop(attack, monkeypatch):
     compiled = attack.run(model, x, y)
     _eager(monkeypatch)
     eager = attack.run(model, x, y)
-    np.testing.assert_allclose(np.asarray(compiled.x_adv), np.asarray(eager.x_adv), atol=1e-4)
-    np.testing.assert_allclose(np.asarray(compiled.losses), np.asarray(eager.losses), rtol=1e-5)
-    np.testing.assert_array_equal(np.asarray(compiled.success), np.asarray(eager.success))
+    # XLA fuses the compiled loop differently from the step-by-step one, so float32 results
+    # differ in the last bits, and a gradient entry within rounding of 0 may take the other
+    # sign: compare pixels with a budget for such flips, and success where the margin is
+    # clear of rounding.
+    moved = np.abs(np.asarray(compiled.x_adv) - np.asarray(eager.x_adv)) > 1e-3
+    assert moved.mean() <= 0.01, f"{moved.sum()} of {moved.size} pixels differ"
+    logits = np.sort(np.asarray(model(eager.x_adv)), axis=1)
+    clear = logits[:, -1] - logits[:, -2] > 1e-2
+    np.testing.assert_array_equal(
+        np.asarray(compiled.success)[clear], np.asarray(eager.success)[clear]
+    )
+    assert clear.mean() > 0.8
+    np.testing.assert_allclose(
+        np.asarray(compiled.losses)[:, clear], np.asarray(eager.losses)[:, clear], rtol=1e-3
+    )
     if getattr(
         attack, "early_stop", False
     ):  # some samples stopped early: the mask must have frozen them
@@ -211,18 +224,25 @@ def test_the_compiled_loop_keeps_integer_images_and_per_sample_radii(monkeypatch
     x = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(6, 8)), dtype=jnp.uint8)
     y = jnp.asarray([0, 1, 2, 0, 1, 2])
     radii = jnp.asarray([0.0, 1.5, 3.0, 7.75, 8.0, 300.0])
-    compiled = IteratedSign(0, 4).run(model, x, y, eps=radii)
+    with pytest.warns(UnitsWarning, match="eps = 300 is larger than the whole box"):
+        compiled = IteratedSign(0, 4).run(model, x, y, eps=radii)
     _eager(monkeypatch)
-    eager = IteratedSign(0, 4).run(model, x, y, eps=radii)
+    with pytest.warns(UnitsWarning):
+        eager = IteratedSign(0, 4).run(model, x, y, eps=radii)
     assert compiled.x_adv.dtype == jnp.uint8
     np.testing.assert_array_equal(np.asarray(compiled.x_adv), np.asarray(eager.x_adv))
     moved = np.abs(np.asarray(compiled.x_adv, dtype=int) - np.asarray(x, dtype=int)).max(axis=1)
     np.testing.assert_array_equal(moved[:5], [0, 1, 3, 7, 8])  # every radius binds
 
 
-def test_the_compiled_loop_is_compiled_once_for_a_model_and_its_shapes():
-    from signattack.backends.jax_backend import _compiled_steps
+def _compiled_loops(model) -> int:
+    """How many loops are compiled for ``model``'s form and the cross-entropy."""
+    from signattack.backends.jax_backend import _programs, _Same, _split, native_loss
 
+    return _programs(_split(model)[0], _Same(native_loss(CROSS_ENTROPY))).steps._cache_size()
+
+
+def test_the_compiled_loop_is_compiled_once_for_a_model_and_its_shapes():
     eqx = pytest.importorskip("equinox")
 
     class Net(eqx.Module):
@@ -235,14 +255,41 @@ def test_the_compiled_loop_is_compiled_once_for_a_model_and_its_shapes():
     y = jnp.asarray([0, 1, 2, 0, 1])
     attack = IteratedSign(8.0, 3)
     attack(Net(eqx.nn.Linear(16, 3, key=jax.random.key(0))), x, y)
-    before = _compiled_steps._cache_size()
+    first = Net(eqx.nn.Linear(16, 3, key=jax.random.key(0)))
+    before = _compiled_loops(first)
+    assert before >= 1
     for seed in range(1, 4):  # new parameters, same shapes: the same computation
         attack(Net(eqx.nn.Linear(16, 3, key=jax.random.key(seed))), x, y)
     attack.with_eps(4.0)(Net(eqx.nn.Linear(16, 3, key=jax.random.key(9))), x, y)
-    assert _compiled_steps._cache_size() == before
+    assert _compiled_loops(first) == before
     IteratedSign(8.0, 4)(Net(eqx.nn.Linear(16, 3, key=jax.random.key(0))), x, y)  # steps
     attack(Net(eqx.nn.Linear(16, 3, key=jax.random.key(0))), x[:4], y[:4])  # shape
-    assert _compiled_steps._cache_size() == before + 2
+    assert _compiled_loops(first) == before + 2
+
+
+def test_models_attacked_once_are_not_kept_alive():
+    # A plain function is part of the compiled computation's form; a cache that kept every
+    # form would keep every model (and the arrays it closes over) alive.
+    import gc
+    import weakref
+
+    from signattack.backends.jax_backend import PROGRAMS_KEPT
+
+    x, y = jnp.full((4, 16), 120.0), jnp.asarray([0, 1, 2, 0])
+    alive = []
+    for seed in range(PROGRAMS_KEPT + 12):
+        weight = jax.random.normal(jax.random.key(seed), (16, 3)) / 255
+
+        def model(inputs, weight=weight):
+            return inputs @ weight
+
+        IteratedSign(8.0, 2)(model, x, y)
+        alive.append(weakref.ref(model))
+        del model
+    gc.collect()
+    kept = sum(ref() is not None for ref in alive)
+    assert kept <= PROGRAMS_KEPT, f"{kept} of {len(alive)} models are still alive"
+    assert alive[-1]() is not None  # the most recent ones are kept, to be reused
 
 
 @pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey], ids=["key", "raw"])
@@ -274,3 +321,28 @@ def test_a_callable_loss_need_not_be_hashable():
     # Ascending -2 z_y of a linear model moves every pixel against sign(W[y]) to the ball.
     expected = x - 8.0 * np.sign(numpy_model.weight[np.asarray(y)])
     np.testing.assert_array_equal(np.asarray(x_adv), expected)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [APGD(24.0, 6, restarts=4, seed=0), APGDT(24.0, 6, target_classes=3, seed=0)],
+    ids=["apgd restarts", "apgd-t targets"],
+)
+def test_apgd_runs_its_survivors_in_a_few_compiled_shapes(attack):
+    # Restarts and targets run on the samples still robust; on a backend that compiles per
+    # shape those sub-batches are padded to powers of two, as the evaluation pads its own.
+    numpy_model, _ = linear_pair(5, 12, scale=0.05, seed=7)
+    x = np.random.default_rng(7).uniform(30, 220, size=(13, 12))
+    y = numpy_model(x).argmax(axis=1)
+    linear = _jax_linear(numpy_model.weight, numpy_model.bias)
+    traced: list[int] = []
+
+    def model(inputs):
+        traced.append(inputs.shape[0])  # runs once per compiled shape
+        return linear(inputs)
+
+    result = attack.run(model, jnp.asarray(x), jnp.asarray(y))
+    wrong = np.argmax(np.asarray(linear(result.x_adv)), axis=1) != y
+    np.testing.assert_array_equal(np.asarray(result.success), wrong)
+    assert 0 < int(wrong.sum()) < len(y), "some samples survive: sub-batches were attacked"
+    assert set(traced) <= {13, 8, 4, 2, 1}, f"compiled for sizes {sorted(set(traced))}"

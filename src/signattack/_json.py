@@ -8,9 +8,10 @@ is used, and the checks are visible to the type checker.
 from __future__ import annotations
 
 import json
+import math
 from typing import TypeAlias
 
-__all__ = ["Json", "parse"]
+__all__ = ["Json", "parse", "size"]
 
 Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 """A JSON value."""
@@ -25,3 +26,16 @@ def parse(document: str | bytes) -> Json:
     """
     value: Json = json.loads(document)
     return value
+
+
+def size(value: Json) -> float | None:
+    """``value`` as a float if it is a finite number ``>= 0`` (a size, a distance, a radius),
+    else ``None``: a ``bool``, a string, NaN, an infinity, or an integer too large for a
+    float (which ``float()`` would refuse with an ``OverflowError``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None

@@ -34,6 +34,7 @@ from signattack._typing import Array, ArrayT, Model, device_of, namespace, retur
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
 from signattack.attacks.base import AttackResult, check_flag, store_checked
 from signattack.attacks.loop import Start, iterate, random_start, spread
+from signattack.backends import padded_count
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, take_samples
 from signattack.core.losses import TARGETED_DLR, LossFunction, LossName
@@ -176,8 +177,12 @@ def _run_apgd(
     for _ in range(restarts):
         todo = xp.logical_not(runs.fooled)
         index = xp.nonzero(todo)[0]
-        if index.shape[0] == 0:
+        count = int(index.shape[0])
+        if count == 0:
             break
+        padding = padded_count(batch.x, count) - count  # copies of a sample, dropped below
+        if padding:
+            index = xp.concat([index, xp.broadcast_to(index[:1], (padding,))])
         part = _sub_batch(batch, index)
         part_low, part_high = take_samples(low, index), take_samples(high, index)
         part_radius = radius if isinstance(radius, float) else take_samples(radius, index)
@@ -196,9 +201,10 @@ def _run_apgd(
         at_end = outcome.final
         if at_end is None:  # pragma: no cover - final=_same always evaluates
             raise RuntimeError("the attack loop did not evaluate the final iterate")
-        fooled = xp.logical_or(outcome.state.fooled, at_end.success)
-        best = rule.best_objective(outcome.state, at_end)
-        runs = runs.fold(todo, outcome.x_adv, xp.stack(outcome.rows), fooled, best)
+        fooled = xp.logical_or(outcome.state.fooled, at_end.success)[:count]
+        best = rule.best_objective(outcome.state, at_end)[:count]
+        trace = xp.stack(outcome.rows)[:, :count]
+        runs = runs.fold(todo, outcome.x_adv[:count, ...], trace, fooled, best)
     return runs
 
 

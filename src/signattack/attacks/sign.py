@@ -31,6 +31,7 @@ from signattack.core.validation import (
     check_seed,
     check_steps,
     generator,
+    warn_wide_eps,
 )
 
 __all__ = ["FGSM", "IteratedSign", "SignSteps"]
@@ -100,6 +101,9 @@ class IteratedSign:
         steps: Number of gradient steps, ``>= 1``.
         step_size: Step per iteration; ``None`` means ``2.5 * eps / steps`` (Madry et al.,
             2018), which lets an attack cross the ball and come back.
+        relative_step: The step as a multiple of the radius instead (``step = relative_step
+            * eps``, per sample where every sample has its own radius), exclusive with
+            ``step_size``; FGSM is ``relative_step=1`` with one step.
         bounds: The pixel box ``(lower, upper)`` of valid inputs.
         random_start: Start from a uniform random point of the ball (PGD).
         targeted: Treat ``y`` as target labels and descend the loss towards them.
@@ -127,6 +131,7 @@ class IteratedSign:
     steps: int = 10
     _: KW_ONLY
     step_size: float | None = None
+    relative_step: float | None = None
     bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
     random_start: bool = False
     targeted: bool = False
@@ -140,6 +145,13 @@ class IteratedSign:
         store_checked(self, "steps", check_steps(self.steps))
         if self.step_size is not None:
             store_checked(self, "step_size", check_real("step_size", self.step_size))
+        if self.relative_step is not None:
+            store_checked(self, "relative_step", check_real("relative_step", self.relative_step))
+            if self.step_size is not None:
+                raise ValueError(
+                    "give step_size or relative_step, not both: got step_size="
+                    f"{self.step_size!r} and relative_step={self.relative_step!r}"
+                )
         object.__setattr__(self, "bounds", self.threat.box)
         check_flag("random_start", self.random_start)
         check_flag("targeted", self.targeted)
@@ -157,10 +169,18 @@ class IteratedSign:
 
     @property
     def resolved_step_size(self) -> float:
-        """The step size in use: ``step_size``, or ``2.5 * eps / steps`` when that is ``None``."""
-        if self.step_size is None:
-            return 2.5 * self.eps / self.steps
-        return float(self.step_size)
+        """The step size in use: ``step_size``, ``relative_step * eps``, or
+        ``2.5 * eps / steps`` when neither is given."""
+        if self.step_size is not None:
+            return float(self.step_size)
+        return self._step_ratio * self.eps
+
+    @property
+    def _step_ratio(self) -> float:
+        """The step as a multiple of the radius, when no fixed ``step_size`` is given."""
+        if self.relative_step is not None:
+            return float(self.relative_step)
+        return 2.5 / self.steps
 
     def __call__(
         self,
@@ -179,8 +199,9 @@ class IteratedSign:
             x: Inputs ``(batch, ...)`` inside ``bounds``; float or integer dtype.
             y: Integer labels ``(batch,)``; target labels when ``targeted``.
             rng: Generator for the random start, overriding ``seed``.
-            eps: Per-sample radii ``(batch,)`` overriding ``self.eps`` (the default step
-                size then scales per sample too); used by the evaluation's bisection.
+            eps: Per-sample radii ``(batch,)`` overriding ``self.eps`` (a step that is not a
+                fixed ``step_size`` then scales per sample too); used by the evaluation's
+                bisection.
 
         Returns:
             The adversarial batch, with ``x``'s type, shape, dtype and device. Integer inputs
@@ -230,7 +251,7 @@ class IteratedSign:
         self, model: Model[ArrayT], x: ArrayT, y: ArrayT, eps: ArrayT
     ) -> AttackResult[ArrayT]:
         """:meth:`run` with radius ``eps[i]`` for sample ``i`` (``eps`` of shape
-        ``(batch,)``); the default step size scales per sample too."""
+        ``(batch,)``); a step that is not a fixed ``step_size`` scales per sample too."""
         return self.run(model, x, y, eps=eps)
 
     def _attack(
@@ -289,6 +310,7 @@ class IteratedSign:
             )
         if not bool(xp.all(xp.isfinite(radius) & (radius >= 0))):
             raise ValueError("eps (per sample) must hold finite radii >= 0")
+        warn_wide_eps(float(xp.max(radius)), batch.bounds)
         shape = (x0.shape[0],) + (1,) * (x0.ndim - 1)
 
         def per_sample(values: Array) -> Array:
@@ -296,7 +318,7 @@ class IteratedSign:
 
         # floor() before the cast: 7.999999999999999 must not round to 8 in float32.
         eps = per_sample(batch.radius(radius))
-        step = 2.5 * per_sample(radius) / self.steps if self.step_size is None else self.step_size
+        step = self._step_ratio * per_sample(radius) if self.step_size is None else self.step_size
         return eps, direction * step
 
 
@@ -305,7 +327,8 @@ class FGSM:
     r"""Fast gradient sign method (Goodfellow et al., 2015): one signed step of size eps.
 
     ``x_adv = clip_[lo, hi](x + eps * sign(grad_x L(x, y)))``, exactly
-    ``IteratedSign(eps, steps=1, step_size=eps)`` with the same options.
+    ``IteratedSign(eps, steps=1, relative_step=1)`` with the same options (the step is the
+    radius, also when every sample has a radius of its own).
 
     Args:
         eps: Radius of the L-inf ball and size of the step, ``>= 0``.
@@ -345,7 +368,7 @@ class FGSM:
         return IteratedSign(
             self.eps,
             steps=1,
-            step_size=self.eps,
+            relative_step=1.0,
             bounds=Bounds(*self.bounds),
             targeted=self.targeted,
             loss=self.loss,

@@ -239,25 +239,34 @@ def open_batch(
     with open_backend(model, x, loss, model_mode) as backend:
         if not is_array(x):  # a registered backend took something that is not an array
             raise TypeError(f"x must be an array, got {type(x).__name__}")
-        x = backend.prepare(x)
         if not is_array(y):
             raise TypeError(f"y must be an array of labels like x, got {type(y).__name__}")
-        x_range = check_batch(x, y, bounds)
+        input_dtype = x.dtype
+        x = backend.prepare(x)
+        if namespace(y) is not namespace(x):
+            check_batch(x, y, bounds)  # names the mismatch
+        labels = backend.prepare(moved(y, device_of(x)))
+        x_range = check_batch(x, labels, bounds)
         xp = namespace(x)
         integer = xp.isdtype(x.dtype, "integral")
         warn_units(x_range, not integer, bounds, eps)
         lower, upper = bounds
         if integer:
-            lower = max(math.ceil(lower), int(xp.iinfo(x.dtype).min))
-            upper = min(math.floor(upper), int(xp.iinfo(x.dtype).max))
+            lower = max(math.ceil(lower), int(xp.iinfo(input_dtype).min))
+            upper = min(math.floor(upper), int(xp.iinfo(input_dtype).max))
+        index_dtype = _widest_integer(xp, labels)
+        largest = int(xp.max(labels))
+        if largest > int(xp.iinfo(index_dtype).max):
+            raise ValueError(
+                f"y must hold class labels of the model (0 <= y < classes), got {largest}"
+            )
         x_float = xp.astype(x, xp.float32) if integer else x
-        labels = backend.prepare(moved(y, device_of(x)))
         yield Batch(
             backend=backend,
             x=xp.clip(x_float, float(lower), float(upper)),
-            labels=xp.astype(labels, _widest_integer(xp, labels), copy=False),
+            labels=xp.astype(labels, index_dtype, copy=False),
             bounds=Bounds(float(lower), float(upper)),
-            input_dtype=x.dtype,
+            input_dtype=input_dtype,
             integer=integer,
             original=x,
         )

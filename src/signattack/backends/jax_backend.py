@@ -22,7 +22,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar
 
 import jax
 import numpy as np
@@ -105,7 +105,7 @@ class JaxBackend:
 
     def logits(self, x: Array) -> Array:
         """The model's output."""
-        return _compiled_logits(self._form, self._arrays, x)
+        return _programs(self._form, self._loss).logits(self._arrays, x)
 
     def value_and_grad(
         self, x: Array, y: Array, checks: Checks | None = None
@@ -115,7 +115,8 @@ class JaxBackend:
         The form of the logits and losses is checked while tracing; their values, when
         ``checks`` are given, after the computation.
         """
-        losses, grad, logits = _compiled_value_and_grad(self._form, self._loss, self._arrays, x, y)
+        program = _programs(self._form, self._loss).value_and_grad
+        losses, grad, logits = program(self._arrays, x, y)
         if checks is not None:
             checks.logits(logits, y)
             checks.losses(losses, y)
@@ -140,9 +141,7 @@ class JaxBackend:
         losses is checked while tracing; their values by the caller, on the returned logits
         of the first step.
         """
-        ran = _compiled_steps(
-            self._form,
-            self._loss,
+        ran = _programs(self._form, self._loss).steps(
             type(rule),
             steps,
             targeted,
@@ -246,20 +245,17 @@ def _compiled(
     return compile_
 
 
-@_compiled(0)
-def _compiled_logits(form: _Form, arrays: list[Array | None], x: Array) -> Array:
+def _logits(form: _Form, arrays: list[Array | None], x: Array) -> Array:
     return form.build(arrays)(x)
 
 
-@_compiled(0, 1)
-def _compiled_value_and_grad(
+def _value_and_grad(
     form: _Form, loss: _Same[LossFunction], arrays: list[Array | None], x: Array, y: Array
 ) -> tuple[Array, Array, Array]:
     return _gradient(_objective(form.build(arrays), loss.value, y, x.shape[0]), x)
 
 
-@_compiled(0, 1, 2, 3, 4, 5)
-def _compiled_steps(
+def _steps(
     form: _Form,
     loss: _Same[LossFunction],
     rule_type: type[TraceableRule[State]],
@@ -306,6 +302,32 @@ def _compiled_steps(
     ran = jax.lax.scan(one_step, carry, xp.arange(steps), unroll=unroll)
     (state, _, _, first), rows = ran
     return rows, state, first
+
+
+@dataclass(frozen=True)
+class _Programs:
+    """The compiled functions of one model form and loss."""
+
+    logits: Callable[[list[Array | None], Array], Array]
+    value_and_grad: Callable[[list[Array | None], Array, Array], tuple[Array, Array, Array]]
+    steps: Callable[..., tuple[Array, Any, Array]]
+
+
+PROGRAMS_KEPT = 8
+"""How many model forms keep their compiled functions. A form holds what of a model is not
+an array (a plain function, with whatever it closes over), so keeping every form would keep
+every model ever attacked alive; the least recently used beyond these are let go (and
+compiled again if they come back)."""
+
+
+@functools.lru_cache(maxsize=PROGRAMS_KEPT)
+def _programs(form: _Form, loss: _Same[LossFunction]) -> _Programs:
+    """The compiled functions for ``form`` and ``loss``, compiled per shape on first use."""
+    return _Programs(
+        logits=_compiled()(functools.partial(_logits, form)),
+        value_and_grad=_compiled()(functools.partial(_value_and_grad, form, loss)),
+        steps=_compiled(0, 1, 2, 3)(functools.partial(_steps, form, loss)),
+    )
 
 
 _Carry: TypeAlias = tuple[State, Array, Array, Array]

@@ -3,13 +3,17 @@
 Input gradients come from ``torch.autograd.grad`` with respect to the input alone, so no
 parameter gradient is computed and no ``.grad`` field is written. The backend's context puts
 the model in the requested mode and restores, on exit, every module's train/eval flag and,
-where any module ran in training mode, every buffer (batch-norm running statistics).
+where any module ran in training mode, every buffer (batch-norm running statistics). Attack
+calls on one ``nn.Module`` from several threads run one after another, so that no call sees
+another's mode switch.
 
 This module imports torch; :mod:`signattack` loads it only when it is handed a tensor.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +62,10 @@ class _CrossEntropy(torch.autograd.Function):
         return grad * grad_losses[:, None], None
 
 
+_WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
+"""The unsigned dtypes torch barely supports, and the signed ones that hold their values."""
+
+
 def _cross_entropy(logits: Array, labels: Array) -> Array:
     losses: torch.Tensor = _CrossEntropy.apply(_tensor(logits), _tensor(labels))
     return losses
@@ -80,9 +88,27 @@ class TorchBackend:
     loss: LossFunction
 
     def prepare(self, x: Array) -> Array:
-        """``x`` detached from its graph; a normal tensor even if made in inference mode."""
+        """``x`` detached from its graph; a normal tensor even if made in inference mode.
+
+        torch's ``uint16``, ``uint32`` and ``uint64`` tensors lack most operations (``min``,
+        ``clamp``), so they are widened to the signed type that holds every value exactly
+        (the attacks give results back in the caller's dtype).
+
+        Raises:
+            ValueError: A ``uint64`` value does not fit ``int64`` (``>= 2**63``).
+        """
         tensor = _tensor(x)
-        return tensor.clone() if tensor.is_inference() else tensor.detach()
+        prepared = tensor.clone() if tensor.is_inference() else tensor.detach()
+        wider = _WIDER.get(prepared.dtype)
+        if wider is None:
+            return prepared
+        widened = prepared.to(wider)
+        if prepared.dtype == torch.uint64 and bool((widened < 0).any()):
+            raise ValueError(
+                "a torch.uint64 tensor holds values >= 2**63, which are neither pixels nor "
+                "class labels an attack can use"
+            )
+        return widened
 
     def value_and_grad(
         self, x: Array, y: Array, checks: Checks | None = None
@@ -130,6 +156,27 @@ def _check_device(model: torch.nn.Module, x: torch.Tensor) -> None:
         )
 
 
+_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _exclusive(model: torch.nn.Module) -> Iterator[None]:
+    """Hold ``model`` for one attack call at a time.
+
+    An attack switches the model's mode and restores it, with its buffers, on exit: state of
+    the module that two threads must not interleave. Calls on one module from several
+    threads therefore run one after another (calls on different modules run in parallel);
+    a call made from inside another on the same thread goes ahead.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+    with lock:
+        yield
+
+
 @contextmanager
 def open_torch_backend(
     model: object, x: object, loss: LossFunction, model_mode: ModelMode
@@ -161,7 +208,7 @@ def open_torch_backend(
         return
 
     _check_device(model, x)
-    with kept_modes(model):
+    with _exclusive(model), kept_modes(model):
         if model_mode != "unchanged":
             model.train(model_mode == "train")
         training = any(module.training for module in model.modules())

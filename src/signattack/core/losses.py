@@ -125,6 +125,12 @@ _DLR_FLOOR = 1e-12
 tied top classes do not divide by zero."""
 
 
+def _floor(logits: Array) -> float:
+    """The DLR floor in ``logits``' dtype: ``1e-12``, or the smallest normal number where
+    ``1e-12`` rounds to zero (``float16``), so that tied top classes never give ``0 / 0``."""
+    return max(_DLR_FLOOR, float(namespace(logits).finfo(logits.dtype).smallest_normal))
+
+
 def _ranked(logits: Array, rank: int) -> Array:
     """Per sample, the index of the ``rank``-th largest logit (``rank = 1`` the largest)."""
     xp = namespace(logits)
@@ -153,7 +159,7 @@ def dlr(logits: Array, labels: Array) -> Array:
     classes.
     """
     _check_classes(logits, 3, "dlr")
-    gap = _at(logits, _ranked(logits, 1)) - _at(logits, _ranked(logits, 3)) + _DLR_FLOOR
+    gap = _at(logits, _ranked(logits, 1)) - _at(logits, _ranked(logits, 3)) + _floor(logits)
     return margin(logits, labels) / gap
 
 
@@ -164,7 +170,7 @@ def _dlr_gradient(logits: Array, labels: Array) -> Array:
     _check_classes(logits, 3, "dlr")
     classes = logits.shape[1]
     first, third = _ranked(logits, 1), _ranked(logits, 3)
-    gap = _at(logits, first) - _at(logits, third) + _DLR_FLOOR
+    gap = _at(logits, first) - _at(logits, third) + _floor(logits)
     d_gap = _one_hot(first, classes, logits.dtype) - _one_hot(third, classes, logits.dtype)
     value = margin(logits, labels)
     return (_margin_gradient(logits, labels) - value[:, None] * d_gap / gap[:, None]) / gap[:, None]
@@ -179,7 +185,7 @@ def targeted_dlr(logits: Array, labels: Array) -> Array:
     _check_classes(logits, 4, "targeted dlr")
     y, t = labels[:, 0], labels[:, 1]
     fourth = (_at(logits, _ranked(logits, 3)) + _at(logits, _ranked(logits, 4))) / 2
-    gap = _at(logits, _ranked(logits, 1)) - fourth + _DLR_FLOOR
+    gap = _at(logits, _ranked(logits, 1)) - fourth + _floor(logits)
     return (_at(logits, t) - _at(logits, y)) / gap
 
 
@@ -188,7 +194,7 @@ def _targeted_dlr_gradient(logits: Array, labels: Array) -> Array:
     classes, dtype = logits.shape[1], logits.dtype
     y, t = labels[:, 0], labels[:, 1]
     first, third, fourth = (_ranked(logits, r) for r in (1, 3, 4))
-    gap = _at(logits, first) - (_at(logits, third) + _at(logits, fourth)) / 2 + _DLR_FLOOR
+    gap = _at(logits, first) - (_at(logits, third) + _at(logits, fourth)) / 2 + _floor(logits)
     d_gap = (
         _one_hot(first, classes, dtype)
         - (_one_hot(third, classes, dtype) + _one_hot(fourth, classes, dtype)) / 2

@@ -34,6 +34,7 @@ __all__ = [
     "check_steps",
     "generator",
     "warn_units",
+    "warn_wide_eps",
 ]
 
 _Choice = TypeVar("_Choice", bound=str)
@@ -262,7 +263,14 @@ def warn_units(
             UnitsWarning,
             stacklevel=_caller_level(),
         )
-    if eps is not None and eps > width:
+    if eps is not None:
+        warn_wide_eps(eps, bounds)
+
+
+def warn_wide_eps(eps: float, bounds: Bounds) -> None:
+    """Warn with a :class:`UnitsWarning` when the radius ``eps`` (the largest of a call's
+    radii) is larger than the whole box: nothing is left for the ball to constrain."""
+    if eps > bounds.upper - bounds.lower:
         warnings.warn(
             f"eps = {eps:g} is larger than the whole box [{bounds.lower:g}, {bounds.upper:g}], "
             "so the ball constrains nothing: give eps in the box's units (eps=8/255 for 8 "

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from signattack._host import to_flags
-from signattack._typing import ArrayT, Model, as_model, device_of, is_array, moved, namespace
+from signattack._typing import ArrayT, Model, as_model, device_of, is_array, namespace
 from signattack.attacks import PerSampleAttack
 from signattack.backends.batch import widest_float
 from signattack.core.validation import Bounds, check_real, check_steps
@@ -56,13 +56,20 @@ def smallest_breaking_eps(
             f"sample its own radius (run_per_sample), got {type(attack).__name__}"
         )
     xp, where = namespace(x), device_of(x)
-    labels = moved(y, where)
-    clean = to_flags(clean_predictions(model, x, labels, Bounds(*attack.bounds)) == labels)
+    wide = widest_float(x)
+    largest = float(xp.finfo(wide).max)
+    if eps_max > largest:
+        raise ValueError(
+            f"eps_max must be a radius that x's library can hold in {wide} (at most "
+            f"{largest:g}), got {eps_max!r}"
+        )
+    predictions, labels = clean_predictions(model, x, y, Bounds(*attack.bounds))
+    clean = to_flags(predictions == labels)
     runnable = as_model(model)  # a backend has accepted it
     low, high = [0.0] * len(clean), [eps_max] * len(clean)
 
     def breaks(radii: list[float]) -> list[bool]:
-        per_sample = xp.asarray(radii, dtype=widest_float(x), device=where)
+        per_sample = xp.asarray(radii, dtype=wide, device=where)
         outcome = attack.run_per_sample(runnable, x, labels, per_sample)
         return to_flags(outcome.predictions != labels)
 

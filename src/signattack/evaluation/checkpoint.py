@@ -12,17 +12,21 @@ load, so a damaged or edited file is refused instead of reported.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from signattack._files import write_atomically
-from signattack._json import Json, parse
+from signattack._json import Json, parse, size
 
 __all__ = ["CHECKPOINT_FORMAT", "BatchResult", "Checkpoint"]
 
 CHECKPOINT_FORMAT = 2
 """The version of the checkpoint file's layout."""
+
+LARGEST_SLACK = 2.0**-7
+"""How far, relative to eps, a measured perturbation may exceed its radius through rounding:
+the attacks keep the ball exactly in the input's dtype, whose radius and differences are
+rounded (relative ``2**-8`` each in ``bfloat16``, the coarsest)."""
 
 _START_AFRESH = "delete it, or pass another checkpoint path, to start afresh"
 
@@ -74,7 +78,7 @@ class BatchResult:
         }
 
     @classmethod
-    def from_dict(cls, data: Json, radii: int, attacks: int) -> BatchResult:
+    def from_dict(cls, data: Json, radii: tuple[float, ...], attacks: int) -> BatchResult:
         """The result :meth:`to_dict` wrote, checked entry by entry.
 
         Beyond types and lengths, the results must be consistent: a sample broken at one
@@ -102,17 +106,21 @@ class BatchResult:
         if not isinstance(digest, str):
             raise _Damaged("digest must be a string")
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise _Damaged(f"size must be an integer >= 1, got {size!r}")
+            raise _Damaged(f"size must be an integer >= 1, got {_shown(size)}")
         clean = _flags(data["clean"], size, "clean")
-        robust_rows = _list(data["robust"], radii, "robust")
+        count = len(radii)
+        robust_rows = _list(data["robust"], count, "robust")
         robust = tuple(_flags(row, size, "robust") for row in robust_rows)
-        largest = tuple(_number(value) for value in _list(data["largest"], radii, "largest"))
+        largest = tuple(
+            _number(value, eps)
+            for value, eps in zip(_list(data["largest"], count, "largest"), radii, strict=True)
+        )
         attacked = tuple(
-            _count(value, size) for value in _list(data["attacked"], radii, "attacked")
+            _count(value, size) for value in _list(data["attacked"], count, "attacked")
         )
         broken = tuple(
             tuple(_count(value, size) for value in _list(row, attacks, "broken"))
-            for row in _list(data["broken"], radii, "broken")
+            for row in _list(data["broken"], count, "broken")
         )
         survivors = clean
         for row, count, fooled in zip(robust, attacked, broken, strict=True):
@@ -127,12 +135,24 @@ class BatchResult:
         return cls(digest, clean, robust, largest, attacked, broken, problems)
 
 
-def _shape_of(identity: dict[str, Json]) -> tuple[int, int]:
-    """The number of radii and of attacks of the evaluation an identity describes."""
+def _shape_of(identity: dict[str, Json]) -> tuple[tuple[float, ...], int]:
+    """The radii and the number of attacks of the evaluation an identity describes."""
     radii, attacks = identity["eps"], identity.get("attacks", 1)
     if not isinstance(radii, list) or not isinstance(attacks, int):
         raise TypeError("an evaluation's identity holds its list of eps and number of attacks")
-    return len(radii), attacks
+    numbers = tuple(float(r) for r in radii if isinstance(r, (int, float)))
+    if len(numbers) != len(radii):
+        raise TypeError("an evaluation's identity holds its eps as numbers")
+    return numbers, attacks
+
+
+def _shown(value: Json) -> str:
+    """``repr(value)`` cut short: a damaged file may hold integers too long to print."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's limit on digits to convert
+        return "an integer too long to print"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _list(value: Json, length: int, name: str) -> list[Json]:
@@ -155,17 +175,20 @@ def _sentences(value: Json) -> tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
-def _number(value: Json) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise _Damaged(f"largest must hold numbers, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise _Damaged(f"largest must hold finite numbers >= 0, got {value!r}")
-    return float(value)
+def _number(value: Json, eps: float) -> float:
+    """A largest perturbation at radius ``eps``: a finite number in ``[0, eps]``, up to the
+    rounding of the coarsest floating dtype an attack may run in (``bfloat16``)."""
+    number = size(value)
+    if number is None:
+        raise _Damaged(f"largest must hold finite numbers >= 0, got {_shown(value)}")
+    if number > eps * (1 + LARGEST_SLACK):
+        raise _Damaged(f"largest holds {number!r} at eps {eps!r}: outside the ball")
+    return number
 
 
 def _count(value: Json, size: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= size:
-        raise _Damaged(f"attacked must hold counts in [0, {size}], got {value!r}")
+        raise _Damaged(f"attacked must hold counts in [0, {size}], got {_shown(value)}")
     return value
 
 
@@ -207,8 +230,8 @@ class Checkpoint:
         batches: dict[int, BatchResult] = {}
         for key, entry in document.batches.items():
             try:
-                if not key.isdigit():
-                    raise _Damaged(f"batch keys must be indices, got {key!r}")
+                if not (key.isascii() and key.isdigit() and len(key) <= 18):
+                    raise _Damaged(f"batch keys must be indices, got {key[:40]!r}")
                 batches[int(key)] = BatchResult.from_dict(entry, radii, attacks)
             except _Damaged as error:
                 raise ValueError(
@@ -221,9 +244,16 @@ class Checkpoint:
 
         Raises:
             ValueError: The checkpoint holds a result for another batch at this index, or
-                one whose size is not the batch's.
+                one whose size is not the batch's, or it recorded a finished pass over
+                fewer batches than the data has (refused before anything is written).
         """
         stored = self.batches.get(index)
+        if stored is None and self.total is not None and index >= self.total:
+            raise ValueError(
+                f"checkpoint {self.path} belongs to another evaluation: the data has at least "
+                f"{index + 1} batches, the checkpoint was written for {self.total}; "
+                f"{_START_AFRESH}"
+            )
         if stored is not None and stored.digest != digest:
             raise ValueError(
                 f"checkpoint {self.path} belongs to another evaluation: the data differs at "
@@ -286,10 +316,14 @@ def _read(path: Path) -> _Document:
         raise ValueError(f"checkpoint {path} must be a file, got a folder or a special file")
     try:
         data = parse(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise ValueError(
+            f"checkpoint {path} is not a signattack checkpoint (nested too deeply); {_START_AFRESH}"
+        ) from None
+    except ValueError as error:  # not JSON, not UTF-8, or a number too long to convert
         raise ValueError(
             f"checkpoint {path} is not a signattack checkpoint (not JSON, empty or truncated: "
-            f"{error}); {_START_AFRESH}"
+            f"{str(error)[:200]}); {_START_AFRESH}"
         ) from None
     if isinstance(data, dict) and "fingerprint" in data and "format" not in data:
         raise ValueError(
@@ -300,14 +334,14 @@ def _read(path: Path) -> _Document:
         raise ValueError(f"checkpoint {path} is not a signattack checkpoint; {_START_AFRESH}")
     if data["format"] != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"checkpoint {path} has format {data['format']!r}, this version reads "
+            f"checkpoint {path} has format {_shown(data['format'])}, this version reads "
             f"{CHECKPOINT_FORMAT}; {_START_AFRESH}"
         )
     identity, total, batches = data.get("identity"), data.get("total"), data.get("batches")
     if (
         not isinstance(identity, dict)
         or not isinstance(batches, dict)
-        or not (total is None or (isinstance(total, int) and not isinstance(total, bool)))
+        or not (total is None or (type(total) is int and total >= 1))
     ):
         raise ValueError(
             f"checkpoint {path} is damaged (identity, batches or total missing or of the "

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from signattack._files import write_atomically
-from signattack._json import Json
+from signattack._json import Json, size
 from signattack._text import text_table
 
 if TYPE_CHECKING:
@@ -203,12 +203,17 @@ def _mapping(value: Json) -> dict[str, Json]:
 def _real(value: Json) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _wrong("a number", value)
-    return float(value)
+    number = size(value)
+    if number is None:
+        too_large = isinstance(value, int) and value > 0
+        shown = "an integer too large" if too_large else repr(value)
+        raise ValueError(f"expected a finite number >= 0, got {shown}")
+    return number
 
 
 def _count(value: Json) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        _wrong("a count", value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _wrong("a count >= 0", value)
     return value
 
 

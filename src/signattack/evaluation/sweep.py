@@ -23,16 +23,15 @@ from signattack._typing import (
     as_model,
     device_of,
     is_array,
-    moved,
     namespace,
 )
 from signattack.attacks import Attack, EpsAttack
-from signattack.backends import compiles_per_shape
+from signattack.backends import padded_count
 from signattack.backends.batch import open_batch, widest_float
 from signattack.core.kernels import take_samples
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.validation import Bounds, check_real
-from signattack.evaluation.checkpoint import BatchResult, Checkpoint
+from signattack.evaluation.checkpoint import LARGEST_SLACK, BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
 from signattack.evaluation.identity import Unstable, batch_digest, describe, stable
 from signattack.evaluation.report import RobustnessReport
@@ -108,15 +107,16 @@ def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
-def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> Array:
-    """Predicted classes at ``x`` in eval mode, after checking every sample and label.
+def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> tuple[Array, Array]:
+    """Predicted classes at ``x`` in eval mode, after checking every sample and label, and the
+    labels as checked (the library's index dtype, on ``x``'s device).
 
     Every input must be finite and inside ``bounds``, every label a class of the model
     (``0 <= y < classes``): the attacks check only the samples they attack.
     """
     with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
         logits = batch.logits(batch.x)
-    return namespace(logits).argmax(logits, axis=1)
+    return namespace(logits).argmax(logits, axis=1), batch.labels
 
 
 def _batch_rng(
@@ -143,9 +143,9 @@ def _evaluate_batch(
 ) -> BatchResult:
     xp = namespace(x)
     where = device_of(x)
-    y = moved(y, where)
     bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
-    correct = to_flags(clean_predictions(model, x, y, bounds) == y)
+    predictions, y = clean_predictions(model, x, y, bounds)
+    correct = to_flags(predictions == y)
     runnable = as_model(model)  # a backend has accepted it
     problems = _gradient_problems(runnable, x, y, bounds) if batch_index == 0 else ()
     clean = tuple(correct)
@@ -172,7 +172,14 @@ def _evaluate_batch(
             wide = widest_float(x_part)
             adversarial, original = outcome.x_adv[:count, ...], x_part[:count, ...]  # no padding
             change = xp.astype(adversarial, wide) - xp.astype(original, wide)
-            distance = max(distance, float(xp.max(xp.abs(change))))
+            moved_by = float(xp.max(xp.abs(change)))
+            if moved_by > radius * (1 + LARGEST_SLACK):
+                raise ValueError(
+                    f"the attack {describe(spec)} moved an input by {moved_by:g} at eps "
+                    f"{radius:g}: it leaves the L-inf ball, so no robust accuracy can be "
+                    "reported for it"
+                )
+            distance = max(distance, moved_by)
             fooled = to_flags(outcome.predictions[:count, ...] != y_part[:count, ...])
             for sample, broke in zip(still, fooled, strict=True):
                 if broke:
@@ -192,10 +199,7 @@ def _static_shape(still: list[int], x: Array) -> list[int]:
     the sub-batches of a sweep share a few compiled computations instead of compiling one
     per size. The copies change nothing for the others: a model's output for one sample
     must not depend on the rest."""
-    if not compiles_per_shape(x):
-        return still
-    size = min(x.shape[0], 1 << (len(still) - 1).bit_length())
-    return still + [still[0]] * (size - len(still))
+    return still + [still[0]] * (padded_count(x, len(still)) - len(still))
 
 
 def _gradient_problems(model: Model[Array], x: Array, y: Array, bounds: Bounds) -> tuple[str, ...]:
