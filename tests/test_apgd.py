@@ -17,7 +17,7 @@ from signattack.attacks.loop import Start
 from signattack.backends.batch import open_batch
 from signattack.core import DLR, TARGETED_DLR, Bounds, dlr, targeted_dlr
 from signattack.core.losses import resolve_loss
-from signattack.evaluation import evaluate, standard_attacks
+from signattack.evaluation import evaluate, gradient_attacks
 
 # The schedule.
 
@@ -308,7 +308,7 @@ def test_the_standard_evaluation_is_never_weaker_than_iterated_sign(
     steps = 20
     for eps in (16.0, 32.0):
         plain = correct(model, IteratedSign(eps, steps)(model, x, y), y)
-        report = evaluate(model, [(x, y)], standard_attacks(steps), [eps])
+        report = evaluate(model, [(x, y)], gradient_attacks(steps), [eps])
         standard = sum(report.robust_correct[eps])
         assert standard <= plain, f"eps {eps}: standard leaves {standard}, IteratedSign {plain}"
     restarted = correct(model, APGD(32, steps, restarts=3, seed=0)(model, x, y), y)
@@ -321,7 +321,7 @@ def test_the_standard_evaluation_sees_through_scaled_logits(digits, digits_model
     x, y = digits.x_test, digits.y_test
     batches = [(x[i : i + 150], y[i : i + 150]) for i in range(0, len(y), 150)]
     fooled_by_ce = evaluate(scaled, batches, IteratedSign(16, 10), [16.0])
-    standard = evaluate(scaled, batches, standard_attacks(steps=10), [16.0])
+    standard = evaluate(scaled, batches, gradient_attacks(steps=10), [16.0])
     saturated = sum(fooled_by_ce.robust_correct[16.0])
     true = sum(standard.robust_correct[16.0])
     assert saturated > 0.95 * len(y), "cross-entropy saturates: the plain attack barely works"

@@ -72,8 +72,8 @@ CASES = [
     ("--resume-file", "{progress}", "checkpoint .*progress.json is not a signattack checkpoint"),
     ("--resume-file", "{tmp}", "--resume-file must be a file, got the folder"),
     ("--limit", "0", "--data digits must hold samples, got none"),
-    ("--attacks", "apgd,pgd", "--attacks must be 'standard' or comma-separated names from"),
-    ("--attacks", "", "--attacks must be 'standard' or comma-separated names from"),
+    ("--attacks", "apgd,pgd", r"--attacks must be a preset \(standard, gradient, rand\) or comma"),
+    ("--attacks", "", r"--attacks must be a preset \(standard, gradient, rand\) or comma"),
 ]
 
 
@@ -128,12 +128,38 @@ def test_a_good_run_still_works_and_writes_its_report(tmp_path, capsys):
 
 def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     report = tmp_path / "report.json"
-    arguments = [*BASE, "--limit", "24", "--steps", "2", "--attacks", "standard"]
-    assert main([*arguments, "--report", str(report)]) == 0
+    arguments = [*BASE, "--limit", "24", "--steps", "2", "--queries", "30"]
+    assert main([*arguments, "--attacks", "standard", "--report", str(report)]) == 0
     written = json.loads(report.read_text())
-    assert written["attack"] == "APGD(steps=2, seed=0) + APGDT(steps=2, seed=0)"
+    names = ["APGD(steps=2, seed=0)", "APGDT(steps=2, seed=0)", "Square(queries=30, seed=0)"]
+    assert written["attack"] == " + ".join(names)
     counts = written["broken_by"]["4.0"]
-    assert list(counts) == ["APGD(steps=2, seed=0)", "APGDT(steps=2, seed=0)"]
+    assert list(counts) == names
     robust = sum(written["robust_correct"]["4.0"])
     assert sum(counts.values()) == written["attacked"]["4.0"] - robust
-    assert "broken by" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "broken by" in out
+    assert "attacks (standard preset): APGD-CE (2 steps), APGDT (2 steps), Square (30" in out
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("standard", "APGD-CE (100 steps), APGDT (100 steps), Square (5000 queries)"),
+        ("gradient", "APGD-CE (100 steps), APGDT (100 steps)"),
+        ("rand", "APGD-CE (100 steps), APGD-DLR (100 steps); EOT over 20 passes"),
+    ],
+)
+def test_a_preset_means_its_published_settings(preset, expected):
+    from signattack.cli import _parser
+    from signattack.evaluate_cli import _attack, _attack_names, _what_ran
+
+    args = _parser().parse_args(
+        ["evaluate", "--model", "m:f", "--data", "digits", "--eps", "8", "--attacks", preset]
+    )
+    attacks = [_attack(name, args, (0.0, 255.0), 8.0) for name in _attack_names(args)]
+    assert _what_ran(attacks, args) == f"attacks ({preset} preset): {expected}"
+    single = _parser().parse_args(
+        ["evaluate", "--model", "m:f", "--data", "digits", "--eps", "8", "--attack", "iterated"]
+    )
+    assert _attack("iterated", single, (0.0, 255.0), 8.0).steps == 10

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from signattack import APGD, APGDT, FGSM, EpsAttack, IteratedSign, LinearClassifier
+from signattack import APGD, APGDT, FGSM, EpsAttack, IteratedSign, LinearClassifier, Square
 from signattack.attacks import PerSampleAttack
 from signattack.evaluation import evaluate
 
@@ -25,6 +25,8 @@ ATTACKS: dict[str, EpsAttack] = {
     "apgd-ce": APGD(8.0, 4, seed=1),
     "apgd-dlr restarts": APGD(8.0, 4, loss="dlr", restarts=2, seed=1),
     "apgd-t": APGDT(8.0, 4, target_classes=2, seed=1),
+    "square": Square(8.0, 12, seed=1),
+    "square restarts": Square(8.0, 6, restarts=2, loss="ce", seed=1),
 }
 """One of each kind of attack: a new attack adds its line here."""
 

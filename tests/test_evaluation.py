@@ -321,7 +321,9 @@ def test_cli_run_killed_midway_resumes_to_the_uninterrupted_result(weights, tmp_
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "attack", [["--steps", "3"], ["--attacks", "standard", "--steps", "2"]], ids=["bim", "standard"]
+    "attack",
+    [["--steps", "3"], ["--attacks", "standard", "--steps", "2", "--queries", "20"]],
+    ids=["bim", "standard"],
 )
 def test_two_processes_under_torchrun_give_the_single_process_result(weights, tmp_path, attack):
     args = [*COMMON, "--checkpoint", weights, "--batch-size", "32", *attack]

@@ -23,10 +23,12 @@ from signattack.attacks import (
     EpsAttack,
     IteratedSign,
     PerSampleAttack,
+    Square,
 )
 from signattack.backends import Backend, LinearClassifier, NumpyModel, register_backend
 from signattack.core import Bounds, LogitLoss
 from signattack.core.validation import UnitsWarning
+from signattack.masking import straight_through
 
 if TYPE_CHECKING:
     from signattack.fast import accelerate
@@ -60,12 +62,14 @@ __all__ = [
     "NumpyModel",
     "ParamGroups",
     "PerSampleAttack",
+    "Square",
     "UnitsWarning",
     "__version__",
     "accelerate",
     "param_groups",
     "parameter_table",
     "register_backend",
+    "straight_through",
 ]
 
 # The PyTorch-only names load their module, and PyTorch, on first use.

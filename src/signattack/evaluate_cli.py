@@ -2,7 +2,12 @@
 
     python -m signattack evaluate --model mypackage.models:make_net --checkpoint net.pt \\
         --data cifar10:data/ --eps 2,4,8 --steps 5 --report report.json
-    python -m signattack evaluate ... --attacks standard --steps 100    # APGD-CE, APGD-T
+    python -m signattack evaluate ... --attacks standard    # APGD-CE, APGD-T, Square
+
+A preset runs with its published settings (``standard``: APGD-CE and APGD-T with 100 steps,
+Square with 5000 queries; ``gradient``: the two APGD attacks; ``rand``: APGD-CE and APGD-DLR
+with 20 passes per gradient) unless ``--steps``, ``--queries`` or ``--eot`` change them, and
+the output says what ran.
 
 Every mistake in the arguments, the files they name or the data is answered with one line
 that names the flag, what was expected and what came, and exit status 2; ``--debug`` shows
@@ -38,8 +43,20 @@ Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 USAGE_ERROR = 2
 """The exit status of every user error, as for argparse's own."""
 
-ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t")
-"""What ``--attacks`` accepts, besides ``standard``."""
+ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "square")
+"""What ``--attacks`` accepts, besides the presets."""
+
+PRESETS = {
+    "standard": ("apgd-ce", "apgd-t", "square"),
+    "gradient": ("apgd-ce", "apgd-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+}
+"""The presets of ``--attacks``: AutoAttack's standard suite, its gradient members, and its
+version for randomized defenses (with ``--eot 20`` unless given)."""
+
+DEFAULT_STEPS, PRESET_STEPS, PRESET_QUERIES, RAND_EOT = 10, 100, 5000, 20
+"""Steps of a single attack; of a preset's APGD runs (the paper's); Square's queries; the
+passes per gradient of the ``rand`` preset."""
 
 
 class UsageError(Exception):
@@ -88,9 +105,28 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "--attacks",
         default=None,
         help="attacks run in order, each on the samples still robust: comma-separated from "
-        f"{', '.join(ATTACK_NAMES)}, or 'standard' (apgd-ce,apgd-t); overrides --attack",
+        f"{', '.join(ATTACK_NAMES)}, or a preset: 'standard' (apgd-ce,apgd-t,square with "
+        "100 steps and 5000 queries), 'gradient' (apgd-ce,apgd-t), 'rand' (apgd-ce,apgd-dlr "
+        "with --eot 20); overrides --attack",
     )
-    parser.add_argument("--steps", type=_positive, default=10)
+    parser.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help=f"iterations of each gradient attack ({DEFAULT_STEPS}; {PRESET_STEPS} in a preset)",
+    )
+    parser.add_argument(
+        "--queries",
+        type=_positive,
+        default=PRESET_QUERIES,
+        help=f"Square's queries per sample ({PRESET_QUERIES})",
+    )
+    parser.add_argument(
+        "--eot",
+        type=_positive,
+        default=None,
+        help="passes averaged per gradient, for a randomized model (1; 20 in the rand preset)",
+    )
     parser.add_argument("--step-size", type=float, default=None)
     parser.add_argument("--loss", default="ce", choices=["ce", "margin"])
     parser.add_argument("--bounds", default="0,255", help="the pixel box, e.g. 0,1")
@@ -299,40 +335,88 @@ def _attack_names(args: argparse.Namespace) -> list[str]:
     if args.attacks is None:
         return [args.attack]
     names = [part.strip() for part in args.attacks.split(",")]
-    if names == ["standard"]:
-        return ["apgd-ce", "apgd-t"]
+    if len(names) == 1 and names[0] in PRESETS:
+        return list(PRESETS[names[0]])
     unknown = [name for name in names if name not in ATTACK_NAMES]
     if not names or unknown or not all(names):
         raise UsageError(
-            f"--attacks must be 'standard' or comma-separated names from "
-            f"{', '.join(ATTACK_NAMES)}, got {args.attacks!r}"
+            f"--attacks must be a preset ({', '.join(PRESETS)}) or comma-separated names "
+            f"from {', '.join(ATTACK_NAMES)}, got {args.attacks!r}"
         )
     return names
+
+
+def _preset(args: argparse.Namespace) -> str | None:
+    """The preset that ``--attacks`` names, if it names one."""
+    if args.attacks is not None and args.attacks.strip() in PRESETS:
+        preset: str = args.attacks.strip()
+        return preset
+    return None
+
+
+def _steps(args: argparse.Namespace) -> int:
+    """The gradient attacks' iterations: given, or the preset's, or a single attack's."""
+    if args.steps is not None:
+        steps: int = args.steps
+        return steps
+    return PRESET_STEPS if _preset(args) is not None else DEFAULT_STEPS
+
+
+def _eot(args: argparse.Namespace) -> int:
+    """The passes per gradient: given, or the rand preset's 20, or 1."""
+    if args.eot is not None:
+        eot: int = args.eot
+        return eot
+    return RAND_EOT if _preset(args) == "rand" else 1
+
+
+def _what_ran(attacks: list[EpsAttack], args: argparse.Namespace) -> str:
+    """One line naming the attacks that ran, with their budgets."""
+    from signattack import APGD, APGDT, IteratedSign, Square
+
+    parts = []
+    for attack in attacks:
+        if isinstance(attack, Square):
+            parts.append(f"Square ({attack.queries} queries)")
+        elif isinstance(attack, APGD):
+            parts.append(f"APGD-{str(attack.loss).upper()} ({attack.steps} steps)")
+        elif isinstance(attack, (APGDT, IteratedSign)):
+            parts.append(f"{type(attack).__name__} ({attack.steps} steps)")
+        else:
+            parts.append(type(attack).__name__)
+    eot = _eot(args)
+    preset = _preset(args)
+    head = f"attacks ({preset} preset)" if preset is not None else "attacks"
+    return f"{head}: {', '.join(parts)}" + (f"; EOT over {eot} passes" if eot > 1 else "")
 
 
 def _attack(
     name: str, args: argparse.Namespace, bounds: tuple[float, float], eps: float
 ) -> EpsAttack:
     """One attack of the command line; its radius is replaced by the evaluation."""
-    from signattack import APGD, APGDT, FGSM, IteratedSign
+    from signattack import APGD, APGDT, FGSM, IteratedSign, Square
 
+    steps, eot = _steps(args), _eot(args)
     if name == "fgsm":
-        return FGSM(eps, bounds=bounds, loss=args.loss)
+        return FGSM(eps, bounds=bounds, loss=args.loss, eot=eot)
     if name == "iterated":
         return IteratedSign(
             eps,
-            args.steps,
+            steps,
             step_size=args.step_size,
             random_start=args.random_start,
             seed=args.seed,
             early_stop=args.early_stop,
             bounds=bounds,
             loss=args.loss,
+            eot=eot,
         )
-    common = {"bounds": bounds, "seed": args.seed, "early_stop": args.early_stop}
+    if name == "square":
+        return Square(eps, args.queries, bounds=bounds, seed=args.seed)
+    common = {"bounds": bounds, "seed": args.seed, "early_stop": args.early_stop, "eot": eot}
     if name == "apgd-t":
-        return APGDT(eps, args.steps, **common)
-    return APGD(eps, args.steps, loss="dlr" if name == "apgd-dlr" else "ce", **common)
+        return APGDT(eps, steps, **common)
+    return APGD(eps, steps, loss="dlr" if name == "apgd-dlr" else "ce", **common)
 
 
 def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
@@ -368,6 +452,7 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
         checkpoint=args.resume_file,
     )
     if not distributed or torch.distributed.get_rank() == 0:
+        print(_what_ran(attacks, args))
         print(f"{report.samples} samples, {report.attack}")
         print(report.table())
         if args.report is not None:

@@ -24,25 +24,23 @@ The attack returns, per sample, a point where the model was fooled if it found o
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
-from signattack._typing import Array, ArrayT, Model, device_of, namespace, returned
+from signattack._typing import Array, ArrayT, Model, namespace
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
-from signattack.attacks.base import AttackResult, check_flag, store_checked
-from signattack.attacks.loop import Start, iterate, random_start, spread
-from signattack.backends import padded_count
+from signattack.attacks.base import AttackResult, LinfAttack
+from signattack.attacks.loop import iterate, random_start
+from signattack.attacks.restarts import Runs, chosen_result, still_robust, sub_batch
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, take_samples
 from signattack.core.losses import TARGETED_DLR, LossFunction, LossName
-from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
+from signattack.core.rules import Start
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import (
     Bounds,
     check_real,
-    check_seed,
     check_steps,
     generator,
 )
@@ -50,115 +48,19 @@ from signattack.core.validation import (
 __all__ = ["APGD", "APGDT", "AutoSteps", "checkpoints"]
 
 
-def _batch_shape(like: Array) -> tuple[int, ...]:
-    return (-1,) + (1,) * (len(like.shape) - 1)
-
-
-@dataclass(frozen=True)
-class _Runs:
-    """Per sample, the best result of the runs so far over the whole batch.
-
-    Attributes:
-        x: The chosen point (floating).
-        trace: The loss trace of the run the point came from, ``(steps + 1, batch)``.
-        fooled: Whether the model was fooled.
-        best: The highest objective the chosen run reached.
-    """
-
-    x: Array
-    trace: Array
-    fooled: Array
-    best: Array
-
-    @classmethod
-    def clean(cls, batch: Batch, losses: Array, fooled: Array, steps: int) -> _Runs:
-        """Before any run: the clean point, fooled where the model already errs."""
-        xp = namespace(batch.x)
-        trace = xp.broadcast_to(losses[None, :], (steps + 1, losses.shape[0]))
-        lowest = xp.full(losses.shape, -math.inf, dtype=losses.dtype, device=device_of(losses))
-        return cls(batch.x, xp.asarray(trace, copy=True), fooled, lowest)
-
-    def fold(self, mask: Array, x: Array, trace: Array, fooled: Array, best: Array) -> _Runs:
-        """Take one run on the samples where ``mask`` holds: a sample takes its result where
-        the run fooled the model, or, neither fooling it, reached a higher objective."""
-        xp = namespace(x)
-        index = xp.nonzero(mask)[0]
-        was_fooled, was_best = take_samples(self.fooled, index), take_samples(self.best, index)
-        take = xp.logical_and(xp.logical_not(was_fooled), xp.logical_or(fooled, best > was_best))
-        chosen_x = xp.where(xp.reshape(take, _batch_shape(x)), x, take_samples(self.x, index))
-        chosen_trace = xp.where(take[None, :], trace, xp.take(self.trace, index, axis=1))
-        return _Runs(
-            spread(mask, chosen_x, self.x),
-            spread(mask, chosen_trace, self.trace, axis=1),
-            spread(mask, xp.logical_or(was_fooled, fooled), self.fooled),
-            spread(mask, xp.where(take, best, was_best), self.best),
-        )
-
-
-def _sub_batch(batch: Batch, index: Array) -> Batch:
-    return dataclasses.replace(
-        batch,
-        x=take_samples(batch.x, index),
-        labels=take_samples(batch.labels, index),
-        original=take_samples(batch.original, index),
-    )
-
-
-@dataclass(frozen=True)
-class _Common:
-    """Settings and validation shared by :class:`APGD` and :class:`APGDT`."""
-
-    @property
-    def threat(self) -> ThreatModel:
-        """The box, the loss and the model's mode."""
-        raise NotImplementedError
-
-    def __call__(
-        self,
-        model: Model[ArrayT],
-        x: ArrayT,
-        y: ArrayT,
-        *,
-        rng: np.random.Generator | None = None,
-    ) -> ArrayT:
-        """The adversarial batch, with ``x``'s type, shape, dtype and device.
-
-        Args:
-            model: As for :class:`~signattack.IteratedSign`.
-            x: Inputs ``(batch, ...)`` inside ``bounds``.
-            y: Labels ``(batch,)``; targets when the attack is targeted.
-            rng: Generator of the random starts, overriding ``seed``.
-        """
-        return self.run(model, x, y, rng=rng).x_adv
-
-    def run(
-        self,
-        model: Model[ArrayT],
-        x: ArrayT,
-        y: ArrayT,
-        *,
-        rng: np.random.Generator | None = None,
-    ) -> AttackResult[ArrayT]:
-        """The adversarial batch with its loss trace, predictions and success."""
-        raise NotImplementedError
-
-
-def _check_settings(attack: APGD | APGDT) -> None:
-    """Check the settings that :class:`APGD` and :class:`APGDT` share, in place."""
-    store_checked(attack, "eps", check_real("eps", attack.eps))
+def _check_schedule(attack: APGD | APGDT) -> None:
+    """Check the settings of APGD's schedule, which :class:`APGD` and :class:`APGDT` share."""
     object.__setattr__(attack, "steps", check_steps(attack.steps))
     object.__setattr__(attack, "restarts", check_steps(attack.restarts, "restarts"))
+    object.__setattr__(attack, "eot", check_steps(attack.eot, "eot"))
     rho = check_real("rho", attack.rho)
     if not 0 < rho <= 1:
         raise ValueError(f"rho must lie in (0, 1], got {attack.rho!r}")
-    object.__setattr__(attack, "bounds", attack.threat.box)
-    check_seed(attack.seed)
-    check_flag("early_stop", attack.early_stop)
 
 
 def _run_apgd(
     batch: Batch,
-    runs: _Runs,
+    runs: Runs,
     *,
     eps: float,
     steps: int,
@@ -168,22 +70,17 @@ def _run_apgd(
     early_stop: bool,
     targeted: bool = False,
     loss_labels: Array | None = None,
-) -> _Runs:
+) -> Runs:
     """APGD with restarts, each on the samples of ``batch`` that ``runs`` has not fooled."""
     xp = namespace(batch.x)
     radius = batch.radius(eps)
     low, high = ball_box_limits(batch.x, radius, *batch.bounds)
     marks = checkpoints(steps)
     for _ in range(restarts):
-        todo = xp.logical_not(runs.fooled)
-        index = xp.nonzero(todo)[0]
-        count = int(index.shape[0])
+        todo, index, count = still_robust(batch, runs)
         if count == 0:
             break
-        padding = padded_count(batch.x, count) - count  # copies of a sample, dropped below
-        if padding:
-            index = xp.concat([index, xp.broadcast_to(index[:1], (padding,))])
-        part = _sub_batch(batch, index)
+        part = sub_batch(batch, index)
         part_low, part_high = take_samples(low, index), take_samples(high, index)
         part_radius = radius if isinstance(radius, float) else take_samples(radius, index)
         begin = random_start(part.x, part_radius, part_low, part_high, generator)
@@ -212,24 +109,8 @@ def _same(x: Array) -> Array:
     return x
 
 
-def _result(
-    batch: Batch, runs: _Runs, eps: float, targeted: bool, caller: ArrayT
-) -> AttackResult[ArrayT]:
-    """The chosen points in the caller's dtype, evaluated once more as the caller gets them."""
-    radius = batch.radius(eps)
-    xp = namespace(batch.x)
-    predictions = xp.argmax(batch.logits(batch.rounded(radius)(runs.x)), axis=1)
-    success = (xp.equal if targeted else xp.not_equal)(predictions, batch.labels)
-    return AttackResult(
-        returned(batch.to_input(runs.x, radius), caller),
-        returned(runs.trace, caller),
-        returned(predictions, caller),
-        returned(success, caller),
-    )
-
-
 @dataclass(frozen=True)
-class APGD(_Common):
+class APGD(LinfAttack):
     r"""Auto-PGD under L-inf (Croce & Hein, 2020): the step size adapts itself.
 
     See :mod:`signattack.attacks.apgd` for the algorithm. ``loss="dlr"`` is APGD-DLR, which
@@ -250,6 +131,8 @@ class APGD(_Common):
         model_mode: ``"eval"`` (default), ``"train"`` or ``"unchanged"``.
         early_stop: Freeze each sample as soon as the model is fooled and drop it from the
             batch the model sees.
+        eot: Passes averaged per gradient for a randomized model (EOT; see
+            :class:`~signattack.IteratedSign`); AutoAttack's "rand" version uses 20.
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -267,19 +150,11 @@ class APGD(_Common):
     seed: int | None = None
     model_mode: ModelMode = "eval"
     early_stop: bool = False
+    eot: int = 1
 
     def __post_init__(self) -> None:
-        _check_settings(self)
-        check_flag("targeted", self.targeted)
-
-    @property
-    def threat(self) -> ThreatModel:
-        """The box, the loss and the model's mode, as one validated value."""
-        return ThreatModel(self.bounds, self.loss, self.model_mode)
-
-    def with_eps(self, eps: float) -> APGD:
-        """The same attack with radius ``eps``."""
-        return dataclasses.replace(self, eps=eps)
+        self._check(self.loss, "early_stop", "targeted")
+        _check_schedule(self)
 
     def run(
         self,
@@ -292,13 +167,13 @@ class APGD(_Common):
         """The adversarial batch with the loss trace ``(steps + 1, batch)`` of the run it
         came from, predictions and success."""
         draws = generator(rng, self.seed)
-        with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
+        with open_threat(model, x, y, self.threat, eps=self.eps, draws=self.eot) as batch:
             losses, predictions = batch.evaluate(batch.x, batch.labels)
             xp = namespace(batch.x)
             fooled = (xp.equal if self.targeted else xp.not_equal)(predictions, batch.labels)
             runs = _run_apgd(
                 batch,
-                _Runs.clean(batch, losses, fooled, self.steps),
+                Runs.clean(batch, losses, fooled, self.steps),
                 eps=self.eps,
                 steps=self.steps,
                 rho=self.rho,
@@ -307,11 +182,11 @@ class APGD(_Common):
                 early_stop=self.early_stop,
                 targeted=self.targeted,
             )
-            return _result(batch, runs, self.eps, self.targeted, x)
+            return chosen_result(batch, runs, self.eps, self.targeted, x)
 
 
 @dataclass(frozen=True)
-class APGDT(_Common):
+class APGDT(LinfAttack):
     r"""APGD-T (Croce & Hein, 2020): APGD on the targeted DLR loss, against each of the top
     ``target_classes`` other classes in turn, on the samples still robust.
 
@@ -331,6 +206,7 @@ class APGDT(_Common):
         seed: Seed of the random starts.
         model_mode: How to run an ``nn.Module``.
         early_stop: Freeze samples once fooled.
+        eot: Passes averaged per gradient for a randomized model (EOT).
     """
 
     eps: float
@@ -343,21 +219,14 @@ class APGDT(_Common):
     seed: int | None = None
     model_mode: ModelMode = "eval"
     early_stop: bool = False
+    eot: int = 1
 
     def __post_init__(self) -> None:
-        _check_settings(self)
+        self._check(TARGETED_DLR, "early_stop")
+        _check_schedule(self)
         object.__setattr__(
             self, "target_classes", check_steps(self.target_classes, "target_classes")
         )
-
-    @property
-    def threat(self) -> ThreatModel:
-        """The box, the targeted DLR loss and the model's mode."""
-        return ThreatModel(self.bounds, TARGETED_DLR, self.model_mode)
-
-    def with_eps(self, eps: float) -> APGDT:
-        """The same attack with radius ``eps``."""
-        return dataclasses.replace(self, eps=eps)
 
     def run(
         self,
@@ -369,7 +238,7 @@ class APGDT(_Common):
     ) -> AttackResult[ArrayT]:
         """The adversarial batch with the targeted-DLR trace of the run it came from."""
         draws = generator(rng, self.seed)
-        with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
+        with open_threat(model, x, y, self.threat, eps=self.eps, draws=self.eot) as batch:
             xp = namespace(batch.x)
             logits = batch.logits(batch.x)
             classes = logits.shape[1]
@@ -377,13 +246,13 @@ class APGDT(_Common):
                 raise ValueError(f"APGDT needs a model of at least 4 classes, got {classes}")
             ranking = xp.argsort(logits, axis=1, descending=True, stable=True)
             predictions = ranking[:, 0]
-            runs: _Runs | None = None
+            runs: Runs | None = None
             for rank in range(1, min(self.target_classes, classes - 1) + 1):
                 labels = xp.stack([batch.labels, ranking[:, rank]], axis=1)
                 if runs is None:
                     losses, _ = batch.evaluate(batch.x, labels)
                     fooled = xp.not_equal(predictions, batch.labels)
-                    runs = _Runs.clean(batch, losses, fooled, self.steps)
+                    runs = Runs.clean(batch, losses, fooled, self.steps)
                 runs = _run_apgd(
                     batch,
                     runs,
@@ -397,4 +266,4 @@ class APGDT(_Common):
                 )
             if runs is None:  # pragma: no cover - target_classes >= 1 and classes >= 4
                 raise RuntimeError("APGDT ran no target class")
-            return _result(batch, runs, self.eps, False, x)
+            return chosen_result(batch, runs, self.eps, False, x)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from signattack._typing import Amount, Array, device_of, namespace
-from signattack.attacks.loop import Final, Start
 from signattack.core.kernels import clip, signed_unit
+from signattack.core.rules import Evaluated, Start, required
 
 __all__ = ["MOMENTUM", "AutoSteps", "checkpoints"]
 
@@ -75,6 +76,7 @@ class AutoSteps:
     rho: float
     marks: tuple[int, ...]
     direction: float = 1.0
+    needs_gradient: ClassVar[bool] = True
 
     def start(self, start: Start) -> _AutoState:
         """Everything at the first point; the best objective so far is ``-inf``."""
@@ -104,9 +106,10 @@ class AutoSteps:
         return state.x
 
     def update(
-        self, state: _AutoState, step: int, losses: Array, grad: Array, fooled: Array
+        self, state: _AutoState, step: int, losses: Array, grad: Array | None, fooled: Array
     ) -> _AutoState:
         """Track the best and the fooling points, check the step size, and step."""
+        grad = required(grad)
         xp = namespace(state.x)
         objective = self.direction * losses
         state = self._track(state, objective, grad, fooled)
@@ -124,7 +127,7 @@ class AutoSteps:
         moved = clip(x + alpha * (z - x) + (1 - alpha) * (x - state.previous), self.low, self.high)
         return dataclasses.replace(state, x=moved, previous=x)
 
-    def finish(self, state: _AutoState, final: Final | None) -> Array:
+    def finish(self, state: _AutoState, final: Evaluated | None) -> Array:
         """A fooling point where one was found, else the point of the highest objective."""
         if final is not None:
             state = self._track(
@@ -134,7 +137,7 @@ class AutoSteps:
         shape = (-1,) + (1,) * (state.x.ndim - 1)
         return xp.where(xp.reshape(state.fooled, shape), state.fooled_x, state.best_x)
 
-    def best_objective(self, state: _AutoState, final: Final) -> Array:
+    def best_objective(self, state: _AutoState, final: Evaluated) -> Array:
         """The highest objective found, the final iterate included."""
         xp = namespace(state.best)
         return xp.maximum(state.best, self.direction * final.losses)

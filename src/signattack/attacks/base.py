@@ -1,23 +1,31 @@
-"""What every attack is and returns: the :class:`Attack` protocol and :class:`AttackResult`."""
+"""What every attack is and returns: the :class:`Attack` protocol, :class:`AttackResult`,
+and :class:`LinfAttack`, the base of signattack's own L-inf attacks."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Generic, Protocol, runtime_checkable
+from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
+from signattack._fields import replaced
 from signattack._typing import ArrayT, Model
-from signattack.core.validation import Bounds
+from signattack.core.losses import LossFunction, LossName
+from signattack.core.threat import ModelMode, ThreatModel
+from signattack.core.validation import Bounds, check_real, check_seed
 
 __all__ = [
     "Attack",
     "AttackResult",
     "EpsAttack",
+    "LinfAttack",
     "PerSampleAttack",
     "check_flag",
     "store_checked",
 ]
+
+Self = TypeVar("Self", bound="LinfAttack")
 
 
 def store_checked(attack: object, name: str, checked: float) -> None:
@@ -44,12 +52,15 @@ class AttackResult(Generic[ArrayT]):
         predictions: The model's predicted class for each adversarial sample, ``(batch,)``.
         success: ``(batch,)`` booleans: misclassified (untargeted) or classified as the
             target (targeted).
+        queries: For a gradient-free attack, how many times the model was evaluated on each
+            sample, ``(batch,)`` integers; ``None`` for gradient attacks.
     """
 
     x_adv: ArrayT
     losses: ArrayT
     predictions: ArrayT
     success: ArrayT
+    queries: ArrayT | None = None
 
 
 @runtime_checkable
@@ -127,3 +138,74 @@ class PerSampleAttack(EpsAttack, Protocol):
         """:meth:`run` with radius ``eps[i]`` for sample ``i`` (``eps`` of shape
         ``(batch,)``, in ``x``'s library and on its device)."""
         ...
+
+
+class LinfAttack(ABC):
+    """The part that signattack's L-inf attacks share; an attack adds its rule and its run.
+
+    A subclass is a frozen dataclass with the fields ``eps``, ``bounds``, ``model_mode`` and
+    ``seed`` (and ``early_stop``, ``targeted`` where it has them, checked as flags); its
+    ``__post_init__`` calls :meth:`_check` with the loss it climbs. The base checks the
+    shared settings once, keeps the validated :attr:`threat`, and provides ``with_eps`` and
+    ``__call__`` (``run(...).x_adv``). Each attack keeps its own fields, in its own order,
+    so that its signature and description read as its paper writes it.
+    """
+
+    eps: float
+    bounds: Bounds | tuple[float, float]
+    model_mode: ModelMode
+    seed: int | None
+    gradient_free: ClassVar[bool] = False
+    """Whether the attack never asks for a gradient, so that gradient masking cannot fool
+    it: an evaluation flags samples it breaks that the gradient attacks left robust."""
+
+    def _check(self, loss: LossName | LossFunction, *flags: str) -> None:
+        """Check the shared settings and the named ``bool`` flags, and keep the threat model
+        (checked once here, not rebuilt on every access)."""
+        store_checked(self, "eps", check_real("eps", self.eps))
+        threat = ThreatModel(self.bounds, loss, self.model_mode)
+        object.__setattr__(self, "bounds", threat.box)
+        object.__setattr__(self, "_threat", threat)
+        check_seed(self.seed)
+        for flag in flags:
+            check_flag(flag, getattr(self, flag))
+
+    @property
+    def threat(self) -> ThreatModel:
+        """The box, the loss and the model's mode, as one validated value."""
+        threat: ThreatModel = self.__dict__["_threat"]
+        return threat
+
+    def with_eps(self: Self, eps: float) -> Self:
+        """The same attack with radius ``eps``."""
+        return replaced(self, {"eps": eps})
+
+    def __call__(
+        self,
+        model: Model[ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> ArrayT:
+        """The adversarial batch, with ``x``'s type, shape, dtype and device.
+
+        Args:
+            model: ``torch.nn.Module`` or callable on tensors returning logits, a JAX
+                function, or a NumPy model.
+            x: Inputs ``(batch, ...)`` inside ``bounds``.
+            y: Labels ``(batch,)``; targets when the attack is targeted.
+            rng: Generator of the random draws, overriding ``seed``.
+        """
+        return self.run(model, x, y, rng=rng).x_adv
+
+    @abstractmethod
+    def run(
+        self,
+        model: Model[ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> AttackResult[ArrayT]:
+        """The adversarial batch with its loss trace, predictions and success."""

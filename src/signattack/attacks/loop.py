@@ -1,12 +1,13 @@
 """The one attack loop that every iterative attack shares.
 
-An attack is an :class:`UpdateRule`: where it starts, where it takes the next gradient, how
-it moves, and which point it returns. :func:`iterate` runs any rule for a number of steps:
-one forward and backward pass a step at the rule's point, the loss trace, the success of
-every sample at every point it visited, and early stopping, which is a mask on the batch:
-a sample that succeeds leaves the batch the model sees, and its state stays as it was.
+An attack is an :class:`~signattack.core.rules.UpdateRule`: where it starts, where the model
+is evaluated next, how it moves, and which point it returns. :func:`iterate` runs any rule
+for a number of steps: one forward pass a step at the rule's point (and one backward pass,
+where the rule needs the gradient), the loss trace, the success of every sample at every
+point it visited, and early stopping, which is a mask on the batch: a sample that succeeds
+leaves the batch the model sees, and its state stays as it was.
 A rule that says it is ``traceable`` (pure array code: see
-:class:`~signattack.backends.TraceableRule`) runs as one compiled computation on a backend
+:class:`~signattack.core.rules.TraceableRule`) runs as one compiled computation on a backend
 that can compile loops (JAX); early stopping there is a mask over the whole batch.
 
 Everything is an array of the caller's library with the batch first; per-sample radii and
@@ -17,9 +18,10 @@ synchronises with the device.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeGuard, TypeVar
+from typing import Generic, TypeGuard, TypeVar
 
 import numpy as np
 
@@ -33,12 +35,12 @@ from signattack._typing import (
     namespace,
     returned,
 )
-from signattack.backends._protocol import TraceableRule
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip, take_samples
+from signattack.core.rules import Evaluated, Start, State, TraceableRule, UpdateRule
 
 __all__ = [
-    "Final",
+    "Evaluated",
     "LoopResult",
     "Start",
     "UpdateRule",
@@ -48,69 +50,20 @@ __all__ = [
     "spread",
 ]
 
-State = TypeVar("State")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Start:
-    """What a rule starts from, for one batch.
-
-    Attributes:
-        x: The clean inputs, floating (``float32`` for integer images).
-        low: Lower limits of the feasible set (the eps-ball intersected with the box).
-        high: Upper limits.
-        eps: The radius, a float or an array ``(batch, 1, ...)``.
-        step: The signed step size, a float or an array ``(batch, 1, ...)``; negative for
-            targeted attacks that descend the loss.
-        begin: The first point, inside ``[low, high]``: ``x``, or a random point of the ball.
-    """
-
-    x: Array
-    low: Array
-    high: Array
-    eps: Amount
-    step: Amount
-    begin: Array
-
-
-class UpdateRule(Protocol[State]):
-    """How an attack moves: the only thing an iterative attack has to write."""
-
-    def start(self, start: Start) -> State:
-        """The state before the first step."""
-        ...
-
-    def point(self, state: State) -> Array:
-        """Where the next gradient is taken (and, after the last step, the final iterate)."""
-        ...
-
-    def update(self, state: State, step: int, losses: Array, grad: Array, fooled: Array) -> State:
-        """The state after step ``step``, given the losses, gradient and success
-        (``(batch,)`` booleans) at :meth:`point`."""
-        ...
-
-    def finish(self, state: State, final: Final | None) -> Array:
-        """The point to return, given the evaluation of the final iterate (``None`` when
-        it was not evaluated)."""
-        ...
-
-
-@dataclass(frozen=True)
-class Final:
-    """The model at the final iterate: losses, predictions and success there.
-
-    Attributes:
-        x: The point evaluated (the final iterate, rounded for integer images).
-        losses: Per-sample losses ``(batch,)``.
-        predictions: The predicted classes ``(batch,)``.
-        success: ``(batch,)`` booleans.
-    """
-
-    x: Array
-    losses: Array
-    predictions: Array
-    success: Array
+def __getattr__(name: str) -> object:
+    """``Final``, the old name of :class:`~signattack.core.rules.Evaluated` (it shadowed
+    ``typing.Final``), still importable with a deprecation warning."""
+    if name == "Final":
+        warnings.warn(
+            "signattack.attacks.loop.Final is deprecated: use signattack.attacks.Evaluated",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Evaluated
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +80,7 @@ class LoopResult(Generic[State]):
 
     rows: list[Array]
     x_adv: Array
-    final: Final | None
+    final: Evaluated | None
     state: State
 
 
@@ -178,7 +131,8 @@ def iterate(
         batch: The open, validated batch.
         rule: The attack's update rule.
         start: Where it starts.
-        steps: Forward and backward passes.
+        steps: Steps: one forward pass each, and a backward pass where the rule needs the
+            gradient.
         targeted: Success means predicting ``batch.labels`` (targets) rather than anything
             else.
         loss_labels: What the loss takes as labels, when not ``batch.labels`` (targeted DLR
@@ -215,13 +169,22 @@ def iterate(
     evaluated = final(rule.point(state))
     final_losses, final_predictions = batch.evaluate(evaluated, labels)
     rows.append(final_losses)
-    at_end = Final(evaluated, final_losses, final_predictions, succeeded(final_predictions, None))
+    at_end = Evaluated(
+        evaluated, final_losses, final_predictions, succeeded(final_predictions, None)
+    )
     return LoopResult(rows, rule.finish(state, at_end), at_end, state)
 
 
 def _traceable(rule: UpdateRule[State]) -> TypeGuard[TraceableRule[State]]:
-    """Whether ``rule`` says it is pure array code that a backend may compile."""
-    return bool(getattr(rule, "traceable", False)) and dataclasses.is_dataclass(rule)
+    """Whether ``rule`` says it is pure array code that a backend may compile (a compiled
+    loop differentiates, so the rule must need the gradient)."""
+    traceable = bool(getattr(rule, "traceable", False)) and dataclasses.is_dataclass(rule)
+    return traceable and _needs_gradient(rule)
+
+
+def _needs_gradient(rule: UpdateRule[State]) -> bool:
+    """Whether ``rule`` reads the input gradient (a rule that does not say needs it)."""
+    return bool(getattr(rule, "needs_gradient", True))
 
 
 @dataclass(frozen=True)
@@ -247,20 +210,29 @@ def _eager_steps(
     """The loop one step at a time: the rows of losses (``steps`` of them) and the last
     state. With ``early_stop``, the samples that succeeded leave the batch the model sees."""
     xp = namespace(batch.x)
+    gradient = _needs_gradient(rule)
+
+    def evaluate(x: Array, y: Array) -> tuple[Array, Array | None, Array]:
+        if gradient:
+            return batch.value_and_grad(x, y)
+        losses, predictions = batch.evaluate(x, y)  # forward passes only
+        return losses, None, predictions
+
     rows: list[Array] = []
     left: _Left | None = None  # with early stopping: the samples still attacked
     for step in range(steps):
         point = rule.point(state)
+        grad: Array | None
         if left is None:
-            losses, grad, predictions = batch.value_and_grad(point, labels)
+            losses, grad, predictions = evaluate(point, labels)
             fooled = succeeded(predictions, None)
         else:
-            part_losses, part_grad, part_predictions = batch.value_and_grad(
+            part_losses, part_grad, part_predictions = evaluate(
                 take_samples(point, left.index), take_samples(labels, left.index)
             )
             losses = spread(left.mask, part_losses, left.losses)
             fooled = spread(left.mask, succeeded(part_predictions, left.index), left.fooled)
-            grad = spread(left.mask, part_grad, xp.zeros_like(point))
+            grad = None if part_grad is None else spread(left.mask, part_grad, xp.zeros_like(point))
         rows.append(losses)
         if early_stop:
             still = xp.logical_not(fooled)

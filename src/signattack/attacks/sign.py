@@ -18,17 +18,17 @@ from signattack._typing import (
     namespace,
     returned,
 )
-from signattack.attacks.base import AttackResult, check_flag, store_checked
-from signattack.attacks.loop import Final, LoopResult, Start, iterate, random_start
+from signattack.attacks.base import AttackResult, LinfAttack, store_checked
+from signattack.attacks.loop import LoopResult, iterate, random_start
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, sign_step
 from signattack.core.losses import LossFunction, LossName
-from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
+from signattack.core.rules import Evaluated, Start, required
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import (
     Bounds,
     check_real,
     check_rng,
-    check_seed,
     check_steps,
     generator,
     warn_wide_eps,
@@ -59,6 +59,7 @@ class SignSteps:
     high: Array
     step: Amount
     traceable: ClassVar[bool] = True
+    needs_gradient: ClassVar[bool] = True
 
     def start(self, start: Start) -> Array:
         """The first iterate."""
@@ -68,17 +69,19 @@ class SignSteps:
         """The iterate."""
         return state
 
-    def update(self, state: Array, step: int, losses: Array, grad: Array, fooled: Array) -> Array:
+    def update(
+        self, state: Array, step: int, losses: Array, grad: Array | None, fooled: Array
+    ) -> Array:
         """One projected signed-gradient step."""
-        return sign_step(state, grad, self.step, self.low, self.high)
+        return sign_step(state, required(grad), self.step, self.low, self.high)
 
-    def finish(self, state: Array, final: Final | None) -> Array:
+    def finish(self, state: Array, final: Evaluated | None) -> Array:
         """The last iterate."""
         return state
 
 
 @dataclass(frozen=True)
-class IteratedSign:
+class IteratedSign(LinfAttack):
     r"""Iterated signed-gradient attack under L-inf: BIM, or PGD with ``random_start=True``.
 
     Starting from ``x_0 = x`` (or a uniform point of the ball with ``random_start``), each of
@@ -116,6 +119,10 @@ class IteratedSign:
         early_stop: Freeze each sample as soon as the attack succeeds on it and drop it
             from the batch the model sees: fewer forward and backward passes when only
             success matters (robustness evaluation). Costs one host synchronisation a step.
+        eot: Expectation over transformation (Athalye et al., 2018) for a randomized
+            model: each step's input gradient and loss are the means over ``eot``
+            independent forward and backward passes, and success is decided on the mean
+            logits of ``eot`` passes. ``1`` (default) for a deterministic model.
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -139,10 +146,12 @@ class IteratedSign:
     model_mode: ModelMode = "eval"
     seed: int | None = None
     early_stop: bool = False
+    eot: int = 1
 
     def __post_init__(self) -> None:
-        store_checked(self, "eps", check_real("eps", self.eps))
+        self._check(self.loss, "random_start", "targeted", "early_stop")
         store_checked(self, "steps", check_steps(self.steps))
+        store_checked(self, "eot", check_steps(self.eot, "eot"))
         if self.step_size is not None:
             store_checked(self, "step_size", check_real("step_size", self.step_size))
         if self.relative_step is not None:
@@ -152,20 +161,6 @@ class IteratedSign:
                     "give step_size or relative_step, not both: got step_size="
                     f"{self.step_size!r} and relative_step={self.relative_step!r}"
                 )
-        object.__setattr__(self, "bounds", self.threat.box)
-        check_flag("random_start", self.random_start)
-        check_flag("targeted", self.targeted)
-        check_flag("early_stop", self.early_stop)
-        check_seed(self.seed)
-
-    @property
-    def threat(self) -> ThreatModel:
-        """The box, the loss and the model's mode, as one validated value."""
-        return ThreatModel(self.bounds, self.loss, self.model_mode)
-
-    def with_eps(self, eps: float) -> IteratedSign:
-        """The same attack with radius ``eps`` (the default step size follows it)."""
-        return dataclasses.replace(self, eps=eps)
 
     @property
     def resolved_step_size(self) -> float:
@@ -269,7 +264,7 @@ class IteratedSign:
         check_rng(rng)
         draws = generator(rng, self.seed) if self.random_start else None
         with open_threat(
-            model, x, y, self.threat, eps=self.eps if radius is None else None
+            model, x, y, self.threat, eps=self.eps if radius is None else None, draws=self.eot
         ) as batch:
             eps, step = self._radius_and_step(batch, radius)
             low, high = ball_box_limits(batch.x, eps, *batch.bounds)
@@ -336,6 +331,8 @@ class FGSM:
         targeted: Treat ``y`` as target labels and step towards them.
         loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
         model_mode: ``"eval"`` (default), ``"train"`` or ``"unchanged"``.
+        eot: Passes averaged for the gradient of a randomized model (see
+            :class:`IteratedSign`).
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -348,11 +345,13 @@ class FGSM:
     targeted: bool = False
     loss: LossName | LossFunction = "ce"
     model_mode: ModelMode = "eval"
+    eot: int = 1
 
     def __post_init__(self) -> None:
         checked = self.as_iterated()
         object.__setattr__(self, "eps", checked.eps)
         object.__setattr__(self, "bounds", checked.bounds)
+        object.__setattr__(self, "eot", checked.eot)
 
     @property
     def seed(self) -> None:
@@ -373,6 +372,7 @@ class FGSM:
             targeted=self.targeted,
             loss=self.loss,
             model_mode=self.model_mode,
+            eot=self.eot,
         )
 
     def __call__(self, model: Model[ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:

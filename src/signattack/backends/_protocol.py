@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import Field, dataclass
-from typing import ClassVar, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeAlias, runtime_checkable
 
 from signattack._typing import Array
 from signattack.core.losses import LossFunction
+from signattack.core.rules import State, TraceableRule
 from signattack.core.threat import MODEL_MODES, ModelMode
 
 __all__ = [
@@ -18,11 +19,10 @@ __all__ = [
     "Checks",
     "CompiledLoop",
     "ModelMode",
+    "State",
     "Steps",
     "TraceableRule",
 ]
-
-State = TypeVar("State")
 
 
 class Checks(Protocol):
@@ -82,24 +82,6 @@ BackendFactory: TypeAlias = Callable[
 The context manager puts the model in the requested mode on entry and restores everything it
 changed on exit, also when the attack raises.
 """
-
-
-class TraceableRule(Protocol[State]):
-    """An update rule that a backend may compile: a dataclass of arrays and numbers whose
-    :meth:`point` and :meth:`update` are pure array code (no host synchronisation, no
-    Python branch on a value or on the step, which may be a traced integer)."""
-
-    __dataclass_fields__: ClassVar[dict[str, Field[object]]]
-
-    def point(self, state: State) -> Array:
-        """Where the next gradient is taken."""
-        ...
-
-    def update(
-        self, state: State, step: Array | int, losses: Array, grad: Array, fooled: Array
-    ) -> State:
-        """The state after a step."""
-        ...
 
 
 @dataclass(frozen=True)

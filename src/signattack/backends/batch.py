@@ -75,6 +75,8 @@ class Batch:
         integer: Whether the caller's inputs are integers.
         original: The caller's inputs, detached (integer inputs are restored from them
             exactly, whatever their magnitude).
+        draws: Evaluations of the model per call (EOT, for a randomized model): losses and
+            input gradients are their means, predictions those of the mean logits.
     """
 
     backend: Backend
@@ -84,38 +86,64 @@ class Batch:
     input_dtype: object
     integer: bool
     original: Array
+    draws: int = 1
     first_call: _FirstCall = field(default_factory=_FirstCall, repr=False, compare=False)
 
     def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
-        """Per-sample losses, the input gradient of their sum and the predicted classes.
+        """Per-sample losses, the input gradient of their sum and the predicted classes; with
+        several :attr:`draws`, the means over independent forward and backward passes (EOT)
+        and the classes of the mean logits.
 
         The first evaluations check the logits, the losses and the gradient's shape.
         """
-        checks = self.first_call.take()
-        losses, grad, logits = self.backend.value_and_grad(x, y, checks)
-        if checks is not None:
-            checks.gradient(grad, x)
+        totals: tuple[Array, Array, Array] | None = None
+        for _ in range(self.draws):
+            checks = self.first_call.take()
+            losses, grad, logits = self.backend.value_and_grad(x, y, checks)
+            if checks is not None:
+                checks.gradient(grad, x)
+            if totals is None:
+                totals = (losses, grad, logits)
+            else:
+                totals = (totals[0] + losses, totals[1] + grad, totals[2] + logits)
+        if totals is None:  # pragma: no cover - draws >= 1
+            raise RuntimeError("no draw of the model was made")
+        losses, grad, logits = (_mean(total, self.draws) for total in totals)
         return losses, grad, namespace(logits).argmax(logits, axis=1)
 
     def logits(self, x: Array, y: Array | None = None) -> Array:
-        """The model's output at ``x``, without a graph; checked against ``y`` (the batch's
-        labels by default) on the first call."""
-        logits = self.backend.logits(x)
-        checks = self.first_call.take()
-        if checks is not None:
-            checks.logits(logits, self.labels if y is None else y)
-        return logits
+        """The model's output at ``x`` (the mean over :attr:`draws`), without a graph;
+        checked against ``y`` (the batch's labels by default) on the first call."""
+        total: Array | None = None
+        for _ in range(self.draws):
+            logits = self.backend.logits(x)
+            checks = self.first_call.take()
+            if checks is not None:
+                checks.logits(logits, self.labels if y is None else y)
+            total = logits if total is None else total + logits
+        if total is None:  # pragma: no cover - draws >= 1
+            raise RuntimeError("no draw of the model was made")
+        return _mean(total, self.draws)
 
     def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Per-sample losses and predicted classes at ``x``, without a gradient."""
-        checks = self.first_call.take()
-        logits = self.backend.logits(x)
-        if checks is not None:
-            checks.logits(logits, y)
-        losses = self.backend.loss(logits, y)
-        if checks is not None:
-            checks.losses(losses, y)
-        return losses, namespace(logits).argmax(logits, axis=1)
+        """Per-sample losses and predicted classes at ``x``, without a gradient (with
+        several :attr:`draws`: the mean loss, and the classes of the mean logits)."""
+        losses_total: Array | None = None
+        logits_total: Array | None = None
+        for _ in range(self.draws):
+            checks = self.first_call.take()
+            logits = self.backend.logits(x)
+            if checks is not None:
+                checks.logits(logits, y)
+            losses = self.backend.loss(logits, y)
+            if checks is not None:
+                checks.losses(losses, y)
+            losses_total = losses if losses_total is None else losses_total + losses
+            logits_total = logits if logits_total is None else logits_total + logits
+        if losses_total is None or logits_total is None:  # pragma: no cover - draws >= 1
+            raise RuntimeError("no draw of the model was made")
+        mean_logits = _mean(logits_total, self.draws)
+        return _mean(losses_total, self.draws), namespace(mean_logits).argmax(mean_logits, axis=1)
 
     def run_steps(
         self,
@@ -128,8 +156,9 @@ class Batch:
         early_stop: bool,
     ) -> Steps[State] | None:
         """The whole loop as one compiled computation, where the backend can compile one
-        (``None`` otherwise); the first-call checks see the first step's logits and losses."""
-        if not isinstance(self.backend, CompiledLoop):
+        (``None`` otherwise, and with several :attr:`draws`); the first-call checks see the
+        first step's logits and losses."""
+        if not isinstance(self.backend, CompiledLoop) or self.draws > 1:
             return None
         checks = self.first_call.take()
         ran = self.backend.run_steps(
@@ -201,8 +230,19 @@ def _same(x: Array) -> Array:
     return x
 
 
+def _mean(total: Array, draws: int) -> Array:
+    """A sum over ``draws`` as their mean (the sum itself for one draw)."""
+    return total if draws == 1 else total / draws
+
+
 def open_threat(
-    model: object, x: object, y: object, threat: ThreatModel, *, eps: float | None = None
+    model: object,
+    x: object,
+    y: object,
+    threat: ThreatModel,
+    *,
+    eps: float | None = None,
+    draws: int = 1,
 ) -> AbstractContextManager[Batch]:
     """:func:`open_batch` under a validated :class:`~signattack.core.threat.ThreatModel`."""
     return open_batch(
@@ -213,6 +253,7 @@ def open_threat(
         model_mode=threat.model_mode,
         bounds=threat.box,
         eps=eps,
+        draws=draws,
     )
 
 
@@ -226,6 +267,7 @@ def open_batch(
     model_mode: ModelMode,
     bounds: Bounds,
     eps: float | None = None,
+    draws: int = 1,
 ) -> Iterator[Batch]:
     """Open the backend for ``x``, validate ``x`` and ``y``, and convert them for the kernels.
 
@@ -269,4 +311,5 @@ def open_batch(
             input_dtype=input_dtype,
             integer=integer,
             original=x,
+            draws=draws,
         )

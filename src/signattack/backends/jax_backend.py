@@ -361,3 +361,40 @@ def open_jax_backend(
     if not callable(model):
         raise TypeError(f"model must be a JAX function x -> logits, got {type(model).__name__}")
     yield JaxBackend(model, native_loss(loss))
+
+
+def straight_through_jax(
+    fn: Callable[..., object], backward: Callable[..., object] | None, x: object
+) -> Array:
+    """:func:`signattack.straight_through` on a JAX array: ``jax.custom_vjp`` with ``fn``
+    forward and the identity, or ``backward``'s vector-Jacobian product, backward."""
+
+    def forward_value(inputs: Array) -> Array:
+        out = fn(inputs)
+        if not isinstance(out, jax.Array) or out.shape != inputs.shape:
+            shape = getattr(out, "shape", type(out).__name__)
+            raise ValueError(
+                f"straight_through's fn must keep the input's shape {tuple(inputs.shape)}, "
+                f"got {shape}"
+            )
+        return out
+
+    @jax.custom_vjp
+    def through(inputs: Array) -> Array:
+        return forward_value(inputs)
+
+    def forward(inputs: Array) -> tuple[Array, Array]:
+        return forward_value(inputs), inputs
+
+    def backward_pass(inputs: Array, cotangent: Array) -> tuple[Array]:
+        if backward is None:
+            return (cotangent,)
+        _, vjp = jax.vjp(backward, inputs)
+        (grad,) = vjp(cotangent)
+        return (grad,)
+
+    through.defvjp(forward, backward_pass)
+    if not isinstance(x, jax.Array):
+        raise TypeError(f"straight_through_jax takes a jax.Array, got {type(x).__name__}")
+    result: Array = through(x)
+    return result

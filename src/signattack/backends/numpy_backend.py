@@ -7,7 +7,7 @@ closed-form logit gradients of the built-in losses, that gives the input gradien
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
@@ -89,9 +89,8 @@ class NumpyBackend:
         logit_gradient: Gradient of the summed loss with respect to the logits.
     """
 
-    model: NumpyModel
+    model: Callable[[FloatArray], FloatArray]
     loss: LossFunction
-    logit_gradient: LossFunction
 
     def prepare(self, x: Array) -> Array:
         """NumPy arrays need no preparation; ``x`` is returned as is."""
@@ -100,16 +99,40 @@ class NumpyBackend:
     def value_and_grad(
         self, x: Array, y: Array, checks: Checks | None = None
     ) -> tuple[Array, Array, Array]:
-        """Losses, the input gradient (the logit gradient through ``vjp``) and the logits."""
+        """Losses, the input gradient (the logit gradient through ``vjp``) and the logits.
+
+        Raises:
+            TypeError: The model has no ``vjp``, or the loss no closed-form logit gradient
+                (NumPy has no autograd): only gradient-free attacks run on them.
+        """
+        model, logit_gradient = self._differentiable()
         inputs = _ndarray(x)
-        logits = self.model(inputs)
+        logits = model(inputs)
         if checks is not None:
             checks.logits(logits, y)
         losses = self.loss(logits, y)
         if checks is not None:
             checks.losses(losses, y)
-        cotangent = _ndarray(self.logit_gradient(logits, y))
-        return losses, self.model.vjp(inputs, cotangent), logits
+        cotangent = _ndarray(logit_gradient(logits, y))
+        return losses, model.vjp(inputs, cotangent), logits
+
+    def _differentiable(self) -> tuple[NumpyModel, LossFunction]:
+        """The model and the loss's logit gradient, where both can differentiate."""
+        if not isinstance(self.model, NumpyModel):
+            raise TypeError(
+                "a gradient attack on NumPy inputs needs a model that implements "
+                "signattack.backends.NumpyModel (__call__ returning logits and vjp(x, "
+                f"cotangent)), got {type(self.model).__name__}; a gradient-free attack "
+                "(signattack.Square) runs on any function"
+            )
+        gradient = self.loss.logit_gradient if isinstance(self.loss, LogitLoss) else None
+        if gradient is None:
+            raise TypeError(
+                "a gradient attack on NumPy inputs needs loss 'ce', 'margin', 'dlr' or a "
+                "signattack.core.LogitLoss with a logit_gradient (NumPy has no autograd), "
+                f"got {self.loss!r}"
+            )
+        return self.model, gradient
 
     def logits(self, x: Array) -> Array:
         """The model's output."""
@@ -129,19 +152,18 @@ def open_numpy_backend(
 ) -> Iterator[NumpyBackend]:
     """Open a :class:`NumpyBackend`; ``model_mode`` has no meaning for NumPy models.
 
+    Any function from NumPy inputs to logits is a model: forward passes need nothing more.
+    A gradient needs a :class:`NumpyModel` (with ``vjp``) and a loss with a closed-form logit
+    gradient; without them the first gradient asked for is a ``TypeError``.
+
     Raises:
-        TypeError: ``model`` is not a :class:`NumpyModel`, or ``loss`` has no closed-form
-            logit gradient.
+        TypeError: ``model`` is not callable.
     """
     del x, model_mode
-    if not isinstance(model, NumpyModel):
+    if not callable(model):
         raise TypeError(
-            "with NumPy inputs, model must implement signattack.backends.NumpyModel "
-            f"(__call__ returning logits and vjp(x, cotangent)), got {type(model).__name__}"
+            "with NumPy inputs, model must be a function returning logits, or a "
+            "signattack.backends.NumpyModel (__call__ returning logits and vjp(x, cotangent)) "
+            f"for gradient attacks, got {type(model).__name__}"
         )
-    if not isinstance(loss, LogitLoss) or loss.logit_gradient is None:
-        raise TypeError(
-            "with NumPy inputs, loss must be 'ce', 'margin', 'dlr' or a signattack.core.LogitLoss "
-            f"with a logit_gradient (NumPy has no autograd), got {loss!r}"
-        )
-    yield NumpyBackend(model, loss, loss.logit_gradient)
+    yield NumpyBackend(model, loss)

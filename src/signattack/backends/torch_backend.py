@@ -66,6 +66,47 @@ _WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: to
 """The unsigned dtypes torch barely supports, and the signed ones that hold their values."""
 
 
+class _StraightThrough(torch.autograd.Function):
+    """``fn(x)`` forward; backward, the identity or the vector-Jacobian product of a
+    differentiable stand-in at ``x``."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        x: torch.Tensor,
+        fn: Callable[..., object],
+        backward: Callable[..., object] | None,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        setattr(ctx, "backward_fn", backward)  # noqa: B010 - FunctionCtx declares no slots
+        out = _tensor(fn(x))
+        if out.shape != x.shape:
+            raise ValueError(
+                f"straight_through's fn must keep the input's shape {tuple(x.shape)}, got "
+                f"{tuple(out.shape)}"
+            )
+        return out
+
+    @staticmethod
+    def backward(ctx: _Saved, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        stand_in = getattr(ctx, "backward_fn", None)
+        if stand_in is None:
+            return grad, None, None
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            (vjp,) = torch.autograd.grad(_tensor(stand_in(leaf)), leaf, grad)
+        return vjp, None, None
+
+
+def straight_through_torch(
+    fn: Callable[..., object], backward: Callable[..., object] | None, x: object
+) -> torch.Tensor:
+    """:func:`signattack.straight_through` on a tensor."""
+    applied: torch.Tensor = _StraightThrough.apply(_tensor(x), fn, backward)
+    return applied
+
+
 def _cross_entropy(logits: Array, labels: Array) -> Array:
     losses: torch.Tensor = _CrossEntropy.apply(_tensor(logits), _tensor(labels))
     return losses

@@ -26,13 +26,21 @@ it is already in use.
 from signattack.evaluation.bisection import smallest_breaking_eps
 from signattack.evaluation.distributed import PeerFailure
 from signattack.evaluation.report import RobustnessReport
-from signattack.evaluation.standard import standard_attacks
+from signattack.evaluation.standard import (
+    AttackSuite,
+    gradient_attacks,
+    rand_attacks,
+    standard_attacks,
+)
 from signattack.evaluation.sweep import evaluate
 
 __all__ = [
+    "AttackSuite",
     "PeerFailure",
     "RobustnessReport",
     "evaluate",
+    "gradient_attacks",
+    "rand_attacks",
     "smallest_breaking_eps",
     "standard_attacks",
 ]

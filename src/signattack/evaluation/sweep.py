@@ -25,7 +25,7 @@ from signattack._typing import (
     is_array,
     namespace,
 )
-from signattack.attacks import Attack, EpsAttack
+from signattack.attacks import Attack, EpsAttack, LinfAttack
 from signattack.backends import padded_count
 from signattack.backends.batch import open_batch, widest_float
 from signattack.core.kernels import take_samples
@@ -35,6 +35,7 @@ from signattack.evaluation.checkpoint import LARGEST_SLACK, BatchResult, Checkpo
 from signattack.evaluation.distributed import PeerFailure, Ranks
 from signattack.evaluation.identity import Unstable, batch_digest, describe, stable
 from signattack.evaluation.report import RobustnessReport
+from signattack.evaluation.standard import AttackSuite
 
 __all__ = ["AttackFactory", "AttackSpec", "Attacks", "clean_predictions", "evaluate"]
 
@@ -117,6 +118,53 @@ def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> tupl
     with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
         logits = batch.logits(batch.x)
     return namespace(logits).argmax(logits, axis=1), batch.labels
+
+
+def _randomized(model: object, x: Array, y: Array, bounds: Bounds) -> bool:
+    """Whether two identical forward passes of ``model`` (in eval mode) at ``x`` differ."""
+    with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
+        first, second = batch.logits(batch.x), batch.logits(batch.x)
+    xp = namespace(first)
+    return not bool(xp.all(xp.equal(first, second)))
+
+
+MASKING_THRESHOLD = 0.002
+"""The share of the samples (AutoAttack's 0.2 points) that a gradient-free attack may break
+after the gradient attacks before the report warns of gradient masking."""
+
+
+def _masking_warnings(
+    specs: tuple[AttackSpec, ...],
+    names: list[str],
+    broken_by: dict[float, dict[str, int]],
+    samples: int,
+) -> tuple[str, ...]:
+    """A warning per radius at which a gradient-free attack broke more than
+    :data:`MASKING_THRESHOLD` of the samples that the gradient attacks before it left
+    robust."""
+    free = [
+        index
+        for index, spec in enumerate(specs)
+        if isinstance(spec, LinfAttack)
+        and spec.gradient_free
+        and any(not (isinstance(s, LinfAttack) and s.gradient_free) for s in specs[:index])
+    ]
+    found = []
+    for eps, counts in broken_by.items():
+        for index in free:
+            broken = counts[names[index]]
+            if broken > MASKING_THRESHOLD * samples:
+                found.append(
+                    f"at eps {eps:g}, {names[index]} broke {broken} of {samples} samples "
+                    f"({broken / samples:.1%}) that the gradient attacks before it left "
+                    "robust: the model likely masks its gradients (a quantized or "
+                    "non-differentiable input step, randomness, saturated outputs), and "
+                    "gradient attacks alone overestimate its robustness. Attack through "
+                    "signattack.straight_through(step) for a non-differentiable step, with "
+                    "eot=N for randomness, or give Square more restarts; report the number "
+                    "with the gradient-free attack in the suite."
+                )
+    return tuple(found)
 
 
 def _batch_rng(
@@ -246,6 +294,7 @@ def _identity(
     radii: tuple[float, ...],
     name: str | None,
     model_name: str | None,
+    randomized: tuple[AttackSpec, ...] | None = None,
 ) -> dict[str, Json]:
     """What a checkpoint is bound to; see :mod:`signattack.evaluation.checkpoint`."""
     from signattack import __version__
@@ -259,12 +308,12 @@ def _identity(
         ) from None
     # The radius of a ready-made attack is replaced at every eps: it is no part of the identity.
     settings = [s.with_eps(0.0) if isinstance(s, EpsAttack) else s for s in specs]
+    described: object = settings[0] if len(settings) == 1 else settings
+    if randomized is not None:  # the suite that runs instead on a randomized model
+        other = [s.with_eps(0.0) if isinstance(s, EpsAttack) else s for s in randomized]
+        described = {"attacks": settings, "randomized": other}
     try:
-        described_attack: Json = (
-            {"name": name}
-            if name is not None
-            else stable(settings[0] if len(settings) == 1 else settings)
-        )
+        described_attack: Json = {"name": name} if name is not None else stable(described)
     except Unstable as error:
         raise ValueError(
             f"checkpoint needs an attack that can be identified in another process, but "
@@ -334,6 +383,11 @@ def evaluate(
     """
     radii = _check_eps_list(eps)
     specs = _specs(attack)
+    randomized = (
+        _specs(attack.randomized)
+        if isinstance(attack, AttackSuite) and (attack.randomized is not None)
+        else None
+    )
     for label, value in (("name", name), ("model_name", model_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
@@ -342,12 +396,18 @@ def evaluate(
     try:
         if path is not None and ranks.world > 1:
             path = path.with_name(f"{path.name}.rank{ranks.rank}")
-        identity = {} if path is None else _identity(model, specs, radii, name, model_name)
+        identity = (
+            {} if path is None else _identity(model, specs, radii, name, model_name, randomized)
+        )
         done = Checkpoint.open(path, identity)
         seen = 0
         results: dict[int, BatchResult] = {}
         for index, x, y in progress_of(_batches(data), "evaluating", "batches", progress):
             seen += 1
+            if index == 0 and randomized is not None:
+                bounds = _bounds_of([_attack_at(spec, radii[0]) for spec in specs])
+                if _randomized(model, x, y, bounds):  # the preset's version for such models
+                    specs = randomized
             if ranks.owns(index):
                 digest = "" if path is None else batch_digest(x, y)
                 result = done.result(index, digest, int(x.shape[0]))
@@ -368,6 +428,11 @@ def evaluate(
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
     names = _names(specs)
+    broken_by = {
+        e: {label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)}
+        for i, e in enumerate(radii)
+    }
+    samples = sum(batch.size for batch in ordered)
     return RobustnessReport(
         eps=radii,
         attack=name if name is not None else " + ".join(names),
@@ -379,13 +444,8 @@ def evaluate(
             e: max(batch.largest[i] for batch in ordered) for i, e in enumerate(radii)
         },
         attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
-        warnings=merged[0].problems,
-        broken_by={
-            e: {
-                label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)
-            }
-            for i, e in enumerate(radii)
-        },
+        warnings=merged[0].problems + _masking_warnings(specs, names, broken_by, samples),
+        broken_by=broken_by,
     )
 
 

@@ -350,8 +350,9 @@ class GradientReport:
                 f"{self.zero_fraction:.0%} of the input-gradient entries are exactly zero and "
                 f"{self.zero_gradient_samples:.0%} of the samples have no gradient at all: the "
                 "model may mask gradients (hard thresholds, rounding, argmax). Sign attacks "
-                "cannot move those pixels; look for non-differentiable layers, try "
-                "loss='margin', or use a gradient-free attack to check."
+                "cannot move those pixels: attack through signattack.straight_through(step) "
+                "for a non-differentiable step, and check with a gradient-free attack "
+                "(signattack.Square, in standard_attacks())."
             )
         if self.nonfinite_fraction > 0:
             found.append(
@@ -362,7 +363,8 @@ class GradientReport:
             found.append(
                 "the model's outputs differ between two identical calls: dropout or other "
                 "randomness is active (is it in train mode?). Evaluate in eval mode, or "
-                "average gradients over the randomness (EOT)."
+                "average gradients over the randomness with eot=N (EOT; rand_attacks() is "
+                "AutoAttack's version for randomized defenses)."
             )
         if self.probabilities:
             found.append(

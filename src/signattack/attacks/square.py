@@ -1,0 +1,341 @@
+r"""Square (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020) under L-inf: a random search
+that never asks for a gradient.
+
+Square needs the model's scores alone, so a defense that masks gradients (a quantized input,
+a non-differentiable preprocessing, a model behind a remote call) cannot hide from it. It
+starts at a vertex of the ball, with vertical stripes: every column of every channel moved
+by ``+eps`` or ``-eps``. Then, at every query, it proposes to move one square window of
+side ``s`` (per channel, all of it by ``+2 eps`` or ``-2 eps`` from the best point, projected
+back onto the ball and the box), and keeps the proposal for a sample only where the loss
+(the margin by default) improves. The window's area is a fraction ``p`` of the image that
+starts at ``p_init`` and halves as the search goes on, at the paper's points of a budget of
+10,000 queries (scaled to the budget given):
+
+    after query (of 10,000):  10   50   200  500  1000  2000  4000  6000  8000
+    p / p_init becomes:       1/2  1/4  1/8  1/16 1/32  1/64  1/128 1/256 1/512
+
+Every sample draws its own window and signs (the reference draws one window per batch), so
+that the result for a sample does not depend on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from signattack._typing import Amount, Array, ArrayT, Model, device_of, moved, namespace, returned
+from signattack.attacks.base import AttackResult, LinfAttack
+from signattack.attacks.loop import iterate, spread
+from signattack.attacks.restarts import Runs, chosen_result, still_robust, sub_batch
+from signattack.backends.batch import Batch, open_threat
+from signattack.core.kernels import ball_box_limits, clip
+from signattack.core.losses import LossFunction, LossName
+from signattack.core.rules import Evaluated, Start
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode
+from signattack.core.validation import Bounds, check_real, check_steps, generator
+
+__all__ = ["Square", "SquareSearch", "window_fraction"]
+
+_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+"""The queries, of a budget of 10,000, after which the window's area halves."""
+
+
+def window_fraction(query: int, budget: int, p_init: float) -> float:
+    """The fraction ``p`` of the image that the window covers at search query ``query``
+    (counted from 0) of ``budget``: ``p_init`` halved at each of the paper's points, which
+    are given for a budget of 10,000 and scaled to ``budget``."""
+    scaled = int(query / budget * 10_000)
+    halvings = sum(scaled > point for point in _HALVINGS)
+    return p_init / float(2**halvings)
+
+
+def _image_shape(x: Array) -> tuple[int, int, int]:
+    """A sample's ``(channels, height, width)``: images are channels first; a sample of rank
+    2 is one channel, of rank 1 a single row.
+
+    Raises:
+        ValueError: A sample has more than three axes.
+    """
+    shape = tuple(int(side) for side in x.shape[1:])
+    if len(shape) == 3:
+        return shape[0], shape[1], shape[2]
+    if len(shape) == 2:
+        return 1, shape[0], shape[1]
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    raise ValueError(
+        "Square searches images of shape (batch, channels, height, width), (batch, height, "
+        f"width) or (batch, features), got {tuple(x.shape)}"
+    )
+
+
+@dataclass(frozen=True)
+class _SearchState:
+    """Per sample: the best point so far, its objective, the next proposal, and how many
+    proposals were evaluated."""
+
+    best: Array
+    objective: Array
+    proposal: Array
+    evaluated: Array
+
+
+@dataclass(frozen=True)
+class SquareSearch:
+    """Square's update rule: forward passes only (``needs_gradient = False``).
+
+    The state's :meth:`point` is the next proposal; after the last step it is the best point,
+    so that the loop's final evaluation is of the point returned. A sample the loop freezes
+    once it is fooled keeps the proposal that fooled it.
+
+    Attributes:
+        x: The clean inputs, ``(batch, ...)``.
+        low: Lower limits of the feasible set.
+        high: Upper limits.
+        radius: The radius ``eps`` (``floor(eps)`` for integer images).
+        p_init: The window's initial share of the image.
+        steps: The queries of this run, for the schedule and the last step.
+        direction: ``+1`` to raise the loss, ``-1`` to lower it (targeted).
+        draws: The generator of the stripes, windows and signs.
+        counts: The integer dtype of the evaluation counts (the library's index dtype).
+    """
+
+    x: Array
+    low: Array
+    high: Array
+    radius: Amount
+    p_init: float
+    steps: int
+    direction: float
+    draws: np.random.Generator
+    counts: object
+    needs_gradient: ClassVar[bool] = False
+
+    def start(self, start: Start) -> _SearchState:
+        """The vertical stripes: each column of each channel at ``x + eps`` or ``x - eps``."""
+        xp = namespace(self.x)
+        channels, height, width = _image_shape(self.x)
+        size = self.x.shape[0]
+        signs = self._signs((size, channels, 1, width))
+        image = xp.reshape(self.x, (size, channels, height, width))
+        moved_ = xp.reshape(image + _per_image(self.radius) * signs, tuple(self.x.shape))
+        stripes = clip(moved_, self.low, self.high)
+        lowest = xp.full((size,), -math.inf, dtype=self.x.dtype, device=device_of(self.x))
+        none = xp.zeros((size,), dtype=self.counts, device=device_of(self.x))
+        return _SearchState(self.x, lowest, stripes, none)
+
+    def point(self, state: _SearchState) -> Array:
+        """The proposal to evaluate."""
+        return state.proposal
+
+    def update(
+        self, state: _SearchState, step: int, losses: Array, grad: Array | None, fooled: Array
+    ) -> _SearchState:
+        """Keep the proposal where the objective improved; propose the next window."""
+        xp = namespace(state.best)
+        objective = self.direction * losses
+        better = objective > state.objective
+        shape = (-1,) + (1,) * (state.best.ndim - 1)
+        best = xp.where(xp.reshape(better, shape), state.proposal, state.best)
+        objective = xp.where(better, objective, state.objective)
+        evaluated = state.evaluated + 1
+        proposal = best if step == self.steps - 1 else self._window(best, step)
+        return _SearchState(best, objective, proposal, evaluated)
+
+    def finish(self, state: _SearchState, final: Evaluated | None) -> Array:
+        """The point evaluated last: the best one, or the one that fooled the model."""
+        return state.proposal
+
+    def _signs(self, shape: tuple[int, ...]) -> Array:
+        """Uniform signs in ``{-1, +1}``, drawn from :attr:`draws`, as the inputs' array."""
+        xp = namespace(self.x)
+        signs = self.draws.choice(np.array([-1.0, 1.0]), size=shape)
+        return moved(xp.asarray(signs, dtype=self.x.dtype), device_of(self.x))
+
+    def _window(self, best: Array, query: int) -> Array:
+        """The proposal at search query ``query``: one window per sample moved by ``2 eps``
+        per channel, from the best point, projected onto the feasible set. A window that
+        would change nothing (it lies where the best point already is) turns its signs."""
+        xp = namespace(best)
+        channels, height, width = _image_shape(best)
+        size = best.shape[0]
+        share = window_fraction(query, self.steps, self.p_init)
+        side = max(round(math.sqrt(share * height * width)), 1)
+        tall, wide = min(side, height), min(side, width)
+        top = self.draws.integers(0, height - tall + 1, size=size)
+        left = self.draws.integers(0, width - wide + 1, size=size)
+        where = device_of(best)
+        rows = xp.reshape(xp.arange(height, device=where), (1, 1, height, 1))
+        columns = xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
+        top_, left_ = (
+            xp.reshape(moved(xp.asarray(edge), where), (size, 1, 1, 1)) for edge in (top, left)
+        )
+        inside = (rows >= top_) & (rows < top_ + tall) & (columns >= left_)
+        inside = inside & (columns < left_ + wide)
+        window = xp.astype(inside, best.dtype)
+        image = (size, channels, height, width)
+        signs = self._signs((size, channels, 1, 1))
+        flat = xp.reshape(best, image)
+        low, high = xp.reshape(self.low, image), xp.reshape(self.high, image)
+        step = 2 * _per_image(self.radius)
+        proposal = clip(flat + step * signs * window, low, high)
+        unchanged = xp.all(xp.reshape(xp.equal(proposal, flat), (size, -1)), axis=1)
+        flipped = clip(flat - step * signs * window, low, high)
+        proposal = xp.where(xp.reshape(unchanged, (-1, 1, 1, 1)), flipped, proposal)
+        return xp.reshape(proposal, tuple(best.shape))
+
+
+def _per_image(radius: Amount) -> Amount:
+    """A radius that broadcasts over ``(batch, channels, height, width)``: a float, or a
+    per-sample array ``(batch, 1, ...)`` reshaped to ``(batch, 1, 1, 1)``."""
+    if isinstance(radius, (int, float)):
+        return float(radius)
+    return namespace(radius).reshape(radius, (-1, 1, 1, 1))
+
+
+@dataclass(frozen=True)
+class Square(LinfAttack):
+    r"""Square (Andriushchenko et al., ECCV 2020) under L-inf: a random search on the scores.
+
+    See :mod:`signattack.attacks.square` for the algorithm. It evaluates the model only
+    (no gradient is ever asked for, so it runs on a model that cannot be differentiated: a
+    torch module whose backward raises, a plain function on NumPy arrays, a model behind a
+    remote call), one forward pass per query on the samples not yet fooled. It is the
+    member of AutoAttack's standard suite that gradient masking cannot fool.
+
+    Args:
+        eps: Radius of the L-inf ball, ``>= 0``, in the model's input units.
+        queries: The budget per sample and restart: model evaluations of the search (the
+            stripes included), ``>= 1`` (AutoAttack's standard suite: 5000).
+        p_init: The window's initial share of the image, in ``(0, 1]`` (0.8 as in
+            AutoAttack).
+        restarts: Searches; each one after the first starts from new stripes, on the
+            samples still robust.
+        loss: ``"margin"`` (the paper's), ``"ce"``, or a per-sample loss callable; it need
+            not be differentiable.
+        bounds: The pixel box ``(lower, upper)``.
+        targeted: Treat ``y`` as target labels and lower the loss towards them.
+        seed: Seed of the stripes, windows and signs; ``None`` draws fresh entropy. No
+            global random state is read or changed.
+        model_mode: ``"eval"`` (default), ``"train"`` or ``"unchanged"``.
+
+    Raises:
+        TypeError: A parameter has the wrong type.
+        ValueError: A parameter is out of range.
+    """
+
+    eps: float
+    queries: int = 5000
+    _: KW_ONLY
+    p_init: float = 0.8
+    restarts: int = 1
+    loss: LossName | LossFunction = "margin"
+    bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
+    targeted: bool = False
+    seed: int | None = None
+    model_mode: ModelMode = "eval"
+    gradient_free: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self._check(self.loss, "targeted")
+        object.__setattr__(self, "queries", check_steps(self.queries, "queries"))
+        object.__setattr__(self, "restarts", check_steps(self.restarts, "restarts"))
+        p_init = check_real("p_init", self.p_init)
+        if not 0 < p_init <= 1:
+            raise ValueError(f"p_init must lie in (0, 1], got {self.p_init!r}")
+
+    def run(
+        self,
+        model: Model[ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> AttackResult[ArrayT]:
+        """The adversarial batch, its loss trace, predictions, success and query counts.
+
+        ``losses`` has shape ``(queries + 1, batch)``: row 0 at the clean input, row ``k``
+        the best loss of the search the point came from after its ``k``-th query (the loss
+        of a sample stays once it is fooled). ``queries`` counts, per sample, the model's
+        evaluations: the clean one, every query, and one at the end of each search and of
+        the attack.
+        """
+        draws = generator(rng, self.seed)
+        with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
+            _image_shape(batch.x)
+            xp = namespace(batch.x)
+            losses, predictions = batch.evaluate(batch.x, batch.labels)
+            fooled = (xp.equal if self.targeted else xp.not_equal)(predictions, batch.labels)
+            runs = Runs.clean(batch, losses, fooled, self.queries)
+            spent = xp.full(fooled.shape, 1, dtype=batch.labels.dtype, device=device_of(fooled))
+            for _ in range(self.restarts):
+                runs, spent = self._search(batch, runs, spent, draws)
+            result = chosen_result(batch, runs, self.eps, self.targeted, x)
+            return AttackResult(
+                result.x_adv,
+                result.losses,
+                result.predictions,
+                result.success,
+                returned(spent + 1, x),
+            )
+
+    def _search(
+        self, batch: Batch, runs: Runs, spent: Array, draws: np.random.Generator
+    ) -> tuple[Runs, Array]:
+        """One search on the samples that no earlier one fooled."""
+        xp = namespace(batch.x)
+        todo, index, count = still_robust(batch, runs)
+        if count == 0:
+            return runs, spent
+        part = sub_batch(batch, index)
+        radius = batch.radius(self.eps)
+        low, high = ball_box_limits(part.x, radius, *part.bounds)
+        direction = -1.0 if self.targeted else 1.0
+        rule = SquareSearch(
+            part.x,
+            low,
+            high,
+            radius,
+            self.p_init,
+            self.queries,
+            direction,
+            draws,
+            counts=batch.labels.dtype,
+        )
+        outcome = iterate(
+            part,
+            rule,
+            Start(part.x, low, high, radius, radius, part.x),
+            self.queries,
+            targeted=self.targeted,
+            early_stop=True,
+            final=part.rounded(radius),
+        )
+        at_end = outcome.final
+        if at_end is None:  # pragma: no cover - final is given
+            raise RuntimeError("the attack loop did not evaluate the final iterate")
+        state = outcome.state
+        # A sample frozen when a proposal fooled it was evaluated once more than updated.
+        frozen = xp.astype(state.evaluated < self.queries, state.evaluated.dtype)
+        evaluated = state.evaluated + frozen
+        searched = xp.stack(outcome.rows[: self.queries])
+        clean = xp.take(runs.trace[0, ...], index)
+        trace = _best_so_far(clean, searched, direction)[:, :count]
+        best = (direction * at_end.losses)[:count]
+        runs = runs.fold(todo, outcome.x_adv[:count, ...], trace, at_end.success[:count], best)
+        cost = spread(todo, (evaluated + 1)[:count], xp.zeros_like(spent))
+        return runs, spent + cost
+
+
+def _best_so_far(clean: Array, rows: Array, direction: float) -> Array:
+    """The loss trace ``(queries + 1, batch)``: the clean losses, then after every query the
+    best loss of the search so far (a running maximum of ``direction * loss``, given back
+    in the loss's sign)."""
+    xp = namespace(rows)
+    best = [direction * rows[0, ...]]
+    for row in range(1, rows.shape[0]):
+        best.append(xp.maximum(best[-1], direction * rows[row, ...]))
+    return xp.concat([clean[None, :], direction * xp.stack(best)])
