@@ -35,7 +35,7 @@ from torch import nn
 
 from signattack import APGD, APGDT, IteratedSign
 from signattack.digits import load_digits, train_digits_cnn
-from signattack.evaluation import evaluate, standard_attacks
+from signattack.evaluation import evaluate, gradient_attacks
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """Returns the per-sample robustness mask (True: still correct)."""
@@ -53,7 +53,7 @@ def ours(eps: float, steps: int) -> dict[str, tuple[Method, int]]:
         return lambda model, x, y: _robust(model, attack(model, x, y), y)
 
     def standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        report = evaluate(model, [(x, y)], standard_attacks(steps), [eps], progress=False)
+        report = evaluate(model, [(x, y)], gradient_attacks(steps), [eps], progress=False)
         return torch.tensor(report.robust_correct[eps])
 
     return {

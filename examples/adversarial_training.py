@@ -25,7 +25,7 @@ from _common import device, parser, prepare, write_results
 from torch import nn
 
 from signattack import FGSM, IteratedSign
-from signattack.evaluation import evaluate, standard_attacks
+from signattack.evaluation import evaluate, gradient_attacks
 from signattack.plots import plot_robustness_curves
 
 
@@ -107,7 +107,7 @@ def main() -> None:
     evaluations = {
         "FGSM": FGSM(0),
         f"PGD (IteratedSign, {pgd_steps} steps)": IteratedSign(0, pgd_steps),
-        f"standard (APGD-CE + APGD-T, {steps} steps)": standard_attacks(steps),
+        f"APGD-CE + APGD-T ({steps} steps)": gradient_attacks(steps),
     }
     batches = [(x_test[i : i + 256], y_test[i : i + 256]) for i in range(0, len(y_test), 256)]
     panels, results, timing = {}, {}, {}

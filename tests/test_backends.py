@@ -14,7 +14,8 @@ import pytest
 from conftest import linear_pair
 
 from signattack import APGD, APGDT, FGSM, IteratedSign, register_backend
-from signattack.backends import _REGISTRY, compiles_per_shape
+from signattack.backends import compiles_per_shape
+from signattack.backends.registry import _REGISTRY
 from signattack.core import CROSS_ENTROPY, MARGIN, LogitLoss
 from signattack.evaluation import evaluate, smallest_breaking_eps, standard_attacks
 from signattack.probes import loss_surface

@@ -251,3 +251,17 @@ def test_attack_study_needs_a_checkpoint_for_cifar10(tmp_path):
     )
     assert completed.returncode == 2
     assert "--checkpoint is required" in completed.stderr
+
+
+def test_gradient_masking(tmp_path):
+    output = run("gradient_masking.py", "--smoke", "--out", tmp_path)
+    report = results(tmp_path)
+    robust = report["robust_accuracy"]
+    # The quantizer fools the gradient attacks; Square and straight-through gradients see
+    # through it, and the standard suite's report says so.
+    assert robust["APGD-CE + APGD-T"] > robust["Square"] + 0.2
+    assert robust["APGD-CE + APGD-T"] > robust["APGD-CE, straight-through"] + 0.2
+    assert robust["standard suite"] <= robust["APGD-CE + APGD-T"]
+    assert any("masks its gradients" in warning for warning in report["masking_warnings"])
+    assert "masks its gradients" in output
+    assert pngs(tmp_path) == {"gradient_masking.png"}

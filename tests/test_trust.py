@@ -17,7 +17,9 @@ import torch
 from conftest import linear_pair
 
 from signattack import APGD, FGSM, IteratedSign, UnitsWarning, register_backend
-from signattack.backends import _REGISTRY, open_numpy_backend, unregister_backend
+from signattack.backends import unregister_backend
+from signattack.backends.numpy_backend import open_numpy_backend
+from signattack.backends.registry import _REGISTRY
 from signattack.evaluation import RobustnessReport, evaluate, smallest_breaking_eps
 
 # -- Per-sample radii: FGSM's step is its radius --------------------------------------------

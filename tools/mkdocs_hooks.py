@@ -74,6 +74,24 @@ def _strength_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _square_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"*{data['device']}, {data['threads']} threads, torch {data['torch']}; digits test set "
+        f"({data['samples']} images, clean accuracy {data['clean_accuracy']:.2%}), eps "
+        f"{data['eps_pixels']:g} pixel levels, Square with {data['queries']} queries, APGD "
+        f"with {data['steps']} steps, median of {data['rounds']} rounds.*",
+        "",
+        "| method | median s | model evaluations | s per 1000 evaluations | robust accuracy |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in data["rows"]:
+        lines.append(
+            f"| {row['method']} | {row['median_s']:.2f} | {row['evaluations']:,} | "
+            f"{row['per_1000_evaluations_s']:.4f} | {row['robust_accuracy']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
 def _jax_table(data: dict[str, Any]) -> str:
     lines = [
         f"*{data['device']}, {data['threads']} threads, torch {data['torch']}, jax "
@@ -131,6 +149,8 @@ def _render(match: re.Match[str], docs: Path) -> str:
     data = json.loads(path.read_text())
     if "strength" in data:
         return _gpu_tables(data)
+    if "square" in data:
+        return _square_table(data)
     if "jax" in data:
         return _jax_table(data)
     if "eps_pixels" in data:

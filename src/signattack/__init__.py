@@ -9,11 +9,11 @@
 time an attack is handed a ``torch.Tensor``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from signattack._lazy import lazy_attributes
 from signattack._typing import Model
+from signattack._version import __version__
 from signattack.attacks import (
     APGD,
     APGDT,
@@ -41,10 +41,6 @@ _NEEDS_TORCH = {
     "parameter_table": "signattack.params",
 }
 
-try:
-    __version__ = version("signattack")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
 
 __all__ = [
     "APGD",

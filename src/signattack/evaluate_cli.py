@@ -372,7 +372,7 @@ def _eot(args: argparse.Namespace) -> int:
 
 def _what_ran(attacks: list[EpsAttack], args: argparse.Namespace) -> str:
     """One line naming the attacks that ran, with their budgets."""
-    from signattack import APGD, APGDT, IteratedSign, Square
+    from signattack.attacks import APGD, APGDT, IteratedSign, Square
 
     parts = []
     for attack in attacks:
@@ -394,7 +394,7 @@ def _attack(
     name: str, args: argparse.Namespace, bounds: tuple[float, float], eps: float
 ) -> EpsAttack:
     """One attack of the command line; its radius is replaced by the evaluation."""
-    from signattack import APGD, APGDT, FGSM, IteratedSign, Square
+    from signattack.attacks import APGD, APGDT, FGSM, IteratedSign, Square
 
     steps, eot = _steps(args), _eot(args)
     if name == "fgsm":

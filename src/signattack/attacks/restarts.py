@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from signattack._typing import Array, ArrayT, device_of, namespace, returned
 from signattack.attacks.base import AttackResult
 from signattack.attacks.loop import spread
-from signattack.backends import padded_count
 from signattack.backends.batch import Batch
+from signattack.backends.registry import padded_count
 from signattack.core.kernels import take_samples
 
 __all__ = ["Runs", "chosen_result", "still_robust", "sub_batch"]

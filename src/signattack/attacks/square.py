@@ -14,8 +14,15 @@ starts at ``p_init`` and halves as the search goes on, at the paper's points of 
     after query (of 10,000):  10   50   200  500  1000  2000  4000  6000  8000
     p / p_init becomes:       1/2  1/4  1/8  1/16 1/32  1/64  1/128 1/256 1/512
 
-Every sample draws its own window and signs (the reference draws one window per batch), so
-that the result for a sample does not depend on the rest of the batch.
+Two deliberate differences from the authors' reference code (AutoAttack's ``square.py``):
+every sample draws its own window and signs (the reference draws one window per batch), so
+that the result for a sample does not depend on the rest of the batch; and a window may
+take every position in the image, where the reference's never reaches the last row and
+column. The second makes the search stronger on small images: on the 8x8 digits at eps 32
+with 1000 queries the reference leaves about 49% robust, signattack's Square 38-39%, and
+signattack's with the reference's positions 49% (``benchmarks/square.py``). A proposal
+that would change nothing (its window lies where the best point already is) turns its
+signs, so that no query is spent on the best point itself.
 """
 
 from __future__ import annotations
@@ -287,11 +294,11 @@ class Square(LinfAttack):
     ) -> tuple[Runs, Array]:
         """One search on the samples that no earlier one fooled."""
         xp = namespace(batch.x)
+        radius = batch.radius(self.eps)
         todo, index, count = still_robust(batch, runs)
-        if count == 0:
+        if count == 0 or radius == 0:  # nothing to search, or a ball of one point
             return runs, spent
         part = sub_batch(batch, index)
-        radius = batch.radius(self.eps)
         low, high = ball_box_limits(part.x, radius, *part.bounds)
         direction = -1.0 if self.targeted else 1.0
         rule = SquareSearch(

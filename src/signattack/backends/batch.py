@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import overload
 
 from signattack._typing import Amount, Array, Namespace, device_of, is_array, moved, namespace
-from signattack.backends import open_backend
 from signattack.backends._protocol import Backend, CompiledLoop, State, Steps, TraceableRule
+from signattack.backends.registry import open_backend
 from signattack.core.losses import LossFunction
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units

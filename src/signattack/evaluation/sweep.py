@@ -25,9 +25,10 @@ from signattack._typing import (
     is_array,
     namespace,
 )
+from signattack._version import __version__
 from signattack.attacks import Attack, EpsAttack, LinfAttack
-from signattack.backends import padded_count
 from signattack.backends.batch import open_batch, widest_float
+from signattack.backends.registry import padded_count
 from signattack.core.kernels import take_samples
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.validation import Bounds, check_real
@@ -297,8 +298,6 @@ def _identity(
     randomized: tuple[AttackSpec, ...] | None = None,
 ) -> dict[str, Json]:
     """What a checkpoint is bound to; see :mod:`signattack.evaluation.checkpoint`."""
-    from signattack import __version__
-
     try:
         described_model: Json = {"name": model_name} if model_name is not None else stable(model)
     except Unstable as error:
