@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -67,11 +68,13 @@ def test_api_reference_names_resolve():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_blocks_run(page):
+def test_python_blocks_run(page, monkeypatch):
     blocks = PYTHON_BLOCK.findall(page.read_text())
-    namespace: dict[str, object] = {"__name__": "__docs__"}
+    # A module of its own, as a script has: dataclasses look their module up by name.
+    module = types.ModuleType("__docs__")
+    monkeypatch.setitem(sys.modules, "__docs__", module)
     for block in blocks:
-        exec(compile(block, str(page), "exec"), namespace)
+        exec(compile(block, str(page), "exec"), module.__dict__)
 
 
 @functools.cache
