@@ -190,3 +190,34 @@ def test_the_old_name_of_the_final_evaluation_is_deprecated():
     with pytest.warns(DeprecationWarning, match="use signattack.attacks.Evaluated"):
         from signattack.attacks.loop import Final
     assert Final is Evaluated
+
+
+class _CoinToss(torch.nn.Module):
+    """A linear model whose every pass adds large noise to the logits: one pass is a coin
+    toss near the boundary, the mean of many passes the model's expected answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(3)
+        self.register_buffer("weight", torch.randn(4, 16, generator=generator) / 100)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clean = x.flatten(1) @ self.weight.T
+        return clean + 3.0 * torch.randn(clean.shape)
+
+    def expected(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T
+
+
+def test_with_eot_a_randomized_model_is_judged_by_its_mean_logits():
+    model = _CoinToss()
+    x = torch.rand(300, 16, generator=torch.Generator().manual_seed(4)) * 255
+    y = model.expected(x).argmax(1)
+    ordered = model.expected(x).sort(dim=1).values
+    clear = ordered[:, -1] - ordered[:, -2] > 2.0  # clear of the noise of a 200-pass mean
+    torch.manual_seed(0)
+    one = FGSM(0.0).run(model, x, y)  # eps 0: nothing moves, only the judging is random
+    many = FGSM(0.0, eot=200).run(model, x, y)
+    assert int(one.success.sum()) > 30, "a single pass misjudges correctly classified samples"
+    assert not bool(many.success[clear].any()), "the mean of 200 passes judges them correct"
+    assert int(clear.sum()) > 100
