@@ -203,9 +203,15 @@ def test_run_agrees_with_call_and_is_reproducible(backend, attack):
         np.testing.assert_array_equal(backend.host(result.success), predicted != y)
 
 
-def test_per_sample_radii_equal_the_runs_at_each_radius(backend, attack):
-    if not isinstance(attack, PerSampleAttack):
-        pytest.skip(f"{type(attack).__name__} has no per-sample radii")
+PER_SAMPLE = {
+    name: attack for name, attack in ATTACKS.items() if isinstance(attack, PerSampleAttack)
+}
+"""The attacks that give every sample a radius of its own."""
+
+
+@pytest.mark.parametrize("name", list(PER_SAMPLE))
+def test_per_sample_radii_equal_the_runs_at_each_radius(backend, name):
+    attack = PER_SAMPLE[name]
     x, y = _batch(3)
     model = backend.model()
     inputs, labels = backend.array(x, backend.dtypes[0]), backend.array(y)
