@@ -20,8 +20,10 @@ import pytest
 from conftest import HANG_LIMIT
 
 import signattack
+import signattack.attacks
 import signattack.backends
 import signattack.core
+import signattack.evaluation
 import signattack.probes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +44,16 @@ def _documented() -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", [signattack, signattack.core, signattack.backends, signattack.probes]
+    "module",
+    [
+        signattack,
+        signattack.attacks,
+        signattack.backends,
+        signattack.core,
+        signattack.evaluation,
+        signattack.probes,
+    ],
+    ids=lambda module: module.__name__,
 )
 def test_every_public_name_is_in_the_api_reference(module):
     documented = _documented()

@@ -25,7 +25,7 @@ from signattack._typing import Array, is_array
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Json", "Unstable", "batch_digest", "describe", "model_identity", "stable"]
+__all__ = ["Unstable", "batch_digest", "describe", "stable"]
 
 _DEPTH = 8
 
@@ -178,15 +178,6 @@ def _partial_parts(
     if not isinstance(value, functools.partial):
         return None
     return value.func, value.args, value.keywords
-
-
-def model_identity(model: object) -> Json:
-    """:func:`stable` for a model: a torch module by its class and a digest of its state.
-
-    Raises:
-        Unstable: The model cannot be identified across processes.
-    """
-    return stable(model)
 
 
 def batch_digest(x: Array, y: Array) -> str:

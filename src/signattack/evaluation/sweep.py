@@ -187,12 +187,12 @@ def _evaluate_batch(
     y: Array,
     specs: tuple[AttackSpec, ...],
     eps: tuple[float, ...],
+    bounds: Bounds,
     batch_index: int,
     digest: str,
 ) -> BatchResult:
     xp = namespace(x)
     where = device_of(x)
-    bounds = _bounds_of([_attack_at(spec, eps[0]) for spec in specs])
     predictions, y = clean_predictions(model, x, y, bounds)
     correct = to_flags(predictions == y)
     runnable = as_model(model)  # a backend has accepted it
@@ -401,17 +401,17 @@ def evaluate(
         done = Checkpoint.open(path, identity)
         seen = 0
         results: dict[int, BatchResult] = {}
+        bounds = _bounds_of([_attack_at(spec, radii[0]) for spec in specs])  # once
         for index, x, y in progress_of(_batches(data), "evaluating", "batches", progress):
             seen += 1
-            if index == 0 and randomized is not None:
+            if index == 0 and randomized is not None and _randomized(model, x, y, bounds):
+                specs = randomized  # the preset's version for such models
                 bounds = _bounds_of([_attack_at(spec, radii[0]) for spec in specs])
-                if _randomized(model, x, y, bounds):  # the preset's version for such models
-                    specs = randomized
             if ranks.owns(index):
                 digest = "" if path is None else batch_digest(x, y)
                 result = done.result(index, digest, int(x.shape[0]))
                 if result is None:
-                    result = _evaluate_batch(model, x, y, specs, radii, index, digest)
+                    result = _evaluate_batch(model, x, y, specs, radii, bounds, index, digest)
                     done.record(index, result)
                 results[index] = result
             ranks.round_done(index)
