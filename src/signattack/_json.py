@@ -11,7 +11,7 @@ import json
 import math
 from typing import TypeAlias
 
-__all__ = ["Json", "parse", "size"]
+__all__ = ["Json", "finite_nonnegative", "parse"]
 
 Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 """A JSON value."""
@@ -28,7 +28,7 @@ def parse(document: str | bytes) -> Json:
     return value
 
 
-def size(value: Json) -> float | None:
+def finite_nonnegative(value: Json) -> float | None:
     """``value`` as a float if it is a finite number ``>= 0`` (a size, a distance, a radius),
     else ``None``: a ``bool``, a string, NaN, an infinity, or an integer too large for a
     float (which ``float()`` would refuse with an ``OverflowError``)."""

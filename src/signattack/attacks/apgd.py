@@ -41,18 +41,14 @@ from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import (
     Bounds,
     check_real,
-    check_steps,
     generator,
 )
 
 __all__ = ["APGD", "APGDT", "AutoSteps", "checkpoints"]
 
 
-def _check_schedule(attack: APGD | APGDT) -> None:
-    """Check the settings of APGD's schedule, which :class:`APGD` and :class:`APGDT` share."""
-    object.__setattr__(attack, "steps", check_steps(attack.steps))
-    object.__setattr__(attack, "restarts", check_steps(attack.restarts, "restarts"))
-    object.__setattr__(attack, "eot", check_steps(attack.eot, "eot"))
+def _check_rho(attack: APGD | APGDT) -> None:
+    """Check condition 1's share, which :class:`APGD` and :class:`APGDT` share."""
     rho = check_real("rho", attack.rho)
     if not 0 < rho <= 1:
         raise ValueError(f"rho must lie in (0, 1], got {attack.rho!r}")
@@ -153,8 +149,8 @@ class APGD(LinfAttack):
     eot: int = 1
 
     def __post_init__(self) -> None:
-        self._check(self.loss, "early_stop", "targeted")
-        _check_schedule(self)
+        self._check(self.loss, "early_stop", "targeted", counts=("steps", "restarts", "eot"))
+        _check_rho(self)
 
     def run(
         self,
@@ -222,11 +218,9 @@ class APGDT(LinfAttack):
     eot: int = 1
 
     def __post_init__(self) -> None:
-        self._check(TARGETED_DLR, "early_stop")
-        _check_schedule(self)
-        object.__setattr__(
-            self, "target_classes", check_steps(self.target_classes, "target_classes")
-        )
+        counts = ("steps", "restarts", "eot", "target_classes")
+        self._check(TARGETED_DLR, "early_stop", counts=counts)
+        _check_rho(self)
 
     def run(
         self,

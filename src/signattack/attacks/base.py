@@ -13,7 +13,7 @@ from signattack._fields import replaced
 from signattack._typing import ArrayT, Model
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.threat import ModelMode, ThreatModel
-from signattack.core.validation import Bounds, check_real, check_seed
+from signattack.core.validation import Bounds, check_real, check_seed, check_steps
 
 __all__ = [
     "Attack",
@@ -159,10 +159,15 @@ class LinfAttack(ABC):
     """Whether the attack never asks for a gradient, so that gradient masking cannot fool
     it: an evaluation flags samples it breaks that the gradient attacks left robust."""
 
-    def _check(self, loss: LossName | LossFunction, *flags: str) -> None:
-        """Check the shared settings and the named ``bool`` flags, and keep the threat model
-        (checked once here, not rebuilt on every access)."""
+    def _check(
+        self, loss: LossName | LossFunction, *flags: str, counts: tuple[str, ...] = ()
+    ) -> None:
+        """Check the shared settings, the named ``bool`` flags and the named counts
+        (integers ``>= 1``: steps, restarts, EOT passes), and keep the threat model (checked
+        once here, not rebuilt on every access)."""
         store_checked(self, "eps", check_real("eps", self.eps))
+        for count in counts:
+            store_checked(self, count, check_steps(getattr(self, count), count))
         threat = ThreatModel(self.bounds, loss, self.model_mode)
         object.__setattr__(self, "bounds", threat.box)
         object.__setattr__(self, "_threat", threat)

@@ -183,7 +183,7 @@ def _traceable(rule: UpdateRule[State]) -> TypeGuard[TraceableRule[State]]:
 
 
 def _needs_gradient(rule: UpdateRule[State]) -> bool:
-    """Whether ``rule`` reads the input gradient (a rule that does not say needs it)."""
+    """Whether ``rule`` reads the input gradient; a rule that does not say so does."""
     return bool(getattr(rule, "needs_gradient", True))
 
 

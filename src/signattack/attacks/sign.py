@@ -29,7 +29,6 @@ from signattack.core.validation import (
     Bounds,
     check_real,
     check_rng,
-    check_steps,
     generator,
     warn_wide_eps,
 )
@@ -149,9 +148,8 @@ class IteratedSign(LinfAttack):
     eot: int = 1
 
     def __post_init__(self) -> None:
-        self._check(self.loss, "random_start", "targeted", "early_stop")
-        store_checked(self, "steps", check_steps(self.steps))
-        store_checked(self, "eot", check_steps(self.eot, "eot"))
+        flags = ("random_start", "targeted", "early_stop")
+        self._check(self.loss, *flags, counts=("steps", "eot"))
         if self.step_size is not None:
             store_checked(self, "step_size", check_real("step_size", self.step_size))
         if self.relative_step is not None:

@@ -27,6 +27,7 @@ signs, so that no query is spent on the best point itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
@@ -42,7 +43,7 @@ from signattack.core.kernels import ball_box_limits, clip
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.rules import Evaluated, Start
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
-from signattack.core.validation import Bounds, check_real, check_steps, generator
+from signattack.core.validation import Bounds, check_real, generator
 
 __all__ = ["Square", "SquareSearch", "window_fraction"]
 
@@ -247,9 +248,7 @@ class Square(LinfAttack):
     gradient_free: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        self._check(self.loss, "targeted")
-        object.__setattr__(self, "queries", check_steps(self.queries, "queries"))
-        object.__setattr__(self, "restarts", check_steps(self.restarts, "restarts"))
+        self._check(self.loss, "targeted", counts=("queries", "restarts"))
         p_init = check_real("p_init", self.p_init)
         if not 0 < p_init <= 1:
             raise ValueError(f"p_init must lie in (0, 1], got {self.p_init!r}")
@@ -272,7 +271,7 @@ class Square(LinfAttack):
         """
         draws = generator(rng, self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
-            _image_shape(batch.x)
+            _image_shape(batch.x)  # refuses what is not an image before any query
             xp = namespace(batch.x)
             losses, predictions = batch.evaluate(batch.x, batch.labels)
             fooled = (xp.equal if self.targeted else xp.not_equal)(predictions, batch.labels)
@@ -281,13 +280,7 @@ class Square(LinfAttack):
             for _ in range(self.restarts):
                 runs, spent = self._search(batch, runs, spent, draws)
             result = chosen_result(batch, runs, self.eps, self.targeted, x)
-            return AttackResult(
-                result.x_adv,
-                result.losses,
-                result.predictions,
-                result.success,
-                returned(spent + 1, x),
-            )
+            return dataclasses.replace(result, queries=returned(spent + 1, x))
 
     def _search(
         self, batch: Batch, runs: Runs, spent: Array, draws: np.random.Generator

@@ -96,41 +96,36 @@ class Batch:
 
         The first evaluations check the logits, the losses and the gradient's shape.
         """
-        totals: tuple[Array, Array, Array] | None = None
-        for _ in range(self.draws):
+
+        def once() -> list[Array]:
             checks = self.first_call.take()
             losses, grad, logits = self.backend.value_and_grad(x, y, checks)
             if checks is not None:
                 checks.gradient(grad, x)
-            if totals is None:
-                totals = (losses, grad, logits)
-            else:
-                totals = (totals[0] + losses, totals[1] + grad, totals[2] + logits)
-        if totals is None:  # pragma: no cover - draws >= 1
-            raise RuntimeError("no draw of the model was made")
-        losses, grad, logits = (_mean(total, self.draws) for total in totals)
+            return [losses, grad, logits]
+
+        losses, grad, logits = self._mean_of_draws(once)
         return losses, grad, namespace(logits).argmax(logits, axis=1)
 
     def logits(self, x: Array, y: Array | None = None) -> Array:
         """The model's output at ``x`` (the mean over :attr:`draws`), without a graph;
         checked against ``y`` (the batch's labels by default) on the first call."""
-        total: Array | None = None
-        for _ in range(self.draws):
+
+        def once() -> list[Array]:
             logits = self.backend.logits(x)
             checks = self.first_call.take()
             if checks is not None:
                 checks.logits(logits, self.labels if y is None else y)
-            total = logits if total is None else total + logits
-        if total is None:  # pragma: no cover - draws >= 1
-            raise RuntimeError("no draw of the model was made")
-        return _mean(total, self.draws)
+            return [logits]
+
+        (logits,) = self._mean_of_draws(once)
+        return logits
 
     def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
         """Per-sample losses and predicted classes at ``x``, without a gradient (with
         several :attr:`draws`: the mean loss, and the classes of the mean logits)."""
-        losses_total: Array | None = None
-        logits_total: Array | None = None
-        for _ in range(self.draws):
+
+        def once() -> list[Array]:
             checks = self.first_call.take()
             logits = self.backend.logits(x)
             if checks is not None:
@@ -138,12 +133,18 @@ class Batch:
             losses = self.backend.loss(logits, y)
             if checks is not None:
                 checks.losses(losses, y)
-            losses_total = losses if losses_total is None else losses_total + losses
-            logits_total = logits if logits_total is None else logits_total + logits
-        if losses_total is None or logits_total is None:  # pragma: no cover - draws >= 1
-            raise RuntimeError("no draw of the model was made")
-        mean_logits = _mean(logits_total, self.draws)
-        return _mean(losses_total, self.draws), namespace(mean_logits).argmax(mean_logits, axis=1)
+            return [losses, logits]
+
+        losses, logits = self._mean_of_draws(once)
+        return losses, namespace(logits).argmax(logits, axis=1)
+
+    def _mean_of_draws(self, once: Callable[[], list[Array]]) -> list[Array]:
+        """``once()``'s arrays, or, with several :attr:`draws`, their means over that many
+        independent calls (one call adds no arithmetic)."""
+        totals = once()
+        for _ in range(self.draws - 1):
+            totals = [total + value for total, value in zip(totals, once(), strict=True)]
+        return totals if self.draws == 1 else [total / self.draws for total in totals]
 
     def run_steps(
         self,
@@ -228,11 +229,6 @@ def widest_float(like: Array) -> object:
 
 def _same(x: Array) -> Array:
     return x
-
-
-def _mean(total: Array, draws: int) -> Array:
-    """A sum over ``draws`` as their mean (the sum itself for one draw)."""
-    return total if draws == 1 else total / draws
 
 
 def open_threat(

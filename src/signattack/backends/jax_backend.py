@@ -368,6 +368,8 @@ def straight_through_jax(
 ) -> Array:
     """:func:`signattack.straight_through` on a JAX array: ``jax.custom_vjp`` with ``fn``
     forward and the identity, or ``backward``'s vector-Jacobian product, backward."""
+    if not isinstance(x, jax.Array):
+        raise TypeError(f"straight_through_jax takes a jax.Array, got {type(x).__name__}")
 
     def forward_value(inputs: Array) -> Array:
         out = fn(inputs)
@@ -394,7 +396,5 @@ def straight_through_jax(
         return (grad,)
 
     through.defvjp(forward, backward_pass)
-    if not isinstance(x, jax.Array):
-        raise TypeError(f"straight_through_jax takes a jax.Array, got {type(x).__name__}")
     result: Array = through(x)
     return result

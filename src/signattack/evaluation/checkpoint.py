@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from signattack._files import write_atomically
-from signattack._json import Json, parse, size
+from signattack._json import Json, finite_nonnegative, parse
 
 __all__ = ["CHECKPOINT_FORMAT", "BatchResult", "Checkpoint"]
 
@@ -178,7 +178,7 @@ def _sentences(value: Json) -> tuple[str, ...]:
 def _number(value: Json, eps: float) -> float:
     """A largest perturbation at radius ``eps``: a finite number in ``[0, eps]``, up to the
     rounding of the coarsest floating dtype an attack may run in (``bfloat16``)."""
-    number = size(value)
+    number = finite_nonnegative(value)
     if number is None:
         raise _Damaged(f"largest must hold finite numbers >= 0, got {_shown(value)}")
     if number > eps * (1 + LARGEST_SLACK):

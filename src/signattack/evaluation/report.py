@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from signattack._files import write_atomically
-from signattack._json import Json, size
+from signattack._json import Json, finite_nonnegative
 from signattack._text import text_table
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def _mapping(value: Json) -> dict[str, Json]:
 def _real(value: Json) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _wrong("a number", value)
-    number = size(value)
+    number = finite_nonnegative(value)
     if number is None:
         too_large = isinstance(value, int) and value > 0
         shown = "an integer too large" if too_large else repr(value)

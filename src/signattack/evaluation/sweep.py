@@ -143,16 +143,11 @@ def _masking_warnings(
     """A warning per radius at which a gradient-free attack broke more than
     :data:`MASKING_THRESHOLD` of the samples that the gradient attacks before it left
     robust."""
-    free = [
-        index
-        for index, spec in enumerate(specs)
-        if isinstance(spec, LinfAttack)
-        and spec.gradient_free
-        and any(not (isinstance(s, LinfAttack) and s.gradient_free) for s in specs[:index])
-    ]
+    free = [isinstance(spec, LinfAttack) and spec.gradient_free for spec in specs]
+    checked = [index for index in range(len(specs)) if free[index] and not all(free[:index])]
     found = []
     for eps, counts in broken_by.items():
-        for index in free:
+        for index in checked:  # gradient-free, after at least one gradient attack
             broken = counts[names[index]]
             if broken > MASKING_THRESHOLD * samples:
                 found.append(
@@ -382,11 +377,8 @@ def evaluate(
     """
     radii = _check_eps_list(eps)
     specs = _specs(attack)
-    randomized = (
-        _specs(attack.randomized)
-        if isinstance(attack, AttackSuite) and (attack.randomized is not None)
-        else None
-    )
+    alternative = attack.randomized if isinstance(attack, AttackSuite) else None
+    randomized = None if alternative is None else _specs(alternative)
     for label, value in (("name", name), ("model_name", model_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
