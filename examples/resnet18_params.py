@@ -39,7 +39,7 @@ from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 from signattack import param_groups, parameter_table
-from signattack._text import text_table
+from signattack._io import text_table
 from signattack.params import ParameterTable
 
 STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")

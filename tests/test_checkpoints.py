@@ -15,7 +15,7 @@ import torch
 from conftest import linear_pair
 
 from signattack import FGSM, IteratedSign
-from signattack._files import write_atomically
+from signattack._io import write_atomically
 from signattack.evaluation import evaluate
 from signattack.evaluation.identity import stable
 

@@ -68,6 +68,37 @@ def test_every_public_name_is_in_the_api_reference(module):
     assert not missing, f"not in docs/api: {missing}"
 
 
+def _public_modules() -> list[str]:
+    """Every module of the package that is not private (no part starts with ``_``) and not
+    a command line's (its interface is the command, documented with the evaluation)."""
+    import pkgutil
+
+    return [
+        info.name
+        for info in pkgutil.walk_packages(signattack.__path__, "signattack.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+        and info.name not in ("signattack.cli", "signattack.evaluate_cli")
+    ]
+
+
+def test_what_a_module_exports_is_documented():
+    """A name in any public module's ``__all__`` is an object the API reference shows (under
+    whichever face), so that nothing is public by module path alone."""
+    import importlib
+
+    shown = set()
+    for dotted in _documented():
+        module_name, _, attribute = dotted.rpartition(".")
+        shown.add(id(getattr(importlib.import_module(module_name), attribute)))
+    undocumented = [
+        f"{name}.{exported}"
+        for name in _public_modules()
+        for exported in importlib.import_module(name).__all__
+        if id(getattr(importlib.import_module(name), exported)) not in shown
+    ]
+    assert not undocumented, f"exported but not in docs/api: {undocumented}"
+
+
 def test_api_reference_names_resolve():
     import importlib
 

@@ -424,7 +424,38 @@ def test_progress_goes_to_a_log_as_lines_when_the_run_is_long(capsys, monkeypatc
     monkeypatch.setattr(_progress, "INTERVAL", 0.0)  # every run counts as long
     evaluate(numpy_model, batches, FGSM(0), [1.0])
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[:3] == [f"evaluating: {n} batches done, 0 s" for n in (1, 2, 3)]
+    assert lines[:3] == [f"evaluating: {n} of 3 batches done, 0 s" for n in (1, 2, 3)]
     assert lines[-1] == "evaluating: finished 3 batches in 0 s"
     evaluate(numpy_model, batches, FGSM(0), [1.0], progress=False)
     assert capsys.readouterr().err == ""
+    evaluate(numpy_model, iter(batches), FGSM(0), [1.0])  # no length: no total
+    assert capsys.readouterr().err.splitlines()[0] == "evaluating: 1 batches done, 0 s"
+
+
+def test_progress_is_a_bar_with_a_total_in_a_notebook(capsys, monkeypatch):
+    import types
+
+    from signattack import _progress
+
+    class Kernel:
+        kernel = object()
+
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: Kernel()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    assert _progress.in_notebook()
+    seen = []
+
+    def bar(items, *, desc, unit, total):
+        seen.append((desc, unit, total))
+        return items
+
+    tqdm_auto = types.ModuleType("tqdm.auto")
+    tqdm_auto.tqdm = bar  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tqdm.auto", tqdm_auto)
+    numpy_model, _ = linear_pair(2, 4)
+    batches = [(np.full((3, 4), 10.0), np.array([0, 1, 0]))] * 3
+    evaluate(numpy_model, batches, FGSM(0), [1.0])
+    assert seen == [("evaluating", "batches", 3)]
+    monkeypatch.setitem(sys.modules, "IPython", types.ModuleType("IPython"))
+    assert not _progress.in_notebook()

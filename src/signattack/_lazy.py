@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,3 +38,20 @@ def missing_torch(module: str, error: ModuleNotFoundError) -> ModuleNotFoundErro
     if error.name != "torch":
         return ModuleNotFoundError(str(error), name=error.name)
     return ModuleNotFoundError(f"{module} {TORCH_MISSING}", name="torch")
+
+
+def moved_attributes(module: str, moved: Mapping[str, tuple[str, str]]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for names that moved: ``moved[name]`` is ``(module, new
+    name)``; asking for the old one returns the new one with a ``DeprecationWarning`` that
+    says where it is now."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in moved:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        home, new = moved[name]
+        warnings.warn(
+            f"{module}.{name} is deprecated: use {home}.{new}", DeprecationWarning, stacklevel=2
+        )
+        return getattr(importlib.import_module(home), new)
+
+    return __getattr__

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from signattack._files import write_atomically
+from signattack._io import write_atomically
 
 __all__ = [
     "CIFAR10_CLASSES",

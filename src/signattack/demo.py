@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from signattack._text import text_table
+from signattack._io import text_table
 from signattack.attacks import FGSM, AttackResult, IteratedSign
 from signattack.digits import DigitsData, accuracy, load_digits, train_digits_cnn
 

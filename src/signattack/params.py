@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
     raise missing_torch("signattack.params", error) from error
 
-from signattack._text import text_table
+from signattack._io import text_table
 from signattack.core.validation import check_real
 
 __all__ = [

@@ -15,7 +15,7 @@ from signattack._typing import Amount, Array, device_of, namespace
 from signattack.core.kernels import clip, signed_unit
 from signattack.core.rules import Evaluated, Start, required
 
-__all__ = ["MOMENTUM", "AutoSteps", "checkpoints"]
+__all__ = ["AutoSteps", "checkpoints"]
 
 MOMENTUM = 0.75
 """``alpha`` of eq. 3: the weight of the new step against the previous one."""

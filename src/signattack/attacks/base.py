@@ -15,15 +15,7 @@ from signattack.core.losses import LossFunction, LossName
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_real, check_seed, check_steps
 
-__all__ = [
-    "Attack",
-    "AttackResult",
-    "EpsAttack",
-    "LinfAttack",
-    "PerSampleAttack",
-    "check_flag",
-    "store_checked",
-]
+__all__ = ["Attack", "AttackResult", "EpsAttack", "LinfAttack", "PerSampleAttack"]
 
 Self = TypeVar("Self", bound="LinfAttack")
 

@@ -18,14 +18,14 @@ synchronises with the device.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeGuard, TypeVar
+from typing import Generic, TypeGuard, TypeVar, cast
 
 import numpy as np
 
 from signattack._fields import field_values, replaced
+from signattack._lazy import moved_attributes
 from signattack._typing import (
     Amount,
     Array,
@@ -33,37 +33,18 @@ from signattack._typing import (
     is_array,
     moved,
     namespace,
-    returned,
 )
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip, take_samples
 from signattack.core.rules import Evaluated, Start, State, TraceableRule, UpdateRule
 
-__all__ = [
-    "Evaluated",
-    "LoopResult",
-    "Start",
-    "UpdateRule",
-    "iterate",
-    "merge_where",
-    "random_start",
-    "spread",
-]
+__all__ = ["Evaluated", "LoopResult", "Start", "UpdateRule", "iterate"]
 
 T = TypeVar("T")
 
 
-def __getattr__(name: str) -> object:
-    """``Final``, the old name of :class:`~signattack.core.rules.Evaluated` (it shadowed
-    ``typing.Final``), still importable with a deprecation warning."""
-    if name == "Final":
-        warnings.warn(
-            "signattack.attacks.loop.Final is deprecated: use signattack.attacks.Evaluated",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return Evaluated
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Old names, importable with a deprecation warning (``Final`` shadowed ``typing.Final``).
+__getattr__ = moved_attributes(__name__, {"Final": ("signattack.attacks", "Evaluated")})
 
 
 @dataclass(frozen=True)
@@ -110,8 +91,8 @@ def merge_where(mask: Array, new: T, old: T) -> T:
     if array.shape[0] != mask.shape[0]:
         return new
     xp = namespace(array)
-    chosen = xp.where(xp.reshape(mask, (-1,) + (1,) * (array.ndim - 1)), array, other)
-    return returned(chosen, new)
+    # xp.where keeps the library of its inputs: the merged field has the type of ``new``.
+    return cast(T, xp.where(xp.reshape(mask, (-1,) + (1,) * (array.ndim - 1)), array, other))
 
 
 def iterate(

@@ -20,7 +20,7 @@ from signattack.backends.batch import Batch
 from signattack.backends.registry import padded_count
 from signattack.core.kernels import take_samples
 
-__all__ = ["Runs", "chosen_result", "still_robust", "sub_batch"]
+__all__: list[str] = []  # internal: nothing here is public API
 
 
 def _batch_shape(like: Array) -> tuple[int, ...]:

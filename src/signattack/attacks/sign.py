@@ -24,7 +24,7 @@ from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, sign_step
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.rules import Evaluated, Start, required
-from signattack.core.threat import PIXEL_BOUNDS, ModelMode
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
 from signattack.core.validation import (
     Bounds,
     check_real,
@@ -355,6 +355,11 @@ class FGSM:
     def seed(self) -> None:
         """FGSM draws nothing: always ``None``."""
         return None
+
+    @property
+    def threat(self) -> ThreatModel:
+        """The box, the loss and the model's mode, as one validated value."""
+        return self.as_iterated().threat
 
     def with_eps(self, eps: float) -> FGSM:
         """The same attack with radius (and step) ``eps``."""

@@ -15,7 +15,7 @@ from signattack.core.losses import LossFunction
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
 
-__all__ = ["Batch", "open_batch", "open_threat", "widest_float"]
+__all__ = ["Batch", "open_threat"]
 
 
 class _FirstCall:

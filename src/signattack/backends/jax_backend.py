@@ -34,7 +34,7 @@ from signattack.backends._protocol import Checks, ModelMode, State, Steps, Trace
 from signattack.core.losses import LogitLoss, LossFunction
 from signattack.core.validation import check_logits_form
 
-__all__ = ["JaxBackend", "open_jax_backend"]
+__all__: list[str] = []  # internal: nothing here is public API
 
 
 def native_loss(loss: LossFunction) -> LossFunction:

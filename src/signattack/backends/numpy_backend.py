@@ -18,7 +18,7 @@ from signattack._typing import Array
 from signattack.backends._protocol import Checks, ModelMode
 from signattack.core.losses import LogitLoss, LossFunction
 
-__all__ = ["LinearClassifier", "NumpyBackend", "NumpyModel", "open_numpy_backend"]
+__all__ = ["LinearClassifier", "NumpyModel"]
 
 Float: TypeAlias = np.float16 | np.float32 | np.float64 | np.longdouble
 FloatArray: TypeAlias = np.ndarray[tuple[int, ...], np.dtype[Float]]

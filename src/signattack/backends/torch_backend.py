@@ -28,7 +28,7 @@ from signattack.backends._protocol import Checks, ModelMode
 from signattack.backends._torch_state import kept_modes, kept_values
 from signattack.core.losses import CROSS_ENTROPY, LossFunction
 
-__all__ = ["TorchBackend", "open_torch_backend"]
+__all__: list[str] = []  # internal: nothing here is public API
 
 
 class _Saved(Protocol):

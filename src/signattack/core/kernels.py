@@ -16,14 +16,7 @@ from __future__ import annotations
 
 from signattack._typing import Amount, Array, device_of, namespace
 
-__all__ = [
-    "ball_box_limits",
-    "clip",
-    "round_into_limits",
-    "sign_step",
-    "signed_unit",
-    "take_samples",
-]
+__all__ = ["ball_box_limits", "clip", "round_into_limits", "sign_step", "signed_unit"]
 
 
 def ball_box_limits(x: Array, eps: Amount, lower: float, upper: float) -> tuple[Array, Array]:

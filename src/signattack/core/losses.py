@@ -27,7 +27,6 @@ __all__ = [
     "cross_entropy",
     "dlr",
     "margin",
-    "resolve_loss",
     "targeted_dlr",
 ]
 

@@ -12,7 +12,7 @@ from typing import Literal, TypeAlias
 from signattack.core.losses import LossFunction, LossName, resolve_loss
 from signattack.core.validation import Bounds, check_bounds, check_choice
 
-__all__ = ["MODEL_MODES", "PIXEL_BOUNDS", "ModelMode", "ThreatModel"]
+__all__ = ["PIXEL_BOUNDS", "ModelMode", "ThreatModel"]
 
 ModelMode: TypeAlias = Literal["eval", "train", "unchanged"]
 """How the model runs during an attack: switched to eval or train mode (and switched back

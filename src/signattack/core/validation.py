@@ -20,22 +20,7 @@ import numpy as np
 from signattack._host import to_values
 from signattack._typing import Array, Namespace, is_array, namespace
 
-__all__ = [
-    "Bounds",
-    "UnitsWarning",
-    "check_batch",
-    "check_bounds",
-    "check_choice",
-    "check_logits",
-    "check_logits_form",
-    "check_real",
-    "check_rng",
-    "check_seed",
-    "check_steps",
-    "generator",
-    "warn_units",
-    "warn_wide_eps",
-]
+__all__ = ["Bounds", "UnitsWarning"]
 
 _Choice = TypeVar("_Choice", bound=str)
 
@@ -158,9 +143,14 @@ def check_bounds(bounds: object) -> Bounds:
 def check_choice(name: str, value: _Choice, choices: Collection[str]) -> _Choice:
     """Return ``value`` if it is one of ``choices``."""
     if value not in choices:
-        expected = ", ".join(repr(choice) for choice in sorted(choices))
-        raise ValueError(f"{name} must be one of {expected}, got {value!r}")
+        raise ValueError(check_choice_message(name, value, choices))
     return value
+
+
+def check_choice_message(name: str, value: object, choices: Collection[str]) -> str:
+    """The message of :func:`check_choice`'s error."""
+    expected = ", ".join(repr(choice) for choice in sorted(choices))
+    return f"{name} must be one of {expected}, got {value!r}"
 
 
 def _round_off(dtype: object, bounds: Bounds, xp: Namespace) -> float:

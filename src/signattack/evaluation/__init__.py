@@ -27,6 +27,9 @@ from signattack.evaluation.bisection import smallest_breaking_eps
 from signattack.evaluation.distributed import PeerFailure
 from signattack.evaluation.report import RobustnessReport
 from signattack.evaluation.standard import (
+    AttackFactory,
+    Attacks,
+    AttackSpec,
     AttackSuite,
     gradient_attacks,
     rand_attacks,
@@ -35,7 +38,10 @@ from signattack.evaluation.standard import (
 from signattack.evaluation.sweep import evaluate
 
 __all__ = [
+    "AttackFactory",
+    "AttackSpec",
     "AttackSuite",
+    "Attacks",
     "PeerFailure",
     "RobustnessReport",
     "evaluate",

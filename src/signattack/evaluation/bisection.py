@@ -11,7 +11,8 @@ from signattack._host import to_flags
 from signattack._typing import ArrayT, Model, as_model, device_of, is_array, namespace
 from signattack.attacks import PerSampleAttack
 from signattack.backends.batch import widest_float
-from signattack.core.validation import Bounds, check_real, check_steps
+from signattack.core.validation import check_real, check_steps
+from signattack.evaluation.standard import threat_of
 from signattack.evaluation.sweep import clean_predictions
 
 __all__ = ["smallest_breaking_eps"]
@@ -63,7 +64,7 @@ def smallest_breaking_eps(
             f"eps_max must be a radius that x's library can hold in {wide} (at most "
             f"{largest:g}), got {eps_max!r}"
         )
-    predictions, labels = clean_predictions(model, x, y, Bounds(*attack.bounds))
+    predictions, labels = clean_predictions(model, x, y, threat_of([attack]))
     clean = to_flags(predictions == labels)
     runnable = as_model(model)  # a backend has accepted it
     low, high = [0.0] * len(clean), [eps_max] * len(clean)

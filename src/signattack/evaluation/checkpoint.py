@@ -15,10 +15,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from signattack._files import write_atomically
-from signattack._json import Json, finite_nonnegative, parse
+from signattack._io import Json, finite_nonnegative, parse, write_atomically
+from signattack.evaluation.identity import Identity
 
-__all__ = ["CHECKPOINT_FORMAT", "BatchResult", "Checkpoint"]
+__all__: list[str] = []  # internal: nothing here is public API
 
 CHECKPOINT_FORMAT = 2
 """The version of the checkpoint file's layout."""
@@ -135,17 +135,6 @@ class BatchResult:
         return cls(digest, clean, robust, largest, attacked, broken, problems)
 
 
-def _shape_of(identity: dict[str, Json]) -> tuple[tuple[float, ...], int]:
-    """The radii and the number of attacks of the evaluation an identity describes."""
-    radii, attacks = identity["eps"], identity.get("attacks", 1)
-    if not isinstance(radii, list) or not isinstance(attacks, int):
-        raise TypeError("an evaluation's identity holds its list of eps and number of attacks")
-    numbers = tuple(float(r) for r in radii if isinstance(r, (int, float)))
-    if len(numbers) != len(radii):
-        raise TypeError("an evaluation's identity holds its eps as numbers")
-    return numbers, attacks
-
-
 def _shown(value: Json) -> str:
     """``repr(value)`` cut short: a damaged file may hold integers too long to print."""
     try:
@@ -198,41 +187,40 @@ class Checkpoint:
 
     Attributes:
         path: The file, or ``None`` to keep nothing on disk.
-        identity: What the evaluation is: ``version``, ``model``, ``attack`` and ``eps``.
+        identity: What the evaluation is; ``None`` where nothing is kept on disk.
         batches: Per batch index, its result.
         total: The number of batches of a finished pass, once one has finished.
     """
 
     path: Path | None
-    identity: dict[str, Json]
+    identity: Identity | None
     batches: dict[int, BatchResult] = field(default_factory=dict)
     total: int | None = None
 
     @classmethod
-    def open(cls, path: Path | None, identity: dict[str, Json]) -> Checkpoint:
+    def open(cls, path: Path | None, identity: Identity | None) -> Checkpoint:
         """The checkpoint at ``path`` if there is one, checked against ``identity``.
 
         Raises:
             ValueError: The file is not a checkpoint, is damaged, or belongs to another
                 evaluation; the message names the file, what is wrong and what to do.
         """
-        if path is None or not path.exists():
+        if path is None or identity is None or not path.exists():
             return cls(path, identity)
         document = _read(path)
-        for part, value in identity.items():
+        for part, value in identity.to_dict().items():
             there = document.identity.get(part)
             if there != value:
                 raise ValueError(
                     f"checkpoint {path} belongs to another evaluation: "
                     f"{_difference(part, there, value)}; {_START_AFRESH}"
                 )
-        radii, attacks = _shape_of(identity)
         batches: dict[int, BatchResult] = {}
         for key, entry in document.batches.items():
             try:
                 if not (key.isascii() and key.isdigit() and len(key) <= 18):
                     raise _Damaged(f"batch keys must be indices, got {key[:40]!r}")
-                batches[int(key)] = BatchResult.from_dict(entry, radii, attacks)
+                batches[int(key)] = BatchResult.from_dict(entry, identity.eps, identity.attacks)
             except _Damaged as error:
                 raise ValueError(
                     f"checkpoint {path} is damaged (batch {key}: {error}); {_START_AFRESH}"
@@ -290,11 +278,11 @@ class Checkpoint:
             self._save()
 
     def _save(self) -> None:
-        if self.path is None:
+        if self.path is None or self.identity is None:
             return
         document = {
             "format": CHECKPOINT_FORMAT,
-            "identity": self.identity,
+            "identity": self.identity.to_dict(),
             "total": self.total,
             "batches": {str(k): v.to_dict() for k, v in sorted(self.batches.items())},
         }

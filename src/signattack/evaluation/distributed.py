@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["PeerFailure", "Ranks"]
+__all__ = ["PeerFailure"]
 
 _OK, _FAILED = "ok", "failed"
 

@@ -15,17 +15,23 @@ import hashlib
 import json
 import sys
 import types
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias, TypeGuard
 
 from signattack._fields import field_defaults, field_values
 from signattack._host import to_bytes
-from signattack._json import Json
+from signattack._io import Json
 from signattack._typing import Array, is_array
+from signattack._version import __version__
+from signattack.attacks import EpsAttack
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Unstable", "batch_digest", "describe", "stable"]
+    from signattack.evaluation.standard import AttackSpec
+
+__all__: list[str] = []  # internal: nothing here is public API
 
 _DEPTH = 8
 
@@ -184,3 +190,78 @@ def batch_digest(x: Array, y: Array) -> str:
     """A digest of one batch: its inputs' and labels' dtypes, shapes and values."""
     digests = [_array_digest(x), _array_digest(y)]
     return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What an evaluation is, as its checkpoint is bound to it: a resume is refused unless
+    every part is the same.
+
+    Attributes:
+        version: The library's version.
+        model: The model's description (:func:`stable`) or ``{"name": model_name}``.
+        attack: The attacks' settings (radius left out) or ``{"name": name}``.
+        eps: The radii, increasing.
+        attacks: The number of attacks run in order.
+    """
+
+    version: str
+    model: Json
+    attack: Json
+    eps: tuple[float, ...]
+    attacks: int
+
+    @classmethod
+    def of(
+        cls,
+        model: object,
+        specs: Sequence[AttackSpec],
+        eps: tuple[float, ...],
+        *,
+        name: str | None = None,
+        model_name: str | None = None,
+        randomized: Sequence[AttackSpec] | None = None,
+    ) -> Identity:
+        """The identity of evaluating ``model`` with ``specs`` at ``eps``; ``randomized`` is
+        the suite run instead on a randomized model, where there is one.
+
+        Raises:
+            ValueError: The model or an attack has no description that is the same in
+                another process, and no name was given for it.
+        """
+        try:
+            model_part: Json = {"name": model_name} if model_name is not None else stable(model)
+        except Unstable as error:
+            raise ValueError(
+                f"checkpoint needs a model that can be identified in another process, but "
+                f"{error}: pass an nn.Module, or model_name='...' naming this exact model"
+            ) from None
+        settings = _radius_free(specs)
+        described: object = settings[0] if len(settings) == 1 else settings
+        if randomized is not None:
+            described = {"attacks": settings, "randomized": _radius_free(randomized)}
+        try:
+            attack_part: Json = {"name": name} if name is not None else stable(described)
+        except Unstable as error:
+            raise ValueError(
+                f"checkpoint needs an attack that can be identified in another process, but "
+                f"{error}: pass name='...' naming this exact attack (a lambda or closure "
+                "cannot be told apart from another one)"
+            ) from None
+        return cls(__version__, model_part, attack_part, eps, len(specs))
+
+    def to_dict(self) -> dict[str, Json]:
+        """The identity as JSON, as the checkpoint stores it."""
+        return {
+            "version": self.version,
+            "model": self.model,
+            "attack": self.attack,
+            "eps": list(self.eps),
+            "attacks": self.attacks,
+        }
+
+
+def _radius_free(specs: Sequence[object]) -> list[object]:
+    """The attacks with radius 0: the radius of a ready-made attack is replaced at every eps,
+    so it is no part of the identity."""
+    return [spec.with_eps(0.0) if isinstance(spec, EpsAttack) else spec for spec in specs]

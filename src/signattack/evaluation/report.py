@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from signattack._files import write_atomically
-from signattack._json import Json, finite_nonnegative
-from signattack._text import text_table
+from signattack._io import Json, finite_nonnegative, text_table, write_atomically
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["REPORT_FORMAT", "RobustnessReport"]
+__all__ = ["RobustnessReport"]
 
 REPORT_FORMAT = 1
 """The version of :meth:`RobustnessReport.to_dict`'s layout."""

@@ -1,13 +1,102 @@
-"""The presets: the attacks of a trustworthy L-inf evaluation, with their published settings."""
+"""The attacks an evaluation runs: how they are given, the threat model they share, and the
+presets of a trustworthy L-inf evaluation with their published settings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from signattack.attacks import APGD, APGDT, EpsAttack, Square
+from signattack.attacks import APGD, APGDT, FGSM, Attack, EpsAttack, LinfAttack, Square
+from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
+from signattack.evaluation.identity import describe
 
-__all__ = ["AttackSuite", "gradient_attacks", "rand_attacks", "standard_attacks"]
+__all__ = [
+    "AttackFactory",
+    "AttackSpec",
+    "AttackSuite",
+    "Attacks",
+    "gradient_attacks",
+    "rand_attacks",
+    "standard_attacks",
+]
+
+AttackFactory = Callable[[float], Attack]
+"""A factory ``eps -> attack``."""
+
+AttackSpec = EpsAttack | AttackFactory
+"""An attack to run at every eps: an attack whose radius is replaced (:class:`EpsAttack`:
+every attack of signattack), or a factory ``eps -> attack``."""
+
+Attacks = AttackSpec | Sequence[AttackSpec]
+"""One attack, or several run in order, each on the samples the previous ones left robust."""
+
+
+def specs_of(attacks: object) -> tuple[AttackSpec, ...]:
+    """The attacks as a tuple, each checked."""
+    if isinstance(attacks, EpsAttack) or (callable(attacks) and not isinstance(attacks, Sequence)):
+        return (_spec(attacks, "attack"),)
+    if isinstance(attacks, Sequence) and not isinstance(attacks, str):
+        items: Sequence[object] = attacks
+        if not items:
+            raise ValueError("attacks must hold at least one attack, got an empty sequence")
+        return tuple(_spec(item, f"attacks[{index}]") for index, item in enumerate(items))
+    raise TypeError(
+        "attack must be an attack (IteratedSign, FGSM, APGD, ...), a factory eps -> attack, "
+        f"or a sequence of them, got {type(attacks).__name__}"
+    )
+
+
+def _spec(item: object, name: str) -> AttackSpec:
+    if isinstance(item, EpsAttack) or callable(item):
+        return item
+    raise TypeError(
+        f"{name} must be an attack or a factory eps -> attack, got {type(item).__name__}"
+    )
+
+
+def attack_at(spec: AttackSpec, eps: float) -> Attack:
+    """The attack ``spec`` gives at radius ``eps``."""
+    if isinstance(spec, EpsAttack):
+        return spec.with_eps(eps)
+    attack = spec(eps)
+    if not isinstance(attack, Attack):
+        raise TypeError(
+            f"the attack factory must return an attack (an object with run(model, x, y)), "
+            f"got {type(attack).__name__} for eps={eps:g}"
+        )
+    return attack
+
+
+def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
+    """The threat model the attacks share, for judging unattacked inputs: their box and their
+    model's mode (the clean pass runs as the attacks judge their own predictions), with
+    cross-entropy, the loss every label defines (a targeted attack's loss needs targets);
+    ``None`` if no attack has a box (factories of foreign attacks).
+
+    Raises:
+        ValueError: Two attacks have different boxes or different model modes.
+    """
+    boxes = {Bounds(*a.bounds) for a in attacks if isinstance(a, EpsAttack)}
+    if len(boxes) > 1:
+        raise ValueError(f"the attacks must share one box, got bounds {sorted(boxes)}")
+    modes = {a.threat.model_mode for a in attacks if isinstance(a, (LinfAttack, FGSM))}
+    if len(modes) > 1:
+        raise ValueError(
+            f"the attacks must run the model in one mode, got model_mode {sorted(modes)}: "
+            "the clean accuracy would depend on which one is used"
+        )
+    if not boxes:
+        return None
+    return ThreatModel(boxes.pop(), "ce", modes.pop() if modes else "eval")
+
+
+def attack_names(specs: Sequence[AttackSpec]) -> list[str]:
+    """A readable name per attack, unique within the evaluation."""
+    names: list[str] = []
+    for spec in specs:
+        label = describe(spec)
+        names.append(label if label not in names else f"{label} #{len(names) + 1}")
+    return names
 
 
 class AttackSuite(tuple[EpsAttack, ...]):

@@ -8,13 +8,15 @@ the smaller ball lies inside the larger one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from signattack._host import to_flags
-from signattack._json import Json
+from signattack._lazy import moved_attributes
 from signattack._progress import progress as progress_of
 from signattack._typing import (
     Array,
@@ -25,77 +27,37 @@ from signattack._typing import (
     is_array,
     namespace,
 )
-from signattack._version import __version__
 from signattack.attacks import Attack, EpsAttack, LinfAttack
-from signattack.backends.batch import open_batch, widest_float
+from signattack.backends.batch import Batch, open_batch, open_threat, widest_float
 from signattack.backends.registry import padded_count
 from signattack.core.kernels import take_samples
 from signattack.core.losses import CROSS_ENTROPY
+from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds, check_real
 from signattack.evaluation.checkpoint import LARGEST_SLACK, BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
-from signattack.evaluation.identity import Unstable, batch_digest, describe, stable
+from signattack.evaluation.identity import Identity, batch_digest, describe
 from signattack.evaluation.report import RobustnessReport
-from signattack.evaluation.standard import AttackSuite
+from signattack.evaluation.standard import (
+    AttackSuite,
+    attack_at,
+    attack_names,
+    specs_of,
+    threat_of,
+)
 
-__all__ = ["AttackFactory", "AttackSpec", "Attacks", "clean_predictions", "evaluate"]
+if TYPE_CHECKING:  # not imported at run time, so that the old names below warn
+    from signattack.evaluation.standard import Attacks, AttackSpec
 
-AttackFactory = Callable[[float], Attack]
-"""A factory ``eps -> attack``."""
+__all__ = ["evaluate"]
 
-AttackSpec = EpsAttack | AttackFactory
-"""An attack to run at every eps: an attack whose radius is replaced (:class:`EpsAttack`:
-every attack of signattack), or a factory ``eps -> attack``."""
-
-Attacks = AttackSpec | Sequence[AttackSpec]
-"""One attack, or several run in order, each on the samples the previous ones left robust."""
+# Where the attack-spec types lived until 0.2, importable with a deprecation warning.
+__getattr__ = moved_attributes(
+    __name__,
+    {name: ("signattack.evaluation", name) for name in ("AttackFactory", "AttackSpec", "Attacks")},
+)
 
 _ANY_BOUNDS = Bounds(-math.inf, math.inf)
-
-
-def _specs(attacks: object) -> tuple[AttackSpec, ...]:
-    """The attacks as a tuple, each checked."""
-    if isinstance(attacks, EpsAttack) or (callable(attacks) and not isinstance(attacks, Sequence)):
-        return (_spec(attacks, "attack"),)
-    if isinstance(attacks, Sequence) and not isinstance(attacks, str):
-        items: Sequence[object] = attacks
-        if not items:
-            raise ValueError("attacks must hold at least one attack, got an empty sequence")
-        return tuple(_spec(item, f"attacks[{index}]") for index, item in enumerate(items))
-    raise TypeError(
-        "attack must be an attack (IteratedSign, FGSM, APGD, ...), a factory eps -> attack, "
-        f"or a sequence of them, got {type(attacks).__name__}"
-    )
-
-
-def _spec(item: object, name: str) -> AttackSpec:
-    if isinstance(item, EpsAttack):
-        return item
-    if callable(item):
-        return item
-    raise TypeError(
-        f"{name} must be an attack or a factory eps -> attack, got {type(item).__name__}"
-    )
-
-
-def _attack_at(spec: AttackSpec, eps: float) -> Attack:
-    if isinstance(spec, EpsAttack):
-        return spec.with_eps(eps)
-    attack = spec(eps)
-    if not isinstance(attack, Attack):
-        raise TypeError(
-            f"the attack factory must return an attack (an object with run(model, x, y)), "
-            f"got {type(attack).__name__} for eps={eps:g}"
-        )
-    return attack
-
-
-def _bounds_of(attacks: Sequence[Attack]) -> Bounds:
-    """The box every input must lie in: the attacks', where they have one."""
-    boxes = {Bounds(*a.bounds) for a in attacks if isinstance(a, EpsAttack)}
-    if len(boxes) > 1:
-        raise ValueError(f"the attacks must share one box, got bounds {sorted(boxes)}")
-    return boxes.pop() if boxes else _ANY_BOUNDS
 
 
 def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
@@ -109,21 +71,33 @@ def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
-def clean_predictions(model: object, x: Array, y: Array, bounds: Bounds) -> tuple[Array, Array]:
-    """Predicted classes at ``x`` in eval mode, after checking every sample and label, and the
-    labels as checked (the library's index dtype, on ``x``'s device).
+def _opened(
+    model: object, x: Array, y: Array, threat: ThreatModel | None
+) -> AbstractContextManager[Batch]:
+    """The batch under the attacks' threat model; without one, any finite input in eval mode."""
+    if threat is None:
+        return open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=_ANY_BOUNDS)
+    return open_threat(model, x, y, threat)
 
-    Every input must be finite and inside ``bounds``, every label a class of the model
+
+def clean_predictions(
+    model: object, x: Array, y: Array, threat: ThreatModel | None
+) -> tuple[Array, Array]:
+    """Predicted classes at ``x`` under the attacks' threat model (their model mode), after
+    checking every sample and label, and the labels as checked (the library's index dtype,
+    on ``x``'s device).
+
+    Every input must be finite and inside the box, every label a class of the model
     (``0 <= y < classes``): the attacks check only the samples they attack.
     """
-    with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
+    with _opened(model, x, y, threat) as batch:
         logits = batch.logits(batch.x)
     return namespace(logits).argmax(logits, axis=1), batch.labels
 
 
-def _randomized(model: object, x: Array, y: Array, bounds: Bounds) -> bool:
-    """Whether two identical forward passes of ``model`` (in eval mode) at ``x`` differ."""
-    with open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=bounds) as batch:
+def _randomized(model: object, x: Array, y: Array, threat: ThreatModel | None) -> bool:
+    """Whether two identical forward passes of ``model`` at ``x`` differ."""
+    with _opened(model, x, y, threat) as batch:
         first, second = batch.logits(batch.x), batch.logits(batch.x)
     xp = namespace(first)
     return not bool(xp.all(xp.equal(first, second)))
@@ -182,16 +156,16 @@ def _evaluate_batch(
     y: Array,
     specs: tuple[AttackSpec, ...],
     eps: tuple[float, ...],
-    bounds: Bounds,
+    threat: ThreatModel | None,
     batch_index: int,
     digest: str,
 ) -> BatchResult:
     xp = namespace(x)
     where = device_of(x)
-    predictions, y = clean_predictions(model, x, y, bounds)
+    predictions, y = clean_predictions(model, x, y, threat)
     correct = to_flags(predictions == y)
     runnable = as_model(model)  # a backend has accepted it
-    problems = _gradient_problems(runnable, x, y, bounds) if batch_index == 0 else ()
+    problems = _gradient_problems(runnable, x, y, threat) if batch_index == 0 else ()
     clean = tuple(correct)
     robust, largest, attacked, broken = [], [], [], []
     for eps_index, radius in enumerate(eps):
@@ -205,7 +179,7 @@ def _evaluate_batch(
                 continue
             index = xp.asarray(_static_shape(still, x), device=where)
             x_part, y_part = take_samples(x, index), take_samples(y, index)
-            attack = _attack_at(spec, radius)
+            attack = attack_at(spec, radius)
             rng = _batch_rng(attack, batch_index, eps_index, attack_index)
             # run() predicts at the adversarial batch with its final forward pass.
             if isinstance(attack, EpsAttack):
@@ -246,14 +220,16 @@ def _static_shape(still: list[int], x: Array) -> list[int]:
     return still + [still[0]] * (padded_count(x, len(still)) - len(still))
 
 
-def _gradient_problems(model: Model[Array], x: Array, y: Array, bounds: Bounds) -> tuple[str, ...]:
+def _gradient_problems(
+    model: Model[Array], x: Array, y: Array, threat: ThreatModel | None
+) -> tuple[str, ...]:
     """What :func:`~signattack.probes.check_gradients` finds on a batch: gradient masking
     that would make every gradient-based figure of the evaluation an overestimate."""
     from signattack.probes import check_gradients
 
-    if bounds == _ANY_BOUNDS:  # an attack without a box: no threat model to probe under
+    if threat is None:  # attacks without a box: no threat model to probe under
         return ()
-    report = check_gradients(model, x, y, bounds=bounds, warn=False)
+    report = check_gradients(model, x, y, threat=threat, warn=False)
     return tuple(report.problems())
 
 
@@ -282,45 +258,6 @@ def _batches(data: Iterable[object]) -> Iterator[tuple[int, Array, Array]]:
                 f"got shape {tuple(y.shape)}"
             )
         yield index, x, y
-
-
-def _identity(
-    model: object,
-    specs: tuple[AttackSpec, ...],
-    radii: tuple[float, ...],
-    name: str | None,
-    model_name: str | None,
-    randomized: tuple[AttackSpec, ...] | None = None,
-) -> dict[str, Json]:
-    """What a checkpoint is bound to; see :mod:`signattack.evaluation.checkpoint`."""
-    try:
-        described_model: Json = {"name": model_name} if model_name is not None else stable(model)
-    except Unstable as error:
-        raise ValueError(
-            f"checkpoint needs a model that can be identified in another process, but {error}: "
-            "pass an nn.Module, or model_name='...' naming this exact model"
-        ) from None
-    # The radius of a ready-made attack is replaced at every eps: it is no part of the identity.
-    settings = [s.with_eps(0.0) if isinstance(s, EpsAttack) else s for s in specs]
-    described: object = settings[0] if len(settings) == 1 else settings
-    if randomized is not None:  # the suite that runs instead on a randomized model
-        other = [s.with_eps(0.0) if isinstance(s, EpsAttack) else s for s in randomized]
-        described = {"attacks": settings, "randomized": other}
-    try:
-        described_attack: Json = {"name": name} if name is not None else stable(described)
-    except Unstable as error:
-        raise ValueError(
-            f"checkpoint needs an attack that can be identified in another process, but "
-            f"{error}: pass name='...' naming this exact attack (a lambda or closure cannot "
-            "be told apart from another one)"
-        ) from None
-    return {
-        "version": __version__,
-        "model": described_model,
-        "attack": described_attack,
-        "eps": list(radii),
-        "attacks": len(specs),
-    }
 
 
 def evaluate(
@@ -376,9 +313,9 @@ def evaluate(
         PeerFailure: Under ``torchrun``, another process failed.
     """
     radii = _check_eps_list(eps)
-    specs = _specs(attack)
+    specs = specs_of(attack)
     alternative = attack.randomized if isinstance(attack, AttackSuite) else None
-    randomized = None if alternative is None else _specs(alternative)
+    randomized = None if alternative is None else specs_of(alternative)
     for label, value in (("name", name), ("model_name", model_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
@@ -387,23 +324,27 @@ def evaluate(
     try:
         if path is not None and ranks.world > 1:
             path = path.with_name(f"{path.name}.rank{ranks.rank}")
-        identity = (
-            {} if path is None else _identity(model, specs, radii, name, model_name, randomized)
-        )
+        identity = None
+        if path is not None:
+            identity = Identity.of(
+                model, specs, radii, name=name, model_name=model_name, randomized=randomized
+            )
         done = Checkpoint.open(path, identity)
         seen = 0
         results: dict[int, BatchResult] = {}
-        bounds = _bounds_of([_attack_at(spec, radii[0]) for spec in specs])  # once
-        for index, x, y in progress_of(_batches(data), "evaluating", "batches", progress):
+        threat = threat_of([attack_at(spec, radii[0]) for spec in specs])  # once
+        total = len(data) if isinstance(data, Sized) else None  # a DataLoader, a list
+        batches = progress_of(_batches(data), "evaluating", "batches", progress, total=total)
+        for index, x, y in batches:
             seen += 1
-            if index == 0 and randomized is not None and _randomized(model, x, y, bounds):
+            if index == 0 and randomized is not None and _randomized(model, x, y, threat):
                 specs = randomized  # the preset's version for such models
-                bounds = _bounds_of([_attack_at(spec, radii[0]) for spec in specs])
+                threat = threat_of([attack_at(spec, radii[0]) for spec in specs])
             if ranks.owns(index):
                 digest = "" if path is None else batch_digest(x, y)
                 result = done.result(index, digest, int(x.shape[0]))
                 if result is None:
-                    result = _evaluate_batch(model, x, y, specs, radii, bounds, index, digest)
+                    result = _evaluate_batch(model, x, y, specs, radii, threat, index, digest)
                     done.record(index, result)
                 results[index] = result
             ranks.round_done(index)
@@ -418,7 +359,7 @@ def evaluate(
     if seen == 0:
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
-    names = _names(specs)
+    names = attack_names(specs)
     broken_by = {
         e: {label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)}
         for i, e in enumerate(radii)
@@ -438,12 +379,3 @@ def evaluate(
         warnings=merged[0].problems + _masking_warnings(specs, names, broken_by, samples),
         broken_by=broken_by,
     )
-
-
-def _names(specs: tuple[AttackSpec, ...]) -> list[str]:
-    """A readable name per attack, unique within the evaluation."""
-    names: list[str] = []
-    for spec in specs:
-        label = describe(spec)
-        names.append(label if label not in names else f"{label} #{len(names) + 1}")
-    return names

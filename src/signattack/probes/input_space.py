@@ -21,7 +21,7 @@ from signattack.backends.batch import Batch, open_threat, widest_float
 from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
-from signattack.core.validation import check_choice, check_real
+from signattack.core.validation import check_choice, check_choice_message, check_real
 
 __all__ = [
     "DirectionName",
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 DirectionName = Literal["signed_gradient", "rademacher", "gaussian"]
-_DIRECTIONS = ("signed_gradient", "rademacher", "gaussian")
+_DIRECTIONS: tuple[DirectionName, ...] = ("signed_gradient", "rademacher", "gaussian")
 _PIXELS = PIXEL_BOUNDS
 
 
@@ -49,18 +49,28 @@ def _open(
     loss: LossName | LossFunction,
     bounds: tuple[float, float],
     model_mode: ModelMode,
+    threat: ThreatModel | None,
 ) -> AbstractContextManager[Batch]:
-    return open_threat(model, x, y, ThreatModel(bounds, loss, model_mode))
-
-
-_NAMES: dict[str, DirectionName] = {
-    name: name for name in ("signed_gradient", "rademacher", "gaussian")
-}
+    """The batch under ``threat``, or under the threat model of the three keywords."""
+    if threat is None:
+        return open_threat(model, x, y, ThreatModel(bounds, loss, model_mode))
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(f"threat must be a ThreatModel or None, got {type(threat).__name__}")
+    if (loss, tuple(bounds), model_mode) != ("ce", tuple(_PIXELS), "eval"):
+        raise ValueError(
+            "give the threat model either as threat= or as loss=, bounds= and model_mode=, "
+            f"not both (got threat={threat!r} and loss={loss!r}, bounds={bounds!r}, "
+            f"model_mode={model_mode!r})"
+        )
+    return open_threat(model, x, y, threat)
 
 
 def _direction_name(along: str) -> DirectionName:
     """``along`` as one of the direction names."""
-    return _NAMES[check_choice("along", along, _DIRECTIONS)]
+    for name in _DIRECTIONS:
+        if along == name:
+            return name
+    raise ValueError(check_choice_message("along", along, _DIRECTIONS))
 
 
 def _sample_axes(a: Array) -> tuple[int, ...]:
@@ -97,6 +107,7 @@ def input_gradient(
     loss: LossName | LossFunction = "ce",
     bounds: tuple[float, float] = _PIXELS,
     model_mode: ModelMode = "eval",
+    threat: ThreatModel | None = None,
 ) -> ArrayT:
     """Gradient of the per-sample loss with respect to the input: ``grad_x L(x, y)``.
 
@@ -110,11 +121,13 @@ def input_gradient(
         loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
         bounds: The pixel box, for validating ``x``.
         model_mode: How to run an ``nn.Module``.
+        threat: The three above as one :class:`~signattack.core.ThreatModel` (an attack's
+            ``threat``), instead of the keywords.
 
     Returns:
         An array of ``x``'s shape (floating; ``float32`` for integer inputs).
     """
-    with _open(model, x, y, loss, bounds, model_mode) as batch:
+    with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
     return returned(grad, x)
 
@@ -129,6 +142,7 @@ def direction(
     loss: LossName | LossFunction = "ce",
     bounds: tuple[float, float] = _PIXELS,
     model_mode: ModelMode = "eval",
+    threat: ThreatModel | None = None,
 ) -> ArrayT:
     """A direction in input space with L-inf norm 1 per sample.
 
@@ -137,7 +151,7 @@ def direction(
     L-inf size. The random kinds are reproducible through ``seed`` and touch no global RNG.
     """
     check_choice("kind", kind, _DIRECTIONS)
-    with _open(model, x, y, loss, bounds, model_mode) as batch:
+    with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         return returned(_direction(batch, kind, seed), x)
 
 
@@ -157,6 +171,7 @@ def loss_along(
     loss: LossName | LossFunction = "ce",
     bounds: tuple[float, float] = _PIXELS,
     model_mode: ModelMode = "eval",
+    threat: ThreatModel | None = None,
 ) -> ArrayT:
     """Per-sample losses at ``clip_[lo, hi](x + r * d)`` for each radius ``r``.
 
@@ -171,6 +186,8 @@ def loss_along(
         loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
         bounds: The pixel box; points are clipped into it.
         model_mode: How to run an ``nn.Module``.
+        threat: The three above as one :class:`~signattack.core.ThreatModel` (an attack's
+            ``threat``), instead of the keywords.
 
     Returns:
         Losses of shape ``(len(radii), batch)``.
@@ -181,7 +198,7 @@ def loss_along(
     radii = [check_real("radii", r, minimum=-np.inf) for r in radii]
     if not radii:
         raise ValueError("radii must hold at least one radius, got an empty sequence")
-    with _open(model, x, y, loss, bounds, model_mode) as batch:
+    with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         xp = namespace(batch.x)
         if isinstance(along, str):
             d = _direction(batch, _direction_name(along), seed)
@@ -228,6 +245,7 @@ def loss_surface(
     loss: LossName | LossFunction = "ce",
     bounds: tuple[float, float] = _PIXELS,
     model_mode: ModelMode = "eval",
+    threat: ThreatModel | None = None,
 ) -> LossSurface[ArrayT]:
     """The loss on the plane of the signed gradient and an orthogonal random direction.
 
@@ -246,7 +264,7 @@ def loss_surface(
     )
     if not gradient_radii or not orthogonal_radii:
         raise ValueError("gradient_radii and orthogonal_radii must each hold at least one radius")
-    with _open(model, x, y, loss, bounds, model_mode) as batch:
+    with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         xp = namespace(batch.x)
         along_grad = _direction(batch, "signed_gradient", seed)
         noise = _random("rademacher", batch.x, seed)
@@ -296,6 +314,7 @@ def linearization_gap(
     loss: LossName | LossFunction = "ce",
     bounds: tuple[float, float] = _PIXELS,
     model_mode: ModelMode = "eval",
+    threat: ThreatModel | None = None,
 ) -> LinearizationGap[ArrayT]:
     """How well the first-order Taylor model predicts the FGSM step of size ``eps``.
 
@@ -307,7 +326,7 @@ def linearization_gap(
         The :class:`LinearizationGap`, arrays of shape ``(batch,)``.
     """
     eps = check_real("eps", eps)
-    with _open(model, x, y, loss, bounds, model_mode) as batch:
+    with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         xp = namespace(batch.x)
         clean, grad, _ = batch.value_and_grad(batch.x, batch.labels)
         low, high = ball_box_limits(batch.x, eps, *batch.bounds)
@@ -382,6 +401,7 @@ def check_gradients(
     loss: LossName | LossFunction = "ce",
     bounds: tuple[float, float] = _PIXELS,
     model_mode: ModelMode = "eval",
+    threat: ThreatModel | None = None,
     warn: bool = True,
 ) -> GradientReport:
     """Look for gradient masking before trusting a gradient-based robustness number.
@@ -393,7 +413,7 @@ def check_gradients(
     Returns:
         The :class:`GradientReport`.
     """
-    with _open(model, x, y, loss, bounds, model_mode) as batch:
+    with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         xp = namespace(batch.x)
         first = batch.logits(batch.x)
         second = batch.logits(batch.x)
