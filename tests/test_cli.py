@@ -131,7 +131,12 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     arguments = [*BASE, "--limit", "24", "--steps", "2", "--queries", "30"]
     assert main([*arguments, "--attacks", "standard", "--report", str(report)]) == 0
     written = json.loads(report.read_text())
-    names = ["APGD(steps=2, seed=0)", "APGDT(steps=2, seed=0)", "Square(queries=30, seed=0)"]
+    names = [
+        "APGD(steps=2, seed=0)",
+        "APGDT(steps=2, seed=0)",
+        "FABT(steps=2, seed=0)",
+        "Square(queries=30, seed=0)",
+    ]
     assert written["attack"] == " + ".join(names)
     counts = written["broken_by"]["4.0"]
     assert list(counts) == names
@@ -139,13 +144,17 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     assert sum(counts.values()) == written["attacked"]["4.0"] - robust
     out = capsys.readouterr().out
     assert "broken by" in out
-    assert "attacks (standard preset): APGD-CE (2 steps), APGDT (2 steps), Square (30" in out
+    expected = "attacks (standard preset): APGD-CE (2 steps), APGDT (2 steps), FAB-T (2 steps), "
+    assert expected + "Square (30" in out
 
 
 @pytest.mark.parametrize(
     ("preset", "expected"),
     [
-        ("standard", "APGD-CE (100 steps), APGDT (100 steps), Square (5000 queries)"),
+        (
+            "standard",
+            "APGD-CE (100 steps), APGDT (100 steps), FAB-T (100 steps), Square (5000 queries)",
+        ),
         ("gradient", "APGD-CE (100 steps), APGDT (100 steps)"),
         ("rand", "APGD-CE (100 steps), APGD-DLR (100 steps); EOT over 20 passes"),
     ],

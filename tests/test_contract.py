@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from signattack import APGD, APGDT, FGSM, EpsAttack, IteratedSign, LinearClassifier, Square
+from signattack import APGD, APGDT, FABT, FGSM, EpsAttack, IteratedSign, LinearClassifier, Square
 from signattack.attacks import PerSampleAttack
 from signattack.evaluation import evaluate
 
@@ -27,6 +27,8 @@ ATTACKS: dict[str, EpsAttack] = {
     "apgd-t": APGDT(8.0, 4, target_classes=2, seed=1),
     "square": Square(8.0, 12, seed=1),
     "square restarts": Square(8.0, 6, restarts=2, loss="ce", seed=1),
+    "fab-t": FABT(8.0, 4, target_classes=2, seed=1),
+    "fab-t restarts": FABT(8.0, 3, target_classes=2, restarts=2, seed=1),
 }
 """One of each kind of attack: a new attack adds its line here."""
 

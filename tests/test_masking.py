@@ -143,10 +143,12 @@ def test_the_presets_are_autoattacks_with_their_published_settings():
     standard = standard_attacks()
     assert isinstance(standard, AttackSuite)
     assert standard.name == "standard"
-    assert [type(a).__name__ for a in standard] == ["APGD", "APGDT", "Square"]
-    assert standard[0].steps == standard[1].steps == 100
-    assert standard[1].target_classes == 9
-    assert standard[2].queries == 5000
+    assert [type(a).__name__ for a in standard] == ["APGD", "APGDT", "FABT", "Square"]
+    assert standard[0].steps == standard[1].steps == standard[2].steps == 100
+    assert standard[1].target_classes == standard[2].target_classes == 9
+    assert standard[2].restarts == 1
+    assert (standard[2].alpha_max, standard[2].eta, standard[2].beta) == (0.1, 1.05, 0.9)
+    assert standard[3].queries == 5000
     assert standard.randomized is not None
     assert [(a.loss, a.eot) for a in standard.randomized] == [("ce", 20), ("dlr", 20)]
     assert rand_attacks().name == "rand"

@@ -17,6 +17,7 @@ from signattack._version import __version__
 from signattack.attacks import (
     APGD,
     APGDT,
+    FABT,
     FGSM,
     Attack,
     AttackResult,
@@ -45,6 +46,7 @@ _NEEDS_TORCH = {
 __all__ = [
     "APGD",
     "APGDT",
+    "FABT",
     "FGSM",
     "Attack",
     "AttackResult",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
 
 __all__ = ["INTERVAL", "in_notebook", "progress"]
@@ -52,7 +52,7 @@ def progress(
     if show is False:
         yield from items
         return
-    if total is None and hasattr(items, "__len__"):
+    if total is None and isinstance(items, Sized):
         total = len(items)
     if in_notebook() or sys.stderr.isatty():
         try:

@@ -2,10 +2,10 @@
 
     python -m signattack evaluate --model mypackage.models:make_net --checkpoint net.pt \\
         --data cifar10:data/ --eps 2,4,8 --steps 5 --report report.json
-    python -m signattack evaluate ... --attacks standard    # APGD-CE, APGD-T, Square
+    python -m signattack evaluate ... --attacks standard    # APGD-CE, APGD-T, FAB-T, Square
 
-A preset runs with its published settings (``standard``: APGD-CE and APGD-T with 100 steps,
-Square with 5000 queries; ``gradient``: the two APGD attacks; ``rand``: APGD-CE and APGD-DLR
+A preset runs with its published settings (``standard``: APGD-CE, APGD-T and FAB-T with 100
+steps, Square with 5000 queries; ``gradient``: the two APGD attacks; ``rand``: APGD-CE and APGD-DLR
 with 20 passes per gradient) unless ``--steps``, ``--queries`` or ``--eot`` change them, and
 the output says what ran.
 
@@ -43,11 +43,11 @@ Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 USAGE_ERROR = 2
 """The exit status of every user error, as for argparse's own."""
 
-ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "square")
+ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 """What ``--attacks`` accepts, besides the presets."""
 
 PRESETS = {
-    "standard": ("apgd-ce", "apgd-t", "square"),
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "gradient": ("apgd-ce", "apgd-t"),
     "rand": ("apgd-ce", "apgd-dlr"),
 }
@@ -105,8 +105,8 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "--attacks",
         default=None,
         help="attacks run in order, each on the samples still robust: comma-separated from "
-        f"{', '.join(ATTACK_NAMES)}, or a preset: 'standard' (apgd-ce,apgd-t,square with "
-        "100 steps and 5000 queries), 'gradient' (apgd-ce,apgd-t), 'rand' (apgd-ce,apgd-dlr "
+        f"{', '.join(ATTACK_NAMES)}, or a preset: 'standard' (apgd-ce,apgd-t,fab-t,square "
+        "with 100 steps and 5000 queries), 'gradient' (apgd-ce,apgd-t), 'rand' (apgd-ce,apgd-dlr "
         "with --eot 20); overrides --attack",
     )
     parser.add_argument(
@@ -372,7 +372,7 @@ def _eot(args: argparse.Namespace) -> int:
 
 def _what_ran(attacks: list[EpsAttack], args: argparse.Namespace) -> str:
     """One line naming the attacks that ran, with their budgets."""
-    from signattack.attacks import APGD, APGDT, IteratedSign, Square
+    from signattack.attacks import APGD, APGDT, FABT, IteratedSign, Square
 
     parts = []
     for attack in attacks:
@@ -380,6 +380,8 @@ def _what_ran(attacks: list[EpsAttack], args: argparse.Namespace) -> str:
             parts.append(f"Square ({attack.queries} queries)")
         elif isinstance(attack, APGD):
             parts.append(f"APGD-{str(attack.loss).upper()} ({attack.steps} steps)")
+        elif isinstance(attack, FABT):
+            parts.append(f"FAB-T ({attack.steps} steps)")
         elif isinstance(attack, (APGDT, IteratedSign)):
             parts.append(f"{type(attack).__name__} ({attack.steps} steps)")
         else:
@@ -394,7 +396,7 @@ def _attack(
     name: str, args: argparse.Namespace, bounds: tuple[float, float], eps: float
 ) -> EpsAttack:
     """One attack of the command line; its radius is replaced by the evaluation."""
-    from signattack.attacks import APGD, APGDT, FGSM, IteratedSign, Square
+    from signattack.attacks import APGD, APGDT, FABT, FGSM, IteratedSign, Square
 
     steps, eot = _steps(args), _eot(args)
     if name == "fgsm":
@@ -413,6 +415,8 @@ def _attack(
         )
     if name == "square":
         return Square(eps, args.queries, bounds=bounds, seed=args.seed)
+    if name == "fab-t":
+        return FABT(eps, steps, bounds=bounds, seed=args.seed)
     common = {"bounds": bounds, "seed": args.seed, "early_stop": args.early_stop, "eot": eot}
     if name == "apgd-t":
         return APGDT(eps, steps, **common)

@@ -16,6 +16,7 @@ from signattack.attacks.base import (
     LinfAttack,
     PerSampleAttack,
 )
+from signattack.attacks.fab import FABT
 from signattack.attacks.loop import LoopResult, iterate
 from signattack.attacks.sign import FGSM, IteratedSign
 from signattack.attacks.square import Square
@@ -25,6 +26,7 @@ from signattack.core.rules import Evaluated, Start, UpdateRule
 __all__ = [
     "APGD",
     "APGDT",
+    "FABT",
     "FGSM",
     "Attack",
     "AttackResult",

@@ -46,6 +46,10 @@ class AttackResult(Generic[ArrayT]):
             target (targeted).
         queries: For a gradient-free attack, how many times the model was evaluated on each
             sample, ``(batch,)`` integers; ``None`` for gradient attacks.
+        distances: For a minimum-norm attack (:class:`~signattack.FABT`), the L-inf
+            distance of the closest adversarial point found per sample, ``(batch,)``, within
+            the radius or not (``0`` where the clean input is misclassified, ``inf`` where
+            none was found); ``None`` for the others.
     """
 
     x_adv: ArrayT
@@ -53,6 +57,7 @@ class AttackResult(Generic[ArrayT]):
     predictions: ArrayT
     success: ArrayT
     queries: ArrayT | None = None
+    distances: ArrayT | None = None
 
 
 @runtime_checkable

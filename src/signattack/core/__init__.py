@@ -16,6 +16,7 @@ from signattack.core.losses import (
     DLR,
     MARGIN,
     TARGETED_DLR,
+    TARGETED_MARGIN,
     LogitLoss,
     LossFunction,
     LossName,
@@ -23,6 +24,7 @@ from signattack.core.losses import (
     dlr,
     margin,
     targeted_dlr,
+    targeted_margin,
 )
 from signattack.core.rules import (
     Evaluated,
@@ -41,6 +43,7 @@ __all__ = [
     "MARGIN",
     "PIXEL_BOUNDS",
     "TARGETED_DLR",
+    "TARGETED_MARGIN",
     "Bounds",
     "Evaluated",
     "LogitLoss",
@@ -62,4 +65,5 @@ __all__ = [
     "sign_step",
     "signed_unit",
     "targeted_dlr",
+    "targeted_margin",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "DLR",
     "MARGIN",
     "TARGETED_DLR",
+    "TARGETED_MARGIN",
     "LogitLoss",
     "LossFunction",
     "LossName",
@@ -28,6 +29,7 @@ __all__ = [
     "dlr",
     "margin",
     "targeted_dlr",
+    "targeted_margin",
 ]
 
 LossFunction: TypeAlias = Callable[[Array, Array], Array]
@@ -203,6 +205,19 @@ def _targeted_dlr_gradient(logits: Array, labels: Array) -> Array:
     return (d_difference - difference[:, None] * d_gap / gap[:, None]) / gap[:, None]
 
 
+def targeted_margin(logits: Array, labels: Array) -> Array:
+    """``z_t - z_y`` per sample, for ``labels`` of two columns ``(batch, 2)``: the true class
+    ``y`` and the target ``t``. Zero on the decision boundary between the two classes,
+    positive where ``t`` wins over ``y``: the function whose boundary FAB-T linearizes."""
+    y, t = labels[:, 0], labels[:, 1]
+    return _at(logits, t) - _at(logits, y)
+
+
+def _targeted_margin_gradient(logits: Array, labels: Array) -> Array:
+    classes, dtype = logits.shape[1], logits.dtype
+    return _one_hot(labels[:, 1], classes, dtype) - _one_hot(labels[:, 0], classes, dtype)
+
+
 CROSS_ENTROPY = LogitLoss("ce", cross_entropy, _cross_entropy_gradient)
 """Cross-entropy, the default loss."""
 
@@ -214,6 +229,9 @@ DLR = LogitLoss("dlr", dlr, _dlr_gradient)
 
 TARGETED_DLR = LogitLoss("targeted-dlr", targeted_dlr, _targeted_dlr_gradient)
 """Targeted DLR, the loss of APGD-T; its labels are ``(batch, 2)``: class and target."""
+
+TARGETED_MARGIN = LogitLoss("targeted-margin", targeted_margin, _targeted_margin_gradient)
+"""``z_t - z_y``, the boundary FAB-T follows; its labels are ``(batch, 2)``: class and target."""
 
 BUILTIN_LOSSES: dict[str, LogitLoss] = {"ce": CROSS_ENTROPY, "margin": MARGIN, "dlr": DLR}
 

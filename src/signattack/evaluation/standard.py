@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from signattack.attacks import APGD, APGDT, FGSM, Attack, EpsAttack, LinfAttack, Square
+from signattack.attacks import (
+    APGD,
+    APGDT,
+    FABT,
+    FGSM,
+    Attack,
+    EpsAttack,
+    LinfAttack,
+    Square,
+)
 from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
 from signattack.evaluation.identity import describe
@@ -210,17 +219,17 @@ def standard_attacks(
     seed: int = 0,
 ) -> AttackSuite:
     """AutoAttack's standard L-inf suite (Croce & Hein, 2020) with its members' settings:
-    APGD-CE, APGD-T with 9 target classes, then Square with 5000 queries, each run only on
-    the samples the previous ones left robust. Pass it to ``evaluate``.
+    APGD-CE, APGD-T with 9 target classes, FAB-T with 9 target classes, then Square with
+    5000 queries, each run only on the samples the previous ones left robust. Pass it to
+    ``evaluate``.
 
-    FAB-T, AutoAttack's fourth member, is not part of signattack yet; it rarely decides a
-    sample the other three leave (the published evaluations). A sample counts as robust
-    only if every member fails on it, and the evaluation's report flags Square breaking
-    samples that the gradient attacks left robust (a sign of gradient masking). On a model
-    that the evaluation finds randomized, :func:`rand_attacks` runs instead.
+    A sample counts as robust only if every member fails on it, and the evaluation's report
+    flags Square breaking samples that the gradient attacks left robust (a sign of gradient
+    masking). On a model that the evaluation finds randomized, :func:`rand_attacks` runs
+    instead.
 
     Args:
-        steps: Iterations of each APGD run (100 in the paper).
+        steps: Iterations of each APGD and FAB-T run (100 in the paper).
         queries: Square's queries per sample (5000 in the paper).
         bounds: The pixel box of the model's inputs.
         seed: Seed of the random starts and of Square's search, for reproducible
@@ -228,13 +237,15 @@ def standard_attacks(
 
     Returns:
         The :class:`AttackSuite` ``"standard"``: ``APGD(0, steps, loss="ce")``,
-        ``APGDT(0, steps, target_classes=9)``, ``Square(0, queries)``.
+        ``APGDT(0, steps, target_classes=9)``, ``FABT(0, steps, target_classes=9)``,
+        ``Square(0, queries)``.
     """
     box = _checked(steps, bounds, seed)
     check_steps(queries, "queries")
     gradient = gradient_attacks(steps, bounds=box, seed=seed)
+    fab = FABT(0.0, steps, target_classes=9, bounds=box, seed=seed)
     return AttackSuite(
         "standard",
-        [*gradient, Square(0.0, queries, bounds=box, seed=seed)],
+        [*gradient, fab, Square(0.0, queries, bounds=box, seed=seed)],
         randomized=rand_attacks(steps, bounds=box, seed=seed),
     )
