@@ -33,8 +33,8 @@ def device() -> torch.device:
 
 
 def show_progress() -> bool:
-    """Progress bars only on a terminal."""
-    return sys.stderr.isatty()
+    """Progress bars on a terminal and in a notebook (Jupyter, Colab), not in a log."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def write_results(out: Path, results: dict[str, Any]) -> Path:
@@ -50,4 +50,5 @@ def trained_digits(args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
     from signattack.digits import load_digits, train_digits_cnn
 
     data = load_digits(seed=args.seed)
-    return data, train_digits_cnn(data, epochs=2 if args.smoke else 12, seed=args.seed)
+    epochs = 2 if args.smoke else 12
+    return data, train_digits_cnn(data, epochs=epochs, seed=args.seed, progress=show_progress())

@@ -10,7 +10,7 @@ The model takes pixels in [0, 255] and normalises inside. A checkpoint is writte
 every epoch (atomically) and ``--resume`` continues from it after an interruption.
 
     python examples/cifar10_train.py --data-dir data/          # real CIFAR-10, python format
-    python examples/cifar10_train.py --synthetic --smoke      # seconds, on synthetic data
+    python examples/cifar10_train.py --synthetic --smoke      # seconds, synthetic data of its own
 """
 
 from __future__ import annotations
@@ -111,8 +111,17 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
 
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/cifar10_train")
-    cli.add_argument("--data-dir", type=Path, default=Path("data"), help="CIFAR-10 folder")
-    cli.add_argument("--synthetic", action="store_true", help="write synthetic data first")
+    cli.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="CIFAR-10 folder (default data/, or data/synthetic-cifar10 with --synthetic)",
+    )
+    cli.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="write synthetic stand-in data first, into a folder of its own",
+    )
     cli.add_argument("--epochs", type=int, default=None, help="100 (2 with --smoke)")
     cli.add_argument("--batch-size", type=int, default=None, help="128 (32 with --smoke)")
     cli.add_argument(
@@ -132,9 +141,14 @@ def main() -> None:
     args.epochs = args.epochs or defaults[0]
     args.batch_size = args.batch_size or defaults[1]
     channels = args.channels or defaults[2]
+    if args.data_dir is None:
+        args.data_dir = Path("data/synthetic-cifar10" if args.synthetic else "data")
     if args.synthetic:
         sizes = (96, 48) if args.smoke else (2000, 500)
-        write_synthetic_cifar10(args.data_dir, train_size=sizes[0], test_size=sizes[1])
+        try:  # replaces an earlier stand-in, never a real download
+            write_synthetic_cifar10(args.data_dir, train_size=sizes[0], test_size=sizes[1])
+        except FileExistsError as error:
+            raise SystemExit(f"cifar10_train.py: --synthetic: {error}") from None
     checkpoint = args.checkpoint or out / "checkpoint.pt"
 
     where = device()

@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 from signattack import FGSM, IteratedSign
 
 # The boxes are arbitrary: a sample in [0, 1] inside bounds (-9, 1) is what is meant here.
-pytestmark = pytest.mark.filterwarnings("ignore::signattack.UnitsWarning")
+# The strategies draw step sizes at random, many of them at least the radius: the warning
+# that says so has its own test (test_trust.py).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::signattack.UnitsWarning"),
+    pytest.mark.filterwarnings("ignore:IteratedSign.*a step of at least the radius"),
+]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "uint8": torch.uint8}
 BACKENDS = [

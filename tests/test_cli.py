@@ -44,8 +44,11 @@ def files(tmp_path):
 
 
 CASES = [
-    ("--checkpoint", "{tmp}/missing.pt", "--checkpoint must be a file of saved weights"),
-    ("--checkpoint", "{corrupt}", "--checkpoint .*corrupt.pt is not a file of weights"),
+    ("--weights", "{tmp}/missing.pt", "--weights must be a file of saved weights"),
+    ("--weights", "{corrupt}", "--weights .*corrupt.pt is not a file of weights"),
+    ("--checkpoint", "{corrupt}", "--weights .*corrupt.pt is not a file of weights"),
+    ("--model-arg", "classes", "--model-arg must look like NAME=VALUE, got 'classes'"),
+    ("--input-range", "1,0", "--input-range must be finite lower,upper with lower < upper"),
     ("--data", "npz:{tmp}/missing.npz", "--data npz:.*missing.npz: no such file"),
     ("--data", "npz:{not_npz}", "--data npz:.*data.npz is not a readable .npz file"),
     ("--data", "npz:{unlabeled}", "the file must hold arrays named x and y"),
@@ -60,7 +63,7 @@ CASES = [
     ("--bounds", "1,0", "--bounds must be finite lower,upper with lower < upper, got '1,0'"),
     ("--bounds", "a,b", "--bounds must be 2 comma-separated numbers, got 'a,b'"),
     ("--device", "tpu9", "--device must be a device this machine has .* got 'tpu9'"),
-    ("--model", "signattack.data:write_cifar10", "--model .* must be callable without arguments"),
+    ("--model", "signattack.data:write_cifar10", "--model .* takes .* pass its arguments with"),
     ("--model", "signattack.models", "--model must look like module:factory"),
     ("--model", "no.such.module:f", "--model 'no.such.module:f' could not be loaded"),
     ("--model", "signattack.models:CIFAR10_MEAN", "--model .* must name a callable"),
@@ -139,7 +142,9 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     ]
     assert written["attack"] == " + ".join(names)
     counts = written["broken_by"]["4.0"]
-    assert list(counts) == names
+    assert list(counts) == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
+    described = [attack["description"] for attack in written["metadata"]["attacks"]]
+    assert described == names
     robust = sum(written["robust_correct"]["4.0"])
     assert sum(counts.values()) == written["attacked"]["4.0"] - robust
     out = capsys.readouterr().out
@@ -172,3 +177,107 @@ def test_a_preset_means_its_published_settings(preset, expected):
         ["evaluate", "--model", "m:f", "--data", "digits", "--eps", "8", "--attack", "iterated"]
     )
     assert _attack("iterated", single, (0.0, 255.0), 8.0).steps == 10
+
+
+FACTORY = """
+import torch
+
+SEEN = []
+
+
+class Net(torch.nn.Module):
+    def __init__(self, classes, interrupt_at=None):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, classes)
+        self.calls, self.interrupt_at = 0, interrupt_at
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        SEEN.append(float(x.detach().max()))
+        return self.linear(x.flatten(1))
+
+
+def make(classes=10, interrupt_at=None):
+    torch.manual_seed(0)
+    return Net(classes, interrupt_at)
+"""
+
+
+@pytest.fixture
+def own_model(tmp_path, monkeypatch):
+    """A model module in the current folder, which a console script cannot see by itself."""
+    import sys
+
+    (tmp_path / "mynet.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "mynet", raising=False)
+    return ["evaluate", "--model", "mynet:make", "--data", "digits", "--eps", "4"]
+
+
+def test_a_model_of_the_current_folder_with_arguments(own_model, capsys):
+    import sys
+
+    assert main([*own_model, "--limit", "8", "--steps", "1", "--model-arg", "classes=10"]) == 0
+    assert "mynet" in sys.modules
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_model_with_many_more_outputs_than_classes_is_warned_about(own_model, capsys):
+    assert main([*own_model, "--limit", "100", "--steps", "1", "--model-arg", "classes=1000"]) == 0
+    err = capsys.readouterr().err
+    assert "the model has 1000 outputs but the labels use 10 classes" in err
+    assert "--model-arg num_classes=10" in err
+
+
+def test_input_range_feeds_pixels_to_a_model_of_the_unit_box(own_model):
+    import sys
+
+    assert main([*own_model, "--limit", "8", "--steps", "1", "--input-range", "0,1"]) == 0
+    seen = sys.modules["mynet"].SEEN
+    assert seen
+    assert max(seen) <= 1.0 + 1e-6
+
+
+def test_weights_saved_from_a_wrapper_get_a_short_reason(tmp_path, capsys):
+    import torch
+
+    from signattack.models import DigitsCNN
+
+    state = {f"module.{k}": v for k, v in DigitsCNN().state_dict().items()}
+    weights = tmp_path / "wrapped.pt"
+    torch.save(state, weights)
+    assert _status([*BASE, "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert len(err) < 500
+    assert "starts with 'module.'" in err
+    assert f"{len(state)} of the file's {len(state)} entries are unknown" in err
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(own_model, tmp_path, capsys):
+    resume = tmp_path / "progress.json"
+    arguments = [*own_model, "--batch-size", "50", "--steps", "1", "--resume-file", str(resume)]
+    status = main([*arguments, "--model-arg", "interrupt_at=12"])
+    assert status == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"signattack evaluate: interrupted; the finished batches are in {resume}: run the "
+        "same command to resume"
+    ]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"resumed: [1-9]\d* finished batches taken from", out), out
+
+
+def test_the_report_as_a_table_and_a_robustbench_entry(tmp_path, capsys):
+    table, entry = tmp_path / "table.md", tmp_path / "entry.json"
+    arguments = [*BASE, "--limit", "16", "--steps", "2", "--report", str(table)]
+    assert main([*arguments, "--robustbench", str(entry)]) == 0
+    assert table.read_text().startswith("| eps | accuracy | 95% CI |")
+    written = json.loads(entry.read_text())
+    assert written["eps"] == "4"
+    assert written["n_examples"] == 16
+    assert "not AutoAttack's own code" in written["evaluation"]

@@ -92,3 +92,29 @@ def test_models_normalize_pixels_inside():
     with torch.no_grad():
         scaled = model.normalize(torch.tensor([0.0, 127.5, 255.0]).view(1, 3, 1, 1)[:, :1])
     assert scaled.flatten().tolist() == [-1.0]
+
+
+def test_writing_never_replaces_batch_files_that_are_there(tmp_path):
+    train, test = _images(10, 0), _images(5, 1)
+    folder = write_cifar10(tmp_path, train, test)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    with pytest.raises(
+        FileExistsError, match=r"already holds CIFAR-10 batch.*overwrite=True"
+    ):
+        write_cifar10(tmp_path, _images(4, 2), _images(2, 3))
+    with pytest.raises(FileExistsError, match="already holds CIFAR-10 batch files"):
+        write_synthetic_cifar10(tmp_path, train_size=10, test_size=5)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    write_cifar10(tmp_path, _images(4, 2), _images(2, 3), overwrite=True)
+    assert len(read_cifar10(tmp_path, "train")[1]) == 4
+
+
+def test_a_synthetic_stand_in_is_marked_and_replaces_only_itself(tmp_path):
+    folder = write_synthetic_cifar10(tmp_path, train_size=10, test_size=5)
+    assert "Never report results" in (folder / "SYNTHETIC").read_text()
+    write_synthetic_cifar10(tmp_path, train_size=20, test_size=5, seed=1)  # its own: replaced
+    assert len(read_cifar10(tmp_path, "train")[1]) == 20
+    write_cifar10(tmp_path, _images(4, 2), _images(2, 3), overwrite=True)  # real data now
+    assert not (folder / "SYNTHETIC").exists()
+    with pytest.raises(FileExistsError):
+        write_synthetic_cifar10(tmp_path, train_size=10, test_size=5)

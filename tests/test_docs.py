@@ -148,6 +148,46 @@ def test_strict_build_writes_every_page(site):
     assert "evaluate + early_stop" in benchmarks
 
 
+_CODE = re.compile(r"<(pre|code)\b.*?</\1>", re.DOTALL)
+_RAW = {
+    "inline LaTeX": re.compile(r"\\\("),
+    "display LaTeX": re.compile(r"\\\["),
+    "a benchmark marker": re.compile(r"\{\{ ?benchmark"),
+    "a doctest as a block quote": re.compile(
+        r"<blockquote>\s*<blockquote>|<blockquote>\s*<p>&gt;&gt;"
+    ),
+}
+
+
+def raw_markup(page: str) -> list[str]:
+    """What of the sources' markup reached a built page as text (outside code)."""
+    prose = _CODE.sub("", page)
+    return [what for what, pattern in _RAW.items() if pattern.search(prose)]
+
+
+def test_the_raw_markup_check_finds_what_it_looks_for():
+    assert raw_markup("<p>\\(x\\)</p>") == ["inline LaTeX"]
+    assert raw_markup('<p>{{ benchmark "x.json" }}</p>') == ["a benchmark marker"]
+    assert raw_markup("<blockquote><blockquote><p>attack</p></blockquote></blockquote>")
+    assert raw_markup("<pre><code>\\(x\\) {{ benchmark }}</code></pre>") == []
+
+
+@pytest.mark.slow
+def test_no_raw_markup_reaches_the_site(site):
+    found = {
+        str(page.relative_to(site)): raw_markup(page.read_text()) for page in site.rglob("*.html")
+    }
+    assert not {page: what for page, what in found.items() if what}
+
+
+@pytest.mark.slow
+def test_the_docstring_example_renders_as_code(site):
+    page = (site / "api/attacks/index.html").read_text()
+    assert "attack.run(model, images, labels)" in page
+    example = page[page.index("attack.run(model, images, labels)") - 2000 :][:2000]
+    assert "<code" in example
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass

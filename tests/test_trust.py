@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -362,3 +363,14 @@ def test_a_per_sample_radius_wider_than_the_box_warns_like_a_scalar_one(backend)
         IteratedSign(0, 2).run_per_sample(model, wrap(x), wrap(y), wrap(radii))
     with pytest.warns(UnitsWarning, match="eps = 300 is larger than the whole box"):
         IteratedSign(300, 2)(model, wrap(x), wrap(y))
+
+
+def test_the_problem_sets_spelling_warns_that_it_saturates_after_one_step():
+    with pytest.warns(UserWarning, match=r"IteratedSign\(eps=40, steps=5, step_size=8\)"):
+        IteratedSign(eps=8, steps=5, step_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        IteratedSign(eps=40, steps=5, step_size=8)  # the pseudo-code's reach: no warning
+        IteratedSign(eps=8, steps=1, step_size=8)  # FGSM
+        IteratedSign(eps=8, steps=5)  # the default step
+        IteratedSign(eps=0, steps=5, step_size=2)  # a preset's radius, replaced later

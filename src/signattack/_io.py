@@ -4,7 +4,8 @@
 - :data:`Json` says in types what ``json.loads`` returns; readers narrow a value with
   ``isinstance`` one level at a time (a ``dict`` narrows to ``dict[str, Json]``), so that every
   value a file provides is checked before it is used, visibly to the type checker.
-- :func:`text_table` is the one way the package prints a table.
+- :func:`text_table` is the one way the package prints a table, :func:`html_table` the one
+  way a notebook shows one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
-__all__ = ["Json", "finite_nonnegative", "parse", "text_table", "write_atomically"]
+__all__ = ["Json", "finite_nonnegative", "html_table", "parse", "text_table", "write_atomically"]
 
 
 def _umask() -> int:
@@ -105,3 +106,20 @@ def text_table(
         ).rstrip()
 
     return [line(header), *map(line, rows)]
+
+
+def html_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, left: Collection[int] = ()
+) -> str:
+    """A small HTML table, every cell escaped; right-aligned (numbers) except the columns in
+    ``left``: what a notebook shows for a result."""
+    from html import escape
+
+    def cells(tag: str, values: Sequence[str]) -> str:
+        return "".join(
+            f'<{tag} style="text-align: {"left" if i in left else "right"}">{escape(value)}</{tag}>'
+            for i, value in enumerate(values)
+        )
+
+    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+    return f"<table><thead><tr>{cells('th', header)}</tr></thead><tbody>{body}</tbody></table>"

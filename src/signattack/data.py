@@ -204,6 +204,10 @@ def read_cifar10(
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+SYNTHETIC_MARK = "SYNTHETIC"
+"""The file that marks a folder of synthetic stand-in data."""
+
+
 def _write_pickle(path: Path, value: dict[bytes, Any]) -> None:
     write_atomically(path, pickle.dumps(value, protocol=2))
 
@@ -212,21 +216,27 @@ def write_cifar10(
     root: str | Path,
     train: tuple[Images, Sequence[int] | Labels],
     test: tuple[Images, Sequence[int] | Labels],
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write images in CIFAR-10's python format under ``root/cifar-10-batches-py``.
 
-    The training images are split over the five ``data_batch_*`` files.
+    The training images are split over the five ``data_batch_*`` files; each file is written
+    whole or not at all.
 
     Args:
         root: Parent folder; created if missing.
         train: ``uint8`` images ``(n, 3, 32, 32)`` and their labels in ``0..9``.
         test: The same for ``test_batch``.
+        overwrite: Replace batch files that are already there (a real download, perhaps);
+            without it they are left as they are and nothing is written.
 
     Returns:
         The folder written.
 
     Raises:
         ValueError: Images are not ``uint8 (n, 3, 32, 32)`` or labels do not match them.
+        FileExistsError: The folder holds batch files already and ``overwrite`` is false.
     """
     folder = Path(root) / _FOLDER
     for name, (images, labels) in (("train", train), ("test", test)):
@@ -244,7 +254,14 @@ def write_cifar10(
             )
         if values.size and (values.min() < 0 or values.max() > 9):
             raise ValueError(f"{name} labels must lie in 0..9, got {values.min()}..{values.max()}")
+    existing = [name for name in (*_TRAIN_FILES, "test_batch") if (folder / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds CIFAR-10 batch files ({', '.join(existing)}): nothing "
+            "was written; pass overwrite=True to replace them, or write to another folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / SYNTHETIC_MARK).unlink(missing_ok=True)
     train_images, train_labels = train
     chunks = np.array_split(np.arange(len(train_images)), len(_TRAIN_FILES))
     for index, (name, chunk) in enumerate(zip(_TRAIN_FILES, chunks, strict=True)):
@@ -279,16 +296,26 @@ def write_cifar10(
 
 
 def write_synthetic_cifar10(
-    root: str | Path, *, train_size: int = 500, test_size: int = 100, seed: int = 0
+    root: str | Path,
+    *,
+    train_size: int = 500,
+    test_size: int = 100,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write a small, learnable stand-in for CIFAR-10 in the real on-disk format.
 
     Each class is a fixed random 4x4 colour pattern, upsampled to 32x32, plus per-image
     noise and a random brightness; a small network learns it in a few epochs. For smoke runs
-    and tests, never for results.
+    and tests, never for results. The folder is marked as synthetic (a ``SYNTHETIC`` file):
+    a later call replaces its own stand-in, but not real data, unless ``overwrite``.
 
     Returns:
         The folder written.
+
+    Raises:
+        FileExistsError: The folder holds batch files that are not a stand-in written here,
+            and ``overwrite`` is false.
     """
     rng = np.random.default_rng(seed)
     patterns = rng.uniform(40, 215, size=(10, 3, 4, 4))
@@ -299,4 +326,11 @@ def write_synthetic_cifar10(
         noisy = base + rng.normal(0, 25, size=base.shape) + rng.uniform(-20, 20, (count, 1, 1, 1))
         return np.clip(np.round(noisy), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
-    return write_cifar10(root, images(train_size), images(test_size))
+    own = (Path(root) / _FOLDER / SYNTHETIC_MARK).is_file()
+    folder = write_cifar10(root, images(train_size), images(test_size), overwrite=overwrite or own)
+    write_atomically(
+        folder / SYNTHETIC_MARK,
+        b"Synthetic stand-in for CIFAR-10 written by signattack.data.write_synthetic_cifar10: "
+        b"colour patterns, not real images. Never report results on it.\n",
+    )
+    return folder

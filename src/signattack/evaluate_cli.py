@@ -19,8 +19,10 @@ all of them exit with an error.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import inspect
+import json
 import os
 import pickle
 import sys
@@ -28,6 +30,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+
+from signattack._io import write_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +46,9 @@ Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
 USAGE_ERROR = 2
 """The exit status of every user error, as for argparse's own."""
+
+INTERRUPTED = 130
+"""The exit status after Ctrl-C, as a shell reports it (128 + SIGINT)."""
 
 ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 """What ``--attacks`` accepts, besides the presets."""
@@ -91,8 +98,33 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         help="clean and robust accuracy of a model over a dataset",
         description="Attack every batch of a dataset at every eps and report accuracy.",
     )
-    parser.add_argument("--model", required=True, help="module:factory returning an nn.Module")
-    parser.add_argument("--checkpoint", type=Path, help="state dict (loaded weights_only)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="module:factory returning an nn.Module (a module of the current folder, or "
+        "installed: torchvision.models:resnet18)",
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an argument of the factory, repeatable: --model-arg num_classes=10",
+    )
+    parser.add_argument(
+        "--weights",
+        "--checkpoint",
+        dest="weights",
+        type=Path,
+        help="the model's weights: a state dict, or a training checkpoint holding one under "
+        "'model' (loaded weights_only; --checkpoint is the old name)",
+    )
+    parser.add_argument(
+        "--input-range",
+        default=None,
+        help="the box the model takes, when not the data's --bounds: 0,1 feeds CIFAR's 0-255 "
+        "pixels to a model trained on [0, 1] (radii stay in --bounds units)",
+    )
     parser.add_argument(
         "--data",
         required=True,
@@ -135,7 +167,17 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     parser.add_argument("--early-stop", action="store_true")
     parser.add_argument("--batch-size", type=_positive, default=256)
     parser.add_argument("--limit", type=_non_negative, default=None, help="first N samples only")
-    parser.add_argument("--report", type=Path, help="write the report (.json or .csv)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="write the report: .json (everything), .csv (per sample), .md or .tex (the table)",
+    )
+    parser.add_argument(
+        "--robustbench",
+        type=Path,
+        help="write a RobustBench-shaped entry (clean_acc, autoattack_acc, eps, n_examples) "
+        "at the largest eps, as JSON",
+    )
     parser.add_argument("--plot", type=Path, help="write accuracy against eps (.png)")
     parser.add_argument("--resume-file", type=Path, help="progress checkpoint, for resuming")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -171,12 +213,31 @@ def _device(text: str | None, local_rank: int) -> torch.device:
     return device
 
 
-def _load_model(spec: str, checkpoint: Path | None, device: torch.device) -> nn.Module:
+def _model_arguments(pairs: list[str]) -> dict[str, object]:
+    """``--model-arg NAME=VALUE`` as keyword arguments; a value is a Python literal
+    (``10``, ``True``, ``'x'``, ``(1, 2)``) or else the text itself."""
+    arguments: dict[str, object] = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals or not name.strip().isidentifier():
+            raise UsageError(f"--model-arg must look like NAME=VALUE, got {pair!r}")
+        try:
+            arguments[name.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            arguments[name.strip()] = text
+    return arguments
+
+
+def _load_model(
+    spec: str, arguments: dict[str, object], weights: Path | None, device: torch.device
+) -> nn.Module:
     import torch
 
     module_name, _, factory_name = spec.partition(":")
     if not module_name or not factory_name:
         raise UsageError(f"--model must look like module:factory, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a console script does not see the current folder
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
@@ -185,21 +246,22 @@ def _load_model(spec: str, checkpoint: Path | None, device: torch.device) -> nn.
         raise UsageError(f"--model {spec!r} must name a callable, got {type(factory).__name__}")
     try:
         signature = inspect.signature(factory)
-        signature.bind()
-    except TypeError:
+        signature.bind(**arguments)
+    except TypeError as error:
+        given = ", ".join(arguments) or "none"
         raise UsageError(
-            f"--model {spec!r} must be callable without arguments, but it takes {signature}: "
-            "write a factory that builds the model with its settings"
+            f"--model {spec!r} takes {signature}, which the arguments given ({given}) do not "
+            f"fit ({error}): pass its arguments with --model-arg NAME=VALUE"
         ) from None
     except ValueError:  # no signature to inspect (some builtins): just call it
         pass
-    model = factory()
+    model = factory(**arguments)
     if not isinstance(model, torch.nn.Module):
         raise UsageError(
             f"--model {spec!r} must return a torch.nn.Module, got {type(model).__name__}"
         )
-    if checkpoint is not None:
-        model.load_state_dict(_read_state(checkpoint, spec, model))
+    if weights is not None:
+        model.load_state_dict(_read_state(weights, spec, model))
     return model.to(device).eval()
 
 
@@ -208,7 +270,7 @@ def _read_state(checkpoint: Path, spec: str, model: nn.Module) -> dict[str, obje
 
     if not checkpoint.is_file():
         raise UsageError(
-            f"--checkpoint must be a file of saved weights, got {str(checkpoint)!r}: no such file"
+            f"--weights must be a file of saved weights, got {str(checkpoint)!r}: no such file"
         )
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -221,24 +283,58 @@ def _read_state(checkpoint: Path, spec: str, model: nn.Module) -> dict[str, obje
         OSError,
     ) as error:
         raise UsageError(
-            f"--checkpoint {checkpoint} is not a file of weights saved with torch.save "
+            f"--weights {checkpoint} is not a file of weights saved with torch.save "
             f"(damaged, truncated or another format: {type(error).__name__})"
         ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a training checkpoint that holds more than the weights
     if not isinstance(state, dict):
         raise UsageError(
-            f"--checkpoint {checkpoint} must hold a state dict, got {type(state).__name__}"
+            f"--weights {checkpoint} must hold a state dict, got {type(state).__name__}"
         )
     try:
         model.load_state_dict(state)
-    except RuntimeError as error:
-        lines = str(error).strip().splitlines()
+    except RuntimeError:
         raise UsageError(
-            f"--checkpoint {checkpoint} does not fit the model from {spec}: "
-            + " ".join(line.strip() for line in lines[:3])
+            f"--weights {checkpoint} does not fit the model from {spec}: "
+            + _misfit(model.state_dict(), state)
         ) from None
     return state
+
+
+def _misfit(expected: dict[str, object], found: dict[str, object]) -> str:
+    """Why a state dict does not fit a model, in one sentence: the counts of missing,
+    unexpected and misshapen entries, and the likely cause where a prefix explains it."""
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    misshapen = [
+        key
+        for key in expected
+        if key in found
+        and getattr(expected[key], "shape", None) != getattr(found[key], "shape", None)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's {len(expected)} entries are missing")
+    if unexpected:
+        parts.append(f"{len(unexpected)} of the file's {len(found)} entries are unknown")
+    if misshapen:
+        first = misshapen[0]
+        there, here = (tuple(getattr(side[first], "shape", ())) for side in (found, expected))
+        shapes = f"{there} for {here}"
+        parts.append(f"{len(misshapen)} have other shapes (first: {first!r}, {shapes})")
+    text = "; ".join(parts) or "the entries differ"
+    for prefix in ("module.", "model.", "_orig_mod."):
+        if unexpected and all(key.startswith(prefix) for key in found):
+            stripped = {key[len(prefix) :] for key in found}
+            if stripped == set(expected):
+                return (
+                    f"{text}: every key of the file starts with {prefix!r} (saved from a "
+                    f"wrapper such as DataParallel or torch.compile); strip it when saving"
+                )
+    if misshapen:
+        text += ": the model's settings (its number of classes?) differ from the trained one's"
+    return text
 
 
 def _load_data(spec: str, split: str, limit: int | None) -> tuple[HostArray, HostArray]:
@@ -291,14 +387,22 @@ def _read_npz(spec: str) -> tuple[HostArray, HostArray]:
     return x, y
 
 
-def _batches(
-    x: HostArray, y: HostArray, size: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    import torch
+class _Batches:
+    """The data in batches on the device, with a length, so that progress has a total."""
 
-    for start in range(0, len(y), size):
-        images = torch.as_tensor(x[start : start + size]).to(device)
-        yield images.float(), torch.as_tensor(y[start : start + size]).long().to(device)
+    def __init__(self, x: HostArray, y: HostArray, size: int, device: torch.device) -> None:
+        self.x, self.y, self.size, self.device = x, y, size, device
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        import torch
+
+        for start in range(0, len(self.y), self.size):
+            images = torch.as_tensor(self.x[start : start + self.size]).to(self.device)
+            labels = torch.as_tensor(self.y[start : start + self.size]).long().to(self.device)
+            yield images.float(), labels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -317,6 +421,16 @@ def run(args: argparse.Namespace) -> int:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         return _evaluate(args, distributed)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        kept = (
+            f"; the finished batches are in {args.resume_file}: run the same command to resume"
+            if args.resume_file is not None
+            else "; --resume-file FILE keeps finished batches for a resume"
+        )
+        print(f"signattack evaluate: interrupted{kept}", file=sys.stderr)
+        return INTERRUPTED
     except Exception as error:
         if args.debug:
             raise
@@ -423,6 +537,25 @@ def _attack(
     return APGD(eps, steps, loss="dlr" if name == "apgd-dlr" else "ce", **common)
 
 
+def _warn_unused_outputs(
+    model: nn.Module, x: HostArray, y: HostArray, device: torch.device
+) -> None:
+    """Say so where the labels use few of the model's outputs: a torchvision network built
+    with its 1000 ImageNet classes runs on 10-class data without an error, and every
+    prediction among the other 990 counts as a mistake."""
+    import torch
+
+    with torch.no_grad():
+        outputs = model(torch.as_tensor(x[:1]).float().to(device)).shape[-1]
+    used = int(y.max()) + 1
+    if outputs >= 2 * used and outputs > 10:
+        print(
+            f"signattack evaluate: warning: the model has {outputs} outputs but the labels use "
+            f"{used} classes: was it built for this data? (--model-arg num_classes={used})",
+            file=sys.stderr,
+        )
+
+
 def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     import torch
 
@@ -439,8 +572,19 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     if args.step_size is not None and not 0 <= args.step_size < float("inf"):
         raise UsageError(f"--step-size must be a finite number >= 0, got {args.step_size!r}")
     device = _device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
-    model = _load_model(args.model, args.checkpoint, device)
+    model = _load_model(args.model, _model_arguments(args.model_arg), args.weights, device)
     x, y = _load_data(args.data, args.split, args.limit)
+    if args.input_range is not None:
+        taken = _numbers(args.input_range, "--input-range", count=2)
+        if not -float("inf") < taken[0] < taken[1] < float("inf"):
+            raise UsageError(
+                f"--input-range must be finite lower,upper with lower < upper, "
+                f"got {args.input_range!r}"
+            )
+        from signattack.models import Rescaled
+
+        model = Rescaled(model, (bounds[0], bounds[1]), (taken[0], taken[1])).eval()
+    _warn_unused_outputs(model, x, y, device)
     try:
         box = (bounds[0], bounds[1])
         attacks = [_attack(name, args, box, eps[0]) for name in _attack_names(args)]
@@ -450,17 +594,24 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
         raise UsageError(f"--resume-file must be a file, got the folder {str(args.resume_file)!r}")
     report = evaluate(
         model,
-        _batches(x, y, args.batch_size, device),
+        _Batches(x, y, args.batch_size, device),
         attacks if len(attacks) > 1 else attacks[0],
         eps,
         checkpoint=args.resume_file,
     )
     if not distributed or torch.distributed.get_rank() == 0:
         print(_what_ran(attacks, args))
-        print(f"{report.samples} samples, {report.attack}")
+        resumed = report.metadata.get("resumed_batches", 0)
+        if isinstance(resumed, int) and resumed:
+            print(f"resumed: {resumed} finished batches taken from {args.resume_file}")
+        print(f"{report.samples} samples")
         print(report.table())
         if args.report is not None:
             print(f"wrote {report.save(args.report)}")
+        if args.robustbench is not None:
+            entry = json.dumps(report.to_robustbench(), indent=2) + "\n"
+            write_atomically(args.robustbench, entry.encode())
+            print(f"wrote {args.robustbench}")
         if args.plot is not None:
             report.plot(args.plot)
             print(f"wrote {args.plot}")

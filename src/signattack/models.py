@@ -15,7 +15,7 @@ try:
 except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
     raise missing_torch("signattack.models", error) from error
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "AllCNN", "DigitsCNN"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "AllCNN", "DigitsCNN", "Rescaled"]
 
 CIFAR10_MEAN = (125.307, 122.950, 113.865)
 """Per-channel mean of CIFAR-10's training pixels, in ``[0, 255]`` units."""
@@ -35,6 +35,35 @@ class _Normalize(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean) / self.std
+
+
+class Rescaled(nn.Module):
+    """A model behind a linear map from the box the data lives in to the box it takes.
+
+    ``Rescaled(net, (0, 255), (0, 1))`` attacks a network trained on ``[0, 1]`` with 8-bit
+    pixels and radii in pixel levels (``eps=8``): the attack sees the data's box, the
+    network its own.
+
+    Args:
+        model: The network.
+        data: The data's box ``(lower, upper)``.
+        taken: The box the network takes.
+    """
+
+    def __init__(
+        self, model: nn.Module, data: tuple[float, float], taken: tuple[float, float]
+    ) -> None:
+        super().__init__()
+        if not data[0] < data[1] or not taken[0] < taken[1]:
+            raise ValueError(f"boxes must have lower < upper, got data={data} and taken={taken}")
+        self.model = model
+        self.scale = (taken[1] - taken[0]) / (data[1] - data[0])
+        self.data_lower, self.taken_lower = float(data[0]), float(taken[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mapped = (x - self.data_lower) * self.scale + self.taken_lower
+        result: torch.Tensor = self.model(mapped)
+        return result
 
 
 def _block(channels_in: int, channels_out: int, kernel: int, stride: int = 1) -> nn.Sequential:

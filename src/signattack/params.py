@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
     raise missing_torch("signattack.params", error) from error
 
-from signattack._io import text_table
+from signattack._io import html_table, text_table
 from signattack.core.validation import check_real
 
 __all__ = [
@@ -120,6 +120,23 @@ class ParamGroups(NamedTuple):
     def counts(self) -> dict[str, int]:
         """Number of scalar parameters in each group."""
         return {name: sum(p.numel() for p in group) for name, group in self._asdict().items()}
+
+    def _summary(self) -> list[tuple[str, str, str, str]]:
+        decayed = {"weights": "yes", "bn_affine": "no", "biases": "no"}
+        return [
+            (name, f"{len(group)}", f"{sum(p.numel() for p in group):,}", decayed[name])
+            for name, group in self._asdict().items()
+        ]
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{name}: {tensors} tensors, {count}" for name, tensors, count, _ in self._summary()
+        ]
+        return f"ParamGroups({'; '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        header = ("group", "tensors", "parameters", "weight decay")
+        return html_table(header, self._summary(), left={0, 3})
 
 
 def _group_of(module: nn.Module, name: str) -> Group:
@@ -259,6 +276,20 @@ class ParameterTable:
         rule = "-" * len(head)
         totals = "  ".join(f"{name} {count:,}" for name, count in self.totals().items())
         return "\n".join([head, rule, *body, rule, totals])
+
+    def __repr__(self) -> str:
+        totals = ", ".join(f"{name} {count:,}" for name, count in self.totals().items())
+        return f"ParameterTable({len(self.rows)} tensors in {len(self.layers())} layers: {totals})"
+
+    def _repr_html_(self) -> str:
+        """The per-layer table and the totals: what a notebook shows."""
+        rows = [
+            (row.name or "(model)", row.layer_type, "+".join(row.tensors), f"{row.count:,}")
+            for row in self.layers()
+        ]
+        table = html_table(("layer", "type", "tensors", "count"), rows, left={0, 1, 2})
+        totals = ", ".join(f"{name} {count:,}" for name, count in self.totals().items())
+        return f"{table}<p>{len(self.rows)} tensors; {totals}</p>"
 
     def to_json(self) -> str:
         """Rows and totals as a JSON document."""

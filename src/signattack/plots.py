@@ -1,7 +1,8 @@
 """Figures for attacks and probes (needs matplotlib: ``pip install "signattack[demo]"``).
 
 Every helper takes NumPy arrays or tensors (on any device), returns the matplotlib
-``Figure`` and, given ``path``, also saves it there. Nothing is shown on screen.
+``Figure`` and, given ``path``, also saves it there. No window opens; in a notebook the
+figure shows as the cell's image by itself (no ``%matplotlib inline`` needed).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from signattack._figure import new_figure
 from signattack._host import to_numpy
 
 if TYPE_CHECKING:
@@ -37,11 +39,7 @@ def _numpy(array: Any) -> np.ndarray[Any, Any]:
 
 
 def _new_figure(size: tuple[float, float]) -> Figure:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError('plots need matplotlib: pip install "signattack[demo]"') from error
-    return Figure(figsize=size, layout="constrained")
+    return new_figure(size)
 
 
 def _finish(fig: Figure, path: str | Path | None) -> Figure:

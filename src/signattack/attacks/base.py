@@ -10,6 +10,8 @@ from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from signattack._fields import replaced
+from signattack._host import HostArray, to_numpy
+from signattack._io import html_table
 from signattack._typing import ArrayT, Model
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.threat import ModelMode, ThreatModel
@@ -58,6 +60,38 @@ class AttackResult(Generic[ArrayT]):
     success: ArrayT
     queries: ArrayT | None = None
     distances: ArrayT | None = None
+
+    def _summary(self) -> list[tuple[str, str]]:
+        x: object = self.x_adv
+        shape, success = tuple(getattr(x, "shape", ())), to_numpy(self.success)
+        rows = [
+            ("adversarial batch", f"{type(x).__name__} {_dtype_name(x)} {shape}"),
+            ("device", str(getattr(x, "device", "cpu"))),
+            ("steps", f"{to_numpy(self.losses).shape[0] - 1}"),
+            ("success", f"{_mean(success):.1%} of {success.shape[0]}"),
+        ]
+        if self.queries is not None:
+            rows.append(("queries (mean)", f"{_mean(to_numpy(self.queries)):,.0f}"))
+        if self.distances is not None:
+            distances = to_numpy(self.distances)
+            median = float(np.median(distances)) if distances.size else float("nan")
+            rows.append(("median distance found", f"{median:.4g}"))
+        return rows
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name} {value}" for name, value in self._summary())
+        return f"AttackResult({shown})"
+
+    def _repr_html_(self) -> str:
+        return html_table(("", "AttackResult"), self._summary(), left={0, 1})
+
+
+def _dtype_name(x: object) -> str:
+    return str(getattr(x, "dtype", "")).replace("torch.", "")
+
+
+def _mean(values: HostArray) -> float:
+    return float(values.mean()) if values.size else 0.0
 
 
 @runtime_checkable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar, TypeGuard
 
@@ -129,8 +130,11 @@ class IteratedSign(LinfAttack):
             ``step_size < 0``, ``lower >= upper``, an unknown loss or mode).
 
     Example:
-        >>> attack = IteratedSign(eps=8, steps=5)          # doctest: +SKIP
-        >>> x_adv = attack(model, images, labels)           # doctest: +SKIP
+        ```python
+        attack = IteratedSign(eps=8, steps=5)  # pixels in [0, 255], steps of 4
+        x_adv = attack(model, images, labels)  # images' shape, dtype and device
+        result = attack.run(model, images, labels)  # with the loss trace and success
+        ```
     """
 
     eps: float
@@ -159,6 +163,18 @@ class IteratedSign(LinfAttack):
                     "give step_size or relative_step, not both: got step_size="
                     f"{self.step_size!r} and relative_step={self.relative_step!r}"
                 )
+        if self.steps > 1 and self.step_size is not None and self.step_size >= self.eps > 0:
+            warnings.warn(
+                f"IteratedSign(eps={self.eps:g}, steps={self.steps}, step_size="
+                f"{self.step_size:g}): a step of at least the radius reaches the corners of "
+                "the ball at once, and the later steps can only flip signs there. The "
+                "problem set's pseudo-code (x + 8 sign(grad), 5 times, projected at the end) "
+                f"is IteratedSign(eps={self.steps * self.step_size:g}, steps={self.steps}, "
+                f"step_size={self.step_size:g}); projected PGD takes step_size=eps/4 or the "
+                "default, 2.5 eps / steps",
+                UserWarning,
+                stacklevel=3,
+            )
 
     @property
     def resolved_step_size(self) -> float:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import textwrap
+import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -17,8 +18,40 @@ if TYPE_CHECKING:
 
 __all__ = ["RobustnessReport"]
 
-REPORT_FORMAT = 1
-"""The version of :meth:`RobustnessReport.to_dict`'s layout."""
+REPORT_FORMAT = 2
+"""The version of :meth:`RobustnessReport.to_dict`'s layout (1 had no ``metadata``)."""
+
+LEVELS = 255
+"""Pixel levels of an 8-bit image: a radius of a ``[0, 1]`` box is shown as ``k/255``."""
+
+
+def radius_text(eps: float, bounds: tuple[float, float] | None) -> str:
+    """``eps`` as its user thinks of it: ``8/255`` for a box of width one where ``eps`` is a
+    whole number of 8-bit levels, else ``8`` or ``0.03``."""
+    if bounds is not None and math.isclose(bounds[1] - bounds[0], 1.0) and eps > 0:
+        levels = eps * LEVELS
+        if math.isclose(levels, round(levels), rel_tol=1e-6):
+            return f"{round(levels)}/{LEVELS}"
+    return f"{eps:g}"
+
+
+def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion: ``successes`` of ``trials`` at confidence
+    ``level``. Unlike the normal approximation, it stays inside ``[0, 1]`` and is honest at
+    0% and 100%."""
+    if trials <= 0:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    share = successes / trials
+    middle = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    half /= 1 + z * z / trials
+    # At 0% and 100% the end is exactly 0 or 1; rounding would leave it a hair inside.
+    low = 0.0 if successes == 0 else max(0.0, middle - half)
+    high = 1.0 if successes == trials else min(1.0, middle + half)
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,10 @@ class RobustnessReport:
         warnings: Signs of gradient masking on the first batch
             (:func:`~signattack.probes.check_gradients`), each saying what to do: with any,
             every robust accuracy here may be an overestimate.
+        metadata: What was evaluated and how, for a reader of the numbers: the library and
+            framework versions, the model, the data (samples, batches, a digest), the box,
+            each attack's settings and seed, the device, the wall time, the batches taken
+            from a checkpoint. Not compared: two runs of one evaluation are equal reports.
     """
 
     eps: tuple[float, ...]
@@ -47,6 +84,7 @@ class RobustnessReport:
     attacked: dict[float, int]
     broken_by: dict[float, dict[str, int]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    metadata: dict[str, Json] = field(default_factory=dict, compare=False)
 
     @property
     def samples(self) -> int:
@@ -63,28 +101,182 @@ class RobustnessReport:
         """Per eps, the share of samples classified correctly under the attack."""
         return {e: sum(correct) / self.samples for e, correct in self.robust_correct.items()}
 
-    def table(self) -> str:
-        """Accuracy against eps as aligned text."""
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The box the inputs lived in, where the metadata records one."""
+        box = self.metadata.get("bounds")
+        if isinstance(box, list) and len(box) == 2:
+            lower, upper = box
+            if isinstance(lower, (int, float)) and isinstance(upper, (int, float)):
+                return float(lower), float(upper)
+        return None
+
+    def interval(self, eps: float | None = None, level: float = 0.95) -> tuple[float, float]:
+        """The Wilson confidence interval of the robust accuracy at ``eps`` (of the clean
+        accuracy for ``None``) over the :attr:`samples`: how far another draw of as many
+        test samples could move it.
+
+        Raises:
+            ValueError: ``eps`` is not one of the report's radii, or ``level`` not in (0, 1).
+        """
+        if eps is None:
+            return wilson_interval(sum(self.clean_correct), self.samples, level)
+        if eps not in self.robust_correct:
+            raise ValueError(f"eps must be one of the report's radii {list(self.eps)}, got {eps!r}")
+        return wilson_interval(sum(self.robust_correct[eps]), self.samples, level)
+
+    def radius(self, eps: float) -> str:
+        """``eps`` in its user's units (``8/255`` on a ``[0, 1]`` box)."""
+        return radius_text(eps, self.bounds)
+
+    def _rows(self, level: float) -> list[list[str]]:
+        """The summary: per line, the radius, accuracy, its interval, the largest move, the
+        samples attacked and what broke them (``-`` where nothing was left to attack)."""
         several = any(len(counts) > 1 for counts in self.broken_by.values())
-        header = ["eps", "accuracy", "max |d|", "attacked"] + (["broken by"] if several else [])
-        rows = [["clean", f"{self.clean_accuracy:.2%}", "", ""] + ([""] if several else [])]
+        low, high = self.interval(None, level)
+        rows = [["clean", f"{self.clean_accuracy:.2%}", _span(low, high), "", ""]]
         for eps in self.eps:
+            low, high = self.interval(eps, level)
+            idle = self.attacked[eps] == 0
             row = [
-                f"{eps:g}",
+                self.radius(eps),
                 f"{self.robust_accuracy[eps]:.2%}",
-                f"{self.max_perturbation[eps]:.4g}",
+                _span(low, high),
+                "-" if idle else self.radius(self.max_perturbation[eps]),
                 f"{self.attacked[eps]}",
             ]
             if several:
                 row.append(", ".join(f"{n} {c}" for n, c in self.broken_by[eps].items()))
             rows.append(row)
-        lines = text_table(header, rows, left={4})
-        return "\n".join([*lines, *(f"warning: {text}" for text in self.warnings)])
+        if several:
+            rows[0].append("")
+        return rows
+
+    def _header(self, level: float) -> list[str]:
+        several = any(len(counts) > 1 for counts in self.broken_by.values())
+        ci = f"{level:.0%} CI"
+        return ["eps", "accuracy", ci, "max |d|", "attacked"] + (["broken by"] if several else [])
+
+    def table(self, level: float = 0.95) -> str:
+        """Accuracy against eps as aligned text, with confidence intervals, then the attacks
+        once and any warnings."""
+        lines = text_table(self._header(level), self._rows(level), left={0, 5})
+        return "\n".join([*lines, *self._notes()])
+
+    def _notes(self) -> list[str]:
+        notes = [f"attacks: {self.attack}"] if self.attack else []
+        return notes + [f"warning: {text}" for text in self.warnings]
+
+    def to_markdown(self, level: float = 0.95) -> str:
+        """The summary as a Markdown table, to paste into a README or a notebook."""
+        header = [cell.replace("|", "\\|") for cell in self._header(level)]
+        rows = self._rows(level)
+        lines = ["| " + " | ".join(header) + " |"]
+        lines.append(
+            "| " + " | ".join("---" if i in (0, 5) else "---:" for i in range(len(header))) + " |"
+        )
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self, level: float = 0.95) -> str:
+        """The summary as a LaTeX ``tabular`` (booktabs rules), to paste into a paper."""
+        header, rows = self._header(level), self._rows(level)
+        columns = "l" + "r" * (len(header) - 1) if len(header) < 6 else "lrrrrl"
+        escaped = [[_latex(cell) for cell in row] for row in [header, *rows]]
+        body = [" & ".join(row) + r" \\" for row in escaped]
+        return (
+            "\n".join(
+                [
+                    rf"\begin{{tabular}}{{{columns}}}",
+                    r"\toprule",
+                    body[0],
+                    r"\midrule",
+                    *body[1:],
+                    r"\bottomrule",
+                    r"\end{tabular}",
+                ]
+            )
+            + "\n"
+        )
+
+    def to_summary_csv(self, level: float = 0.95) -> str:
+        """One row per radius (and one for clean): accuracy, its interval's ends, the
+        largest perturbation, the samples attacked, and one column per attack of the samples
+        it broke."""
+        names = list(dict.fromkeys(n for counts in self.broken_by.values() for n in counts))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(
+            ["eps", "eps_shown", "accuracy", "ci_low", "ci_high", "max_perturbation", "attacked"]
+            + [f"broken_by:{name}" for name in names]
+        )
+        low, high = self.interval(None, level)
+        writer.writerow(["0", "clean", self.clean_accuracy, low, high, "", ""] + [""] * len(names))
+        for eps in self.eps:
+            low, high = self.interval(eps, level)
+            counts = self.broken_by.get(eps, {})
+            writer.writerow(
+                [
+                    repr(eps),
+                    self.radius(eps),
+                    self.robust_accuracy[eps],
+                    low,
+                    high,
+                    self.max_perturbation[eps],
+                    self.attacked[eps],
+                ]
+                + [counts.get(name, 0) for name in names]
+            )
+        return buffer.getvalue()
+
+    def to_robustbench(self, eps: float | None = None) -> dict[str, Json]:
+        """The entry RobustBench's model cards hold (``clean_acc``, ``autoattack_acc``,
+        ``eps`` as ``"8/255"``, ``n_examples``), at ``eps`` (by default the largest radius),
+        honestly named: a signattack evaluation checked against AutoAttack, not AutoAttack's
+        own code.
+
+        Raises:
+            ValueError: ``eps`` is not one of the report's radii.
+        """
+        radius = self.eps[-1] if eps is None else eps
+        if radius not in self.robust_correct:
+            raise ValueError(f"eps must be one of the report's radii {list(self.eps)}, got {eps!r}")
+        version = self.metadata.get("signattack", "unknown")
+        return {
+            "clean_acc": f"{100 * self.clean_accuracy:.2f}",
+            "autoattack_acc": f"{100 * self.robust_accuracy[radius]:.2f}",
+            "eps": self.radius(radius),
+            "n_examples": self.samples,
+            "evaluation": (
+                f"signattack {version}: {self.attack}; a signattack evaluation whose members "
+                "are checked against the authors' AutoAttack (pyautoattack), not AutoAttack's "
+                "own code"
+            ),
+            "attacks": self.metadata.get("attacks", []),
+            "versions": {
+                key: self.metadata[key]
+                for key in ("signattack", "frameworks")
+                if key in self.metadata
+            },
+        }
+
+    def __repr__(self) -> str:
+        accuracies = ", ".join(f"{self.radius(e)}: {self.robust_accuracy[e]:.1%}" for e in self.eps)
+        return (
+            f"RobustnessReport({self.samples} samples, clean {self.clean_accuracy:.1%}, "
+            f"robust at eps {accuracies})"
+        )
+
+    def _repr_markdown_(self) -> str:
+        """The table, the attacks and the warnings: what a notebook shows."""
+        notes = "".join(f"\n- {note}" for note in self._notes())
+        return self.to_markdown() + ("\n" + notes if notes else "")
 
     def to_dict(self) -> dict[str, Json]:
         """Everything, JSON-ready (eps keys as strings)."""
         return {
             "format": REPORT_FORMAT,
+            "metadata": self.metadata,
             "attack": self.attack,
             "samples": self.samples,
             "eps": list(self.eps),
@@ -145,6 +337,7 @@ class RobustnessReport:
                     if str(e) in broken_by
                 },
                 warnings=tuple(_sentence(text) for text in _entries(data.get("warnings", []))),
+                metadata=_mapping(data.get("metadata", {})),
             )
         except ValueError as error:
             raise ValueError(f"data is not a RobustnessReport dictionary: {error}") from None
@@ -153,31 +346,82 @@ class RobustnessReport:
         return report
 
     def save(self, path: str | Path) -> Path:
-        """Write the report as ``.json`` or ``.csv`` (by suffix), atomically: an existing file
-        is replaced only by a complete report."""
+        """Write the report by suffix, atomically (an existing file is replaced only by a
+        complete report): ``.json`` everything, ``.csv`` per sample, ``.md`` and ``.tex``
+        the summary table."""
         path = Path(path)
-        text = self.to_csv() if path.suffix == ".csv" else self.to_json()
+        writers = {".csv": self.to_csv, ".md": self.to_markdown, ".tex": self.to_latex}
+        text = writers.get(path.suffix, self.to_json)()
         write_atomically(path, text.encode())
         return path
 
-    def plot(self, path: str | Path | None = None) -> Figure:
-        """Accuracy against eps (needs matplotlib); returns the figure, saved to ``path``."""
-        from matplotlib.figure import Figure
+    def curves(self) -> dict[str, list[float]]:
+        """Accuracy per radius after each attack in order (the last is the robust accuracy),
+        from the counts each attack broke: what :meth:`plot` draws."""
+        names = list(dict.fromkeys(n for counts in self.broken_by.values() for n in counts))
+        if len(names) <= 1:
+            return {names[0] if names else self.attack: [self.robust_accuracy[e] for e in self.eps]}
+        found: dict[str, list[float]] = {}
+        broken = dict.fromkeys(self.eps, 0)
+        for name in names:
+            for eps in self.eps:
+                broken[eps] += self.broken_by[eps].get(name, 0)
+            # The samples attacked at eps were all correct before; those still correct after
+            # this attack are the ones it and the attacks before it did not break.
+            found[name] = [(self.attacked[e] - broken[e]) / self.samples for e in self.eps]
+        return found
 
-        fig = Figure(figsize=(6, 4), layout="constrained")
+    def plot(self, path: str | Path | None = None) -> Figure:
+        """Accuracy against the radius (needs matplotlib): one curve per attack when several
+        ran (the accuracy after it and the ones before), the clean accuracy marked, radii in
+        the user's units; returns the figure, saved to ``path``."""
+        from signattack._figure import new_figure
+
+        fig = new_figure((5, 3.6))
         ax = fig.add_subplot()
-        radii = [0.0, *self.eps]
-        accuracy = [self.clean_accuracy, *[self.robust_accuracy[e] for e in self.eps]]
-        ax.plot(radii, accuracy, marker="o", lw=2)
-        ax.set_xlabel("eps (input units)")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(0, 1)
-        # The attack's description can be long: wrap it rather than cut it at both sides.
-        ax.set_title("\n".join(textwrap.wrap(self.attack, 60)), fontsize=9)
+        curves = self.curves()
+        for index, (name, accuracy) in enumerate(curves.items()):
+            last = index == len(curves) - 1
+            ax.plot(
+                [0.0, *self.eps],
+                [self.clean_accuracy, *accuracy],
+                marker="o",
+                lw=2.2 if last else 1.2,
+                alpha=1.0 if last else 0.6,
+                label=f"after {name}" if len(curves) > 1 else name,
+            )
+        ax.axhline(self.clean_accuracy, color="gray", ls="--", lw=1)
+        ax.annotate(
+            f"clean {self.clean_accuracy:.1%}",
+            (0, self.clean_accuracy),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+            color="gray",
+        )
+        ax.set_xticks([0.0, *self.eps], ["0", *[self.radius(e) for e in self.eps]])
+        box = self.bounds
+        unit = (
+            "of 255 levels"
+            if box is not None and math.isclose(box[1] - box[0], 1.0)
+            else "input units"
+        )
+        ax.set_xlabel(f"L-inf radius eps ({unit})")
+        ax.set_ylabel(f"accuracy ({self.samples} samples)")
+        ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
         if path is not None:
-            fig.savefig(path, dpi=120)
+            fig.savefig(path, dpi=150)
         return fig
+
+
+def _span(low: float, high: float) -> str:
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _latex(cell: str) -> str:
+    return cell.replace("%", r"\%").replace("|", r"$|$").replace("_", r"\_")
 
 
 def _member(data: dict[str, Json], key: str) -> Json:

@@ -17,7 +17,7 @@ from signattack.attacks import (
 )
 from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
-from signattack.evaluation.identity import describe
+from signattack.evaluation.identity import short_name
 
 __all__ = [
     "AttackFactory",
@@ -100,10 +100,10 @@ def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
 
 
 def attack_names(specs: Sequence[AttackSpec]) -> list[str]:
-    """A readable name per attack, unique within the evaluation."""
+    """A short name per attack (``APGD-CE``, ``FAB-T``, ...), unique within the evaluation."""
     names: list[str] = []
     for spec in specs:
-        label = describe(spec)
+        label = short_name(spec)
         names.append(label if label not in names else f"{label} #{len(names) + 1}")
     return names
 

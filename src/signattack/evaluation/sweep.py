@@ -7,7 +7,9 @@ the smaller ball lies inside the larger one.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -36,8 +38,8 @@ from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds, check_real
 from signattack.evaluation.checkpoint import LARGEST_SLACK, BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
-from signattack.evaluation.identity import Identity, batch_digest, describe
-from signattack.evaluation.report import RobustnessReport
+from signattack.evaluation.identity import Identity, batch_digest, describe, run_metadata
+from signattack.evaluation.report import RobustnessReport, radius_text
 from signattack.evaluation.standard import (
     AttackSuite,
     attack_at,
@@ -113,6 +115,7 @@ def _masking_warnings(
     names: list[str],
     broken_by: dict[float, dict[str, int]],
     samples: int,
+    bounds: tuple[float, float] | None,
 ) -> tuple[str, ...]:
     """A warning per radius at which a gradient-free attack broke more than
     :data:`MASKING_THRESHOLD` of the samples that the gradient attacks before it left
@@ -125,7 +128,8 @@ def _masking_warnings(
             broken = counts[names[index]]
             if broken > MASKING_THRESHOLD * samples:
                 found.append(
-                    f"at eps {eps:g}, {names[index]} broke {broken} of {samples} samples "
+                    f"at eps {radius_text(eps, bounds)}, {names[index]} broke {broken} of "
+                    f"{samples} samples "
                     f"({broken / samples:.1%}) that the gradient attacks before it left "
                     "robust: the model likely masks its gradients (a quantized or "
                     "non-differentiable input step, randomness, saturated outputs), and "
@@ -330,19 +334,27 @@ def evaluate(
                 model, specs, radii, name=name, model_name=model_name, randomized=randomized
             )
         done = Checkpoint.open(path, identity)
-        seen = 0
+        started = time.perf_counter()
+        seen = resumed = 0
+        digests: list[str] = []
+        device = "unknown"
+        switched = False
         results: dict[int, BatchResult] = {}
         threat = threat_of([attack_at(spec, radii[0]) for spec in specs])  # once
         total = len(data) if isinstance(data, Sized) else None  # a DataLoader, a list
         batches = progress_of(_batches(data), "evaluating", "batches", progress, total=total)
         for index, x, y in batches:
             seen += 1
-            if index == 0 and randomized is not None and _randomized(model, x, y, threat):
-                specs = randomized  # the preset's version for such models
-                threat = threat_of([attack_at(spec, radii[0]) for spec in specs])
+            if index == 0:
+                device = str(device_of(x))
+                if randomized is not None and _randomized(model, x, y, threat):
+                    specs, switched = randomized, True  # the preset's version for such models
+                    threat = threat_of([attack_at(spec, radii[0]) for spec in specs])
+            digests.append(batch_digest(x, y))
             if ranks.owns(index):
-                digest = "" if path is None else batch_digest(x, y)
+                digest = "" if path is None else digests[-1]
                 result = done.result(index, digest, int(x.shape[0]))
+                resumed += result is not None
                 if result is None:
                     result = _evaluate_batch(model, x, y, specs, radii, threat, index, digest)
                     done.record(index, result)
@@ -360,14 +372,29 @@ def evaluate(
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
     names = attack_names(specs)
+    descriptions = [describe(spec) for spec in specs]
     broken_by = {
         e: {label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)}
         for i, e in enumerate(radii)
     }
     samples = sum(batch.size for batch in ordered)
+    box = None if threat is None else (threat.box.lower, threat.box.upper)
+    metadata = run_metadata(
+        model,
+        specs,
+        model_name=model_name,
+        bounds=box,
+        samples=samples,
+        batches=seen,
+        data_digest=hashlib.sha256("".join(digests).encode()).hexdigest(),
+        device=device,
+        seconds=time.perf_counter() - started,
+        resumed=resumed,
+        randomized=switched,
+    )
     return RobustnessReport(
         eps=radii,
-        attack=name if name is not None else " + ".join(names),
+        attack=name if name is not None else " + ".join(descriptions),
         clean_correct=tuple(c for batch in ordered for c in batch.clean),
         robust_correct={
             e: tuple(c for batch in ordered for c in batch.robust[i]) for i, e in enumerate(radii)
@@ -376,6 +403,7 @@ def evaluate(
             e: max(batch.largest[i] for batch in ordered) for i, e in enumerate(radii)
         },
         attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
-        warnings=merged[0].problems + _masking_warnings(specs, names, broken_by, samples),
+        warnings=merged[0].problems + _masking_warnings(specs, names, broken_by, samples, box),
         broken_by=broken_by,
+        metadata=metadata,
     )

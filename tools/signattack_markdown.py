@@ -1,11 +1,21 @@
-"""MkDocs hooks: benchmark tables and mathematics, both rendered at build time.
+"""A Python-Markdown extension for signattack's docs: benchmark tables and mathematics,
+both rendered at build time, by any engine that runs Python-Markdown (MkDocs, Zensical).
 
-A line ``{{ benchmark "benchmarks/cpu.json" }}`` in a page becomes the table of that file,
-so the page always shows what the benchmark scripts last wrote.
+A line ``{{ benchmark "benchmarks/cpu.json" }}`` in a page becomes the table of that file
+(relative to the docs folder), so the page always shows what the benchmark scripts last
+wrote.
 
 Mathematics is written in LaTeX between ``$...$`` (inline) or ``$$...$$`` (display);
-``pymdownx.arithmatex`` keeps it away from Markdown, and this hook turns it into MathML,
+``pymdownx.arithmatex`` keeps it away from Markdown, and this extension turns it into MathML,
 which browsers lay out natively: the site needs no script and no network to show it.
+
+In ``mkdocs.yml``::
+
+    markdown_extensions:
+      - pymdownx.arithmatex:
+          generic: true
+      - tools.signattack_markdown:
+          docs_dir: docs
 """
 
 from __future__ import annotations
@@ -17,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from latex2mathml.converter import convert as latex_to_mathml
+from markdown import Extension, Markdown
+from markdown.postprocessors import Postprocessor
+from markdown.preprocessors import Preprocessor
 
-_MARKER = re.compile(r'^\{\{ benchmark "([^"]+)" \}\}$', re.MULTILINE)
+_MARKER = re.compile(r'^\{\{ benchmark "([^"]+)" \}\}$')
 
 
 def _speed_table(data: dict[str, Any]) -> str:
@@ -92,6 +105,31 @@ def _square_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fab_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"*{data['device']}, {data['threads']} threads, torch {data['torch']}; digits test set "
+        f"({data['samples']} images, clean accuracy {data['clean_accuracy']:.2%}); FAB-T with "
+        f"{data['steps']} steps and 9 target classes, median of {data['rounds']} rounds; the "
+        "suites once each.*",
+        "",
+        "| eps | method | median s | time vs the authors' | robust accuracy "
+        "| broken by this one only |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for radius in data["radii"]:
+        for part in (radius["fab"], radius["suite"]):
+            ours, theirs = part["rows"]
+            for row, ratio, only in (
+                (ours, f"{part['time_ratio']:.2f}x", part["only_ours_breaks"]),
+                (theirs, "", part["only_theirs_breaks"]),
+            ):
+                lines.append(
+                    f"| {radius['eps_pixels']:g} | {row['method']} | {row['median_s']:.1f} | "
+                    f"{ratio} | {row['robust_accuracy']:.2%} | {only} |"
+                )
+    return "\n".join(lines)
+
+
 def _jax_table(data: dict[str, Any]) -> str:
     lines = [
         f"*{data['device']}, {data['threads']} threads, torch {data['torch']}, jax "
@@ -151,6 +189,8 @@ def _render(match: re.Match[str], docs: Path) -> str:
         return _gpu_tables(data)
     if "square" in data:
         return _square_table(data)
+    if "fab" in data:
+        return _fab_table(data)
     if "jax" in data:
         return _jax_table(data)
     if "eps_pixels" in data:
@@ -158,10 +198,19 @@ def _render(match: re.Match[str], docs: Path) -> str:
     return _evaluation_table(data) if "eps" in data else _speed_table(data)
 
 
-def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    """Replace every benchmark marker with its table."""
-    docs = Path(config["docs_dir"])
-    return _MARKER.sub(lambda match: _render(match, docs), markdown)
+class _Benchmarks(Preprocessor):
+    """Every benchmark marker line becomes its table."""
+
+    def __init__(self, md: Markdown, docs: Path) -> None:
+        super().__init__(md)
+        self.docs = docs
+
+    def run(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        for line in lines:
+            match = _MARKER.match(line)
+            out.extend(_render(match, self.docs).split("\n") if match else [line])
+        return out
 
 
 _INLINE_MATH = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.DOTALL)
@@ -172,7 +221,27 @@ def _mathml(match: re.Match[str], display: str) -> str:
     return latex_to_mathml(html.unescape(match.group(1)).strip(), display=display)
 
 
-def on_page_content(content: str, page: Any, config: Any, files: Any) -> str:
-    """Replace the LaTeX that arithmatex marked with MathML."""
-    content = _DISPLAY_MATH.sub(lambda match: _mathml(match, "block"), content)
-    return _INLINE_MATH.sub(lambda match: _mathml(match, "inline"), content)
+class _Mathematics(Postprocessor):
+    """The LaTeX that arithmatex marked, as MathML (after the raw HTML is back in place)."""
+
+    def run(self, text: str) -> str:
+        text = _DISPLAY_MATH.sub(lambda match: _mathml(match, "block"), text)
+        return _INLINE_MATH.sub(lambda match: _mathml(match, "inline"), text)
+
+
+class SignattackDocs(Extension):
+    """Benchmark tables and MathML; ``docs_dir`` is the folder benchmark paths start from."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = {"docs_dir": ["docs", "the folder that benchmark paths are relative to"]}
+        super().__init__(**kwargs)
+
+    def extendMarkdown(self, md: Markdown) -> None:
+        docs = Path(self.getConfig("docs_dir"))
+        md.preprocessors.register(_Benchmarks(md, docs), "signattack_benchmarks", 40)
+        md.postprocessors.register(_Mathematics(md), "signattack_mathematics", 5)
+
+
+def makeExtension(**kwargs: Any) -> SignattackDocs:
+    """The extension, as Python-Markdown loads it by module name."""
+    return SignattackDocs(**kwargs)
