@@ -154,6 +154,8 @@ def build(notebook: Notebook) -> dict[str, object]:
             "    display(JSON(json.loads(results.read_text()), expanded=False))"
         ),
     ]
+    for index, cell in enumerate(cells):  # stable ids: a regenerated notebook is the same file
+        cell["id"] = f"{notebook.name}-{index}"
     return {
         "cells": cells,
         "metadata": {
