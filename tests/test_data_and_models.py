@@ -98,9 +98,7 @@ def test_writing_never_replaces_batch_files_that_are_there(tmp_path):
     train, test = _images(10, 0), _images(5, 1)
     folder = write_cifar10(tmp_path, train, test)
     before = {path.name: path.read_bytes() for path in folder.iterdir()}
-    with pytest.raises(
-        FileExistsError, match=r"already holds CIFAR-10 batch.*overwrite=True"
-    ):
+    with pytest.raises(FileExistsError, match=r"already holds CIFAR-10 batch.*overwrite=True"):
         write_cifar10(tmp_path, _images(4, 2), _images(2, 3))
     with pytest.raises(FileExistsError, match="already holds CIFAR-10 batch files"):
         write_synthetic_cifar10(tmp_path, train_size=10, test_size=5)

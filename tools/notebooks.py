@@ -110,8 +110,8 @@ def build(notebook: Notebook) -> dict[str, object]:
     web_page = page.relative_to(ROOT / "docs").with_suffix("")
     module = notebook.example.removesuffix(".py")
     out = f"out/{notebook.name}"
-    packages = ", ".join(repr(p) for p in ("signattack[demo]", *notebook.extras))
-    settings = ", ".join(repr(a) for a in notebook.arguments)
+    packages = ", ".join(json.dumps(p) for p in ("signattack[demo]", *notebook.extras))
+    settings = ", ".join(json.dumps(a) for a in (*notebook.arguments, "--out", out))
     cells = [
         _markdown(
             f"# {title}\n\n"
@@ -138,7 +138,7 @@ def build(notebook: Notebook) -> dict[str, object]:
             "import sys\n\n"
             f"import {module}\n\n"
             "SMOKE = True  # False: the tutorial's settings (minutes to hours)\n"
-            f"settings = [{settings}{', ' if settings else ''}'--out', {out!r}]\n"
+            f"settings = [{settings}]\n"
             f'sys.argv = ["{notebook.example}", *settings, *(["--smoke"] if SMOKE else [])]\n'
             f"{module}.main()"
         ),
@@ -147,9 +147,9 @@ def build(notebook: Notebook) -> dict[str, object]:
             "import json\n"
             "from pathlib import Path\n\n"
             "from IPython.display import JSON, Image, display\n\n"
-            f"for figure in sorted(Path({out!r}).glob('*.png')):\n"
+            f'for figure in sorted(Path("{out}").glob("*.png")):\n'
             "    display(Image(filename=figure))\n"
-            f"results = Path({out!r}) / 'results.json'\n"
+            f'results = Path("{out}") / "results.json"\n'
             "if results.exists():\n"
             "    display(JSON(json.loads(results.read_text()), expanded=False))"
         ),
