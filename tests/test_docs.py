@@ -77,7 +77,7 @@ def _public_modules() -> list[str]:
         info.name
         for info in pkgutil.walk_packages(signattack.__path__, "signattack.")
         if not any(part.startswith("_") for part in info.name.split("."))
-        and info.name not in ("signattack.cli", "signattack.evaluate_cli")
+        and info.name not in ("signattack.cli", "signattack.evaluate_cli", "signattack.verify_cli")
     ]
 
 

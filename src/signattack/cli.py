@@ -1,4 +1,4 @@
-"""Command line: ``python -m signattack demo`` and ``python -m signattack evaluate``."""
+"""Command line: ``python -m signattack demo``, ``evaluate`` and ``verify``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from signattack import evaluate_cli
+from signattack import evaluate_cli, verify_cli
 
 __all__ = ["main"]
 
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     demo.add_argument("--smoke", action="store_true", help="a quick run for checks")
     evaluate_cli.add_parser(commands)
+    verify_cli.add_parser(commands)
     return parser
 
 
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "evaluate":
         return evaluate_cli.run(args)
+    if args.command == "verify":
+        return verify_cli.run(args)
     try:
         from signattack import demo
     except ImportError as error:

@@ -23,6 +23,12 @@ and :mod:`~signattack.evaluation.identity` (resuming, and what a checkpoint is b
 it is already in use.
 """
 
+from signattack.evaluation.adversarial import (
+    Adversarial,
+    Verification,
+    load_adversarial,
+    verify,
+)
 from signattack.evaluation.bisection import smallest_breaking_eps
 from signattack.evaluation.distributed import PeerFailure
 from signattack.evaluation.report import RobustnessReport
@@ -38,15 +44,19 @@ from signattack.evaluation.standard import (
 from signattack.evaluation.sweep import evaluate
 
 __all__ = [
+    "Adversarial",
     "AttackFactory",
     "AttackSpec",
     "AttackSuite",
     "Attacks",
     "PeerFailure",
     "RobustnessReport",
+    "Verification",
     "evaluate",
     "gradient_attacks",
+    "load_adversarial",
     "rand_attacks",
     "smallest_breaking_eps",
     "standard_attacks",
+    "verify",
 ]

@@ -8,6 +8,7 @@ the smaller ball lies inside the larger one.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from signattack._host import to_flags
+from signattack._host import HostArray, to_flags, to_numpy
+from signattack._io import write_atomically
 from signattack._lazy import moved_attributes
 from signattack._progress import progress as progress_of
 from signattack._typing import (
@@ -36,6 +38,7 @@ from signattack.core.kernels import take_samples
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds, check_real
+from signattack.evaluation.adversarial import Collected, check_path
 from signattack.evaluation.checkpoint import LARGEST_SLACK, BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
 from signattack.evaluation.identity import Identity, batch_digest, describe, run_metadata
@@ -163,8 +166,13 @@ def _evaluate_batch(
     threat: ThreatModel | None,
     batch_index: int,
     digest: str,
-) -> BatchResult:
+    keep: bool = False,
+) -> tuple[BatchResult, list[HostArray] | None]:
+    """The batch's result, and with ``keep`` the point that decided each sample at each
+    radius (on the host, in ``x``'s dtype)."""
     xp = namespace(x)
+    decided = to_numpy(x).copy() if keep else None
+    points: list[HostArray] = []
     where = device_of(x)
     predictions, y = clean_predictions(model, x, y, threat)
     correct = to_flags(predictions == y)
@@ -206,13 +214,19 @@ def _evaluate_batch(
             for sample, broke in zip(still, fooled, strict=True):
                 if broke:
                     correct[sample] = False
+            if decided is not None and any(fooled):
+                hit = np.flatnonzero(fooled)
+                decided[np.asarray(still)[hit]] = to_numpy(adversarial)[hit]
             counts.append(sum(fooled))
+        if decided is not None:
+            points.append(decided.copy())  # a larger ball starts from these points
         robust.append(tuple(correct))
         largest.append(distance)
         broken.append(tuple(counts))
-    return BatchResult(
+    result = BatchResult(
         digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken), problems
     )
+    return result, points if keep else None
 
 
 def _static_shape(still: list[int], x: Array) -> list[int]:
@@ -274,6 +288,7 @@ def evaluate(
     progress: bool | None = None,
     name: str | None = None,
     model_name: str | None = None,
+    adversarial: str | Path | None = None,
 ) -> RobustnessReport:
     """Clean and robust accuracy of ``model`` on ``data`` at every eps.
 
@@ -305,6 +320,11 @@ def evaluate(
             lambda or a closure); give each different attack its own name.
         model_name: Identifies the model in the checkpoint instead of a digest of its
             state. Needed to checkpoint a model that is a lambda or a closure.
+        adversarial: A ``.npz`` or ``.pt`` file to write, at the end, the point that decided
+            each sample at each radius, with the clean inputs, the labels and the report:
+            RobustBench's ``x_adv``, and what :func:`~signattack.evaluation.verify`
+            re-evaluates. With a checkpoint, each batch's points are kept beside the file
+            (``FILE.parts/``) so that a resumed run writes them all. One process only.
 
     Returns:
         The :class:`RobustnessReport` of exactly the samples of ``data``, in order.
@@ -325,6 +345,14 @@ def evaluate(
             raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
     ranks = Ranks.current()
     path = None if checkpoint is None else Path(checkpoint)
+    output = None if adversarial is None else check_path(adversarial)
+    if output is not None and ranks.world > 1:
+        raise ValueError(
+            "adversarial= is written by a single process: under torchrun, evaluate without "
+            "it, or run the export in one process"
+        )
+    collected = Collected(len(radii)) if output is not None else None
+    parts = None if output is None or path is None else Path(f"{output}.parts")
     try:
         if path is not None and ranks.world > 1:
             path = path.with_name(f"{path.name}.rank{ranks.rank}")
@@ -355,9 +383,16 @@ def evaluate(
                 digest = "" if path is None else digests[-1]
                 result = done.result(index, digest, int(x.shape[0]))
                 resumed += result is not None
+                points = None if result is None else _stored_points(parts, index, digest)
                 if result is None:
-                    result = _evaluate_batch(model, x, y, specs, radii, threat, index, digest)
+                    result, points = _evaluate_batch(
+                        model, x, y, specs, radii, threat, index, digest, collected is not None
+                    )
+                    if parts is not None and points is not None:
+                        _store_points(parts, index, digest, points)
                     done.record(index, result)
+                if collected is not None and points is not None:
+                    collected.add(to_numpy(x), to_numpy(y), points)
                 results[index] = result
             ranks.round_done(index)
         if seen:
@@ -392,7 +427,7 @@ def evaluate(
         resumed=resumed,
         randomized=switched,
     )
-    return RobustnessReport(
+    report = RobustnessReport(
         eps=radii,
         attack=name if name is not None else " + ".join(descriptions),
         clean_correct=tuple(c for batch in ordered for c in batch.clean),
@@ -407,3 +442,35 @@ def evaluate(
         broken_by=broken_by,
         metadata=metadata,
     )
+    if collected is not None and output is not None:
+        collected.save(output, report)
+    return report
+
+
+def _store_points(parts: Path, index: int, digest: str, points: list[HostArray]) -> None:
+    """Keep one batch's points beside the export, for a resumed run."""
+    buffer = io.BytesIO()
+    arrays = {f"point_{i}": point for i, point in enumerate(points)}
+    np.savez(buffer, digest=np.asarray(digest), **arrays)  # type: ignore[arg-type]
+    write_atomically(parts / f"{index}.npz", buffer.getvalue())
+
+
+def _stored_points(parts: Path | None, index: int, digest: str) -> list[HostArray] | None:
+    """The points a checkpointed batch kept, or ``None`` where nothing is exported.
+
+    Raises:
+        ValueError: The batch finished in an earlier run without its points.
+    """
+    if parts is None:
+        return None
+    part = parts / f"{index}.npz"
+    try:
+        with np.load(part, allow_pickle=False) as stored:
+            if str(stored["digest"]) != digest:
+                raise ValueError("digest")
+            return [stored[f"point_{i}"] for i in range(len(stored.files) - 1)]
+    except (OSError, KeyError, ValueError):
+        raise ValueError(
+            f"batch {index} finished in an earlier run whose adversarial examples are not in "
+            f"{parts}: resume without adversarial=, or start afresh with a new checkpoint"
+        ) from None

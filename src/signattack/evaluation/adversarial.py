@@ -1,0 +1,248 @@
+"""The adversarial examples of an evaluation, exported and verified.
+
+RobustBench's external evaluations ask for the adversarial examples as one array of the
+test set's size, and re-evaluating a saved ``x_adv`` is where a number is found not to
+reproduce (the model's mode, randomness). :func:`~signattack.evaluation.evaluate` with
+``adversarial=`` writes, per radius, the point that decided each sample (the adversarial
+point where an attack broke it, at that radius or a smaller one; the clean input where none
+did) with the clean inputs, the labels and the report; :func:`verify` evaluates the model
+there again and says whether it gives the report's numbers, and whether every point lies in
+its ball and the box.
+
+The file is a NumPy ``.npz`` (any framework), or a ``.pt`` dictionary of tensors for
+``torch.load``: ``x`` (clean inputs), ``y`` (labels), ``eps`` (the radii), ``x_adv_<i>``
+(the points at radius ``eps[i]``, in the inputs' dtype) and ``report`` (the report's JSON).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from signattack._host import HostArray, to_numpy
+from signattack._io import parse, write_atomically
+from signattack.evaluation.report import RobustnessReport, radius_text
+
+__all__ = ["Adversarial", "Verification", "load_adversarial", "verify"]
+
+_SUFFIXES = (".npz", ".pt")
+
+
+def check_path(path: str | Path) -> Path:
+    """``path`` as a file to write the adversarial examples to.
+
+    Raises:
+        ValueError: It does not end in ``.npz`` or ``.pt``, or names a folder.
+    """
+    chosen = Path(path)
+    if chosen.suffix not in _SUFFIXES:
+        raise ValueError(
+            f"adversarial must be a .npz or .pt file, got {str(chosen)!r}: .npz for any "
+            "framework, .pt for torch.load"
+        )
+    if chosen.is_dir():
+        raise ValueError(f"adversarial must be a file, got the folder {str(chosen)!r}")
+    return chosen
+
+
+class Collected:
+    """The points of every batch at every radius, in order, kept on the host."""
+
+    def __init__(self, radii: int) -> None:
+        self.clean: list[HostArray] = []
+        self.labels: list[HostArray] = []
+        self.points: list[list[HostArray]] = [[] for _ in range(radii)]
+
+    def add(self, x: HostArray, y: HostArray, points: list[HostArray]) -> None:
+        self.clean.append(x)
+        self.labels.append(y)
+        for kept, batch in zip(self.points, points, strict=True):
+            kept.append(batch)
+
+    def save(self, path: Path, report: RobustnessReport) -> Path:
+        """Write everything to ``path`` atomically."""
+        arrays: dict[str, HostArray] = {
+            "x": np.concatenate(self.clean),
+            "y": np.concatenate(self.labels),
+            "eps": np.asarray(report.eps, dtype=np.float64),
+        }
+        for index, points in enumerate(self.points):
+            arrays[f"x_adv_{index}"] = np.concatenate(points)
+        buffer = io.BytesIO()
+        if path.suffix == ".pt":
+            import torch
+
+            tensors: dict[str, object] = {k: torch.from_numpy(v) for k, v in arrays.items()}
+            tensors["report"] = report.to_json()
+            torch.save(tensors, buffer)
+        else:
+            arrays["report"] = np.asarray(report.to_json())
+            np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+        write_atomically(path, buffer.getvalue())
+        return path
+
+
+@dataclass(frozen=True)
+class Adversarial:
+    """A file of adversarial examples, read.
+
+    Attributes:
+        x: The clean inputs.
+        y: The labels.
+        points: Per radius, the points that decided each sample.
+        report: The report of the evaluation that wrote them.
+    """
+
+    x: HostArray
+    y: HostArray
+    points: dict[float, HostArray]
+    report: RobustnessReport
+
+
+def load_adversarial(path: str | Path) -> Adversarial:
+    """The adversarial examples that an evaluation wrote to ``path``.
+
+    Raises:
+        ValueError: The file is missing, is not such a file, or its parts disagree.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"adversarial {str(source)!r} must be a file written by evaluate")
+    try:
+        if source.suffix == ".pt":
+            import torch
+
+            stored = torch.load(source, map_location="cpu", weights_only=True)
+            arrays = {k: to_numpy(v) for k, v in stored.items() if k != "report"}
+            text = stored["report"]
+        else:
+            with np.load(source, allow_pickle=False) as opened:
+                arrays = {k: opened[k] for k in opened.files if k != "report"}
+                text = str(opened["report"])
+        report = RobustnessReport.from_dict(parse(text))
+        eps = [float(e) for e in arrays["eps"]]
+        points = {e: arrays[f"x_adv_{i}"] for i, e in enumerate(eps)}
+        x, y = arrays["x"], arrays["y"]
+    except (KeyError, OSError, ValueError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"adversarial {str(source)!r} is not a file of adversarial examples written by "
+            f"evaluate ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
+    if tuple(eps) != report.eps or any(p.shape != x.shape for p in points.values()):
+        raise ValueError(f"adversarial {str(source)!r} is damaged: its radii or shapes disagree")
+    if len(y) != report.samples or len(x) != report.samples:
+        raise ValueError(f"adversarial {str(source)!r} is damaged: not one entry per sample")
+    return Adversarial(x, y, points, report)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What evaluating the model again at saved adversarial examples found.
+
+    Attributes:
+        robust_accuracy: Per radius, the accuracy at the saved points.
+        reported: Per radius, the report's robust accuracy.
+        largest: Per radius, the largest ``|x_adv - x|_inf`` of the saved points.
+        inside: Per radius, whether every point lies in its ball and the box.
+        bounds: The box the evaluation recorded, if it recorded one.
+    """
+
+    robust_accuracy: dict[float, float]
+    reported: dict[float, float]
+    largest: dict[float, float]
+    inside: dict[float, bool]
+    bounds: tuple[float, float] | None
+
+    @property
+    def reproduced(self) -> bool:
+        """Whether the model gives the report's numbers there and every point is valid."""
+        return all(self.inside.values()) and all(
+            self.robust_accuracy[e] == self.reported[e] for e in self.reported
+        )
+
+    def summary(self) -> str:
+        """One line per radius, and the verdict."""
+        lines = []
+        for eps, accuracy in self.robust_accuracy.items():
+            radius = radius_text(eps, self.bounds)
+            same = "the same as" if accuracy == self.reported[eps] else "NOT the"
+            valid = "all within" if self.inside[eps] else "NOT all within"
+            moved = radius_text(self.largest[eps], self.bounds)
+            lines.append(
+                f"eps {radius}: {accuracy:.2%} robust at the saved points, {same} reported "
+                f"{self.reported[eps]:.2%}; largest |d| {moved}, {valid} the ball and the box"
+            )
+        if self.reproduced:
+            lines.append("verified: the saved adversarial examples give the reported numbers")
+        else:
+            lines.append("NOT verified: the saved adversarial examples do not give them")
+        return "\n".join(lines)
+
+
+def verify(model: object, path: str | Path, *, batch_size: int = 256) -> Verification:
+    """Evaluate ``model`` again at the adversarial examples of ``path`` and compare.
+
+    The model runs as the evaluation ran it (its recorded mode, ``eval`` by default); a
+    randomized model gives other predictions on every pass and cannot reproduce a number
+    exactly. Inputs go to the model as the arrays the file holds (NumPy), or as tensors
+    for a ``torch.nn.Module``.
+
+    Raises:
+        ValueError: The file is not a file of adversarial examples.
+    """
+    saved = load_adversarial(path)
+    report = saved.report
+    bounds = report.bounds
+    mode = report.metadata.get("model_mode", "eval")
+    robust: dict[float, float] = {}
+    largest: dict[float, float] = {}
+    inside: dict[float, bool] = {}
+    wide = saved.x.astype(np.float64)
+    for eps, points in saved.points.items():
+        move = np.abs(points.astype(np.float64) - wide)
+        largest[eps] = float(move.max()) if move.size else 0.0
+        in_box = bounds is None or bool(np.all(points >= bounds[0]) and np.all(points <= bounds[1]))
+        slack = 1e-6 * max(abs(eps), 1.0) if np.issubdtype(points.dtype, np.floating) else 0.0
+        inside[eps] = in_box and largest[eps] <= eps + slack and bool(np.all(np.isfinite(move)))
+        correct = _predict(model, points, saved.y, batch_size, str(mode))
+        robust[eps] = correct / len(saved.y)
+    reported = {e: report.robust_accuracy[e] for e in report.eps}
+    return Verification(robust, reported, largest, inside, bounds)
+
+
+def _predict(model: object, x: HostArray, y: HostArray, size: int, mode: str) -> int:
+    """How many of ``x`` the model classifies as ``y``, batch by batch, in ``mode``."""
+    correct = 0
+    for start in range(0, len(y), size):
+        logits = _logits(model, x[start : start + size], mode)
+        correct += int(np.sum(np.argmax(logits, axis=1) == y[start : start + size]))
+    return correct
+
+
+def _logits(model: object, x: HostArray, mode: str) -> HostArray:
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            parameter = next(model.parameters(), None)
+            device = parameter.device if parameter is not None else torch.device("cpu")
+            was_training = model.training
+            if mode != "unchanged":
+                model.train(mode == "train")
+            try:
+                with torch.no_grad():
+                    batch = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+                    if not torch.is_floating_point(batch):
+                        batch = batch.float()
+                    return to_numpy(model(batch))
+            finally:
+                model.train(was_training)
+    if not callable(model):
+        raise TypeError(f"model must be callable (x -> logits), got {type(model).__name__}")
+    return to_numpy(model(x))
