@@ -144,3 +144,20 @@ def test_the_command_line_exports_and_verifies(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith("verified")
     assert main(["verify", *base, "--adversarial", str(tmp_path / "none.npz")]) == 2
     assert "must be a file written by evaluate" in capsys.readouterr().err
+
+
+def test_the_model_runs_again_in_the_mode_the_evaluation_ran_it(tmp_path):
+    """A network whose answer depends on its mode: verified in the attacks' mode, it gives
+    the report's numbers; the recorded mode is what makes that so."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Dropout(0.9), torch.nn.Linear(8, 3)
+    )
+    x = torch.rand(20, 1, 4, 4) * 255
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)
+    path = tmp_path / "x_adv.npz"
+    report = evaluate(model.train(), [(x, y)], FGSM(0), [2.0], adversarial=path)
+    assert report.metadata["model_mode"] == "eval"
+    assert verify(model.train(), path).reproduced
+    assert model.training  # restored

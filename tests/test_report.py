@@ -69,6 +69,7 @@ def test_radii_are_shown_in_their_users_units():
 def test_the_report_records_what_was_evaluated(report):
     meta = report.metadata
     assert meta["bounds"] == [0.0, 1.0]
+    assert meta["model_mode"] == "eval"
     assert meta["data"]["samples"] == 40
     assert meta["data"]["batches"] == 2
     assert len(meta["data"]["digest"]) == 64

@@ -130,6 +130,25 @@ def _fab_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _parity_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"*{data['device']}, {data['threads']} threads, torch {data['torch']}; the first "
+        f"{data['samples']} digits of the test set; each pair run once, signattack first.*",
+        "",
+        "| network | clean | eps | attack | seed | signattack | authors' | broken by "
+        "signattack only | by the authors' only | time vs the authors' |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in data["rows"]:
+        lines.append(
+            f"| {row['network']} | {row['clean']:.1%} | {row['eps']:g} | {row['attack']} | "
+            f"{row['seed']} | {row['ours']:.1%} | {row['theirs']:.1%} | "
+            f"{row['only_ours_breaks']} | {row['only_theirs_breaks']} | "
+            f"{row['time_ratio']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def _jax_table(data: dict[str, Any]) -> str:
     lines = [
         f"*{data['device']}, {data['threads']} threads, torch {data['torch']}, jax "
@@ -191,6 +210,8 @@ def _render(match: re.Match[str], docs: Path) -> str:
         return _square_table(data)
     if "fab" in data:
         return _fab_table(data)
+    if "parity" in data:
+        return _parity_table(data)
     if "jax" in data:
         return _jax_table(data)
     if "eps_pixels" in data:

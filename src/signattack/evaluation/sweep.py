@@ -419,6 +419,7 @@ def evaluate(
         specs,
         model_name=model_name,
         bounds=box,
+        model_mode="eval" if threat is None else threat.model_mode,
         samples=samples,
         batches=seen,
         data_digest=hashlib.sha256("".join(digests).encode()).hexdigest(),
