@@ -281,3 +281,43 @@ def test_the_report_as_a_table_and_a_robustbench_entry(tmp_path, capsys):
     assert written["eps"] == "4"
     assert written["n_examples"] == 16
     assert "not AutoAttack's own code" in written["evaluation"]
+
+
+@pytest.mark.slow
+def test_a_researchers_resnet18_on_cifar_format_data_end_to_end(tmp_path, capsys):
+    """As a researcher would: torchvision's ResNet-18 built for 10 classes, trained on
+    [0, 1], evaluated on CIFAR-format 0-255 data; the table, the RobustBench entry and the
+    adversarial examples written, then verified."""
+    pytest.importorskip("torchvision")
+    import torch
+
+    from signattack.data import write_synthetic_cifar10
+
+    write_synthetic_cifar10(tmp_path / "data", train_size=10, test_size=12)
+    torch.manual_seed(0)
+    import torchvision
+
+    weights = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+    model = [
+        "--model", "torchvision.models:resnet18", "--model-arg", "num_classes=10",
+        "--weights", str(weights), "--input-range", "0,1",
+    ]  # fmt: skip
+    table, entry, adversarial = tmp_path / "t.md", tmp_path / "rb.json", tmp_path / "x.pt"
+    arguments = ["evaluate", *model, "--data", f"cifar10:{tmp_path / 'data'}", "--eps", "2,8"]
+    outputs = [
+        "--report",
+        str(table),
+        "--robustbench",
+        str(entry),
+        "--adversarial",
+        str(adversarial),
+    ]
+    assert main([*arguments, "--steps", "2", *outputs]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    assert "12 samples" in captured.out
+    assert json.loads(entry.read_text())["n_examples"] == 12
+    assert table.read_text().count("\n") == 2 + 3
+    assert main(["verify", *model, "--adversarial", str(adversarial)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("verified")

@@ -39,6 +39,7 @@ class Notebook:
         arguments: The example's arguments besides ``--out`` (its settings).
         extras: What to install besides ``signattack[demo]`` where it is missing.
         part: The part of the problem set it belongs to, for the map of the problem set.
+        code: What the notebook runs where the library itself is the example (the demo).
     """
 
     name: str
@@ -47,9 +48,19 @@ class Notebook:
     arguments: tuple[str, ...] = ()
     extras: tuple[str, ...] = ()
     part: str = ""
+    code: str = ""
 
+
+DEMO = """from pathlib import Path
+
+from signattack.demo import run_demo
+
+SMOKE = True  # False: the tutorial's settings (about 10 s on two CPU cores)
+report = run_demo(Path("out/demo"), epochs=2 if SMOKE else 12, steps=3 if SMOKE else 10)
+print(report.table())"""
 
 NOTEBOOKS_OF_TUTORIALS = (
+    Notebook("demo", "demo.md", "", code=DEMO),
     Notebook("resnet18", "resnet18.md", "resnet18_params.py", extras=("torchvision",), part="P1"),
     Notebook(
         "cifar10_train",
@@ -98,8 +109,11 @@ def _code(text: str) -> dict[str, object]:
 
 
 def _title(page: Path) -> str:
-    first = page.read_text().splitlines()[0]
-    return first.removeprefix("# ").strip()
+    """The page's title: its first heading (after any front matter)."""
+    for line in page.read_text().splitlines():
+        if line.startswith("# "):
+            return line.removeprefix("# ").strip()
+    raise ValueError(f"{page} has no title")
 
 
 def build(notebook: Notebook) -> dict[str, object]:
@@ -112,14 +126,20 @@ def build(notebook: Notebook) -> dict[str, object]:
     out = f"out/{notebook.name}"
     packages = ", ".join(json.dumps(p) for p in ("signattack[demo]", *notebook.extras))
     settings = ", ".join(json.dumps(a) for a in (*notebook.arguments, "--out", out))
+    source = f"`examples/{notebook.example}`" if notebook.example else "the library's demo"
     cells = [
         _markdown(
             f"# {title}\n\n"
             f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})\n\n"
             f"The notebook of the tutorial [{title}]({SITE}/{web_page.as_posix()}/): it runs "
-            f"`examples/{notebook.example}`, whose source the next cells write beside the "
-            "notebook exactly as it is in the repository, and shows what it finds. "
-            "`SMOKE = True` runs it in seconds; `False` at the tutorial's settings."
+            f"{source} and shows what it finds"
+            + (
+                ", with the example's source written beside the notebook exactly as it is in "
+                "the repository"
+                if notebook.example
+                else ""
+            )
+            + ". `SMOKE = True` runs it in seconds; `False` at the tutorial's settings."
         ),
         _code(
             "import importlib.util\n"
@@ -131,17 +151,7 @@ def build(notebook: Notebook) -> dict[str, object]:
             '    command = [sys.executable, "-m", "pip", "install", "-q", *needed]\n'
             "    subprocess.run(command, check=True)"
         ),
-        _code(f"%%writefile _common.py\n{(EXAMPLES / '_common.py').read_text()}"),
-        _code(f"%%writefile {notebook.example}\n{(EXAMPLES / notebook.example).read_text()}"),
-        _markdown("## Run it\n\nThe example's settings, as on the command line."),
-        _code(
-            "import sys\n\n"
-            f"import {module}\n\n"
-            "SMOKE = True  # False: the tutorial's settings (minutes to hours)\n"
-            f"settings = [{settings}]\n"
-            f'sys.argv = ["{notebook.example}", *settings, *(["--smoke"] if SMOKE else [])]\n'
-            f"{module}.main()"
-        ),
+        *_example_cells(notebook, module, settings),
         _markdown("## What it found\n\nThe figures and the measured results it wrote."),
         _code(
             "import json\n"
@@ -165,6 +175,25 @@ def build(notebook: Notebook) -> dict[str, object]:
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+
+
+def _example_cells(notebook: Notebook, module: str, settings: str) -> list[dict[str, object]]:
+    """The cells that bring in the example and run it; the demo's, for the library's demo."""
+    if notebook.code:
+        return [_markdown("## Run it"), _code(notebook.code)]
+    return [
+        _code(f"%%writefile _common.py\n{(EXAMPLES / '_common.py').read_text()}"),
+        _code(f"%%writefile {notebook.example}\n{(EXAMPLES / notebook.example).read_text()}"),
+        _markdown("## Run it\n\nThe example's settings, as on the command line."),
+        _code(
+            "import sys\n\n"
+            f"import {module}\n\n"
+            "SMOKE = True  # False: the tutorial's settings (minutes to hours)\n"
+            f"settings = [{settings}]\n"
+            f'sys.argv = ["{notebook.example}", *settings, *(["--smoke"] if SMOKE else [])]\n'
+            f"{module}.main()"
+        ),
+    ]
 
 
 def text_of(notebook: Notebook) -> str:

@@ -32,7 +32,13 @@ from signattack._typing import Array, ArrayT, Model, namespace
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
 from signattack.attacks.base import AttackResult, LinfAttack
 from signattack.attacks.loop import iterate, random_start
-from signattack.attacks.restarts import Runs, chosen_result, still_robust, sub_batch
+from signattack.attacks.restarts import (
+    Runs,
+    chosen_result,
+    still_robust,
+    sub_batch,
+    target_labels,
+)
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, take_samples
 from signattack.core.losses import TARGETED_DLR, LossFunction, LossName
@@ -234,15 +240,11 @@ class APGDT(LinfAttack):
         draws = generator(rng, self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps, draws=self.eot) as batch:
             xp = namespace(batch.x)
-            logits = batch.logits(batch.x)
-            classes = logits.shape[1]
-            if classes < 4:
-                raise ValueError(f"APGDT needs a model of at least 4 classes, got {classes}")
-            ranking = xp.argsort(logits, axis=1, descending=True, stable=True)
-            predictions = ranking[:, 0]
+            predictions, targets = target_labels(
+                batch, batch.logits(batch.x), self.target_classes, 4, "APGDT"
+            )
             runs: Runs | None = None
-            for rank in range(1, min(self.target_classes, classes - 1) + 1):
-                labels = xp.stack([batch.labels, ranking[:, rank]], axis=1)
+            for labels in targets:
                 if runs is None:
                     losses, _ = batch.evaluate(batch.x, labels)
                     fooled = xp.not_equal(predictions, batch.labels)

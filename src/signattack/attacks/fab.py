@@ -44,7 +44,13 @@ import numpy as np
 from signattack._typing import Array, ArrayT, Model, device_of, moved, namespace, returned
 from signattack.attacks.base import AttackResult, LinfAttack
 from signattack.attacks.loop import iterate
-from signattack.attacks.restarts import Runs, chosen_result, still_robust, sub_batch
+from signattack.attacks.restarts import (
+    Runs,
+    chosen_result,
+    still_robust,
+    sub_batch,
+    target_labels,
+)
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, clip, take_samples
 from signattack.core.losses import TARGETED_MARGIN
@@ -285,15 +291,12 @@ class FABT(LinfAttack):
         draws = generator(rng, self.seed)
         with open_threat(model, x, y, self.threat, eps=self.eps) as batch:
             xp = namespace(batch.x)
-            logits = batch.logits(batch.x)
-            classes = logits.shape[1]
-            if classes < 2:
-                raise ValueError(f"FABT needs a model of at least 2 classes, got {classes}")
-            ranking = xp.argsort(logits, axis=1, descending=True, stable=True)
-            fooled = xp.not_equal(ranking[:, 0], batch.labels)
+            predictions, targets = target_labels(
+                batch, batch.logits(batch.x), self.target_classes, 2, "FABT"
+            )
+            fooled = xp.not_equal(predictions, batch.labels)
             runs: Runs | None = None
-            for rank in range(1, min(self.target_classes, classes - 1) + 1):
-                labels = xp.stack([batch.labels, ranking[:, rank]], axis=1)
+            for labels in targets:
                 if runs is None:
                     losses, _ = batch.evaluate(batch.x, labels)
                     runs = Runs.clean(batch, losses, fooled, self.steps)

@@ -92,6 +92,25 @@ def still_robust(batch: Batch, runs: Runs) -> tuple[Array, Array, int]:
     return todo, index, count
 
 
+def target_labels(
+    batch: Batch, logits: Array, count: int, least: int, attack: str
+) -> tuple[Array, list[Array]]:
+    """The clean predictions, and per target class of rank 2, 3, ... of the clean logits
+    (``count`` of them, at most the classes less one) the labels ``(batch, 2)`` of a
+    targeted loss: the class and the target. APGD-T's and FAB-T's bookkeeping.
+
+    Raises:
+        ValueError: The model has fewer than ``least`` classes.
+    """
+    classes = logits.shape[1]
+    if classes < least:
+        raise ValueError(f"{attack} needs a model of at least {least} classes, got {classes}")
+    xp = namespace(logits)
+    ranking = xp.argsort(logits, axis=1, descending=True, stable=True)
+    ranks = range(1, min(count, classes - 1) + 1)
+    return ranking[:, 0], [xp.stack([batch.labels, ranking[:, rank]], axis=1) for rank in ranks]
+
+
 def chosen_result(
     batch: Batch, runs: Runs, eps: float, targeted: bool, caller: ArrayT
 ) -> AttackResult[ArrayT]:

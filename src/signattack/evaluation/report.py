@@ -393,9 +393,10 @@ class RobustnessReport:
         ax.axhline(self.clean_accuracy, color="gray", ls="--", lw=1)
         ax.annotate(
             f"clean {self.clean_accuracy:.1%}",
-            (0, self.clean_accuracy),
-            xytext=(4, 4),
+            (self.eps[-1], self.clean_accuracy),
+            xytext=(0, -12),
             textcoords="offset points",
+            ha="right",
             fontsize=8,
             color="gray",
         )
@@ -407,8 +408,11 @@ class RobustnessReport:
             else "input units"
         )
         ax.set_xlabel(f"L-inf radius eps ({unit})")
+        from matplotlib.ticker import PercentFormatter
+
         ax.set_ylabel(f"accuracy ({self.samples} samples)")
         ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
         if path is not None:
