@@ -30,6 +30,7 @@ __all__ = [
     "plot_loss_slice",
     "plot_loss_surface",
     "plot_loss_trace",
+    "plot_report",
     "plot_robustness_curves",
 ]
 
@@ -277,3 +278,53 @@ def plot_robustness_curves(
         ylim=(0, 1),
         path=path,
     )
+
+
+def plot_report(report: RobustnessReport, *, path: str | Path | None = None) -> Figure:
+    """A report's accuracy against the radius, as a figure for a paper: one curve per attack
+    when several ran (the accuracy after it and the ones before), the clean accuracy marked,
+    radii in the user's units (``8/255`` on a ``[0, 1]`` box), accuracy in percent.
+
+    Args:
+        report: The evaluation's report.
+        path: Where to save the figure, if anywhere.
+    """
+    from matplotlib.ticker import PercentFormatter
+
+    fig = _new_figure((5, 3.6))
+    ax = fig.add_subplot()
+    curves = report.curves()
+    for index, (name, accuracy) in enumerate(curves.items()):
+        last = index == len(curves) - 1
+        ax.plot(
+            [0.0, *report.eps],
+            [report.clean_accuracy, *accuracy],
+            marker="o",
+            lw=2.2 if last else 1.2,
+            alpha=1.0 if last else 0.6,
+            label=f"after {name}" if len(curves) > 1 else name,
+        )
+    ax.axhline(report.clean_accuracy, color="gray", ls="--", lw=1)
+    ax.annotate(
+        f"clean {report.clean_accuracy:.1%}",
+        (report.eps[-1], report.clean_accuracy),
+        xytext=(0, -12),
+        textcoords="offset points",
+        ha="right",
+        fontsize=8,
+        color="gray",
+    )
+    ax.set_xticks([0.0, *report.eps], ["0", *[report.radius(e) for e in report.eps]])
+    box = report.bounds
+    unit = (
+        "of 255 levels" if box is not None and np.isclose(box[1] - box[0], 1.0) else "input units"
+    )
+    ax.set_xlabel(f"L-inf radius eps ({unit})")
+    ax.set_ylabel(f"accuracy ({report.samples} samples)")
+    ax.set_ylim(0, 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig

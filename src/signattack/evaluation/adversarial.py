@@ -246,3 +246,32 @@ def _logits(model: object, x: HostArray, mode: str) -> HostArray:
     if not callable(model):
         raise TypeError(f"model must be callable (x -> logits), got {type(model).__name__}")
     return to_numpy(model(x))
+
+
+def store_points(parts: Path, index: int, digest: str, points: list[HostArray]) -> None:
+    """Keep one batch's points beside the export, for a resumed run."""
+    buffer = io.BytesIO()
+    arrays = {f"point_{i}": point for i, point in enumerate(points)}
+    np.savez(buffer, digest=np.asarray(digest), **arrays)  # type: ignore[arg-type]
+    write_atomically(parts / f"{index}.npz", buffer.getvalue())
+
+
+def stored_points(parts: Path | None, index: int, digest: str) -> list[HostArray] | None:
+    """The points a checkpointed batch kept, or ``None`` where nothing is exported.
+
+    Raises:
+        ValueError: The batch finished in an earlier run without its points.
+    """
+    if parts is None:
+        return None
+    part = parts / f"{index}.npz"
+    try:
+        with np.load(part, allow_pickle=False) as stored:
+            if str(stored["digest"]) != digest:
+                raise ValueError("digest")
+            return [stored[f"point_{i}"] for i in range(len(stored.files) - 1)]
+    except (OSError, KeyError, ValueError):
+        raise ValueError(
+            f"batch {index} finished in an earlier run whose adversarial examples are not in "
+            f"{parts}: resume without adversarial=, or start afresh with a new checkpoint"
+        ) from None

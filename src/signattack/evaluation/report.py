@@ -374,50 +374,11 @@ class RobustnessReport:
     def plot(self, path: str | Path | None = None) -> Figure:
         """Accuracy against the radius (needs matplotlib): one curve per attack when several
         ran (the accuracy after it and the ones before), the clean accuracy marked, radii in
-        the user's units; returns the figure, saved to ``path``."""
-        from signattack._figure import new_figure
+        the user's units; returns the figure, saved to ``path``. See
+        :func:`signattack.plots.plot_report`."""
+        from signattack.plots import plot_report
 
-        fig = new_figure((5, 3.6))
-        ax = fig.add_subplot()
-        curves = self.curves()
-        for index, (name, accuracy) in enumerate(curves.items()):
-            last = index == len(curves) - 1
-            ax.plot(
-                [0.0, *self.eps],
-                [self.clean_accuracy, *accuracy],
-                marker="o",
-                lw=2.2 if last else 1.2,
-                alpha=1.0 if last else 0.6,
-                label=f"after {name}" if len(curves) > 1 else name,
-            )
-        ax.axhline(self.clean_accuracy, color="gray", ls="--", lw=1)
-        ax.annotate(
-            f"clean {self.clean_accuracy:.1%}",
-            (self.eps[-1], self.clean_accuracy),
-            xytext=(0, -12),
-            textcoords="offset points",
-            ha="right",
-            fontsize=8,
-            color="gray",
-        )
-        ax.set_xticks([0.0, *self.eps], ["0", *[self.radius(e) for e in self.eps]])
-        box = self.bounds
-        unit = (
-            "of 255 levels"
-            if box is not None and math.isclose(box[1] - box[0], 1.0)
-            else "input units"
-        )
-        ax.set_xlabel(f"L-inf radius eps ({unit})")
-        from matplotlib.ticker import PercentFormatter
-
-        ax.set_ylabel(f"accuracy ({self.samples} samples)")
-        ax.set_ylim(0, 1.02)
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
-        if path is not None:
-            fig.savefig(path, dpi=150)
-        return fig
+        return plot_report(self, path=path)
 
 
 def _span(low: float, high: float) -> str:

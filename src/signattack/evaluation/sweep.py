@@ -8,7 +8,6 @@ the smaller ball lies inside the larger one.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from signattack._host import HostArray, to_flags, to_numpy
-from signattack._io import write_atomically
 from signattack._lazy import moved_attributes
 from signattack._progress import progress as progress_of
 from signattack._typing import (
@@ -38,7 +36,7 @@ from signattack.core.kernels import take_samples
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds, check_real
-from signattack.evaluation.adversarial import Collected, check_path
+from signattack.evaluation.adversarial import Collected, check_path, store_points, stored_points
 from signattack.evaluation.checkpoint import LARGEST_SLACK, BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
 from signattack.evaluation.identity import Identity, batch_digest, describe, run_metadata
@@ -383,13 +381,13 @@ def evaluate(
                 digest = "" if path is None else digests[-1]
                 result = done.result(index, digest, int(x.shape[0]))
                 resumed += result is not None
-                points = None if result is None else _stored_points(parts, index, digest)
+                points = None if result is None else stored_points(parts, index, digest)
                 if result is None:
                     result, points = _evaluate_batch(
                         model, x, y, specs, radii, threat, index, digest, collected is not None
                     )
                     if parts is not None and points is not None:
-                        _store_points(parts, index, digest, points)
+                        store_points(parts, index, digest, points)
                     done.record(index, result)
                 if collected is not None and points is not None:
                     collected.add(to_numpy(x), to_numpy(y), points)
@@ -446,32 +444,3 @@ def evaluate(
     if collected is not None and output is not None:
         collected.save(output, report)
     return report
-
-
-def _store_points(parts: Path, index: int, digest: str, points: list[HostArray]) -> None:
-    """Keep one batch's points beside the export, for a resumed run."""
-    buffer = io.BytesIO()
-    arrays = {f"point_{i}": point for i, point in enumerate(points)}
-    np.savez(buffer, digest=np.asarray(digest), **arrays)  # type: ignore[arg-type]
-    write_atomically(parts / f"{index}.npz", buffer.getvalue())
-
-
-def _stored_points(parts: Path | None, index: int, digest: str) -> list[HostArray] | None:
-    """The points a checkpointed batch kept, or ``None`` where nothing is exported.
-
-    Raises:
-        ValueError: The batch finished in an earlier run without its points.
-    """
-    if parts is None:
-        return None
-    part = parts / f"{index}.npz"
-    try:
-        with np.load(part, allow_pickle=False) as stored:
-            if str(stored["digest"]) != digest:
-                raise ValueError("digest")
-            return [stored[f"point_{i}"] for i in range(len(stored.files) - 1)]
-    except (OSError, KeyError, ValueError):
-        raise ValueError(
-            f"batch {index} finished in an earlier run whose adversarial examples are not in "
-            f"{parts}: resume without adversarial=, or start afresh with a new checkpoint"
-        ) from None
