@@ -3,6 +3,7 @@ and :class:`LinfAttack`, the base of signattack's own L-inf attacks."""
 
 from __future__ import annotations
 
+import statistics
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
@@ -10,7 +11,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from signattack._fields import replaced
-from signattack._host import HostArray, to_numpy
+from signattack._host import to_values
 from signattack._io import html_table
 from signattack._typing import ArrayT, Model
 from signattack.core.losses import LossFunction, LossName
@@ -63,18 +64,18 @@ class AttackResult(Generic[ArrayT]):
 
     def _summary(self) -> list[tuple[str, str]]:
         x: object = self.x_adv
-        shape, success = tuple(getattr(x, "shape", ())), to_numpy(self.success)
+        shape, success = tuple(getattr(x, "shape", ())), to_values(self.success)
         rows = [
             ("adversarial batch", f"{type(x).__name__} {_dtype_name(x)} {shape}"),
             ("device", str(getattr(x, "device", "cpu"))),
-            ("steps", f"{to_numpy(self.losses).shape[0] - 1}"),
-            ("success", f"{_mean(success):.1%} of {success.shape[0]}"),
+            ("steps", f"{_rows(self.losses) - 1}"),
+            ("success", f"{_mean(success):.1%} of {len(success)}"),
         ]
         if self.queries is not None:
-            rows.append(("queries (mean)", f"{_mean(to_numpy(self.queries)):,.0f}"))
+            rows.append(("queries (mean)", f"{_mean(to_values(self.queries)):,.0f}"))
         if self.distances is not None:
-            distances = to_numpy(self.distances)
-            median = float(np.median(distances)) if distances.size else float("nan")
+            distances = to_values(self.distances)
+            median = statistics.median(distances) if distances else float("nan")
             rows.append(("median distance found", f"{median:.4g}"))
         return rows
 
@@ -90,8 +91,13 @@ def _dtype_name(x: object) -> str:
     return str(getattr(x, "dtype", "")).replace("torch.", "")
 
 
-def _mean(values: HostArray) -> float:
-    return float(values.mean()) if values.size else 0.0
+def _rows(array: object) -> int:
+    shape: tuple[int, ...] = tuple(getattr(array, "shape", (1,)))
+    return shape[0]
+
+
+def _mean(values: list[bool | int | float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 @runtime_checkable

@@ -17,14 +17,25 @@ The file is a NumPy ``.npz`` (any framework), or a ``.pt`` dictionary of tensors
 from __future__ import annotations
 
 import io
-import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from signattack._host import HostArray, to_numpy
+from signattack._host import (
+    HostArray,
+    largest_difference,
+    npz_bytes,
+    read_npz,
+    read_tensors,
+    to_flags,
+    to_values,
+    within,
+)
 from signattack._io import parse, write_atomically
+from signattack._typing import Array, is_array
+from signattack.core.threat import MODEL_MODES, ModelMode, ThreatModel
 from signattack.evaluation.report import RobustnessReport, radius_text
 
 __all__ = ["Adversarial", "Verification", "load_adversarial", "verify"]
@@ -72,17 +83,17 @@ class Collected:
         }
         for index, points in enumerate(self.points):
             arrays[f"x_adv_{index}"] = np.concatenate(points)
-        buffer = io.BytesIO()
         if path.suffix == ".pt":
             import torch
 
             tensors: dict[str, object] = {k: torch.from_numpy(v) for k, v in arrays.items()}
             tensors["report"] = report.to_json()
+            buffer = io.BytesIO()
             torch.save(tensors, buffer)
+            data = buffer.getvalue()
         else:
-            arrays["report"] = np.asarray(report.to_json())
-            np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
-        write_atomically(path, buffer.getvalue())
+            data = npz_bytes({**arrays, "report": np.asarray(report.to_json())}, compressed=True)
+        write_atomically(path, data)
         return path
 
 
@@ -113,21 +124,12 @@ def load_adversarial(path: str | Path) -> Adversarial:
     if not source.is_file():
         raise ValueError(f"adversarial {str(source)!r} must be a file written by evaluate")
     try:
-        if source.suffix == ".pt":
-            import torch
-
-            stored = torch.load(source, map_location="cpu", weights_only=True)
-            arrays = {k: to_numpy(v) for k, v in stored.items() if k != "report"}
-            text = stored["report"]
-        else:
-            with np.load(source, allow_pickle=False) as opened:
-                arrays = {k: opened[k] for k in opened.files if k != "report"}
-                text = str(opened["report"])
+        arrays, text = _read(source)
         report = RobustnessReport.from_dict(parse(text))
-        eps = [float(e) for e in arrays["eps"]]
+        eps = [float(e) for e in to_values(arrays["eps"])]
         points = {e: arrays[f"x_adv_{i}"] for i, e in enumerate(eps)}
         x, y = arrays["x"], arrays["y"]
-    except (KeyError, OSError, ValueError, TypeError, json.JSONDecodeError) as error:
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError) as error:
         raise ValueError(
             f"adversarial {str(source)!r} is not a file of adversarial examples written by "
             f"evaluate ({type(error).__name__}: {str(error)[:200]})"
@@ -183,13 +185,36 @@ class Verification:
         return "\n".join(lines)
 
 
+def _mode(recorded: object) -> ModelMode:
+    """The model mode a report recorded (``eval`` where it recorded none)."""
+    for mode in MODEL_MODES:
+        if recorded == mode:
+            return mode
+    return "eval"
+
+
+def _read(source: Path) -> tuple[dict[str, HostArray], str]:
+    """The arrays and the report's JSON text of an export."""
+    if source.suffix == ".pt":
+        stored = read_tensors(source)
+        text = stored.pop("report")
+        arrays = {key: value for key, value in stored.items() if not isinstance(value, str)}
+    else:
+        arrays = read_npz(source)
+        text = str(arrays.pop("report"))
+    if not isinstance(text, str):
+        raise TypeError("the report must be JSON text")
+    return arrays, text
+
+
 def verify(model: object, path: str | Path, *, batch_size: int = 256) -> Verification:
     """Evaluate ``model`` again at the adversarial examples of ``path`` and compare.
 
-    The model runs as the evaluation ran it (its recorded mode, ``eval`` by default); a
-    randomized model gives other predictions on every pass and cannot reproduce a number
-    exactly. Inputs go to the model as the arrays the file holds (NumPy), or as tensors
-    for a ``torch.nn.Module``.
+    The model runs as the evaluation ran it: its recorded mode (``eval`` by default), the
+    same backend and checks (inputs in the box, labels classes of the model). A randomized
+    model gives other predictions on every pass and cannot reproduce a number exactly.
+    Inputs go to the model as the arrays the file holds (NumPy), or as tensors on its
+    device for a ``torch.nn.Module``.
 
     Raises:
         ValueError: The file is not a file of adversarial examples.
@@ -198,62 +223,56 @@ def verify(model: object, path: str | Path, *, batch_size: int = 256) -> Verific
     report = saved.report
     bounds = report.bounds
     mode = report.metadata.get("model_mode", "eval")
+    threat = None if bounds is None else ThreatModel(bounds, "ce", _mode(mode))
     robust: dict[float, float] = {}
     largest: dict[float, float] = {}
     inside: dict[float, bool] = {}
-    wide = saved.x.astype(np.float64)
     for eps, points in saved.points.items():
-        move = np.abs(points.astype(np.float64) - wide)
-        largest[eps] = float(move.max()) if move.size else 0.0
-        in_box = bounds is None or bool(np.all(points >= bounds[0]) and np.all(points <= bounds[1]))
+        largest[eps] = largest_difference(points, saved.x)
+        in_box = bounds is None or within(points, *bounds)
         slack = 1e-6 * max(abs(eps), 1.0) if np.issubdtype(points.dtype, np.floating) else 0.0
-        inside[eps] = in_box and largest[eps] <= eps + slack and bool(np.all(np.isfinite(move)))
-        correct = _predict(model, points, saved.y, batch_size, str(mode))
+        inside[eps] = in_box and largest[eps] <= eps + slack
+        correct = _predict(model, points, saved.y, batch_size, threat)
         robust[eps] = correct / len(saved.y)
     reported = {e: report.robust_accuracy[e] for e in report.eps}
     return Verification(robust, reported, largest, inside, bounds)
 
 
-def _predict(model: object, x: HostArray, y: HostArray, size: int, mode: str) -> int:
-    """How many of ``x`` the model classifies as ``y``, batch by batch, in ``mode``."""
+def _predict(
+    model: object, x: HostArray, y: HostArray, size: int, threat: ThreatModel | None
+) -> int:
+    """How many of ``x`` the model classifies as ``y``, batch by batch, run as the attacks
+    run it (the same backend, mode and checks as the evaluation's clean pass)."""
+    from signattack.evaluation.sweep import clean_predictions
+
     correct = 0
     for start in range(0, len(y), size):
-        logits = _logits(model, x[start : start + size], mode)
-        correct += int(np.sum(np.argmax(logits, axis=1) == y[start : start + size]))
+        inputs, labels = (_for(model, a[start : start + size]) for a in (x, y))
+        predictions, checked = clean_predictions(model, inputs, labels, threat)
+        correct += sum(to_flags(predictions == checked))
     return correct
 
 
-def _logits(model: object, x: HostArray, mode: str) -> HostArray:
-    import sys
-
+def _for(model: object, array: HostArray) -> Array:
+    """``array`` as the model takes it: a tensor on its device for a torch module, else the
+    NumPy array."""
+    taken: object = array
     if "torch" in sys.modules:
         import torch
 
         if isinstance(model, torch.nn.Module):
             parameter = next(model.parameters(), None)
-            device = parameter.device if parameter is not None else torch.device("cpu")
-            was_training = model.training
-            if mode != "unchanged":
-                model.train(mode == "train")
-            try:
-                with torch.no_grad():
-                    batch = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-                    if not torch.is_floating_point(batch):
-                        batch = batch.float()
-                    return to_numpy(model(batch))
-            finally:
-                model.train(was_training)
-    if not callable(model):
-        raise TypeError(f"model must be callable (x -> logits), got {type(model).__name__}")
-    return to_numpy(model(x))
+            device = torch.device("cpu") if parameter is None else parameter.device
+            taken = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    if not is_array(taken):  # pragma: no cover - NumPy arrays and tensors are arrays
+        raise TypeError(f"expected an array, got {type(taken).__name__}")
+    return taken
 
 
 def store_points(parts: Path, index: int, digest: str, points: list[HostArray]) -> None:
     """Keep one batch's points beside the export, for a resumed run."""
-    buffer = io.BytesIO()
     arrays = {f"point_{i}": point for i, point in enumerate(points)}
-    np.savez(buffer, digest=np.asarray(digest), **arrays)  # type: ignore[arg-type]
-    write_atomically(parts / f"{index}.npz", buffer.getvalue())
+    write_atomically(parts / f"{index}.npz", npz_bytes({**arrays, "digest": np.asarray(digest)}))
 
 
 def stored_points(parts: Path | None, index: int, digest: str) -> list[HostArray] | None:
@@ -266,10 +285,10 @@ def stored_points(parts: Path | None, index: int, digest: str) -> list[HostArray
         return None
     part = parts / f"{index}.npz"
     try:
-        with np.load(part, allow_pickle=False) as stored:
-            if str(stored["digest"]) != digest:
-                raise ValueError("digest")
-            return [stored[f"point_{i}"] for i in range(len(stored.files) - 1)]
+        stored = read_npz(part)
+        if str(stored.pop("digest")) != digest:
+            raise ValueError("digest")
+        return [stored[f"point_{i}"] for i in range(len(stored))]
     except (OSError, KeyError, ValueError):
         raise ValueError(
             f"batch {index} finished in an earlier run whose adversarial examples are not in "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from signattack._host import HostArray, to_flags, to_numpy
+from signattack._host import HostArray, copy_of, put_rows, to_flags, to_numpy
 from signattack._lazy import moved_attributes
 from signattack._progress import progress as progress_of
 from signattack._typing import (
@@ -169,7 +169,7 @@ def _evaluate_batch(
     """The batch's result, and with ``keep`` the point that decided each sample at each
     radius (on the host, in ``x``'s dtype)."""
     xp = namespace(x)
-    decided = to_numpy(x).copy() if keep else None
+    decided = copy_of(x) if keep else None
     points: list[HostArray] = []
     where = device_of(x)
     predictions, y = clean_predictions(model, x, y, threat)
@@ -213,11 +213,11 @@ def _evaluate_batch(
                 if broke:
                     correct[sample] = False
             if decided is not None and any(fooled):
-                hit = np.flatnonzero(fooled)
-                decided[np.asarray(still)[hit]] = to_numpy(adversarial)[hit]
+                hit = [i for i, broke in enumerate(fooled) if broke]
+                put_rows(decided, [still[i] for i in hit], to_numpy(adversarial), hit)
             counts.append(sum(fooled))
         if decided is not None:
-            points.append(decided.copy())  # a larger ball starts from these points
+            points.append(copy_of(decided))  # a larger ball starts from these points
         robust.append(tuple(correct))
         largest.append(distance)
         broken.append(tuple(counts))
