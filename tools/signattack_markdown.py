@@ -149,6 +149,25 @@ def _parity_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _conditions_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"*{data['device']}, torch {data['torch']}; the first {data['samples']} test digits, "
+        "APGD-CE with 100 steps, one run each.*",
+        "",
+        "| eps | seed | signattack | with the reference's conditions | authors' APGD-CE "
+        "| samples the conditions change | signattack vs authors' | variant vs authors' |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in data["rows"]:
+        lines.append(
+            f"| {row['eps']:g} | {row['seed']} | {row['signattack']:.1%} | "
+            f"{row['with_reference_conditions']:.1%} | {row['authors']:.1%} | "
+            f"{row['conditions_differ_on']} | {row['signattack_vs_authors_differ_on']} | "
+            f"{row['variant_vs_authors_differ_on']} |"
+        )
+    return "\n".join(lines)
+
+
 def _jax_table(data: dict[str, Any]) -> str:
     lines = [
         f"*{data['device']}, {data['threads']} threads, torch {data['torch']}, jax "
@@ -212,6 +231,8 @@ def _render(match: re.Match[str], docs: Path) -> str:
         return _fab_table(data)
     if "parity" in data:
         return _parity_table(data)
+    if "apgd_conditions" in data:
+        return _conditions_table(data)
     if "jax" in data:
         return _jax_table(data)
     if "eps_pixels" in data:
