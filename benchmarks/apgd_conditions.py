@@ -32,6 +32,7 @@ import signattack.attacks.apgd as apgd_module
 from signattack import APGD
 from signattack.attacks.auto_steps import AutoSteps
 from signattack.digits import load_digits, train_digits_cnn
+from signattack.models import Rescaled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,20 +61,16 @@ def reference_conditions() -> Iterator[None]:
         apgd_module.AutoSteps = original  # type: ignore[misc]
 
 
-class Unit(nn.Module):
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x * 255)
-
-
 def theirs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int):
     from pyautoattack import AutoAttack
 
     attack = AutoAttack(
-        Unit(model), eps=eps / 255, seed=seed, version="custom", attacks=["apgd-ce"], device="cpu"
+        Rescaled(model, (0.0, 1.0), (0.0, 255.0)),
+        eps=eps / 255,
+        seed=seed,
+        version="custom",
+        attacks=["apgd-ce"],
+        device="cpu",
     )
     attack.apgd.n_restarts = 1
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):

@@ -10,7 +10,7 @@ member alone there::
 
     python benchmarks/autoattack_parity.py --json docs/benchmarks/parity.json
 
-The authors' code attacks the same network behind a wrapper that scales [0, 1] to pixels.
+The authors' code attacks the same network behind ``Rescaled``, from [0, 1] to pixels.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ from torch import nn
 from signattack import APGD, APGDT, FABT, IteratedSign, Square
 from signattack.digits import load_digits, train_digits_cnn
 from signattack.evaluation import evaluate, standard_attacks
+from signattack.models import DigitsCNN, Rescaled
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from adversarial_training import train
 from gradient_masking import Preprocessed, quantize
-
-from signattack.models import DigitsCNN
 
 
 class Scaled(nn.Module):
@@ -48,17 +47,6 @@ class Scaled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x) * self.factor
-
-
-class Unit(nn.Module):
-    """The network for a caller in [0, 1] (the authors' code)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x * 255)
 
 
 def networks(seed: int) -> dict[str, nn.Module]:
@@ -89,7 +77,12 @@ def theirs(attacks: list[str] | None) -> Run:
 
         version = "standard" if attacks is None else "custom"
         attack = AutoAttack(
-            Unit(model), eps=eps / 255, seed=seed, version=version, attacks=attacks, device="cpu"
+            Rescaled(model, (0.0, 1.0), (0.0, 255.0)),
+            eps=eps / 255,
+            seed=seed,
+            version=version,
+            attacks=attacks,
+            device="cpu",
         )
         if attacks is not None:  # the members' settings of the standard version
             attack.apgd.n_restarts, attack.fab.n_restarts = 1, 1

@@ -33,20 +33,10 @@ from torch import nn
 from signattack import FABT
 from signattack.digits import load_digits, train_digits_cnn
 from signattack.evaluation import evaluate, standard_attacks
+from signattack.models import Rescaled
 
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Runs on the digits; returns which samples stay robust, ``(batch,)`` booleans."""
-
-
-class Scaled(nn.Module):
-    """The network for a caller in [0, 1]."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x * 255)
 
 
 def fab_methods(network: nn.Module, eps: float, steps: int) -> dict[str, Method]:
@@ -57,7 +47,7 @@ def fab_methods(network: nn.Module, eps: float, steps: int) -> dict[str, Method]
 
     def theirs(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         attack = FABAttack_PT(
-            Scaled(network),
+            Rescaled(network, (0.0, 1.0), (0.0, 255.0)),
             norm="Linf",
             n_restarts=1,
             n_iter=steps,
@@ -82,7 +72,9 @@ def suite_methods(network: nn.Module, eps: float) -> dict[str, Method]:
         return torch.tensor(report.robust_correct[eps])
 
     def theirs(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        attack = AutoAttack(Scaled(network), eps=eps / 255, seed=0, device="cpu")
+        attack = AutoAttack(
+            Rescaled(network, (0.0, 1.0), (0.0, 255.0)), eps=eps / 255, seed=0, device="cpu"
+        )
         with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
             adversarial, _ = attack.run_standard_evaluation(x / 255, y, batch_size=len(y))
         adversarial = adversarial * 255
