@@ -3,6 +3,8 @@ them gives the reported numbers (and catches a file that does not)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -102,14 +104,20 @@ def test_a_resumed_run_exports_every_batch(tmp_path):
     assert verify(model, path).reproduced
 
 
-def test_a_resume_without_the_first_runs_points_is_refused(tmp_path):
+def test_a_resume_without_the_first_runs_points_attacks_those_batches_again(tmp_path):
     model, data, _, _ = _problem()
     checkpoint = tmp_path / "run.json"
-    evaluate(model, data, FGSM(0), [4.0], checkpoint=checkpoint)
-    with pytest.raises(ValueError, match=r"not in .*x_adv\.npz\.parts"):
-        evaluate(
-            model, data, FGSM(0), [4.0], checkpoint=checkpoint, adversarial=tmp_path / "x_adv.npz"
-        )
+    first = evaluate(model, data, FGSM(0), [4.0], checkpoint=checkpoint)
+    output = tmp_path / "x_adv.npz"
+    calls = []
+    model.register_forward_hook(lambda module, inputs, output: calls.append(len(output)))
+    again = evaluate(model, data, FGSM(0), [4.0], checkpoint=checkpoint, adversarial=output)
+    assert calls, "the finished batches had no points kept: they must be attacked again"
+    assert again.robust_correct == first.robust_correct
+    saved = load_adversarial(output)
+    assert len(saved.y) == first.samples
+    assert not Path(f"{output}.parts").exists()
+    assert verify(model, output).reproduced
 
 
 def test_a_bad_path_names_the_argument(tmp_path):

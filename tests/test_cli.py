@@ -147,7 +147,7 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     assert sum(counts.values()) == written["attacked"]["4.0"] - robust
     out = capsys.readouterr().out
     assert "broken by" in out
-    expected = "attacks (standard preset): APGD-CE (2 steps), APGDT (2 steps), FAB-T (2 steps), "
+    expected = "attacks (standard preset): APGD-CE (2 steps), APGD-T (2 steps), FAB-T (2 steps), "
     assert expected + "Square (30" in out
 
 
@@ -156,25 +156,31 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     [
         (
             "standard",
-            "APGD-CE (100 steps), APGDT (100 steps), FAB-T (100 steps), Square (5000 queries)",
+            "APGD-CE (100 steps), APGD-T (100 steps), FAB-T (100 steps), Square (5000 queries)",
         ),
-        ("gradient", "APGD-CE (100 steps), APGDT (100 steps)"),
-        ("rand", "APGD-CE (100 steps), APGD-DLR (100 steps); EOT over 20 passes"),
+        ("gradient", "APGD-CE (100 steps), APGD-T (100 steps)"),
+        (
+            "rand",
+            "APGD-CE (100 steps, EOT over 20 passes), APGD-DLR (100 steps, EOT over 20 passes)",
+        ),
     ],
 )
 def test_a_preset_means_its_published_settings(preset, expected):
     from signattack.cli import _parser
-    from signattack.evaluate_cli import _attack, _attack_names, _what_ran
+    from signattack.evaluate_cli import _attacks, _what_ran
+    from signattack.evaluation import gradient_attacks, rand_attacks, standard_attacks
 
     args = _parser().parse_args(
         ["evaluate", "--model", "m:f", "--data", "digits", "--eps", "8", "--attacks", preset]
     )
-    attacks = [_attack(name, args, (0.0, 255.0), 8.0) for name in _attack_names(args)]
-    assert _what_ran(attacks, args) == f"attacks ({preset} preset): {expected}"
+    attacks = _attacks(args, (0.0, 255.0))
+    library = {"standard": standard_attacks, "gradient": gradient_attacks, "rand": rand_attacks}
+    assert attacks == library[preset](), "the library's preset, with its defaults"
+    assert _what_ran(attacks, args, randomized=False) == f"attacks ({preset} preset): {expected}"
     single = _parser().parse_args(
         ["evaluate", "--model", "m:f", "--data", "digits", "--eps", "8", "--attack", "iterated"]
     )
-    assert _attack("iterated", single, (0.0, 255.0), 8.0).steps == 10
+    assert _attacks(single, (0.0, 255.0))[0].steps == 10
 
 
 FACTORY = """
@@ -276,7 +282,8 @@ def test_the_report_as_a_table_and_a_robustbench_entry(tmp_path, capsys):
     assert main([*arguments, "--robustbench", str(entry)]) == 0
     assert table.read_text().startswith("| eps | accuracy | 95% CI |")
     written = json.loads(entry.read_text())
-    assert written["eps"] == "4"
+    assert written["eps"] == "4/255"  # RobustBench's units whatever the box
+    assert "autoattack_acc" not in written
     assert written["n_examples"] == 16
     assert "not AutoAttack's own code" in written["evaluation"]
 
@@ -319,3 +326,110 @@ def test_a_researchers_resnet18_on_cifar_format_data_end_to_end(tmp_path, capsys
     assert table.read_text().count("\n") == 2 + 3
     assert main(["verify", *model, "--adversarial", str(adversarial)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("verified")
+
+
+SETTINGS_NO_ATTACK_TAKES = [
+    (
+        ["--attacks", "square", "--eot", "5"],
+        r"--eot 5 applies to none of the selected attacks \(Square\)",
+    ),
+    (["--attacks", "fab-t,square", "--eot", "3"], r"--eot 3 applies to none .*\(FAB-T, Square\)"),
+    (["--attack", "fgsm", "--steps", "3"], r"--steps 3 applies to none .*\(FGSM\)"),
+    (["--attacks", "apgd-ce", "--loss", "margin"], r"--loss margin applies to none .*\(APGD-CE\)"),
+    (["--attacks", "iterated", "--queries", "9"], r"--queries 9 applies to none"),
+    (["--attacks", "standard", "--early-stop"], r"--early-stop applies to none .*APGD-CE"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), SETTINGS_NO_ATTACK_TAKES)
+def test_a_setting_no_selected_attack_takes_is_one_line_naming_it(capsys, extra, message):
+    assert _status([*BASE, "--limit", "4", *extra]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("signattack evaluate: error: ")
+    assert re.search(message, lines[0]), lines[0]
+    assert captured.out == ""
+
+
+def test_the_first_line_says_which_attacks_eot_applies_to(capsys):
+    arguments = [*BASE, "--limit", "4", "--steps", "1", "--queries", "3", "--eot", "2"]
+    assert main([*arguments, "--attacks", "apgd-ce,square"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        "attacks: APGD-CE (1 step, EOT over 2 passes), Square (3 queries); "
+        "--eot 2 applies to APGD-CE only"
+    )
+
+
+RANDOMIZED = """
+import torch
+
+
+class Noisy(torch.nn.Module):
+    '''A linear model with input noise in every mode: randomized, as a defense may be.'''
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1) + 50 * torch.randn_like(x.flatten(1)))
+
+
+class _NoGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("this model has no usable gradient")
+
+
+class Opaque(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.linear(_NoGradient.apply(x).flatten(1))
+"""
+
+
+@pytest.fixture
+def special_models(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "special_models.py").write_text(RANDOMIZED)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "special_models", raising=False)
+    return ["evaluate", "--data", "digits", "--eps", "4", "--limit", "6", "--batch-size", "6"]
+
+
+def test_the_standard_preset_switches_to_its_rand_version_on_a_randomized_model(
+    special_models, tmp_path, capsys
+):
+    report = tmp_path / "report.json"
+    arguments = [*special_models, "--model", "special_models:Noisy", "--attacks", "standard"]
+    extra = ["--steps", "1", "--queries", "3", "--eot", "2", "--report", str(report)]
+    assert main([*arguments, *extra]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        "attacks (standard preset, its rand version: the model is randomized): "
+        "APGD-CE (1 step, EOT over 2 passes), APGD-DLR (1 step, EOT over 2 passes)"
+    )
+    written = json.loads(report.read_text())
+    assert written["metadata"]["randomized_model"] is True
+    assert [a["description"] for a in written["metadata"]["attacks"]] == [
+        "APGD(steps=1, seed=0, eot=2)",
+        "APGD(steps=1, loss='dlr', seed=0, eot=2)",
+    ]
+
+
+def test_square_runs_on_a_model_without_a_usable_gradient(special_models, capsys):
+    arguments = [*special_models, "--model", "special_models:Opaque", "--attacks", "square"]
+    assert main([*arguments, "--queries", "3", "--debug"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "attacks: Square (3 queries)"

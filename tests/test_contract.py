@@ -311,3 +311,236 @@ def test_an_evaluation_checkpoints_and_resumes_to_the_uninterrupted_result(
     assert resumed == expected
     for radius in eps:
         assert resumed.max_perturbation[radius] <= radius
+
+
+def _near_the_boundary(size: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Integer-valued inputs in ``[0, 200]`` whose clean margin is small enough that eps 8
+    fools the model on some and not on others, labelled as the model classifies them."""
+    weight, bias = _weights()
+    pool = np.round(np.random.default_rng(7).uniform(0, 200, size=(200, *SHAPE)))
+    logits = pool.reshape(len(pool), -1) @ weight.T + bias
+    top = np.sort(logits, axis=1)
+    x = pool[np.argsort(top[:, -1] - top[:, -2])[: 5 * size : 5]]
+    return x, np.argmax(x.reshape(size, -1) @ weight.T + bias, axis=1)
+
+
+class _RowLinear:
+    """The contract's linear classifier computed row by row (an elementwise product and a
+    sum), so that a sample's logits are the same bits in a batch of any size."""
+
+    def __init__(self) -> None:
+        self.weight, self.bias = _weights()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(len(x), 1, -1)
+        return (flat * self.weight[None]).sum(axis=-1) + self.bias
+
+    def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> np.ndarray:
+        return (cotangent[:, :, None] * self.weight[None]).sum(axis=1).reshape(x.shape)
+
+
+def _fields(result) -> dict[str, np.ndarray]:
+    """Every per-sample output of an attack, on the host, batch first."""
+    fields = {
+        "x_adv": np.asarray(result.x_adv),
+        "losses": np.asarray(result.losses).T,
+        "predictions": np.asarray(result.predictions),
+        "success": np.asarray(result.success),
+    }
+    for name in ("queries", "distances"):
+        if getattr(result, name) is not None:
+            fields[name] = np.asarray(getattr(result, name))
+    return fields
+
+
+def test_a_samples_result_does_not_depend_on_its_batch(attack):
+    """Batches of 1, 3 and the whole, shuffled, give every sample the same result, bit for
+    bit on a model whose rows are exact (with the seed, and with a generator per call)."""
+    x, y = _near_the_boundary()
+    model = _RowLinear()
+    order = np.random.default_rng(1).permutation(len(y))
+    for seed in (None, 5):
+
+        def draws(seed: int | None = seed) -> np.random.Generator | None:
+            return None if seed is None else np.random.default_rng(seed)
+
+        whole = _fields(attack.run(model, x, y, rng=draws()))
+        assert whole["success"].any()  # both kinds of sample
+        assert not whole["success"].all()
+        for size in (1, 3):
+            parts = [
+                _fields(
+                    attack.run(model, x[order[i : i + size]], y[order[i : i + size]], rng=draws())
+                )
+                for i in range(0, len(y), size)
+            ]
+            for name, expected in whole.items():
+                got = np.concatenate([part[name] for part in parts])
+                np.testing.assert_array_equal(got, expected[order], err_msg=f"{name}, {size}")
+
+
+def test_a_sample_keeps_its_result_in_any_batch_where_rounding_cannot_decide(backend, attack):
+    """On torch and JAX (whose kernels may round a row differently in another batch size),
+    success agrees wherever the margin at both points is clear of rounding."""
+    x, y = _near_the_boundary()
+    model = backend.model()
+    inputs, labels = (
+        backend.array(x, np.float32 if backend.name != "torch" else torch.float64),
+        backend.array(y),
+    )
+    whole = attack.run(model, inputs, labels)
+    single = [attack.run(model, inputs[i : i + 1], labels[i : i + 1]) for i in range(len(y))]
+    for i, alone in enumerate(single):
+        points = (whole.x_adv[i : i + 1], alone.x_adv)
+        with torch.no_grad():
+            margins = [np.sort(backend.host(model(p))[0]) for p in points]
+        if min(m[-1] - m[-2] for m in margins) > 1e-3:
+            assert bool(backend.host(alone.success)[0]) == bool(backend.host(whole.success)[i])
+
+
+def _poisoned(backend, ceiling: float, value: float):
+    """The contract's model, returning ``value`` (NaN, or +inf for class 0) for every
+    sample with a pixel above ``ceiling``."""
+    model = backend.model()
+    if backend.name == "numpy":
+
+        class Poisoned:
+            def __call__(self, x):
+                logits = np.array(model(x))
+                far = x.reshape(len(x), -1).max(axis=1) > ceiling
+                if np.isnan(value):
+                    logits[far] = value
+                else:
+                    logits[far, 0] = value
+                return logits
+
+            def vjp(self, x, cotangent):
+                return model.vjp(x, np.nan_to_num(cotangent))
+
+        return Poisoned()
+    if backend.name == "torch":
+
+        def poisoned_torch(x):
+            logits = model(x)
+            far = x.flatten(1).to(torch.float32).amax(dim=1) > ceiling
+            column = (
+                torch.arange(CLASSES) == 0
+                if not np.isnan(value)
+                else torch.ones(CLASSES, dtype=torch.bool)
+            )
+            return torch.where(far[:, None] & column[None, :], torch.tensor(value), logits)
+
+        return poisoned_torch
+    jnp = backend.jnp
+
+    def poisoned_jax(x):
+        logits = model(x)
+        far = jnp.max(jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32), axis=1) > ceiling
+        column = (jnp.arange(CLASSES) == 0) if not np.isnan(value) else jnp.ones(CLASSES, bool)
+        return jnp.where(far[:, None] & column[None, :], value, logits)
+
+    return poisoned_jax
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_a_non_finite_output_at_a_visited_point_never_counts_as_success(backend, attack, value):
+    """The model is finite at the inputs and NaN (or +inf at class 0) once a pixel moves
+    up: the attack refuses with a ValueError, or every success it reports is at a point
+    where the model is finite and fooled, with a finite loss trace."""
+    x, y = _near_the_boundary()
+    keep = y != 0  # argmax of a NaN row is class 0: success there would be a false one
+    x, y = x[keep], y[keep]
+    for dtype in (backend.dtypes[0], backend.dtypes[-1]):
+        inputs, labels = backend.array(x, dtype), backend.array(y)
+        model = _poisoned(backend, float(x.max()) + 0.5, value)
+        try:
+            result = attack.run(model, inputs, labels)
+        except ValueError as error:
+            refusal = str(error)
+        else:
+            refusal = None
+        if refusal is not None:
+            assert "nan or inf" in refusal.lower(), refusal
+            continue
+        with torch.no_grad():
+            logits = backend.host(model(result.x_adv))
+        success = backend.host(result.success).astype(bool)
+        assert np.isfinite(logits[success]).all(), dtype
+        assert (np.argmax(logits[success], axis=1) != y[success]).all(), dtype
+        assert np.isfinite(backend.host(result.losses)).all(), dtype
+
+
+class _WritesIntoItsInput(_TorchLinear):
+    """Computes its logits, then zeroes its input and moves it 100 below the box, with
+    autograd off (as a careless preprocessing step would)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x.clone())
+        with torch.no_grad():
+            x.mul_(0)
+            x -= 100
+        return logits
+
+
+class _NumpyWriter:
+    def __init__(self) -> None:
+        self.linear = LinearClassifier(*_weights())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        logits = self.linear(x)
+        x *= 0
+        x -= 100
+        return logits
+
+    def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> np.ndarray:
+        grad = self.linear.vjp(x, cotangent)
+        x *= 0
+        return grad
+
+
+def test_a_model_that_writes_into_its_input_changes_neither_the_ball_nor_x(backend, attack):
+    if backend.name == "jax":
+        pytest.skip("JAX arrays cannot be written into")
+    x, y = _near_the_boundary()
+    model = _NumpyWriter() if backend.name == "numpy" else _WritesIntoItsInput().eval()
+    for dtype in (backend.dtypes[0], backend.dtypes[-1]):  # a float and uint8
+        inputs, labels = backend.array(x, dtype), backend.array(y)
+        before = backend.host(inputs).copy()
+        result = attack.run(model, inputs, labels)
+        np.testing.assert_array_equal(backend.host(inputs), before)
+        moved = np.abs(backend.host(result.x_adv).astype(np.float64) - x)
+        assert moved.max() <= attack.eps, dtype
+        adversarial = backend.host(result.x_adv)
+        assert adversarial.min() >= attack.bounds[0], dtype
+        assert adversarial.max() <= attack.bounds[1], dtype
+
+
+def test_success_distances_and_points_describe_the_same_point(backend, attack):
+    """In every dtype (integers rounded): success is the model fooled at the point
+    returned; a minimum-norm attack reports the distance of that point where it succeeds,
+    returns the input unchanged where it does not, and succeeds exactly within eps (at a
+    radius that is not an integer too)."""
+    x, y = _near_the_boundary()
+    model = backend.model()
+    radii = (8.0, 40.5) if isinstance(attack, FABT) else (8.0,)
+    for eps, dtype in ((eps, dtype) for eps in radii for dtype in backend.dtypes):
+        attack = attack.with_eps(eps)
+        inputs, labels = backend.array(x, dtype), backend.array(y)
+        result = attack.run(model, inputs, labels)
+        with torch.no_grad():
+            predicted = np.argmax(backend.host(model(result.x_adv)), axis=1)
+        success = backend.host(result.success).astype(bool)
+        if not getattr(attack, "targeted", False):
+            np.testing.assert_array_equal(success, predicted != y, err_msg=str(dtype))
+        if result.distances is None:
+            continue
+        distances = backend.host(result.distances).astype(np.float64)
+        # The distance of the returned point, measured in the input's own dtype.
+        if "int" in str(dtype):
+            moved = np.abs(backend.host(result.x_adv).astype(np.int64) - x.astype(np.int64))
+        else:
+            moved = backend.host(abs(result.x_adv - inputs))
+        moved = moved.reshape(len(y), -1).max(axis=1).astype(np.float64)
+        np.testing.assert_array_equal(success, distances <= eps, err_msg=str(dtype))
+        np.testing.assert_array_equal(moved[~success], 0.0, err_msg=str(dtype))
+        np.testing.assert_array_equal(distances[success], moved[success], err_msg=str(dtype))

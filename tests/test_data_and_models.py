@@ -116,3 +116,57 @@ def test_a_synthetic_stand_in_is_marked_and_replaces_only_itself(tmp_path):
     assert not (folder / "SYNTHETIC").exists()
     with pytest.raises(FileExistsError):
         write_synthetic_cifar10(tmp_path, train_size=10, test_size=5)
+
+
+def test_normalize_wrapper_is_the_normalised_network() -> None:
+    from signattack.models import Normalize
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    model = Normalize(net, mean, std)
+    x = torch.rand(6, 3, 4, 4)
+    expected = net((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+    torch.testing.assert_close(model(x), expected)
+    assert [name for name, _ in model.named_parameters()] == ["model.1.weight", "model.1.bias"]
+    # one number stands for every channel; channel-last inputs with another count are refused
+    torch.testing.assert_close(Normalize(None, 0.5, 0.25)(x), (x - 0.5) / 0.25)
+    with pytest.raises(ValueError, match="3 channels"):
+        model(torch.rand(2, 4, 4, 3))
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "error", "match"),
+    [
+        ((0.5, 0.5), (0.2,), ValueError, "one value per channel"),
+        ((0.5,), (0.0,), ValueError, "std must be positive"),
+        ((float("nan"),), (1.0,), ValueError, "mean must be finite"),
+        ((), (), ValueError, "at least one"),
+        (("0.5",), (1.0,), TypeError, "mean must be numbers"),
+        ((0.5,), (True,), TypeError, "std must be numbers"),
+    ],
+)
+def test_normalize_refuses_bad_constants(
+    mean: object, std: object, error: type[Exception], match: str
+) -> None:
+    from signattack.models import Normalize
+
+    with pytest.raises(error, match=match):
+        Normalize(None, mean, std)  # type: ignore[arg-type]
+
+
+def test_reference_networks_keep_their_checkpoint_keys() -> None:
+    from signattack.models import DigitsCNN
+
+    keys = list(DigitsCNN().state_dict())
+    assert keys[:2] == ["normalize.mean", "normalize.std"]
+
+
+def test_digits_data_shows_counts_not_pixels() -> None:
+    from signattack.digits import load_digits
+
+    shown = repr(load_digits())
+    assert "\n" not in shown
+    assert "tensor" not in shown
+    assert "train=1348" in shown
+    assert "test=449" in shown

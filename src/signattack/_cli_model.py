@@ -1,16 +1,23 @@
-"""What the command line's subcommands share: one-line usage errors, and the model a user
-names (``--model``, ``--model-arg``, ``--weights``, ``--input-range``, ``--device``)."""
+"""What the command line's subcommands share: one-line usage errors, the files a run writes
+(every output flag checked by :func:`check_outputs` before any work), the data (``--data``)
+and the model a user names (``--model``, ``--model-arg``, ``--weights``, ``--input-range``,
+``--device``)."""
 
 from __future__ import annotations
 
 import argparse
 import ast
 import importlib
+import importlib.util
 import inspect
 import os
 import pickle
+import stat
 import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +57,103 @@ def integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file that an output flag writes.
+
+    Attributes:
+        flag: The flag, ``--report``.
+        suffixes: The suffixes it can write (``.json``, ...); empty: any.
+        needs: A module the writer imports and the extra that installs it, if any.
+        folder: Whether it names a folder to write files into, instead of a file.
+    """
+
+    flag: str
+    suffixes: tuple[str, ...] = ()
+    needs: tuple[str, str] | None = None
+    folder: bool = False
+
+
+def check_outputs(
+    outputs: Sequence[tuple[Output, Path | None]], inputs: Sequence[tuple[str, Path | None]]
+) -> None:
+    """Refuse, before any work and without creating anything, every output that could not
+    be written at the end: a suffix its writer does not know, a folder, a device or other
+    non-file, a read-only file, a folder that is not writable or cannot be created (a file
+    stands where a folder must be), a missing library, or two flags naming one file (an
+    output that is also one of the ``inputs``, flag and path, would overwrite it).
+
+    Raises:
+        UsageError: One line naming the flag and the path.
+    """
+    claimed = {_identity(path): flag for flag, path in inputs if path is not None}
+    for output, path in outputs:
+        if path is None:
+            continue
+        _check_output(output, path)
+        other = claimed.setdefault(_identity(path), output.flag)
+        if other != output.flag:
+            raise UsageError(
+                f"{output.flag} {str(path)!r} names the same file as {other}: name another file"
+            )
+
+
+def _check_output(output: Output, path: Path) -> None:
+    flag, shown = output.flag, repr(str(path))
+    if output.folder:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(f"{flag} must be a folder, got the file {shown}")
+        _check_folder(flag, shown, path.absolute())
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} must be a file, got the folder {shown}")
+    if os.path.exists(path):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"{flag} must be a regular file, got {shown} (a device or pipe)")
+        if not mode & 0o222 or not os.access(path, os.W_OK):
+            raise UsageError(f"{flag} {shown} is read-only: make it writable or name another file")
+    if output.suffixes and path.suffix not in output.suffixes:
+        wanted = " or ".join([", ".join(output.suffixes[:-1]), output.suffixes[-1]])
+        raise UsageError(f"{flag} must end in {wanted.removeprefix(' or ')}, got {shown}")
+    if output.needs is not None and importlib.util.find_spec(output.needs[0]) is None:
+        module, extra = output.needs
+        raise UsageError(f'{flag} {shown} needs {module}: pip install "signattack[{extra}]"')
+    _check_folder(flag, shown, path.absolute().parent)
+
+
+def _check_folder(flag: str, shown: str, folder: Path) -> None:
+    """Refuse ``folder`` where it cannot be created or written into."""
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent  # the first folder that exists: the ones below are created
+    if not os.path.isdir(folder):
+        raise UsageError(f"{flag} {shown} cannot be written: {str(folder)!r} is not a folder")
+    reason = _unwritable(folder)
+    if reason is not None:
+        raise UsageError(
+            f"{flag} {shown} cannot be written: the folder {str(folder)!r} is not writable "
+            f"({reason})"
+        )
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, or ``None`` where one can: found by
+    creating one and removing it (permissions alone do not tell: an administrator passes
+    them, and some file systems refuse what they allow)."""
+    try:
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".signattack-check-")
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
+def _identity(path: Path) -> Path:
+    """The resolved absolute path: two names of one file have the same."""
+    return Path(os.path.realpath(path.expanduser()))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -276,3 +380,71 @@ def load_model(
 
         model = Rescaled(model, bounds, (taken[0], taken[1])).eval()
     return model, where
+
+
+def load_data(spec: str, split: str, limit: int | None) -> tuple[HostArray, HostArray]:
+
+    x: HostArray
+    y: HostArray
+    if spec == "digits":
+        from signattack.digits import load_digits
+
+        data = load_digits()
+        pair = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
+        x, y = pair[0].numpy(), pair[1].numpy()
+    elif spec.startswith("cifar10:"):
+        from signattack.data import read_cifar10
+
+        try:
+            x, y = read_cifar10(spec.partition(":")[2], "test" if split == "test" else "train")
+        except (FileNotFoundError, ValueError) as error:
+            raise UsageError(f"--data {spec}: {error}") from None
+    elif spec.startswith("npz:"):
+        x, y = _read_npz(spec)
+    else:
+        raise UsageError(f"--data must be cifar10:DIR, digits or npz:FILE, got {spec!r}")
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if len(x) == 0:
+        raise UsageError(f"--data {spec} must hold samples, got none")
+    return x, y
+
+
+def _read_npz(spec: str) -> tuple[HostArray, HostArray]:
+    import numpy as np
+
+    path = Path(spec.partition(":")[2])
+    if not path.is_file():
+        raise UsageError(f"--data {spec}: no such file {str(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays or "y" not in arrays:
+                raise UsageError(f"--data {spec}: the file must hold arrays named x and y")
+            x, y = arrays["x"], arrays["y"]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise UsageError(f"--data {spec} is not a readable .npz file: {error}") from None
+    if x.ndim < 2 or y.shape != (len(x),):
+        raise UsageError(
+            f"--data {spec}: x must be (n, ...) and y (n,), got {x.shape} and {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"--data {spec}: y must hold integer labels, got dtype {y.dtype}")
+    return x, y
+
+
+class Batches:
+    """The data in batches on the device, with a length, so that progress has a total."""
+
+    def __init__(self, x: HostArray, y: HostArray, size: int, device: torch.device) -> None:
+        self.x, self.y, self.size, self.device = x, y, size, device
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        import torch
+
+        for start in range(0, len(self.y), self.size):
+            images = torch.as_tensor(self.x[start : start + self.size]).to(self.device)
+            labels = torch.as_tensor(self.y[start : start + self.size]).long().to(self.device)
+            yield images.float(), labels

@@ -16,11 +16,16 @@ import numpy as np
 __all__ = [
     "HostArray",
     "copy_of",
+    "dtype_name",
+    "from_host",
     "largest_difference",
+    "library_of",
     "npz_bytes",
     "put_rows",
     "read_npz",
     "read_tensors",
+    "stored_array",
+    "stored_text",
     "to_bytes",
     "to_flags",
     "to_numpy",
@@ -36,17 +41,89 @@ def to_numpy(array: Any) -> HostArray:
     """A NumPy copy (or view) of ``array``: a tensor on any device, a JAX array, ...
 
     PyTorch tensors leave their device and graph first; other libraries go through
-    ``numpy.asarray`` (``__array__``) or, failing that, DLPack.
+    ``numpy.asarray`` (``__array__``) or, failing that, DLPack. Floating dtypes that NumPy
+    lacks (``bfloat16``, the ``float8`` kinds) widen to ``float32``, which holds every one of
+    their values exactly: :func:`dtype_name` tells what the array was.
     """
     host: HostArray
     if array_api_compat.is_torch_array(array):
-        host = array.detach().cpu().numpy()
+        tensor = array.detach().cpu()
+        if _narrow_torch(tensor):
+            tensor = tensor.float()
+        host = tensor.numpy()
         return host
+    host = _raw_numpy(array)
+    if host.dtype.kind == "V" and host.dtype.fields is None:  # ml_dtypes (JAX's bfloat16)
+        host = host.astype(np.float32)
+    return host
+
+
+def _narrow_torch(tensor: Any) -> bool:
+    """Whether a torch tensor has a floating dtype that NumPy lacks."""
+    import torch
+
+    return bool(tensor.is_floating_point()) and tensor.dtype not in (
+        torch.float16,
+        torch.float32,
+        torch.float64,
+    )
+
+
+def _raw_numpy(array: Any) -> HostArray:
+    """``numpy.asarray(array)``, or DLPack where that fails; dtypes as they come."""
+    host: HostArray
     try:
         host = np.asarray(array)
     except (TypeError, ValueError, RuntimeError):
         host = np.from_dlpack(array)
     return host
+
+
+def dtype_name(array: object) -> str:
+    """The name an array's library gives its dtype, without a library prefix: ``float32``,
+    ``bfloat16``, ``uint8``."""
+    return str(getattr(array, "dtype", type(array).__name__)).removeprefix("torch.")
+
+
+def library_of(array: object) -> str:
+    """The library of an array, as :func:`from_host` names it: ``torch``, ``jax`` or
+    ``numpy`` (any other array is copied to the host as NumPy)."""
+    if array_api_compat.is_torch_array(array):
+        return "torch"
+    if array_api_compat.is_jax_array(array):
+        return "jax"
+    return "numpy"
+
+
+def from_host(array: HostArray, library: str, dtype: str, device: object = None) -> Any:
+    """``array`` as an array of ``library`` (``"torch"``, ``"jax"`` or ``"numpy"``) with the
+    dtype named ``dtype``, on ``device`` (torch): the inverse of :func:`to_numpy`, exact for
+    values that ``dtype`` holds (``bfloat16`` values kept as ``float32``).
+
+    Raises:
+        ValueError: ``library`` does not have ``dtype`` (NumPy has no ``bfloat16``).
+    """
+    if library == "torch":
+        import torch
+
+        kind = getattr(torch, dtype, None)
+        if not isinstance(kind, torch.dtype):
+            raise ValueError(f"torch has no dtype {dtype!r}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(kind)
+        return tensor if device is None else tensor.to(str(device))
+    if library == "jax":
+        import jax.numpy as jnp
+
+        if str(array.dtype) == dtype:
+            return jnp.asarray(array)
+        return jnp.asarray(array, dtype=jnp.dtype(dtype))
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError:
+        wanted = np.dtype("V")
+    if wanted.kind not in "biuf":
+        raise ValueError(f"NumPy has no real dtype {dtype!r}")
+    return array if array.dtype == wanted else array.astype(wanted)
 
 
 def to_flags(array: object) -> list[bool]:
@@ -71,7 +148,7 @@ def to_bytes(array: object) -> tuple[str, tuple[int, ...], bytes]:
             tensor = array.detach().to("cpu").contiguous()
             raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
             return str(tensor.dtype), tuple(tensor.shape), raw
-    host = to_numpy(array)
+    host = _raw_numpy(array)
     return str(host.dtype), host.shape, host.tobytes()
 
 
@@ -89,8 +166,12 @@ def read_npz(path: Path) -> dict[str, HostArray]:
     Raises:
         OSError, ValueError: The file cannot be read as an ``.npz`` file.
     """
-    with np.load(path, allow_pickle=False) as opened:
-        return {name: np.asarray(opened[name]) for name in opened.files}
+    with path.open("rb") as handle:  # closed even where np.load fails half-way
+        opened = np.load(handle, allow_pickle=False)
+        if not isinstance(opened, np.lib.npyio.NpzFile):
+            raise ValueError(f"expected an .npz archive, got a single {type(opened).__name__}")
+        with opened:
+            return {name: np.asarray(opened[name]) for name in opened.files}
 
 
 def read_tensors(path: Path) -> dict[str, HostArray | str]:
@@ -110,6 +191,35 @@ def read_tensors(path: Path) -> dict[str, HostArray | str]:
     for key, value in stored.items():
         found[str(key)] = value if isinstance(value, str) else to_numpy(value)
     return found
+
+
+def stored_text(stored: Mapping[str, object], key: str, default: str | None = None) -> str:
+    """The text a file of arrays holds under ``key`` (a 0-d string array or a ``str``).
+
+    Raises:
+        ValueError: It holds none, or something else there.
+    """
+    value = stored.get(key, default)
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind == "U":
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be text, got {type(value).__name__}")
+    return value
+
+
+def stored_array(stored: Mapping[str, object], key: str, kinds: str) -> HostArray:
+    """The array a file of arrays holds under ``key``: at least 1-d, of a dtype whose kind
+    (``numpy.dtype.kind``) is one of ``kinds``.
+
+    Raises:
+        ValueError: It holds none, or another kind of array.
+    """
+    value = stored.get(key)
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"it holds no array {key!r}")
+    if value.dtype.kind not in kinds or value.ndim < 1:
+        raise ValueError(f"{key!r} must be an array of numbers, got {value.dtype} {value.shape}")
+    return value
 
 
 def largest_difference(a: HostArray, b: HostArray) -> float:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from signattack import evaluate_cli, verify_cli
+from signattack._cli_model import USAGE_ERROR, Output, UsageError, check_outputs
 
 __all__ = ["main"]
 
@@ -43,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return evaluate_cli.run(args)
     if args.command == "verify":
         return verify_cli.run(args)
+    try:
+        check_outputs([(Output("--out", folder=True), args.out)], [])
+    except UsageError as error:
+        print(f"signattack demo: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     try:
         from signattack import demo
     except ImportError as error:

@@ -44,6 +44,15 @@ class DigitsData:
     x_test: torch.Tensor
     y_test: torch.Tensor
 
+    def __repr__(self) -> str:
+        """Counts and shapes, not the pixels: a notebook cell's last line stays one line."""
+        image = tuple(self.x_train.shape[1:])
+        classes = len(torch.unique(torch.cat([self.y_train, self.y_test])))
+        return (
+            f"DigitsData(train={len(self.x_train)}, test={len(self.x_test)}, image={image}, "
+            f"classes={classes}, pixels in [0, 255])"
+        )
+
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0) -> DigitsData:
     """scikit-learn's 1,797 handwritten digits, shuffled with ``seed`` and split.

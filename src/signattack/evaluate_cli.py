@@ -4,16 +4,22 @@
         --data cifar10:data/ --eps 2,4,8 --steps 5 --report report.json
     python -m signattack evaluate ... --attacks standard    # APGD-CE, APGD-T, FAB-T, Square
 
-A preset runs with its published settings (``standard``: APGD-CE, APGD-T and FAB-T with 100
-steps, Square with 5000 queries; ``gradient``: the two APGD attacks; ``rand``: APGD-CE and APGD-DLR
-with 20 passes per gradient) unless ``--steps``, ``--queries`` or ``--eot`` change them, and
-the output says what ran.
+A preset is the library's (:func:`~signattack.evaluation.standard_attacks`,
+:func:`~signattack.evaluation.gradient_attacks`, :func:`~signattack.evaluation.rand_attacks`)
+with ``--steps``, ``--queries``, ``--eot`` and ``--seed`` passed as its arguments; ``standard``
+runs its ``rand`` version on a model it finds randomized, with ``--eot`` passes. The output
+says what ran, read from the attacks themselves. A setting that no selected attack takes
+(``--eot`` for Square and FAB-T) is refused.
 
 Every mistake in the arguments, the files they name or the data is answered with one line
 that names the flag, what was expected and what came, and exit status 2; ``--debug`` shows
-the traceback instead. Under ``torchrun --nproc_per_node=N`` the processes share the batches
-(gloo on the CPU, NCCL on GPUs) and process 0 writes the report; when one process fails,
-all of them exit with an error.
+the traceback instead. Every output (``--report``, ``--adversarial``, ``--robustbench``,
+``--plot``, ``--resume-file``) is checked before the first batch, so that a path that cannot
+be written is refused at once, not after the whole evaluation.
+
+Under ``torchrun --nproc_per_node=N`` the processes share the batches (gloo on the CPU, NCCL
+on GPUs) and process 0 writes the report; when one process fails, all of them exit with an
+error.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ import argparse
 import json
 import os
 import sys
-import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from signattack._cli_model import (
     INTERRUPTED,
     USAGE_ERROR,
+    Batches,
+    Output,
     UsageError,
     add_model_arguments,
+    check_outputs,
+    load_data,
     load_model,
     non_negative,
     numbers,
@@ -41,10 +50,8 @@ from signattack._cli_model import (
 from signattack._io import write_atomically
 
 if TYPE_CHECKING:
-    import torch
-
-    from signattack._host import HostArray
     from signattack.attacks import EpsAttack
+    from signattack.evaluation import RobustnessReport
 
 __all__ = ["add_parser", "run"]
 
@@ -53,17 +60,34 @@ Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 """What ``--attacks`` accepts, besides the presets."""
 
-PRESETS = {
-    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
-    "gradient": ("apgd-ce", "apgd-t"),
-    "rand": ("apgd-ce", "apgd-dlr"),
-}
+PRESETS = ("standard", "gradient", "rand")
 """The presets of ``--attacks``: AutoAttack's standard suite, its gradient members, and its
-version for randomized defenses (with ``--eot 20`` unless given)."""
+version for randomized defenses, as the library builds them."""
 
-DEFAULT_STEPS, PRESET_STEPS, PRESET_QUERIES, RAND_EOT = 10, 100, 5000, 20
-"""Steps of a single attack; of a preset's APGD runs (the paper's); Square's queries; the
-passes per gradient of the ``rand`` preset."""
+DEFAULT_STEPS = 10
+"""Steps of a single gradient attack; a preset has the library's (100, the paper's)."""
+
+OUTPUTS = {
+    "report": Output("--report", (".json", ".csv", ".md", ".tex")),
+    "adversarial": Output("--adversarial", (".npz", ".pt")),
+    "robustbench": Output("--robustbench", (".json",)),
+    "plot": Output("--plot", (".png", ".pdf", ".svg"), needs=("matplotlib", "demo")),
+    "resume_file": Output("--resume-file"),
+}
+"""Every file a run writes, by the name of its option: all are checked before the first
+batch by :func:`~signattack._cli_model.check_outputs`. A new output flag joins here."""
+
+SETTINGS = {
+    "steps": "--steps",
+    "queries": "--queries",
+    "eot": "--eot",
+    "step_size": "--step-size",
+    "loss": "--loss",
+    "random_start": "--random-start",
+    "early_stop": "--early-stop",
+}
+"""The options that set an attack's field of the same name; one given that no selected
+attack takes is refused."""
 
 
 def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -87,29 +111,27 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         default=None,
         help="attacks run in order, each on the samples still robust: comma-separated from "
         f"{', '.join(ATTACK_NAMES)}, or a preset: 'standard' (apgd-ce,apgd-t,fab-t,square "
-        "with 100 steps and 5000 queries), 'gradient' (apgd-ce,apgd-t), 'rand' (apgd-ce,apgd-dlr "
-        "with --eot 20); overrides --attack",
+        "with 100 steps and 5000 queries; its rand version on a randomized model), 'gradient' "
+        "(apgd-ce,apgd-t), 'rand' (apgd-ce,apgd-dlr with 20 EOT passes); overrides --attack",
     )
     parser.add_argument(
         "--steps",
         type=positive,
         default=None,
-        help=f"iterations of each gradient attack ({DEFAULT_STEPS}; {PRESET_STEPS} in a preset)",
+        help=f"iterations of each gradient attack ({DEFAULT_STEPS}; 100 in a preset)",
     )
     parser.add_argument(
-        "--queries",
-        type=positive,
-        default=PRESET_QUERIES,
-        help=f"Square's queries per sample ({PRESET_QUERIES})",
+        "--queries", type=positive, default=None, help="Square's queries per sample (5000)"
     )
     parser.add_argument(
         "--eot",
         type=positive,
         default=None,
-        help="passes averaged per gradient, for a randomized model (1; 20 in the rand preset)",
+        help="passes averaged per gradient, for a randomized model, in the attacks that take "
+        "it (1; 20 in the rand preset and the standard preset's rand version)",
     )
     parser.add_argument("--step-size", type=float, default=None)
-    parser.add_argument("--loss", default="ce", choices=["ce", "margin"])
+    parser.add_argument("--loss", default=None, choices=["ce", "margin"], help="(ce)")
     parser.add_argument("--bounds", default="0,255", help="the pixel box, e.g. 0,1")
     parser.add_argument("--random-start", action="store_true")
     parser.add_argument("--seed", type=non_negative, default=0)
@@ -133,77 +155,13 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         help="write a RobustBench-shaped entry (clean_acc, autoattack_acc, eps, n_examples) "
         "at the largest eps, as JSON",
     )
-    parser.add_argument("--plot", type=Path, help="write accuracy against eps (.png)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="write accuracy against eps (.png, .pdf or .svg; needs matplotlib)",
+    )
     parser.add_argument("--resume-file", type=Path, help="progress checkpoint, for resuming")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-
-
-def _load_data(spec: str, split: str, limit: int | None) -> tuple[HostArray, HostArray]:
-
-    x: HostArray
-    y: HostArray
-    if spec == "digits":
-        from signattack.digits import load_digits
-
-        data = load_digits()
-        pair = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
-        x, y = pair[0].numpy(), pair[1].numpy()
-    elif spec.startswith("cifar10:"):
-        from signattack.data import read_cifar10
-
-        try:
-            x, y = read_cifar10(spec.partition(":")[2], "test" if split == "test" else "train")
-        except (FileNotFoundError, ValueError) as error:
-            raise UsageError(f"--data {spec}: {error}") from None
-    elif spec.startswith("npz:"):
-        x, y = _read_npz(spec)
-    else:
-        raise UsageError(f"--data must be cifar10:DIR, digits or npz:FILE, got {spec!r}")
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    if len(x) == 0:
-        raise UsageError(f"--data {spec} must hold samples, got none")
-    return x, y
-
-
-def _read_npz(spec: str) -> tuple[HostArray, HostArray]:
-    import numpy as np
-
-    path = Path(spec.partition(":")[2])
-    if not path.is_file():
-        raise UsageError(f"--data {spec}: no such file {str(path)!r}")
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            if "x" not in arrays or "y" not in arrays:
-                raise UsageError(f"--data {spec}: the file must hold arrays named x and y")
-            x, y = arrays["x"], arrays["y"]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise UsageError(f"--data {spec} is not a readable .npz file: {error}") from None
-    if x.ndim < 2 or y.shape != (len(x),):
-        raise UsageError(
-            f"--data {spec}: x must be (n, ...) and y (n,), got {x.shape} and {y.shape}"
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise UsageError(f"--data {spec}: y must hold integer labels, got dtype {y.dtype}")
-    return x, y
-
-
-class _Batches:
-    """The data in batches on the device, with a length, so that progress has a total."""
-
-    def __init__(self, x: HostArray, y: HostArray, size: int, device: torch.device) -> None:
-        self.x, self.y, self.size, self.device = x, y, size, device
-
-    def __len__(self) -> int:
-        return -(-len(self.y) // self.size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        import torch
-
-        for start in range(0, len(self.y), self.size):
-            images = torch.as_tensor(self.x[start : start + self.size]).to(self.device)
-            labels = torch.as_tensor(self.y[start : start + self.size]).long().to(self.device)
-            yield images.float(), labels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -250,8 +208,6 @@ def _attack_names(args: argparse.Namespace) -> list[str]:
     if args.attacks is None:
         return [args.attack]
     names = [part.strip() for part in args.attacks.split(",")]
-    if len(names) == 1 and names[0] in PRESETS:
-        return list(PRESETS[names[0]])
     unknown = [name for name in names if name not in ATTACK_NAMES]
     if not names or unknown or not all(names):
         raise UsageError(
@@ -269,73 +225,138 @@ def _preset(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _steps(args: argparse.Namespace) -> int:
-    """The gradient attacks' iterations: given, or the preset's, or a single attack's."""
-    if args.steps is not None:
-        steps: int = args.steps
-        return steps
-    return PRESET_STEPS if _preset(args) is not None else DEFAULT_STEPS
+def _given(**settings: object) -> dict[str, Any]:
+    """The settings the user gave (``None``: not given, the attack's own default)."""
+    return {name: value for name, value in settings.items() if value is not None}
 
 
-def _eot(args: argparse.Namespace) -> int:
-    """The passes per gradient: given, or the rand preset's 20, or 1."""
-    if args.eot is not None:
-        eot: int = args.eot
-        return eot
-    return RAND_EOT if _preset(args) == "rand" else 1
+def _attacks(args: argparse.Namespace, box: tuple[float, float]) -> Sequence[EpsAttack]:
+    """The attacks the options select: a preset as the library builds it, with the options
+    as its arguments (an :class:`~signattack.evaluation.AttackSuite`), or single attacks.
 
+    Raises:
+        UsageError: An option sets what no selected attack takes, or a setting is invalid.
+    """
+    from signattack.evaluation import AttackSuite, gradient_attacks, rand_attacks, standard_attacks
 
-def _what_ran(attacks: list[EpsAttack], args: argparse.Namespace) -> str:
-    """One line naming the attacks that ran, with their budgets."""
-    from signattack.attacks import APGD, APGDT, FABT, IteratedSign, Square
-
-    parts = []
-    for attack in attacks:
-        if isinstance(attack, Square):
-            parts.append(f"Square ({attack.queries} queries)")
-        elif isinstance(attack, APGD):
-            parts.append(f"APGD-{str(attack.loss).upper()} ({attack.steps} steps)")
-        elif isinstance(attack, FABT):
-            parts.append(f"FAB-T ({attack.steps} steps)")
-        elif isinstance(attack, (APGDT, IteratedSign)):
-            parts.append(f"{type(attack).__name__} ({attack.steps} steps)")
-        else:
-            parts.append(type(attack).__name__)
-    eot = _eot(args)
     preset = _preset(args)
-    head = f"attacks ({preset} preset)" if preset is not None else "attacks"
-    return f"{head}: {', '.join(parts)}" + (f"; EOT over {eot} passes" if eot > 1 else "")
+    common = _given(steps=args.steps, bounds=box, seed=args.seed)
+    try:
+        attacks: Sequence[EpsAttack]
+        if preset == "standard":
+            suite = standard_attacks(**common, **_given(queries=args.queries))
+            if args.eot is not None:  # the passes of its version for randomized models
+                rand = rand_attacks(**common, eot=args.eot)
+                suite = AttackSuite(suite.name, suite, randomized=rand)
+            attacks = suite
+        elif preset is not None:
+            build = gradient_attacks if preset == "gradient" else rand_attacks
+            attacks = build(**common, **_given(eot=args.eot))
+        else:
+            attacks = [_attack(name, args, box) for name in _attack_names(args)]
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"the attack's settings: {error}") from None
+    _check_settings(args, attacks)
+    return attacks
 
 
-def _attack(
-    name: str, args: argparse.Namespace, bounds: tuple[float, float], eps: float
-) -> EpsAttack:
-    """One attack of the command line; its radius is replaced by the evaluation."""
+def _attack(name: str, args: argparse.Namespace, box: tuple[float, float]) -> EpsAttack:
+    """One attack named in ``--attacks``; its radius is replaced by the evaluation."""
     from signattack.attacks import APGD, APGDT, FABT, FGSM, IteratedSign, Square
 
-    steps, eot = _steps(args), _eot(args)
+    steps = DEFAULT_STEPS if args.steps is None else args.steps
+    options = _given(eot=args.eot, loss=args.loss)
+    stops: dict[str, Any] = {"early_stop": True} if args.early_stop else {}
+    seeded = {"bounds": box, "seed": args.seed}
     if name == "fgsm":
-        return FGSM(eps, bounds=bounds, loss=args.loss, eot=eot)
+        return FGSM(0.0, bounds=box, **options)
     if name == "iterated":
-        return IteratedSign(
-            eps,
-            steps,
-            step_size=args.step_size,
-            random_start=args.random_start,
-            seed=args.seed,
-            early_stop=args.early_stop,
-            bounds=bounds,
-            loss=args.loss,
-            eot=eot,
-        )
+        extra = _given(step_size=args.step_size, random_start=args.random_start or None)
+        return IteratedSign(0.0, steps, **seeded, **options, **stops, **extra)
     if name == "square":
-        return Square(eps, args.queries, bounds=bounds, seed=args.seed)
+        return Square(0.0, **_given(queries=args.queries), **seeded)
     if name == "fab-t":
-        return FABT(eps, steps, bounds=bounds, seed=args.seed)
-    common = {"bounds": bounds, "seed": args.seed, "early_stop": args.early_stop, "eot": eot}
+        return FABT(0.0, steps, **seeded)
+    gradient = {**seeded, **stops, **_given(eot=args.eot)}
     if name == "apgd-t":
-        return APGDT(eps, steps, **common)
-    return APGD(eps, steps, loss="dlr" if name == "apgd-dlr" else "ce", **common)
+        return APGDT(0.0, steps, **gradient)
+    return APGD(0.0, steps, loss="dlr" if name == "apgd-dlr" else "ce", **gradient)
+
+
+def _members(attacks: Sequence[EpsAttack]) -> list[EpsAttack]:
+    """The attacks, with those of a suite's version for randomized models."""
+    from signattack.evaluation import AttackSuite
+
+    alternative = attacks.randomized if isinstance(attacks, AttackSuite) else None
+    return [*attacks, *(alternative or ())]
+
+
+def _check_settings(args: argparse.Namespace, attacks: Sequence[EpsAttack]) -> None:
+    """Refuse an option that no selected attack took, read from the attacks' own fields."""
+    members = _members(attacks)
+    for name, flag in SETTINGS.items():
+        wanted = getattr(args, name)
+        if wanted is None or wanted is False:
+            continue
+        if not any(_fields(attack).get(name, None) == wanted for attack in members):
+            shown = "" if wanted is True else f" {wanted}"
+            names = ", ".join(dict.fromkeys(_name(attack) for attack in members))
+            raise UsageError(
+                f"{flag}{shown} applies to none of the selected attacks ({names}): "
+                f"{'it takes' if len(members) == 1 else 'they take'} no such setting"
+            )
+
+
+def _fields(attack: object) -> dict[str, object]:
+    from signattack._fields import field_values
+
+    return field_values(attack) or {}
+
+
+def _name(attack: EpsAttack) -> str:
+    """The name a paper gives ``attack`` (``APGD-CE``), without its EOT."""
+    from signattack._fields import replaced
+    from signattack.evaluation.standard import traits_of
+
+    eot = _fields(attack).get("eot", 1)
+    return traits_of(
+        replaced(attack, {"eot": 1}) if isinstance(eot, int) and eot > 1 else attack
+    ).name
+
+
+def _label(attack: EpsAttack) -> str:
+    """An attack as the output names it: its name and its budget, from its own fields."""
+    fields = _fields(attack)
+    units = {"steps": "step", "queries": "query"}
+    budget = [
+        f"{fields[key]} {key if fields[key] != 1 else unit}"
+        for key, unit in units.items()
+        if key in fields
+    ]
+    eot = fields.get("eot", 1)
+    if isinstance(eot, int) and eot > 1:
+        budget.append(f"EOT over {eot} passes")
+    return f"{_name(attack)} ({', '.join(budget)})" if budget else _name(attack)
+
+
+def _what_ran(attacks: Sequence[EpsAttack], args: argparse.Namespace, randomized: bool) -> str:
+    """One line naming the attacks that ran with their budgets, read from the attacks (on a
+    randomized model, a preset's version for such models), and which ones ``--eot`` is in."""
+    from signattack.evaluation import AttackSuite
+
+    preset = _preset(args)
+    ran: Sequence[EpsAttack] = attacks
+    head = f"attacks ({preset} preset)" if preset is not None else "attacks"
+    if randomized and isinstance(attacks, AttackSuite) and attacks.randomized is not None:
+        ran = attacks.randomized
+        head = f"attacks ({preset} preset, its {ran.name} version: the model is randomized)"
+    line = f"{head}: {', '.join(_label(attack) for attack in ran)}"
+    taking = [_name(attack) for attack in ran if "eot" in _fields(attack)]
+    if args.eot is None or len(taking) == len(ran):
+        return line
+    if taking:
+        return f"{line}; --eot {args.eot} applies to {', '.join(taking)} only"
+    return f"{line}; --eot {args.eot} applies to the rand version, run on a randomized model"
 
 
 def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
@@ -353,40 +374,71 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
         )
     if args.step_size is not None and not 0 <= args.step_size < float("inf"):
         raise UsageError(f"--step-size must be a finite number >= 0, got {args.step_size!r}")
+    attacks = _attacks(args, (bounds[0], bounds[1]))
+    data = Path(args.data.partition(":")[2]) if args.data.startswith("npz:") else None
+    check_outputs(
+        [(output, getattr(args, name)) for name, output in OUTPUTS.items()],
+        [("--data", data), ("--weights", args.weights)],
+    )
     model, device = load_model(args, (bounds[0], bounds[1]))
-    x, y = _load_data(args.data, args.split, args.limit)
+    x, y = load_data(args.data, args.split, args.limit)
     warn_unused_outputs(model, x, y, device)
-    try:
-        box = (bounds[0], bounds[1])
-        attacks = [_attack(name, args, box, eps[0]) for name in _attack_names(args)]
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"the attack's settings: {error}") from None
-    if args.resume_file is not None and args.resume_file.is_dir():
-        raise UsageError(f"--resume-file must be a file, got the folder {str(args.resume_file)!r}")
     report = evaluate(
         model,
-        _Batches(x, y, args.batch_size, device),
+        Batches(x, y, args.batch_size, device),
         attacks if len(attacks) > 1 else attacks[0],
         eps,
         checkpoint=args.resume_file,
         adversarial=args.adversarial,
     )
-    if not distributed or torch.distributed.get_rank() == 0:
-        print(_what_ran(attacks, args))
-        resumed = report.metadata.get("resumed_batches", 0)
-        if isinstance(resumed, int) and resumed:
-            print(f"resumed: {resumed} finished batches taken from {args.resume_file}")
-        print(f"{report.samples} samples")
-        print(report.table())
-        if args.report is not None:
-            print(f"wrote {report.save(args.report)}")
-        if args.adversarial is not None:
-            print(f"wrote {args.adversarial} (check it: signattack verify ... --adversarial)")
-        if args.robustbench is not None:
-            entry = json.dumps(report.to_robustbench(), indent=2) + "\n"
-            write_atomically(args.robustbench, entry.encode())
-            print(f"wrote {args.robustbench}")
-        if args.plot is not None:
-            report.plot(args.plot)
-            print(f"wrote {args.plot}")
-    return 0
+    if distributed and torch.distributed.get_rank() != 0:
+        return 0
+    print(_what_ran(attacks, args, report.metadata.get("randomized_model") is True))
+    resumed = report.metadata.get("resumed_batches", 0)
+    if isinstance(resumed, int) and resumed:
+        print(f"resumed: {resumed} finished batches taken from {args.resume_file}")
+    print(f"{report.samples} samples")
+    print(report.table())
+    return _write(report, args)
+
+
+def _write(report: RobustnessReport, args: argparse.Namespace) -> int:
+    """Write every output the options name: each one even where another fails, and the
+    failures named by flag (the table above keeps the numbers); 1 if any failed."""
+    if args.adversarial is not None:
+        print(f"wrote {args.adversarial} (check it: signattack verify ... --adversarial)")
+    writers: dict[str, Callable[[Path], object]] = {
+        "report": report.save,
+        "robustbench": lambda path: write_atomically(path, _robustbench(report)),
+        "plot": lambda path: write_atomically(path, _figure(report, path.suffix)),
+    }
+    failed = 0
+    for name, write in writers.items():
+        path: Path | None = getattr(args, name)
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            print(
+                f"signattack evaluate: error: {OUTPUTS[name].flag} {path}: {reason}",
+                file=sys.stderr,
+            )
+            failed = 1
+        else:
+            print(f"wrote {path}")
+    return failed
+
+
+def _robustbench(report: RobustnessReport) -> bytes:
+    return (json.dumps(report.to_robustbench(), indent=2) + "\n").encode()
+
+
+def _figure(report: RobustnessReport, suffix: str) -> bytes:
+    """The report's figure in the format ``suffix`` names, as bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    report.plot().savefig(buffer, format=suffix.removeprefix("."), dpi=150)
+    return buffer.getvalue()

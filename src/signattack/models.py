@@ -7,6 +7,8 @@ scaled. The normalisation constants are buffers, not parameters.
 
 from __future__ import annotations
 
+import math
+
 from signattack._lazy import missing_torch
 
 try:
@@ -15,7 +17,7 @@ try:
 except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
     raise missing_torch("signattack.models", error) from error
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "AllCNN", "DigitsCNN", "Rescaled"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "AllCNN", "DigitsCNN", "Normalize", "Rescaled"]
 
 CIFAR10_MEAN = (125.307, 122.950, 113.865)
 """Per-channel mean of CIFAR-10's training pixels, in ``[0, 255]`` units."""
@@ -24,17 +26,83 @@ CIFAR10_STD = (62.993, 62.089, 66.705)
 """Per-channel standard deviation of CIFAR-10's training pixels, in ``[0, 255]`` units."""
 
 
-class _Normalize(nn.Module):
+class Normalize(nn.Module):
+    """A model behind per-channel normalisation: ``model((x - mean) / std)``.
+
+    For a network trained on normalised inputs, so that attacks, bounds and eps stay in the
+    data's units (``Normalize(net, CIFAR10_MEAN, CIFAR10_STD)`` on pixels in ``[0, 255]``, or
+    ImageNet's ``(0.485, 0.456, 0.406)`` and ``(0.229, 0.224, 0.225)`` on ``[0, 1]``): the
+    attack never sees the normalised space, so a radius cannot be given in the wrong one.
+    torchattacks and foolbox take the same two sequences.
+
+    Args:
+        model: The network; ``None`` for the normalisation alone.
+        mean: Per-channel means, in the data's units (one number for every channel).
+        std: Per-channel standard deviations, in the data's units, each positive.
+
+    Raises:
+        ValueError: ``mean`` and ``std`` differ in length, are empty, or hold a value that is
+            not finite, or a ``std`` that is not positive.
+    """
+
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        model: nn.Module | None,
+        mean: float | tuple[float, ...] | list[float],
+        std: float | tuple[float, ...] | list[float],
+    ) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        means, stds = _channels("mean", mean), _channels("std", std)
+        if len(means) != len(stds):
+            raise ValueError(
+                f"mean and std must have one value per channel each, got {len(means)} "
+                f"and {len(stds)}"
+            )
+        if not all(value > 0 for value in stds):
+            raise ValueError(f"std must be positive in every channel, got {stds}")
+        self.model = model
+        shape = (1, -1, 1, 1)  # channels first
+        self.register_buffer("mean", torch.tensor(means, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(stds, dtype=torch.float32).view(shape))
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return (pixels - self.mean) / self.std
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim < 2 or (self.mean.shape[1] != 1 and x.shape[1] != self.mean.shape[1]):
+            raise ValueError(
+                f"Normalize has {self.mean.shape[1]} channels, got an input of shape "
+                f"{tuple(x.shape)} (channels first: (batch, channels, ...))"
+            )
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean, std = self.mean.view(shape), self.std.view(shape)
+        normalised = (x - mean.to(x.dtype)) / std.to(x.dtype)
+        if self.model is None:
+            return normalised
+        result: torch.Tensor = self.model(normalised)
+        return result
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def _channels(name: str, value: object) -> tuple[float, ...]:
+    """``value`` as a tuple of finite floats, one per channel."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    numbers = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise TypeError(f"{name} must be numbers, one per channel, got {value!r}")
+        if not math.isfinite(item):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        numbers.append(float(item))
+    if not numbers:
+        raise ValueError(f"{name} must hold at least one value, got {value!r}")
+    return tuple(numbers)
+
+
+def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> Normalize:
+    return Normalize(None, mean, std)
 
 
 class Rescaled(nn.Module):
@@ -101,7 +169,7 @@ class AllCNN(nn.Module):
     ) -> None:
         super().__init__()
         narrow, wide = channels
-        self.normalize = _Normalize(mean, std)
+        self.normalize = _normalize(mean, std)
         self.features = nn.Sequential(
             nn.Dropout(0.2),
             _block(3, narrow, 3),
@@ -130,7 +198,7 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
-        self.normalize = _Normalize((127.5,), (127.5,))
+        self.normalize = _normalize((127.5,), (127.5,))
         self.features = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1),
             nn.ReLU(),

@@ -55,11 +55,24 @@ def plot_loss_trace(
     """Per-sample loss against attack step (thin lines) and their mean (thick).
 
     Args:
-        losses: ``(steps + 1, batch)``, e.g. :attr:`signattack.AttackResult.losses`.
+        losses: An :class:`~signattack.AttackResult`, or its
+            :attr:`~signattack.AttackResult.losses`: ``(steps + 1, batch)`` of any library
+            and dtype (``bfloat16`` included).
         title: Axes title.
         path: Where to save the figure, if anywhere.
+
+    Raises:
+        ValueError: ``losses`` is not of shape ``(steps + 1, batch)``.
     """
-    values = _numpy(losses)
+    from signattack.attacks.base import AttackResult
+
+    trace: object = losses.losses if isinstance(losses, AttackResult) else losses
+    values = _numpy(trace)
+    if values.ndim != 2:
+        raise ValueError(
+            "losses must be an AttackResult or its losses of shape (steps + 1, batch), got "
+            f"shape {values.shape}"
+        )
     fig = _new_figure((6, 4))
     ax = fig.add_subplot()
     ax.plot(values, color="tab:blue", alpha=min(1.0, 8 / max(values.shape[1], 1)), lw=0.8)

@@ -5,7 +5,8 @@
 
 It prints, per radius, the robust accuracy at the saved points against the report's, and
 whether every point lies in its ball and the box; the exit status is 0 when the saved
-examples give the reported numbers, 1 when they do not, 2 for a usage error.
+examples give the reported numbers, 1 when they do not, 2 for a usage error or a file that
+cannot be read (missing, damaged, not written by ``signattack evaluate``), said in one line.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         bounds = saved.report.bounds or (0.0, 255.0)
         model, _ = load_model(args, bounds)
         found = verify(model, args.adversarial)
-    except (UsageError, ValueError, TypeError, ImportError) as error:
+    except (UsageError, ValueError, TypeError, ImportError, OSError) as error:
         if args.debug:
             raise
         text = " ".join(str(error).split()) or type(error).__name__

@@ -28,6 +28,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
+from signattack._host import to_numpy
 from signattack._typing import Array, ArrayT, Model, namespace
 from signattack.attacks.auto_steps import AutoSteps, checkpoints
 from signattack.attacks.base import AttackResult, LinfAttack
@@ -43,6 +44,7 @@ from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, take_samples
 from signattack.core.losses import TARGETED_DLR, LossFunction, LossName
 from signattack.core.rules import Start
+from signattack.core.streams import Purpose, SampleStreams
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import (
     Bounds,
@@ -68,24 +70,30 @@ def _run_apgd(
     steps: int,
     rho: float,
     restarts: int,
-    generator: np.random.Generator,
+    streams: SampleStreams,
+    purpose: Purpose,
     early_stop: bool,
     targeted: bool = False,
     loss_labels: Array | None = None,
 ) -> Runs:
-    """APGD with restarts, each on the samples of ``batch`` that ``runs`` has not fooled."""
+    """APGD with restarts, each on the samples of ``batch`` that ``runs`` has not fooled;
+    restart ``r`` starts every sample at a random point of its own stream for
+    ``(*purpose, r)``."""
     xp = namespace(batch.x)
     radius = batch.radius(eps)
     low, high = ball_box_limits(batch.x, radius, *batch.bounds)
     marks = checkpoints(steps)
-    for _ in range(restarts):
+    for restart in range(restarts):
         todo, index, count = still_robust(batch, runs)
         if count == 0:
             break
         part = sub_batch(batch, index)
+        part_streams = streams.take(to_numpy(index))
         part_low, part_high = take_samples(low, index), take_samples(high, index)
         part_radius = radius if isinstance(radius, float) else take_samples(radius, index)
-        begin = random_start(part.x, part_radius, part_low, part_high, generator)
+        begin = random_start(
+            part.x, part_radius, part_low, part_high, part_streams, (*purpose, restart)
+        )
         rule = AutoSteps(part_low, part_high, part_radius, rho, marks, -1.0 if targeted else 1.0)
         outcome = iterate(
             part,
@@ -129,7 +137,10 @@ class APGD(LinfAttack):
         bounds: The pixel box ``(lower, upper)``.
         targeted: Treat ``y`` as target labels and descend the loss towards them.
         seed: Seed of the random starts; ``None`` draws fresh entropy. No global random
-            state is read or changed.
+            state is read or changed. Every sample draws its starts from streams of its
+            own, keyed by the seed (or the ``rng`` of the call), by the sample's values and
+            label and by the restart, so that its result does not depend on the batch it
+            comes in, on its position there, or on the other samples.
         model_mode: ``"eval"`` (default), ``"train"`` or ``"unchanged"``.
         early_stop: Freeze each sample as soon as the model is fooled and drop it from the
             batch the model sees.
@@ -153,6 +164,11 @@ class APGD(LinfAttack):
     model_mode: ModelMode = "eval"
     early_stop: bool = False
     eot: int = 1
+
+    @property
+    def name(self) -> str:
+        """``APGD-CE``, ``APGD-DLR``, ...: the paper's name with the loss it climbs."""
+        return f"APGD-{self.loss.upper()}" if isinstance(self.loss, str) else "APGD"
 
     def __post_init__(self) -> None:
         self._check(self.loss, "early_stop", "targeted", counts=("steps", "restarts", "eot"))
@@ -180,7 +196,8 @@ class APGD(LinfAttack):
                 steps=self.steps,
                 rho=self.rho,
                 restarts=self.restarts,
-                generator=draws,
+                streams=batch.streams(draws),
+                purpose=("apgd",),
                 early_stop=self.early_stop,
                 targeted=self.targeted,
             )
@@ -205,7 +222,8 @@ class APGDT(LinfAttack):
         restarts: Runs per target class.
         rho: Condition 1's share of improving steps.
         bounds: The pixel box.
-        seed: Seed of the random starts.
+        seed: Seed of the random starts, drawn per sample, target class and restart from
+            streams of the sample's own (see :class:`APGD`).
         model_mode: How to run an ``nn.Module``.
         early_stop: Freeze samples once fooled.
         eot: Passes averaged per gradient for a randomized model (EOT).
@@ -222,6 +240,11 @@ class APGDT(LinfAttack):
     model_mode: ModelMode = "eval"
     early_stop: bool = False
     eot: int = 1
+
+    @property
+    def name(self) -> str:
+        """``APGD-T``, the paper's name."""
+        return "APGD-T"
 
     def __post_init__(self) -> None:
         counts = ("steps", "restarts", "eot", "target_classes")
@@ -244,7 +267,8 @@ class APGDT(LinfAttack):
                 batch, batch.logits(batch.x), self.target_classes, 4, "APGDT"
             )
             runs: Runs | None = None
-            for labels in targets:
+            streams = batch.streams(draws)
+            for rank, labels in enumerate(targets, start=2):
                 if runs is None:
                     losses, _ = batch.evaluate(batch.x, labels)
                     fooled = xp.not_equal(predictions, batch.labels)
@@ -256,7 +280,8 @@ class APGDT(LinfAttack):
                     steps=self.steps,
                     rho=self.rho,
                     restarts=self.restarts,
-                    generator=draws,
+                    streams=streams,
+                    purpose=("apgd-t", rank),
                     early_stop=self.early_stop,
                     loss_labels=labels,
                 )

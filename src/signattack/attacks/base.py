@@ -52,7 +52,10 @@ class AttackResult(Generic[ArrayT]):
         distances: For a minimum-norm attack (:class:`~signattack.FABT`), the L-inf
             distance of the closest adversarial point found per sample, ``(batch,)``, within
             the radius or not (``0`` where the clean input is misclassified, ``inf`` where
-            none was found); ``None`` for the others.
+            none was found); ``None`` for the others. Where ``success`` holds it is the
+            distance of the point returned (rounded, for integer images); elsewhere the
+            input comes back unchanged and the distance exceeds ``eps``, so that
+            ``success == (distances <= eps)``.
     """
 
     x_adv: ArrayT
@@ -217,6 +220,12 @@ class LinfAttack(ABC):
         """The box, the loss and the model's mode, as one validated value."""
         threat: ThreatModel = self.__dict__["_threat"]
         return threat
+
+    @property
+    def name(self) -> str:
+        """The name papers give the attack (``APGD-CE``, ``FAB-T``, ``Square``): what
+        reports and the command line show."""
+        return type(self).__name__
 
     def with_eps(self: Self, eps: float) -> Self:
         """The same attack with radius ``eps``."""

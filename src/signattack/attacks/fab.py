@@ -41,20 +41,16 @@ from typing import ClassVar
 
 import numpy as np
 
+from signattack._host import to_numpy
 from signattack._typing import Array, ArrayT, Model, device_of, moved, namespace, returned
 from signattack.attacks.base import AttackResult, LinfAttack
 from signattack.attacks.loop import iterate
-from signattack.attacks.restarts import (
-    Runs,
-    chosen_result,
-    still_robust,
-    sub_batch,
-    target_labels,
-)
+from signattack.attacks.restarts import Runs, still_robust, sub_batch, target_labels
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.kernels import ball_box_limits, clip, take_samples
 from signattack.core.losses import TARGETED_MARGIN
 from signattack.core.rules import Evaluated, Start, required
+from signattack.core.streams import Purpose, SampleStreams
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import Bounds, check_real, generator
 
@@ -211,11 +207,14 @@ def _closer(state: _FabState, x: Array, fooled: Array) -> tuple[Array, Array]:
     )
 
 
-def _half_ball(x: Array, radius: float, bounds: Bounds, draws: np.random.Generator) -> Array:
-    """A random point at L-inf distance ``radius / 2`` from each sample, clipped to the box:
-    where a restart starts."""
+def _half_ball(
+    x: Array, radius: float, bounds: Bounds, streams: SampleStreams, purpose: Purpose
+) -> Array:
+    """A random point at L-inf distance ``radius / 2`` from each sample, drawn from the
+    sample's own stream for ``purpose`` and clipped to the box: where a restart starts."""
     xp = namespace(x)
-    unit = moved(xp.asarray(draws.uniform(-1, 1, size=tuple(x.shape)), dtype=x.dtype), device_of(x))
+    unit = xp.asarray(streams.uniform(purpose, tuple(x.shape[1:])), dtype=x.dtype)
+    unit = moved(unit, device_of(x))
     axes = tuple(range(1, x.ndim))
     largest = xp.max(xp.abs(unit), axis=axes, keepdims=True)
     return xp.clip(x + unit / xp.maximum(largest, 1e-12) * (radius / 2), *bounds)
@@ -233,7 +232,10 @@ class FABT(LinfAttack):
     :attr:`~signattack.AttackResult.distances`: a per-sample minimal radius (an upper bound
     of it) from one run. ``eps`` also sets the random starts of the restarts (within half
     the ball). Untargeted in effect: ``y`` are the true labels, and success is any other
-    class.
+    class. Success, the point and the distance describe the same point: the closest point
+    found is rounded for integer images (and projected onto the ball where it lies within
+    the radius), the model is evaluated there, success is judged and the distance measured
+    there, and a sample not fooled comes back exactly unchanged.
 
     Args:
         eps: Radius of the L-inf ball, ``>= 0``.
@@ -245,7 +247,10 @@ class FABT(LinfAttack):
         eta: Overshooting of the projections, ``>= 1``.
         beta: Step back towards the original point after a success, in ``(0, 1]``.
         bounds: The pixel box.
-        seed: Seed of the random starts.
+        seed: Seed of the random starts of the restarts, drawn per sample from a stream
+            keyed by the seed (or the ``rng`` of the call), by the sample's values and
+            label, the target class and the restart: a sample's result does not depend on
+            the batch it comes in.
         model_mode: How to run an ``nn.Module``.
 
     Raises:
@@ -267,6 +272,11 @@ class FABT(LinfAttack):
     bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
     seed: int | None = None
     model_mode: ModelMode = "eval"
+
+    @property
+    def name(self) -> str:
+        """``FAB-T``, the paper's name."""
+        return "FAB-T"
 
     def __post_init__(self) -> None:
         self._check(TARGETED_MARGIN, counts=("steps", "restarts", "target_classes"))
@@ -295,21 +305,26 @@ class FABT(LinfAttack):
                 batch, batch.logits(batch.x), self.target_classes, 2, "FABT"
             )
             fooled = xp.not_equal(predictions, batch.labels)
+            # Only restarts draw: a single run needs no streams (and no copy to the host).
+            streams = batch.streams(draws) if self.restarts > 1 else SampleStreams(())
             runs: Runs | None = None
-            for labels in targets:
+            for rank, labels in enumerate(targets, start=2):
                 if runs is None:
                     losses, _ = batch.evaluate(batch.x, labels)
                     runs = Runs.clean(batch, losses, fooled, self.steps)
                     zero = xp.zeros_like(runs.best)
                     runs = dataclasses.replace(runs, best=xp.where(fooled, zero, runs.best))
-                runs = self._targets(batch, runs, labels, draws)
+                runs = self._targets(batch, runs, labels, streams, rank)
             if runs is None:  # pragma: no cover - target_classes >= 1 and classes >= 2
                 raise RuntimeError("FABT ran no target class")
-            result = chosen_result(batch, runs, self.eps, False, x)
-            return dataclasses.replace(result, distances=returned(-runs.best, x))
+            return _closest_result(batch, runs, self.eps, x)
 
-    def _targets(self, batch: Batch, runs: Runs, labels: Array, draws: np.random.Generator) -> Runs:
-        """The restarts against one target class, each on the samples still robust."""
+    def _targets(
+        self, batch: Batch, runs: Runs, labels: Array, streams: SampleStreams, rank: int
+    ) -> Runs:
+        """The restarts against the target class of rank ``rank``, each on the samples still
+        robust; restart ``r >= 1`` starts every sample at a random point of its own stream
+        for ``("fab-t", rank, r)``."""
         xp = namespace(batch.x)
         radius = batch.radius(self.eps)
         low, high = ball_box_limits(batch.x, radius, *batch.bounds)
@@ -319,7 +334,11 @@ class FABT(LinfAttack):
             if count == 0:
                 break
             part = sub_batch(batch, index)
-            begin = part.x if restart == 0 else _half_ball(part.x, radius, batch.bounds, draws)
+            begin = part.x
+            if restart > 0:
+                part_streams = streams.take(to_numpy(index))
+                purpose = ("fab-t", rank, restart)
+                begin = _half_ball(part.x, radius, batch.bounds, part_streams, purpose)
             part_low, part_high = take_samples(low, index), take_samples(high, index)
             outcome = iterate(
                 part,
@@ -330,9 +349,64 @@ class FABT(LinfAttack):
                 final=part.rounded(radius),
             )
             best, distance = rule.closest(outcome.state, outcome.final)
-            within = distance <= radius
-            chosen = xp.where(xp.reshape(within, (-1,) + (1,) * (part.x.ndim - 1)), best, part.x)
-            chosen = clip(chosen, part_low, part_high)
+            point, fooled, reached = _confirmed(part, best, distance, radius, part_low, part_high)
+            within = xp.logical_and(fooled, reached <= radius)
+            chosen = xp.where(xp.reshape(within, _per_sample(point)), point, part.x)
             trace = xp.stack(outcome.rows)[:, :count]
-            runs = runs.fold(todo, chosen[:count, ...], trace, within[:count], -distance[:count])
+            runs = runs.fold(todo, chosen[:count, ...], trace, within[:count], -reached[:count])
         return runs
+
+
+def _per_sample(x: Array) -> tuple[int, ...]:
+    return (-1,) + (1,) * (x.ndim - 1)
+
+
+def _linf(x: Array, x0: Array) -> Array:
+    """Per sample, ``max |x - x0|``, in their dtype."""
+    xp = namespace(x)
+    return xp.max(xp.abs(xp.reshape(x - x0, (x.shape[0], -1))), axis=1)
+
+
+def _confirmed(
+    part: Batch, best: Array, distance: Array, radius: float, low: Array, high: Array
+) -> tuple[Array, Array, Array]:
+    """The closest point a run found, as the caller would get it, judged there.
+
+    For integer images the point is rounded (a point within the radius stays within it);
+    for floating ones a point within the radius is projected onto the ball exactly. The
+    model is evaluated at that point: the point, whether it fools the model, and its
+    distance (``inf`` where it does not fool it), so that success, distance and point
+    describe the same point.
+    """
+    xp = namespace(best)
+    if part.integer:
+        point = part.rounded(math.inf)(best)
+    else:
+        near = xp.reshape(distance <= radius, _per_sample(best))
+        point = xp.where(near, clip(best, low, high), best)
+    predictions = xp.argmax(part.logits(point), axis=1)
+    fooled = xp.logical_and(xp.isfinite(distance), xp.not_equal(predictions, part.labels))
+    return point, fooled, xp.where(fooled, _linf(point, part.x), math.inf)
+
+
+def _closest_result(batch: Batch, runs: Runs, eps: float, caller: ArrayT) -> AttackResult[ArrayT]:
+    """The chosen points evaluated once more as the caller gets them. Where the model is
+    fooled there: the point and its distance. Elsewhere: the input itself, unchanged, and
+    the distance of the closest point found beyond the radius (``inf`` where none was), so
+    that ``success`` holds exactly where ``distances <= eps``."""
+    xp = namespace(batch.x)
+    radius = batch.radius(eps)
+    point = batch.rounded(radius)(runs.x)
+    predictions = xp.argmax(batch.logits(point), axis=1)
+    success = xp.not_equal(predictions, batch.labels)
+    point = xp.where(xp.reshape(success, _per_sample(point)), point, batch.x)
+    found = -runs.best
+    beyond = xp.where(found > radius, found, math.inf)
+    distances = xp.where(success, _linf(point, batch.x), beyond)
+    return AttackResult(
+        returned(batch.to_input(point, radius), caller),
+        returned(runs.trace, caller),
+        returned(predictions, caller),
+        returned(success, caller),
+        distances=returned(distances, caller),
+    )

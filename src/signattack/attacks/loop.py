@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeGuard, TypeVar, cast
 
-import numpy as np
-
 from signattack._fields import field_values, replaced
 from signattack._lazy import moved_attributes
 from signattack._typing import (
@@ -37,6 +35,7 @@ from signattack._typing import (
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip, take_samples
 from signattack.core.rules import Evaluated, Start, State, TraceableRule, UpdateRule
+from signattack.core.streams import Purpose, SampleStreams
 
 __all__ = ["Evaluated", "LoopResult", "Start", "UpdateRule", "iterate"]
 
@@ -66,12 +65,13 @@ class LoopResult(Generic[State]):
 
 
 def random_start(
-    x: Array, eps: Amount, low: Array, high: Array, generator: np.random.Generator
+    x: Array, eps: Amount, low: Array, high: Array, streams: SampleStreams, purpose: Purpose
 ) -> Array:
-    """A uniform random point of the ball around ``x``, drawn from ``generator`` and clipped
-    to the feasible set."""
+    """A uniform random point of the ball around each sample of ``x``, drawn from the
+    sample's own stream for ``purpose`` (on the host, moved to ``x``'s device once) and
+    clipped to the feasible set."""
     xp = namespace(x)
-    unit = xp.asarray(generator.uniform(-1, 1, size=tuple(x.shape)), dtype=x.dtype)
+    unit = xp.asarray(streams.uniform(purpose, tuple(x.shape[1:])), dtype=x.dtype)
     return clip(x + moved(unit, device_of(x)) * eps, low, high)
 
 

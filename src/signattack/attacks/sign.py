@@ -115,7 +115,10 @@ class IteratedSign(LinfAttack):
         model_mode: Run an ``nn.Module`` in ``"eval"`` mode (default), ``"train"`` mode, or
             ``"unchanged"``; the model's modes and buffers are restored after the call.
         seed: Seed of the random start, for reproducible calls; ``None`` draws fresh entropy.
-            No global random state is read or changed.
+            No global random state is read or changed. Every sample draws its start from
+            a stream of its own, keyed by the seed (or the ``rng`` of the call) and by the
+            sample's values and label, so that a sample's result does not depend on the
+            batch it comes in, on its position there, or on the other samples.
         early_stop: Freeze each sample as soon as the attack succeeds on it and drop it
             from the batch the model sees: fewer forward and backward passes when only
             success matters (robustness evaluation). Costs one host synchronisation a step.
@@ -284,7 +287,8 @@ class IteratedSign(LinfAttack):
             low, high = ball_box_limits(batch.x, eps, *batch.bounds)
             begin = batch.x
             if draws is not None:
-                begin = random_start(batch.x, eps, low, high, draws)
+                streams = batch.streams(draws)
+                begin = random_start(batch.x, eps, low, high, streams, ("random start",))
             outcome = iterate(
                 batch,
                 SignSteps(low, high, step),
@@ -367,10 +371,18 @@ class FGSM:
         object.__setattr__(self, "bounds", checked.bounds)
         object.__setattr__(self, "eot", checked.eot)
 
+    gradient_free: ClassVar[bool] = False
+    """FGSM asks for a gradient."""
+
     @property
     def seed(self) -> None:
         """FGSM draws nothing: always ``None``."""
         return None
+
+    @property
+    def name(self) -> str:
+        """``FGSM``, the paper's name."""
+        return "FGSM"
 
     @property
     def threat(self) -> ThreatModel:

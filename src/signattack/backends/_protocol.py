@@ -92,11 +92,14 @@ class Steps(Generic[State]):
         rows: The per-sample losses at every step, ``(steps, batch)``.
         state: The rule's state after the last step.
         first_logits: The logits of the first step, for the first-call checks.
+        finite: Whether the logits of every step were finite (a boolean array), ``None``
+            where the loop does not say.
     """
 
     rows: Array
     state: State
     first_logits: Array
+    finite: Array | None = None
 
 
 @runtime_checkable

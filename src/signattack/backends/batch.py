@@ -8,10 +8,15 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import overload
 
+import array_api_compat
+import numpy as np
+
+from signattack._host import to_numpy
 from signattack._typing import Amount, Array, Namespace, device_of, is_array, moved, namespace
 from signattack.backends._protocol import Backend, CompiledLoop, State, Steps, TraceableRule
 from signattack.backends.registry import open_backend
 from signattack.core.losses import LossFunction
+from signattack.core.streams import SampleStreams, root_key
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
 
@@ -59,6 +64,86 @@ class _FirstCall:
         return self if pending else None
 
 
+NON_FINITE = (
+    "the model returned NaN or inf logits at a point the attack visited (inside the "
+    "eps-ball around x and the box): no prediction, loss or success can be judged there; "
+    "make the model finite on the whole box (compute its logits in float32, guard its "
+    "divisions and logarithms)"
+)
+"""The error of a model that is not finite at a point an attack visited."""
+
+
+class _Finite:
+    """Whether every output of the model in one call was finite.
+
+    Host arrays (NumPy) are checked at once, before a loss is computed from them; on a
+    device the check is a flag, updated at every evaluation and read once, when the call
+    ends (no synchronisation per step).
+    """
+
+    def __init__(self) -> None:
+        self.flag: Array | None = None
+
+    def see(self, logits: Array) -> None:
+        xp = namespace(logits)
+        finite = xp.all(xp.isfinite(logits))
+        if array_api_compat.is_numpy_array(logits):
+            if not bool(finite):
+                raise ValueError(NON_FINITE)
+            return
+        bad = xp.logical_not(finite)
+        self.flag = bad if self.flag is None else xp.logical_or(self.flag, bad)
+
+    def see_flag(self, finite: Array) -> None:
+        """Take a flag computed on the device: whether the outputs it covers were finite."""
+        xp = namespace(finite)
+        bad = xp.logical_not(finite)
+        self.flag = bad if self.flag is None else xp.logical_or(self.flag, bad)
+
+    def check(self) -> None:
+        """Raise where any output seen was NaN or inf.
+
+        Raises:
+            ValueError: The model returned NaN or inf at a point the attack visited.
+        """
+        flag, self.flag = self.flag, None
+        if flag is not None and bool(flag):
+            raise ValueError(NON_FINITE)
+
+
+class _Watch:
+    """The checks a backend is handed at every evaluation: the first-call checks while
+    they are pending, and the watch for NaN and inf, which sees the logits before any loss
+    is computed from them."""
+
+    def __init__(self, first: _FirstCall | None, finite: _Finite) -> None:
+        self.first, self.finite, self.seen = first, finite, False
+
+    def logits(self, logits: Array, y: Array) -> None:
+        if self.first is not None:
+            self.first.logits(logits, y)
+        self.finite.see(logits)
+        self.seen = True
+
+    def losses(self, losses: Array, y: Array) -> None:
+        if self.first is not None:
+            self.first.losses(losses, y)
+
+    def returned(self, logits: Array, y: Array) -> None:
+        """After the backend returned: the logits, where it did not hand them over."""
+        if not self.seen:
+            self.logits(logits, y)
+
+
+def _unshared(x: Array) -> Array:
+    """A copy of ``x`` that the model may write into: the attack's iterate and the centre
+    of its ball are never handed to the model (JAX arrays, which nothing can write into,
+    go as they are)."""
+    if array_api_compat.is_jax_array(x):
+        return x
+    return namespace(x).asarray(x, copy=True)
+
+
 @dataclass(frozen=True)
 class Batch:
     """A checked batch, ready for the kernels.
@@ -88,20 +173,25 @@ class Batch:
     original: Array
     draws: int = 1
     first_call: _FirstCall = field(default_factory=_FirstCall, repr=False, compare=False)
+    finite: _Finite = field(default_factory=_Finite, repr=False, compare=False)
 
     def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
         """Per-sample losses, the input gradient of their sum and the predicted classes; with
         several :attr:`draws`, the means over independent forward and backward passes (EOT)
         and the classes of the mean logits.
 
-        The first evaluations check the logits, the losses and the gradient's shape.
+        The first evaluations check the logits, the losses and the gradient's shape. The
+        model is handed a copy of ``x`` (it may write into it); logits that are not finite
+        make the call raise (see :meth:`check_finite`).
         """
 
         def once() -> list[Array]:
-            checks = self.first_call.take()
-            losses, grad, logits = self.backend.value_and_grad(x, y, checks)
-            if checks is not None:
-                checks.gradient(grad, x)
+            first = self.first_call.take()
+            watch = _Watch(first, self.finite)
+            losses, grad, logits = self.backend.value_and_grad(_unshared(x), y, watch)
+            watch.returned(logits, y)
+            if first is not None:
+                first.gradient(grad, x)
             return [losses, grad, logits]
 
         losses, grad, logits = self._mean_of_draws(once)
@@ -109,13 +199,18 @@ class Batch:
 
     def logits(self, x: Array, y: Array | None = None) -> Array:
         """The model's output at ``x`` (the mean over :attr:`draws`), without a graph;
-        checked against ``y`` (the batch's labels by default) on the first call."""
+        checked against ``y`` (the batch's labels by default) on the first call.
+
+        Every evaluation hands the model a copy of ``x``: a model that writes into its
+        input (``x.mul_(0)``, ``x -= 100``) changes neither the attack's iterate nor the
+        centre of its ball. Its output is watched for NaN and inf (:meth:`check_finite`).
+        """
 
         def once() -> list[Array]:
-            logits = self.backend.logits(x)
-            checks = self.first_call.take()
-            if checks is not None:
-                checks.logits(logits, self.labels if y is None else y)
+            logits = self.backend.logits(_unshared(x))
+            _Watch(self.first_call.take(), self.finite).logits(
+                logits, self.labels if y is None else y
+            )
             return [logits]
 
         (logits,) = self._mean_of_draws(once)
@@ -126,13 +221,11 @@ class Batch:
         several :attr:`draws`: the mean loss, and the classes of the mean logits)."""
 
         def once() -> list[Array]:
-            checks = self.first_call.take()
-            logits = self.backend.logits(x)
-            if checks is not None:
-                checks.logits(logits, y)
+            watch = _Watch(self.first_call.take(), self.finite)
+            logits = self.backend.logits(_unshared(x))
+            watch.logits(logits, y)
             losses = self.backend.loss(logits, y)
-            if checks is not None:
-                checks.losses(losses, y)
+            watch.losses(losses, y)
             return [losses, logits]
 
         losses, logits = self._mean_of_draws(once)
@@ -169,7 +262,29 @@ class Batch:
             checks.logits(ran.first_logits, labels)
             checks.losses(ran.rows[0], labels)
             checks.gradient_pending = False  # the framework differentiated x itself
+        self.finite.see(ran.first_logits)
+        if ran.finite is not None:  # every later step's logits, as one flag
+            self.finite.see_flag(ran.finite)
         return ran
+
+    def check_finite(self) -> None:
+        """Raise where the model returned NaN or inf at any point evaluated so far on a
+        device (one host synchronisation; host arrays are checked at every evaluation);
+        :func:`open_batch` calls it when the attack ends.
+
+        Raises:
+            ValueError: The model returned NaN or inf at a point the attack visited.
+        """
+        self.finite.check()
+
+    def streams(self, draws: np.random.Generator) -> SampleStreams:
+        """The random streams of the batch's samples: keyed by one root key from ``draws``
+        and by each sample's values and label (see :mod:`signattack.core.streams`). One
+        copy of the batch to the host, once per call."""
+        xp = namespace(self.x)
+        # float32: NumPy has no bfloat16, and keys compare values at float32 precision.
+        values = self.original if self.integer else xp.astype(self.x, xp.float32)
+        return SampleStreams.of(root_key(draws), to_numpy(values), to_numpy(self.labels))
 
     @overload
     def radius(self, eps: float) -> float: ...
@@ -269,10 +384,13 @@ def open_batch(
 
     Warns with a :class:`~signattack.UnitsWarning` where ``x``, ``bounds`` and the largest
     radius ``eps`` look like different units. The model is restored on exit, also when
-    validation fails.
+    validation fails. The model never sees the batch's own arrays (see
+    :meth:`Batch.logits`).
 
     Raises:
-        TypeError, ValueError: As :func:`signattack.core.validation.check_batch`.
+        TypeError, ValueError: As :func:`signattack.core.validation.check_batch`; and, on
+            leaving the block, a ``ValueError`` where the model returned NaN or inf at any
+            point it was evaluated at.
     """
     with open_backend(model, x, loss, model_mode) as backend:
         if not is_array(x):  # a registered backend took something that is not an array
@@ -299,7 +417,7 @@ def open_batch(
                 f"y must hold class labels of the model (0 <= y < classes), got {largest}"
             )
         x_float = xp.astype(x, xp.float32) if integer else x
-        yield Batch(
+        batch = Batch(
             backend=backend,
             x=xp.clip(x_float, float(lower), float(upper)),
             labels=xp.astype(labels, index_dtype, copy=False),
@@ -309,3 +427,5 @@ def open_batch(
             original=x,
             draws=draws,
         )
+        yield batch
+        batch.check_finite()

@@ -267,27 +267,30 @@ def _steps(
     state: State,
     labels: Array,
     wanted: Array,
-) -> tuple[Array, State, Array]:
-    """The loop that :meth:`JaxBackend.run_steps` compiles: its rows of losses, last state
-    and first logits. The rule is rebuilt from its type (static) and fields (traced)."""
+) -> tuple[Array, State, Array, Array]:
+    """The loop that :meth:`JaxBackend.run_steps` compiles: its rows of losses, last state,
+    first logits, and whether the logits of every step were finite. The rule is rebuilt
+    from its type (static) and fields (traced)."""
     rule = rule_type(**fields)
     total = _objective(form.build(arrays), loss.value, labels, wanted.shape[0])
     xp = namespace(wanted)
     compare = xp.equal if targeted else xp.not_equal
 
     def one_step(carry: _Carry[State], step: Array) -> tuple[_Carry[State], Array]:
-        state, losses, fooled, first = carry
+        state, losses, fooled, first, finite = carry
         new_losses, grad, logits = _gradient(total, rule.point(state))
         new_fooled = compare(xp.argmax(logits, axis=1), wanted)
         first = xp.where(xp.equal(step, 0), logits, first)
+        finite = xp.logical_and(finite, xp.all(xp.isfinite(logits)))
         if not early_stop:
             state = rule.update(state, step, new_losses, grad, new_fooled)
-            return (state, new_losses, new_fooled, first), new_losses
+            return (state, new_losses, new_fooled, first, finite), new_losses
         still = xp.logical_not(fooled)  # the samples attacked at this step
         losses = xp.where(still, new_losses, losses)
         fooled = xp.where(still, new_fooled, fooled)
         updated = rule.update(state, step, losses, grad, fooled)
-        return (_where(xp.logical_not(fooled), updated, state), losses, fooled, first), losses
+        kept = _where(xp.logical_not(fooled), updated, state)
+        return (kept, losses, fooled, first, finite), losses
 
     shapes: tuple[Array, Array] = jax.eval_shape(lambda inputs: total(inputs)[1], rule.point(state))
     losses, logits = shapes
@@ -296,12 +299,13 @@ def _steps(
         xp.zeros(losses.shape, dtype=losses.dtype),
         xp.zeros(wanted.shape, dtype=xp.bool),
         xp.zeros(logits.shape, dtype=logits.dtype),
+        xp.asarray(True),
     )
     unroll = steps <= UNROLLED_STEPS
     ran: tuple[_Carry[State], Array]
     ran = jax.lax.scan(one_step, carry, xp.arange(steps), unroll=unroll)
-    (state, _, _, first), rows = ran
-    return rows, state, first
+    (state, _, _, first, finite), rows = ran
+    return rows, state, first, finite
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ class _Programs:
 
     logits: Callable[[list[Array | None], Array], Array]
     value_and_grad: Callable[[list[Array | None], Array, Array], tuple[Array, Array, Array]]
-    steps: Callable[..., tuple[Array, Any, Array]]
+    steps: Callable[..., tuple[Array, Any, Array, Array]]
 
 
 PROGRAMS_KEPT = 8
@@ -330,8 +334,9 @@ def _programs(form: _Form, loss: _Same[LossFunction]) -> _Programs:
     )
 
 
-_Carry: TypeAlias = tuple[State, Array, Array, Array]
-"""A compiled loop's state: the rule's state, the losses, the success and the first logits."""
+_Carry: TypeAlias = tuple[State, Array, Array, Array, Array]
+"""A compiled loop's state: the rule's state, the losses, the success, the first logits and
+whether every step's logits were finite."""
 
 
 def _where(mask: Array, new: State, old: State) -> State:
@@ -364,34 +369,27 @@ def open_jax_backend(
 
 
 def straight_through_jax(
-    fn: Callable[..., object], backward: Callable[..., object] | None, x: object
+    fn: Callable[[Array], object], backward: Callable[[Array], object] | None, x: object
 ) -> Array:
     """:func:`signattack.straight_through` on a JAX array: ``jax.custom_vjp`` with ``fn``
-    forward and the identity, or ``backward``'s vector-Jacobian product, backward."""
+    forward and the identity, or ``backward``'s vector-Jacobian product, backward. What both
+    return is checked by :func:`signattack.masking.output_of`."""
+    from signattack.masking import output_of
+
     if not isinstance(x, jax.Array):
         raise TypeError(f"straight_through_jax takes a jax.Array, got {type(x).__name__}")
 
-    def forward_value(inputs: Array) -> Array:
-        out = fn(inputs)
-        if not isinstance(out, jax.Array) or out.shape != inputs.shape:
-            shape = getattr(out, "shape", type(out).__name__)
-            raise ValueError(
-                f"straight_through's fn must keep the input's shape {tuple(inputs.shape)}, "
-                f"got {shape}"
-            )
-        return out
-
     @jax.custom_vjp
     def through(inputs: Array) -> Array:
-        return forward_value(inputs)
+        return output_of("fn", fn, inputs)
 
     def forward(inputs: Array) -> tuple[Array, Array]:
-        return forward_value(inputs), inputs
+        return output_of("fn", fn, inputs), inputs
 
     def backward_pass(inputs: Array, cotangent: Array) -> tuple[Array]:
         if backward is None:
             return (cotangent,)
-        _, vjp = jax.vjp(backward, inputs)
+        _, vjp = jax.vjp(functools.partial(output_of, "backward", backward), inputs)
         (grad,) = vjp(cotangent)
         return (grad,)
 

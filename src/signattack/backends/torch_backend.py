@@ -68,42 +68,52 @@ _WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: to
 
 class _StraightThrough(torch.autograd.Function):
     """``fn(x)`` forward; backward, the identity or the vector-Jacobian product of a
-    differentiable stand-in at ``x``."""
+    differentiable stand-in at ``x``. What both return is checked by
+    :func:`signattack.masking.output_of`."""
 
     @staticmethod
     def forward(
         ctx: FunctionCtx,
         x: torch.Tensor,
-        fn: Callable[..., object],
-        backward: Callable[..., object] | None,
+        fn: Callable[[torch.Tensor], object],
+        backward: Callable[[torch.Tensor], object] | None,
     ) -> torch.Tensor:
+        from signattack.masking import output_of
+
         ctx.save_for_backward(x)
         setattr(ctx, "backward_fn", backward)  # noqa: B010 - FunctionCtx declares no slots
-        out = _tensor(fn(x))
-        if out.shape != x.shape:
-            raise ValueError(
-                f"straight_through's fn must keep the input's shape {tuple(x.shape)}, got "
-                f"{tuple(out.shape)}"
-            )
-        return out
+        return output_of("fn", fn, x.clone())  # a copy: fn may write into its input
 
     @staticmethod
     def backward(ctx: _Saved, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        from signattack.masking import output_of
+
         stand_in = getattr(ctx, "backward_fn", None)
         if stand_in is None:
             return grad, None, None
         (x,) = ctx.saved_tensors
         with torch.enable_grad():
-            leaf = x.detach().requires_grad_(True)
-            (vjp,) = torch.autograd.grad(_tensor(stand_in(leaf)), leaf, grad)
-        return vjp, None, None
+            leaf = x.detach().clone().requires_grad_(True)
+            out = output_of("backward", stand_in, leaf)
+            if not out.requires_grad:
+                raise TypeError(
+                    "straight_through's backward must be differentiable in its input: its "
+                    "result does not depend on the input through autograd (computed from a "
+                    "detached copy, by integer operations, or under torch.no_grad)"
+                )
+            (vjp,) = torch.autograd.grad(out, leaf, grad, allow_unused=True)
+        return (torch.zeros_like(x) if vjp is None else vjp), None, None
 
 
 def straight_through_torch(
-    fn: Callable[..., object], backward: Callable[..., object] | None, x: object
+    fn: Callable[[torch.Tensor], object],
+    backward: Callable[[torch.Tensor], object] | None,
+    x: object,
 ) -> torch.Tensor:
     """:func:`signattack.straight_through` on a tensor."""
-    applied: torch.Tensor = _StraightThrough.apply(_tensor(x), fn, backward)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"straight_through_torch takes a torch.Tensor, got {type(x).__name__}")
+    applied: torch.Tensor = _StraightThrough.apply(x, fn, backward)
     return applied
 
 
@@ -156,7 +166,8 @@ class TorchBackend:
     ) -> tuple[Array, Array, Array]:
         """Losses, ``torch.autograd.grad(losses.sum(), x)`` and the logits."""
         leaf = _tensor(x).detach().requires_grad_(True)
-        logits = _tensor(self.model(leaf))
+        # A clone, not the leaf: a model that writes into its input gets correct gradients.
+        logits = _tensor(self.model(leaf.clone()))
         if checks is not None:
             checks.logits(logits, y)
         losses = _tensor(self.loss(logits, y))

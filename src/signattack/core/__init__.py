@@ -10,6 +10,7 @@ from signattack.core.kernels import (
     round_into_limits,
     sign_step,
     signed_unit,
+    within_linf_ball,
 )
 from signattack.core.losses import (
     CROSS_ENTROPY,
@@ -66,4 +67,5 @@ __all__ = [
     "signed_unit",
     "targeted_dlr",
     "targeted_margin",
+    "within_linf_ball",
 ]

@@ -14,9 +14,19 @@ so it is computed once (:func:`ball_box_limits`) and every step is one clip onto
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from signattack._typing import Amount, Array, device_of, namespace
 
-__all__ = ["ball_box_limits", "clip", "round_into_limits", "sign_step", "signed_unit"]
+__all__ = [
+    "ball_box_limits",
+    "clip",
+    "round_into_limits",
+    "sign_step",
+    "signed_unit",
+    "within_linf_ball",
+]
 
 
 def ball_box_limits(x: Array, eps: Amount, lower: float, upper: float) -> tuple[Array, Array]:
@@ -44,6 +54,61 @@ def ball_box_limits(x: Array, eps: Amount, lower: float, upper: float) -> tuple[
     low = xp.where(x - low > radius, xp.nextafter(low, x), low)
     high = xp.where(high - x > radius, xp.nextafter(high, x), high)
     return low, high
+
+
+def within_linf_ball(
+    x_adv: Array, x: Array, eps: float, bounds: tuple[float, float] | None = None
+) -> Array:
+    """Per sample, whether ``x_adv`` lies in the eps-ball around ``x`` (and in the box
+    ``bounds``), judged as the attacks' projection judges it, in the inputs' own dtype.
+
+    Floating inputs: ``|x_adv - x| <= eps`` with the difference computed in ``x``'s dtype and
+    ``eps`` rounded to it, the test :func:`ball_box_limits` guarantees for every point it
+    admits; the box ends are rounded to the dtype as the attacks' clip rounds them. Hence
+    every point an attack returns passes in every dtype (``float16`` and ``bfloat16``
+    included), and a point fails when it lies outside by more than the dtype's rounding of
+    ``x +/- eps``. Integer inputs: ``|x_adv - x| <= floor(eps)`` exactly, in integers, and
+    the box narrowed to the integers inside it. NaN fails; ``eps = inf`` admits any number.
+
+    Args:
+        x_adv: The points, ``(batch, ...)``, of ``x``'s library, dtype and shape.
+        x: The clean inputs.
+        eps: The radius, ``>= 0``.
+        bounds: The box ``(lower, upper)``, or ``None`` for no box.
+
+    Returns:
+        ``(batch,)`` booleans on ``x``'s device.
+    """
+    xp = namespace(x_adv, x)
+    where = device_of(x)
+    if xp.isdtype(x.dtype, "integral"):
+        wide = xp.__array_namespace_info__().default_dtypes(device=where)["indexing"]
+        largest = int(xp.iinfo(wide).max)
+        values, clean = xp.astype(x_adv, wide), xp.astype(x, wide)
+        radius = largest if math.isinf(eps) else min(math.floor(eps), largest)
+        inside = xp.abs(values - clean) <= radius
+        if bounds is not None:
+            limits = xp.iinfo(x.dtype)
+            lower = _integer_end(bounds[0], math.ceil, int(limits.min), int(limits.max))
+            upper = _integer_end(bounds[1], math.floor, int(limits.min), int(limits.max))
+            inside = inside & (values >= lower) & (values <= upper)
+    else:
+        radius_array = xp.asarray(eps, dtype=x.dtype, device=where)
+        inside = xp.abs(x_adv - x) <= radius_array
+        if bounds is not None:
+            lower_array = xp.asarray(bounds[0], dtype=x.dtype, device=where)
+            upper_array = xp.asarray(bounds[1], dtype=x.dtype, device=where)
+            inside = inside & (x_adv >= lower_array) & (x_adv <= upper_array)
+    if inside.ndim <= 1:
+        return inside
+    return xp.all(inside, axis=tuple(range(1, inside.ndim)))
+
+
+def _integer_end(value: float, rounding: Callable[[float], int], least: int, most: int) -> int:
+    """An end of the box as an integer of the dtype's range ``[least, most]``."""
+    if math.isinf(value):
+        return least if value < 0 else most
+    return min(max(rounding(value), least), most)
 
 
 def clip(v: Array, low: Array, high: Array) -> Array:

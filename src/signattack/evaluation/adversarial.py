@@ -11,45 +11,69 @@ its ball and the box.
 
 The file is a NumPy ``.npz`` (any framework), or a ``.pt`` dictionary of tensors for
 ``torch.load``: ``x`` (clean inputs), ``y`` (labels), ``eps`` (the radii), ``x_adv_<i>``
-(the points at radius ``eps[i]``, in the inputs' dtype) and ``report`` (the report's JSON).
+(the points at radius ``eps[i]``, in the inputs' dtype), ``report`` (the report's JSON),
+``dtype`` (the inputs' dtype as their library names it) and ``library`` (``torch``, ``jax``
+or ``numpy``). NumPy has no ``bfloat16``: a ``.npz`` keeps ``bfloat16`` points as the
+``float32`` numbers they are (exactly), and ``dtype`` says ``bfloat16``, so that
+:func:`verify` re-evaluates them in ``bfloat16``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import json
+import os
+import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from signattack._host import (
     HostArray,
+    dtype_name,
+    from_host,
     largest_difference,
+    library_of,
     npz_bytes,
     read_npz,
     read_tensors,
+    stored_array,
+    stored_text,
     to_flags,
+    to_numpy,
     to_values,
-    within,
 )
 from signattack._io import parse, write_atomically
 from signattack._typing import Array, is_array
+from signattack.core.kernels import within_linf_ball
 from signattack.core.threat import MODEL_MODES, ModelMode, ThreatModel
+from signattack.core.validation import check_steps
 from signattack.evaluation.report import RobustnessReport, radius_text
+
+if TYPE_CHECKING:
+    from signattack.evaluation.identity import Identity
 
 __all__ = ["Adversarial", "Verification", "load_adversarial", "verify"]
 
 _SUFFIXES = (".npz", ".pt")
+_PART = re.compile(r"\.?[0-9]+\.npz(\..*)?")
 
 
-def check_path(path: str | Path) -> Path:
-    """``path`` as a file to write the adversarial examples to.
+def check_path(path: object) -> Path:
+    """``path`` as a file to write the adversarial examples to, checked before any work.
 
     Raises:
-        ValueError: It does not end in ``.npz`` or ``.pt``, or names a folder.
+        TypeError: It is not a path (``str`` or ``os.PathLike``).
+        ValueError: It does not end in ``.npz`` or ``.pt``, names a folder, or cannot be
+            written (a part of it is a file, or its folder is not writable).
     """
-    chosen = Path(path)
+    chosen = _path_argument(path, "adversarial")
     if chosen.suffix not in _SUFFIXES:
         raise ValueError(
             f"adversarial must be a .npz or .pt file, got {str(chosen)!r}: .npz for any "
@@ -57,25 +81,83 @@ def check_path(path: str | Path) -> Path:
         )
     if chosen.is_dir():
         raise ValueError(f"adversarial must be a file, got the folder {str(chosen)!r}")
+    if chosen.exists() and not chosen.is_file():
+        raise ValueError(f"adversarial must be a regular file, got {str(chosen)!r}")
+    parts = parts_of(chosen)
+    if parts.exists() and not parts.is_dir():
+        raise ValueError(
+            f"adversarial {str(chosen)!r} cannot be written: {str(parts)!r}, where its "
+            "batches are kept, is not a folder"
+        )
+    folder = chosen.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"adversarial {str(chosen)!r} cannot be written: {str(folder)!r} is not a "
+            "writable folder"
+        )
     return chosen
 
 
+def _path_argument(path: object, name: str) -> Path:
+    """``path`` as a ``Path``, if it is a ``str`` or ``os.PathLike`` of text."""
+    if isinstance(path, (str, os.PathLike)):
+        with contextlib.suppress(TypeError):  # a PathLike of bytes
+            return Path(path)
+    raise TypeError(f"{name} must be a str or os.PathLike path, got {type(path).__name__} {path!r}")
+
+
+def parts_of(path: Path) -> Path:
+    """The folder beside the export where a checkpointed run keeps each batch's points."""
+    return Path(f"{path}.parts")
+
+
+def _remove_parts(parts: Path) -> None:
+    """Remove the per-batch files kept in ``parts``, and the folder once empty; files that
+    are not this module's stay."""
+    if not parts.is_dir():
+        return
+    for entry in parts.iterdir():
+        if _PART.fullmatch(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else lives there: leave it
+        parts.rmdir()
+
+
 class Collected:
-    """The points of every batch at every radius, in order, kept on the host."""
+    """The points of every batch at every radius, in order, kept on the host, with the
+    inputs' dtype and library."""
 
     def __init__(self, radii: int) -> None:
         self.clean: list[HostArray] = []
         self.labels: list[HostArray] = []
         self.points: list[list[HostArray]] = [[] for _ in range(radii)]
+        self.dtype = ""
+        self.library = "numpy"
 
-    def add(self, x: HostArray, y: HostArray, points: list[HostArray]) -> None:
-        self.clean.append(x)
-        self.labels.append(y)
+    def add(self, x: object, y: object, points: list[HostArray]) -> None:
+        """Keep a batch: its inputs and labels (arrays of any library, as the data gave
+        them) and its points at every radius (host arrays, as :func:`to_numpy` gives).
+
+        Raises:
+            ValueError: The points are not one array of the inputs' shape per radius.
+        """
+        clean = to_numpy(x)
+        if len(points) != len(self.points) or any(p.shape != clean.shape for p in points):
+            raise ValueError(
+                f"the adversarial points of a batch must be {len(self.points)} arrays of the "
+                f"inputs' shape {clean.shape}, got {[p.shape for p in points]}"
+            )
+        if not self.clean:
+            self.dtype, self.library = dtype_name(x), library_of(x)
+        self.clean.append(clean)
+        self.labels.append(to_numpy(y))
         for kept, batch in zip(self.points, points, strict=True):
             kept.append(batch)
 
     def save(self, path: Path, report: RobustnessReport) -> Path:
-        """Write everything to ``path`` atomically."""
+        """Write everything to ``path`` atomically, then remove the batches kept beside it."""
         arrays: dict[str, HostArray] = {
             "x": np.concatenate(self.clean),
             "y": np.concatenate(self.labels),
@@ -83,62 +165,25 @@ class Collected:
         }
         for index, points in enumerate(self.points):
             arrays[f"x_adv_{index}"] = np.concatenate(points)
+        dtype = self.dtype or dtype_name(arrays["x"])
         if path.suffix == ".pt":
             import torch
 
             tensors: dict[str, object] = {k: torch.from_numpy(v) for k, v in arrays.items()}
-            tensors["report"] = report.to_json()
+            if dtype == "bfloat16":  # torch has it: the file holds what the model took
+                for key in ("x", *(f"x_adv_{i}" for i in range(len(self.points)))):
+                    tensors[key] = torch.from_numpy(arrays[key]).to(torch.bfloat16)
+            tensors.update(report=report.to_json(), dtype=dtype, library=self.library)
             buffer = io.BytesIO()
             torch.save(tensors, buffer)
             data = buffer.getvalue()
         else:
-            data = npz_bytes({**arrays, "report": np.asarray(report.to_json())}, compressed=True)
+            texts = {"report": report.to_json(), "dtype": dtype, "library": self.library}
+            named = {key: np.asarray(text) for key, text in texts.items()}
+            data = npz_bytes({**arrays, **named}, compressed=True)
         write_atomically(path, data)
+        _remove_parts(parts_of(path))
         return path
-
-
-@dataclass(frozen=True)
-class Adversarial:
-    """A file of adversarial examples, read.
-
-    Attributes:
-        x: The clean inputs.
-        y: The labels.
-        points: Per radius, the points that decided each sample.
-        report: The report of the evaluation that wrote them.
-    """
-
-    x: HostArray
-    y: HostArray
-    points: dict[float, HostArray]
-    report: RobustnessReport
-
-
-def load_adversarial(path: str | Path) -> Adversarial:
-    """The adversarial examples that an evaluation wrote to ``path``.
-
-    Raises:
-        ValueError: The file is missing, is not such a file, or its parts disagree.
-    """
-    source = Path(path)
-    if not source.is_file():
-        raise ValueError(f"adversarial {str(source)!r} must be a file written by evaluate")
-    try:
-        arrays, text = _read(source)
-        report = RobustnessReport.from_dict(parse(text))
-        eps = [float(e) for e in to_values(arrays["eps"])]
-        points = {e: arrays[f"x_adv_{i}"] for i, e in enumerate(eps)}
-        x, y = arrays["x"], arrays["y"]
-    except (KeyError, OSError, ValueError, TypeError, RuntimeError) as error:
-        raise ValueError(
-            f"adversarial {str(source)!r} is not a file of adversarial examples written by "
-            f"evaluate ({type(error).__name__}: {str(error)[:200]})"
-        ) from None
-    if tuple(eps) != report.eps or any(p.shape != x.shape for p in points.values()):
-        raise ValueError(f"adversarial {str(source)!r} is damaged: its radii or shapes disagree")
-    if len(y) != report.samples or len(x) != report.samples:
-        raise ValueError(f"adversarial {str(source)!r} is damaged: not one entry per sample")
-    return Adversarial(x, y, points, report)
 
 
 @dataclass(frozen=True)
@@ -185,6 +230,146 @@ class Verification:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Adversarial:
+    """A file of adversarial examples, read.
+
+    Attributes:
+        x: The clean inputs.
+        y: The labels.
+        points: Per radius, the points that decided each sample.
+        report: The report of the evaluation that wrote them.
+        dtype: The inputs' dtype as their library names it (``bfloat16`` inputs are held
+            as the ``float32`` numbers they are).
+        library: The inputs' library: ``torch``, ``jax`` or ``numpy``.
+    """
+
+    x: HostArray
+    y: HostArray
+    points: dict[float, HostArray]
+    report: RobustnessReport
+    dtype: str = ""
+    library: str = "numpy"
+
+
+def load_adversarial(path: str | os.PathLike[str]) -> Adversarial:
+    """The adversarial examples that an evaluation wrote to ``path``.
+
+    A ``.pt`` file is read with ``torch.load(..., weights_only=True)``: it may hold tensors
+    and strings, never code.
+
+    Raises:
+        TypeError: ``path`` is not a path.
+        ValueError: The file is missing, is not such a file (empty, truncated, foreign, a
+            pickle of objects), or its parts are missing, of the wrong kind or disagree;
+            the message names the file and what is wrong.
+    """
+    source = _path_argument(path, "path")
+    if not source.is_file():
+        raise ValueError(f"adversarial {str(source)!r} must be a file written by evaluate")
+    try:
+        stored = read_tensors(source) if source.suffix == ".pt" else read_npz(source)
+    except Exception as error:  # what np.load and torch.load raise varies by damage
+        raise ValueError(
+            f"adversarial {str(source)!r} is not a file of adversarial examples written by "
+            f"evaluate: it cannot be read ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
+    missing = [key for key in ("x", "y", "eps", "report") if key not in stored]
+    if missing:
+        raise ValueError(
+            f"adversarial {str(source)!r} is not a file of adversarial examples written by "
+            f"evaluate: it holds no {missing[0]!r}"
+        )
+    try:
+        return _checked(stored)
+    except ValueError as error:
+        raise ValueError(f"adversarial {str(source)!r} is damaged: {error}") from None
+
+
+def _checked(stored: Mapping[str, HostArray | str]) -> Adversarial:
+    """The export's arrays and texts, checked against each other."""
+    text = stored_text(stored, "report")
+    try:
+        report = RobustnessReport.from_dict(parse(text))
+    except Exception as error:  # from_dict checks every entry, each in its own words
+        raise ValueError(f"its report cannot be read ({str(error)[:200]})") from None
+    x, y, eps = (
+        stored_array(stored, "x", "iuf"),
+        stored_array(stored, "y", "iu"),
+        stored_array(stored, "eps", "f"),
+    )
+    radii = tuple(float(e) for e in to_values(eps))
+    if eps.ndim != 1 or radii != report.eps:
+        raise ValueError(f"its radii {list(radii)} are not the report's {list(report.eps)}")
+    if y.shape != (report.samples,) or len(x) != report.samples:
+        raise ValueError(
+            f"not one input and one label per sample of the report ({report.samples}): "
+            f"x {x.shape}, y {y.shape}"
+        )
+    points = {e: stored_array(stored, f"x_adv_{i}", "iuf") for i, e in enumerate(radii)}
+    if any(p.shape != x.shape or p.dtype != x.dtype for p in points.values()):
+        raise ValueError(
+            f"its points are not all of the inputs' shape {x.shape} and dtype {x.dtype}"
+        )
+    dtype = stored_text(stored, "dtype", dtype_name(x))
+    held = "float32" if dtype == "bfloat16" else dtype
+    if held != dtype_name(x):
+        raise ValueError(f"it says the inputs are {dtype!r}, but holds {x.dtype}")
+    library = stored_text(stored, "library", "numpy")
+    if library not in ("torch", "jax", "numpy"):
+        raise ValueError(f"library must be 'torch', 'jax' or 'numpy', got {library[:40]!r}")
+    return Adversarial(x, y, points, report, dtype, library)
+
+
+def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256) -> Verification:
+    """Evaluate ``model`` again at the adversarial examples of ``path`` and compare.
+
+    The model runs as the evaluation ran it: its recorded mode (``eval`` by default), the
+    same backend and checks (inputs in the box, labels classes of the model), inputs of the
+    recorded library and dtype (``bfloat16`` included): tensors on its device for a
+    ``torch.nn.Module``. A randomized model gives other predictions on every pass and cannot
+    reproduce a number exactly. Whether a point lies in its ball and the box is judged as
+    the attacks' projection judges it, in the inputs' dtype: ``|x_adv - x| <= eps``
+    computed in ``float16`` for ``float16`` inputs, in whole levels for integer images.
+
+    Raises:
+        TypeError: ``path`` is not a path, or ``batch_size`` is not an int.
+        ValueError: The file is not a file of adversarial examples, ``batch_size < 1``, or
+            the inputs' dtype has no counterpart in the model's library.
+    """
+    size = check_steps(batch_size, "batch_size")
+    saved = load_adversarial(path)
+    report = saved.report
+    bounds = report.bounds
+    mode = report.metadata.get("model_mode", "eval")
+    threat = None if bounds is None else ThreatModel(bounds, "ce", _mode(mode))
+    recorded = report.metadata.get("decision_draws", 1)
+    draws = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else 1
+    library, device = _library(model, saved.library)
+    robust: dict[float, float] = {}
+    largest: dict[float, float] = {}
+    inside: dict[float, bool] = {}
+    for eps, points in saved.points.items():
+        largest[eps] = largest_difference(points, saved.x)
+        inside[eps] = True
+        correct = 0
+        for start in range(0, len(saved.y), size):
+            part = slice(start, start + size)
+            x, at, y = (
+                _as_input(a[part], library, dtype, device)
+                for a, dtype in (
+                    (saved.x, saved.dtype),
+                    (points, saved.dtype),
+                    (saved.y, dtype_name(saved.y)),
+                )
+            )
+            inside[eps] = inside[eps] and all(to_flags(within_linf_ball(at, x, eps, bounds)))
+            correct += _correct(model, at, y, threat, max(draws, 1))
+        robust[eps] = correct / len(saved.y)
+    reported = {e: report.robust_accuracy[e] for e in report.eps}
+    return Verification(robust, reported, largest, inside, bounds)
+
+
 def _mode(recorded: object) -> ModelMode:
     """The model mode a report recorded (``eval`` where it recorded none)."""
     for mode in MODEL_MODES:
@@ -193,104 +378,98 @@ def _mode(recorded: object) -> ModelMode:
     return "eval"
 
 
-def _read(source: Path) -> tuple[dict[str, HostArray], str]:
-    """The arrays and the report's JSON text of an export."""
-    if source.suffix == ".pt":
-        stored = read_tensors(source)
-        text = stored.pop("report")
-        arrays = {key: value for key, value in stored.items() if not isinstance(value, str)}
-    else:
-        arrays = read_npz(source)
-        text = str(arrays.pop("report"))
-    if not isinstance(text, str):
-        raise TypeError("the report must be JSON text")
-    return arrays, text
+def _library(model: object, recorded: str) -> tuple[str, object]:
+    """The library whose arrays the model takes, and the device for torch: a module's own;
+    else the library the evaluation ran in, where it is installed."""
+    import importlib.util
 
-
-def verify(model: object, path: str | Path, *, batch_size: int = 256) -> Verification:
-    """Evaluate ``model`` again at the adversarial examples of ``path`` and compare.
-
-    The model runs as the evaluation ran it: its recorded mode (``eval`` by default), the
-    same backend and checks (inputs in the box, labels classes of the model). A randomized
-    model gives other predictions on every pass and cannot reproduce a number exactly.
-    Inputs go to the model as the arrays the file holds (NumPy), or as tensors on its
-    device for a ``torch.nn.Module``.
-
-    Raises:
-        ValueError: The file is not a file of adversarial examples.
-    """
-    saved = load_adversarial(path)
-    report = saved.report
-    bounds = report.bounds
-    mode = report.metadata.get("model_mode", "eval")
-    threat = None if bounds is None else ThreatModel(bounds, "ce", _mode(mode))
-    robust: dict[float, float] = {}
-    largest: dict[float, float] = {}
-    inside: dict[float, bool] = {}
-    for eps, points in saved.points.items():
-        largest[eps] = largest_difference(points, saved.x)
-        in_box = bounds is None or within(points, *bounds)
-        slack = 1e-6 * max(abs(eps), 1.0) if np.issubdtype(points.dtype, np.floating) else 0.0
-        inside[eps] = in_box and largest[eps] <= eps + slack
-        correct = _predict(model, points, saved.y, batch_size, threat)
-        robust[eps] = correct / len(saved.y)
-    reported = {e: report.robust_accuracy[e] for e in report.eps}
-    return Verification(robust, reported, largest, inside, bounds)
-
-
-def _predict(
-    model: object, x: HostArray, y: HostArray, size: int, threat: ThreatModel | None
-) -> int:
-    """How many of ``x`` the model classifies as ``y``, batch by batch, run as the attacks
-    run it (the same backend, mode and checks as the evaluation's clean pass)."""
-    from signattack.evaluation.sweep import clean_predictions
-
-    correct = 0
-    for start in range(0, len(y), size):
-        inputs, labels = (_for(model, a[start : start + size]) for a in (x, y))
-        predictions, checked = clean_predictions(model, inputs, labels, threat)
-        correct += sum(to_flags(predictions == checked))
-    return correct
-
-
-def _for(model: object, array: HostArray) -> Array:
-    """``array`` as the model takes it: a tensor on its device for a torch module, else the
-    NumPy array."""
-    taken: object = array
-    if "torch" in sys.modules:
+    if recorded == "torch" or "torch" in sys.modules:
         import torch
 
         if isinstance(model, torch.nn.Module):
             parameter = next(model.parameters(), None)
-            device = torch.device("cpu") if parameter is None else parameter.device
-            taken = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+            return "torch", torch.device("cpu") if parameter is None else parameter.device
+    if recorded != "numpy" and importlib.util.find_spec(recorded) is not None:
+        return recorded, None
+    return "numpy", None
+
+
+def _as_input(array: HostArray, library: str, dtype: str, device: object) -> Array:
+    """A host array as the model takes it, in the evaluation's dtype."""
+    try:
+        taken: object = from_host(array, library, dtype, device)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}: these adversarial examples are re-evaluated in {dtype}; verify them "
+            "with a torch or JAX model"
+        ) from None
     if not is_array(taken):  # pragma: no cover - NumPy arrays and tensors are arrays
         raise TypeError(f"expected an array, got {type(taken).__name__}")
     return taken
 
 
-def store_points(parts: Path, index: int, digest: str, points: list[HostArray]) -> None:
-    """Keep one batch's points beside the export, for a resumed run."""
+def _correct(model: object, x: Array, y: Array, threat: ThreatModel | None, draws: int) -> int:
+    """How many of ``x`` the model classifies as ``y``, run as the attacks run it (the same
+    backend, mode and checks as the evaluation's clean pass), each decided on the mean
+    logits of ``draws`` passes, the evaluation's decision rule."""
+    from signattack.evaluation._judging import clean_predictions
+
+    predictions, checked = clean_predictions(model, x, y, threat, draws=draws)
+    return sum(to_flags(predictions == checked))
+
+
+def evaluation_digest(identity: Identity | None) -> str:
+    """A digest of what an evaluation is (model, attacks, radii, version), binding the
+    batches kept beside an export to the run that wrote them; ``""`` without one."""
+    if identity is None:
+        return ""
+    text = json.dumps(identity.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def store_points(
+    parts: Path,
+    index: int,
+    digest: str,
+    points: list[HostArray],
+    identity: Identity | None = None,
+) -> None:
+    """Keep one batch's points beside the export, for a resumed run, bound to the batch's
+    data (``digest``) and to the evaluation (``identity``, as the checkpoint is)."""
     arrays = {f"point_{i}": point for i, point in enumerate(points)}
-    write_atomically(parts / f"{index}.npz", npz_bytes({**arrays, "digest": np.asarray(digest)}))
+    bound = {"digest": np.asarray(digest), "evaluation": np.asarray(evaluation_digest(identity))}
+    write_atomically(parts / f"{index}.npz", npz_bytes({**arrays, **bound}))
 
 
-def stored_points(parts: Path | None, index: int, digest: str) -> list[HostArray] | None:
-    """The points a checkpointed batch kept, or ``None`` where nothing is exported.
+def stored_points(
+    parts: Path | None, index: int, digest: str, identity: Identity | None = None
+) -> list[HostArray] | None:
+    """The points a checkpointed batch kept; ``None`` where nothing is exported or no
+    points were kept for it (a checkpoint of a run without ``adversarial=``, or whose
+    export finished and removed its parts): the caller attacks that batch again.
 
     Raises:
-        ValueError: The batch finished in an earlier run without its points.
+        ValueError: The points kept for it belong to another evaluation (another model,
+            attack or radii) or other data, or their file is damaged.
     """
     if parts is None:
         return None
     part = parts / f"{index}.npz"
+    if not part.exists() and not part.is_symlink():
+        return None
+    problem = "are not there"
     try:
         stored = read_npz(part)
         if str(stored.pop("digest")) != digest:
-            raise ValueError("digest")
-        return [stored[f"point_{i}"] for i in range(len(stored))]
-    except (OSError, KeyError, ValueError):
-        raise ValueError(
-            f"batch {index} finished in an earlier run whose adversarial examples are not in "
-            f"{parts}: resume without adversarial=, or start afresh with a new checkpoint"
-        ) from None
+            problem = "there were made on other data"
+        elif str(stored.pop("evaluation", "")) != evaluation_digest(identity):
+            problem = "there belong to another evaluation (model, attacks or radii)"
+        else:
+            return [stored[f"point_{i}"] for i in range(len(stored))]
+    except Exception:  # missing, truncated or foreign: what np.load raises varies
+        problem = "are not there or are damaged"
+    raise ValueError(
+        f"batch {index} finished in an earlier run whose adversarial examples in {parts} "
+        f"cannot be used (the points {problem}): delete {parts} to attack the finished "
+        "batches again, resume without adversarial=, or start afresh with a new checkpoint"
+    )

@@ -12,8 +12,8 @@ from signattack._typing import ArrayT, Model, as_model, device_of, is_array, nam
 from signattack.attacks import PerSampleAttack
 from signattack.backends.batch import widest_float
 from signattack.core.validation import check_real, check_steps
-from signattack.evaluation.standard import threat_of
-from signattack.evaluation.sweep import clean_predictions
+from signattack.evaluation._judging import clean_predictions, moves_of
+from signattack.evaluation.standard import threat_of, traits_of
 
 __all__ = ["smallest_breaking_eps"]
 
@@ -64,7 +64,10 @@ def smallest_breaking_eps(
             f"eps_max must be a radius that x's library can hold in {wide} (at most "
             f"{largest:g}), got {eps_max!r}"
         )
-    predictions, labels = clean_predictions(model, x, y, threat_of([attack]))
+    # One decision rule, the attack's: the mean logits of its passes, clean and attacked;
+    # a point that is the clean input is the clean pass's to judge.
+    draws = traits_of(attack).eot
+    predictions, labels = clean_predictions(model, x, y, threat_of([attack]), draws=draws)
     clean = to_flags(predictions == labels)
     runnable = as_model(model)  # a backend has accepted it
     low, high = [0.0] * len(clean), [eps_max] * len(clean)
@@ -72,7 +75,9 @@ def smallest_breaking_eps(
     def breaks(radii: list[float]) -> list[bool]:
         per_sample = xp.asarray(radii, dtype=wide, device=where)
         outcome = attack.run_per_sample(runnable, x, labels, per_sample)
-        return to_flags(outcome.predictions != labels)
+        moves = moves_of(outcome.x_adv, x)
+        wrong = to_flags(outcome.predictions != labels)
+        return [bad and move > 0 for bad, move in zip(wrong, moves, strict=True)]
 
     breakable = [broken or not correct for broken, correct in zip(breaks(high), clean, strict=True)]
     for _ in range(iterations):

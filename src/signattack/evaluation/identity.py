@@ -267,21 +267,6 @@ def _radius_free(specs: Sequence[object]) -> list[object]:
     return [spec.with_eps(0.0) if isinstance(spec, EpsAttack) else spec for spec in specs]
 
 
-def short_name(spec: object) -> str:
-    """The name a paper gives an attack: ``APGD-CE``, ``APGD-T``, ``FAB-T``, ``Square``, ...;
-    its description (:func:`describe`) for any other."""
-    kind = type(spec).__name__
-    loss: object = getattr(spec, "loss", None)
-    if kind == "APGD" and isinstance(loss, str):
-        label = f"APGD-{loss.upper()}"
-    else:
-        label = {"APGDT": "APGD-T", "FABT": "FAB-T"}.get(kind, kind)
-    if kind not in ("APGD", "APGDT", "FABT", "Square", "IteratedSign", "FGSM"):
-        return describe(spec)
-    eot: object = getattr(spec, "eot", 1)
-    return f"{label} (EOT {eot})" if isinstance(eot, int) and eot > 1 else label
-
-
 def _frameworks() -> dict[str, Json]:
     """The versions of the array libraries this process has imported."""
     found: dict[str, Json] = {}
@@ -295,11 +280,12 @@ def _frameworks() -> dict[str, Json]:
 
 def run_metadata(
     model: object,
-    specs: Sequence[AttackSpec],
+    attacks: Sequence[Json],
     *,
     model_name: str | None,
     bounds: tuple[float, float] | None,
     model_mode: str,
+    decision_draws: int,
     samples: int,
     batches: int,
     data_digest: str,
@@ -308,8 +294,8 @@ def run_metadata(
     resumed: int,
     randomized: bool,
 ) -> dict[str, Json]:
-    """What a report records of the evaluation that made it: see
-    :attr:`~signattack.evaluation.RobustnessReport.metadata`."""
+    """What a report records of the evaluation that made it, ``attacks`` being the record
+    of each attack it ran: see :attr:`~signattack.evaluation.RobustnessReport.metadata`."""
     import platform
     import time
 
@@ -317,21 +303,6 @@ def run_metadata(
         model_part: Json = {"name": model_name} if model_name is not None else stable(model)
     except Unstable:
         model_part = {"class": _qualified(type(model))}
-    attacks: list[Json] = []
-    for spec in _radius_free(specs):
-        try:
-            settings: Json = stable(spec)
-        except Unstable:
-            settings = None
-        seed: object = getattr(spec, "seed", None)
-        attacks.append(
-            {
-                "name": short_name(spec),
-                "description": describe(spec),
-                "settings": settings,
-                "seed": seed if isinstance(seed, int) else None,
-            }
-        )
     return {
         "signattack": __version__,
         "python": platform.python_version(),
@@ -340,7 +311,8 @@ def run_metadata(
         "data": {"samples": samples, "batches": batches, "digest": data_digest},
         "bounds": None if bounds is None else list(bounds),
         "model_mode": model_mode,
-        "attacks": attacks,
+        "attacks": list(attacks),
+        "decision_draws": decision_draws,
         "randomized_model": randomized,
         "device": device,
         "wall_time_s": seconds,

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from signattack._io import Json, finite_nonnegative, text_table, write_atomically
+from signattack._io import (
+    Json,
+    ReadOnly,
+    TextFormat,
+    as_count,
+    as_distance,
+    as_flags,
+    as_text,
+    as_tuple,
+    csv_text,
+    escaped,
+    json_copy,
+    text_table,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["RobustnessReport"]
+
+T = TypeVar("T")
 
 REPORT_FORMAT = 2
 """The version of :meth:`RobustnessReport.to_dict`'s layout (1 had no ``metadata``)."""
@@ -68,23 +83,65 @@ class RobustnessReport:
         attacked: Per eps, how many samples were attacked (the others were already broken).
         broken_by: Per eps, per attack in the order they ran, how many samples it broke.
         warnings: Signs of gradient masking on the first batch
-            (:func:`~signattack.probes.check_gradients`), each saying what to do: with any,
-            every robust accuracy here may be an overestimate.
+            (:func:`~signattack.probes.check_gradients`, run when an attack asks for a
+            gradient), each saying what to do: with any, every robust accuracy here may be an
+            overestimate.
         metadata: What was evaluated and how, for a reader of the numbers: the library and
             framework versions, the model, the data (samples, batches, a digest), the box,
-            each attack's settings and seed, the device, the wall time, the batches taken
-            from a checkpoint. Not compared: two runs of one evaluation are equal reports.
+            each attack's settings, seed and passes per decision, the passes per decision
+            of the evaluation, the device, the wall time, the batches taken from a
+            checkpoint. JSON values; a non-finite number is kept as its text (``"nan"``).
+            Not compared: two runs of one evaluation are equal reports.
+
+    The report cannot be changed: its mappings are read-only copies of what it was given,
+    every value read from :attr:`metadata` is a fresh copy, and every export is made anew.
+
+    Raises:
+        TypeError, ValueError: A field is not what it says above (the message names it):
+            no sample or no radius, radii not increasing, an accuracy list of another
+            length, a perturbation that is NaN, infinite or negative, a count out of range.
     """
 
     eps: tuple[float, ...]
     attack: str
     clean_correct: tuple[bool, ...]
-    robust_correct: dict[float, tuple[bool, ...]]
-    max_perturbation: dict[float, float]
-    attacked: dict[float, int]
-    broken_by: dict[float, dict[str, int]] = field(default_factory=dict)
+    robust_correct: Mapping[float, tuple[bool, ...]]
+    max_perturbation: Mapping[float, float]
+    attacked: Mapping[float, int]
+    broken_by: Mapping[float, Mapping[str, int]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-    metadata: dict[str, Json] = field(default_factory=dict, compare=False)
+    metadata: Mapping[str, Json] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        eps = tuple(as_distance("eps", value) for value in as_tuple("eps", self.eps))
+        if not eps or list(eps) != sorted(set(eps)):
+            raise ValueError(f"eps must hold increasing radii without repeats, got {eps!r}")
+        if not isinstance(self.attack, str):
+            raise TypeError(f"attack must be a str, got {type(self.attack).__name__}")
+        if not isinstance(self.metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
+        clean = as_flags("clean_correct", self.clean_correct, None)
+        samples = len(clean)
+        if not samples:
+            raise ValueError("clean_correct must hold at least one sample, got none")
+        fields: dict[str, object] = {
+            "eps": eps,
+            "clean_correct": clean,
+            "robust_correct": _each(
+                "robust_correct", self.robust_correct, eps, lambda n, v: as_flags(n, v, samples)
+            ),
+            "max_perturbation": _each("max_perturbation", self.max_perturbation, eps, as_distance),
+            "attacked": _each("attacked", self.attacked, eps, lambda n, v: as_count(n, v, samples)),
+            "broken_by": _each(
+                "broken_by", self.broken_by, eps, lambda n, v: _counts(n, v, samples), some=True
+            ),
+            "warnings": tuple(
+                as_text("each warning", w) for w in as_tuple("warnings", self.warnings)
+            ),
+            "metadata": ReadOnly(_mapping(json_copy(self.metadata, "metadata")), copies=True),
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
     @property
     def samples(self) -> int:
@@ -161,16 +218,23 @@ class RobustnessReport:
         """Accuracy against eps as aligned text, with confidence intervals, then the attacks
         once and any warnings."""
         lines = text_table(self._header(level), self._rows(level), left={0, 5})
-        return "\n".join([*lines, *self._notes()])
+        return "\n".join([*lines, *self._notes("text")])
 
-    def _notes(self) -> list[str]:
+    def _notes(self, form: TextFormat) -> list[str]:
+        """The attacks and the warnings, each a line, escaped for ``form``."""
         notes = [f"attacks: {self.attack}"] if self.attack else []
-        return notes + [f"warning: {text}" for text in self.warnings]
+        return [escaped(note, form) for note in notes + [f"warning: {w}" for w in self.warnings]]
+
+    def _cells(self, level: float, form: TextFormat) -> list[list[str]]:
+        """The header and the rows, every cell escaped for ``form``: attack names come from
+        their users."""
+        return [
+            [escaped(c, form) for c in row] for row in [self._header(level), *self._rows(level)]
+        ]
 
     def to_markdown(self, level: float = 0.95) -> str:
         """The summary as a Markdown table, to paste into a README or a notebook."""
-        header = [cell.replace("|", "\\|") for cell in self._header(level)]
-        rows = self._rows(level)
+        header, *rows = self._cells(level, "markdown")
         lines = ["| " + " | ".join(header) + " |"]
         lines.append(
             "| " + " | ".join("---" if i in (0, 5) else "---:" for i in range(len(header))) + " |"
@@ -180,10 +244,9 @@ class RobustnessReport:
 
     def to_latex(self, level: float = 0.95) -> str:
         """The summary as a LaTeX ``tabular`` (booktabs rules), to paste into a paper."""
-        header, rows = self._header(level), self._rows(level)
-        columns = "l" + "r" * (len(header) - 1) if len(header) < 6 else "lrrrrl"
-        escaped = [[_latex(cell) for cell in row] for row in [header, *rows]]
-        body = [" & ".join(row) + r" \\" for row in escaped]
+        cells = self._cells(level, "latex")
+        columns = "l" + "r" * (len(cells[0]) - 1) if len(cells[0]) < 6 else "lrrrrl"
+        body = [" & ".join(row) + r" \\" for row in cells]
         return (
             "\n".join(
                 [
@@ -204,61 +267,45 @@ class RobustnessReport:
         largest perturbation, the samples attacked, and one column per attack of the samples
         it broke."""
         names = list(dict.fromkeys(n for counts in self.broken_by.values() for n in counts))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(
-            ["eps", "eps_shown", "accuracy", "ci_low", "ci_high", "max_perturbation", "attacked"]
-            + [f"broken_by:{name}" for name in names]
-        )
+        header = ["eps", "eps_shown", "accuracy", "ci_low", "ci_high", "max_perturbation"]
         low, high = self.interval(None, level)
-        writer.writerow(["0", "clean", self.clean_accuracy, low, high, "", ""] + [""] * len(names))
+        rows: list[list[object]] = [
+            [*header, "attacked", *(f"broken_by:{name}" for name in names)],
+            ["0", "clean", self.clean_accuracy, low, high, "", "", *[""] * len(names)],
+        ]
         for eps in self.eps:
             low, high = self.interval(eps, level)
             counts = self.broken_by.get(eps, {})
-            writer.writerow(
-                [
-                    repr(eps),
-                    self.radius(eps),
-                    self.robust_accuracy[eps],
-                    low,
-                    high,
-                    self.max_perturbation[eps],
-                    self.attacked[eps],
-                ]
+            accuracy, largest = self.robust_accuracy[eps], self.max_perturbation[eps]
+            rows.append(
+                [repr(eps), self.radius(eps), accuracy, low, high, largest, self.attacked[eps]]
                 + [counts.get(name, 0) for name in names]
             )
-        return buffer.getvalue()
+        return csv_text(rows)
 
     def to_robustbench(self, eps: float | None = None) -> dict[str, Json]:
-        """The entry RobustBench's model cards hold (``clean_acc``, ``autoattack_acc``,
-        ``eps`` as ``"8/255"``, ``n_examples``), at ``eps`` (by default the largest radius),
-        honestly named: a signattack evaluation checked against AutoAttack, not AutoAttack's
-        own code.
+        """The entry RobustBench's model cards hold, at ``eps`` (by default the largest
+        radius), honestly named: a signattack evaluation, not AutoAttack's own code.
+
+        ``eps`` is written in RobustBench's units, a share of the box's width as for images
+        in ``[0, 1]``: ``16`` on ``[0, 255]`` is ``"16/255"``, ``8/255`` on ``[0, 1]`` stays
+        ``"8/255"``, ``16/255`` on ``[-1, 1]`` is ``"8/255"``; a radius that is no whole number
+        of 8-bit levels is written as a decimal.
+
+        ``autoattack_acc`` is filled only when :attr:`metadata` records AutoAttack's
+        standard suite at its published settings (the members and settings
+        :func:`~signattack.evaluation.standard_attacks` makes, or its randomized version
+        where the evaluation switched to it); any other evaluation gets ``robust_acc`` and
+        ``robust_acc_attacks`` (what ran) instead, so that no entry passes for AutoAttack's.
+        A report read back from JSON decides the same.
 
         Raises:
-            ValueError: ``eps`` is not one of the report's radii.
+            ValueError: ``eps`` is not one of the report's radii, or the report records no
+                box to convert it with.
         """
-        radius = self.eps[-1] if eps is None else eps
-        if radius not in self.robust_correct:
-            raise ValueError(f"eps must be one of the report's radii {list(self.eps)}, got {eps!r}")
-        version = self.metadata.get("signattack", "unknown")
-        return {
-            "clean_acc": f"{100 * self.clean_accuracy:.2f}",
-            "autoattack_acc": f"{100 * self.robust_accuracy[radius]:.2f}",
-            "eps": self.radius(radius),
-            "n_examples": self.samples,
-            "evaluation": (
-                f"signattack {version}: {self.attack}; a signattack evaluation whose members "
-                "are checked against the authors' AutoAttack (pyautoattack), not AutoAttack's "
-                "own code"
-            ),
-            "attacks": self.metadata.get("attacks", []),
-            "versions": {
-                key: self.metadata[key]
-                for key in ("signattack", "frameworks")
-                if key in self.metadata
-            },
-        }
+        from signattack.evaluation._robustbench import robustbench_entry
+
+        return robustbench_entry(self, eps)
 
     def __repr__(self) -> str:
         accuracies = ", ".join(f"{self.radius(e)}: {self.robust_accuracy[e]:.1%}" for e in self.eps)
@@ -269,14 +316,14 @@ class RobustnessReport:
 
     def _repr_markdown_(self) -> str:
         """The table, the attacks and the warnings: what a notebook shows."""
-        notes = "".join(f"\n- {note}" for note in self._notes())
+        notes = "".join(f"\n- {note}" for note in self._notes("markdown"))
         return self.to_markdown() + ("\n" + notes if notes else "")
 
     def to_dict(self) -> dict[str, Json]:
         """Everything, JSON-ready (eps keys as strings)."""
         return {
             "format": REPORT_FORMAT,
-            "metadata": self.metadata,
+            "metadata": dict(self.metadata),  # every value read is a fresh copy
             "attack": self.attack,
             "samples": self.samples,
             "eps": list(self.eps),
@@ -292,18 +339,16 @@ class RobustnessReport:
 
     def to_json(self) -> str:
         """:meth:`to_dict` as a JSON document."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def to_csv(self) -> str:
         """One row per sample: index, clean correctness, correctness at each eps."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        header = ["sample", "clean", *[f"eps={e:g}" for e in self.eps]]
-        writer.writerow(header)
-        for index, clean in enumerate(self.clean_correct):
-            row = [index, int(clean), *[int(self.robust_correct[e][index]) for e in self.eps]]
-            writer.writerow(row)
-        return buffer.getvalue()
+        header: list[object] = ["sample", "clean", *[f"eps={e:g}" for e in self.eps]]
+        rows = [header] + [
+            [index, int(clean), *[int(self.robust_correct[e][index]) for e in self.eps]]
+            for index, clean in enumerate(self.clean_correct)
+        ]
+        return csv_text(rows)
 
     @classmethod
     def from_dict(cls, data: Json) -> RobustnessReport:
@@ -316,34 +361,43 @@ class RobustnessReport:
         try:
             if not isinstance(data, dict):
                 raise ValueError(f"expected a dict, got {type(data).__name__}")
-            eps = tuple(_real(value) for value in _entries(_member(data, "eps")))
-            clean_correct = _member(data, "clean_correct")
-            samples = len(_entries(clean_correct))
-            attack = _member(data, "attack")
+            eps = tuple(as_distance("eps", value) for value in _entries(_member(data, "eps")))
+            clean = as_flags("clean_correct", _member(data, "clean_correct"))
+            samples = len(clean)
+            attack = as_text("attack", _member(data, "attack"))
             robust = _mapping(_member(data, "robust_correct"))
             largest = _mapping(_member(data, "max_perturbation"))
             attacked = _mapping(_member(data, "attacked"))
             broken_by = _mapping(data.get("broken_by", {}))
-            report = cls(
+            return cls(
                 eps=eps,
-                attack=attack if isinstance(attack, str) else _wrong("a string for attack", attack),
-                clean_correct=_flags(clean_correct, samples),
-                robust_correct={e: _flags(_member(robust, str(e)), samples) for e in eps},
-                max_perturbation={e: _real(_member(largest, str(e))) for e in eps},
-                attacked={e: _count(_member(attacked, str(e))) for e in eps},
+                attack=attack,
+                clean_correct=clean,
+                robust_correct={
+                    e: as_flags(f"robust_correct[{e!r}]", _member(robust, str(e))) for e in eps
+                },
+                max_perturbation={
+                    e: as_distance(f"max_perturbation[{e!r}]", _member(largest, str(e)))
+                    for e in eps
+                },
+                attacked={
+                    e: as_count(f"attacked[{e!r}]", _member(attacked, str(e)), samples) for e in eps
+                },
                 broken_by={
-                    e: {name: _count(n) for name, n in _mapping(broken_by[str(e)]).items()}
+                    e: {
+                        name: as_count(f"broken_by[{e!r}]", count, samples)
+                        for name, count in _mapping(broken_by[str(e)]).items()
+                    }
                     for e in eps
                     if str(e) in broken_by
                 },
-                warnings=tuple(_sentence(text) for text in _entries(data.get("warnings", []))),
+                warnings=tuple(
+                    as_text("each warning", w) for w in _entries(data.get("warnings", []))
+                ),
                 metadata=_mapping(data.get("metadata", {})),
             )
-        except ValueError as error:
+        except (TypeError, ValueError) as error:
             raise ValueError(f"data is not a RobustnessReport dictionary: {error}") from None
-        if not eps or not samples:
-            raise ValueError("data is not a RobustnessReport dictionary: no eps or no samples")
-        return report
 
     def save(self, path: str | Path) -> Path:
         """Write the report by suffix, atomically (an existing file is replaced only by a
@@ -385,18 +439,14 @@ def _span(low: float, high: float) -> str:
     return f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def _latex(cell: str) -> str:
-    return cell.replace("%", r"\%").replace("|", r"$|$").replace("_", r"\_")
-
-
 def _member(data: dict[str, Json], key: str) -> Json:
     if key not in data:
         raise ValueError(f"missing key {key!r}")
     return data[key]
 
 
-def _wrong(expected: str, value: Json) -> NoReturn:
-    raise ValueError(f"expected {expected}, got {type(value).__name__}")
+def _wrong(expected: str, value: object) -> NoReturn:
+    raise TypeError(f"expected {expected}, got {type(value).__name__}")
 
 
 def _entries(value: Json) -> list[Json]:
@@ -407,31 +457,24 @@ def _mapping(value: Json) -> dict[str, Json]:
     return value if isinstance(value, dict) else _wrong("a dict", value)
 
 
-def _real(value: Json) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _wrong("a number", value)
-    number = finite_nonnegative(value)
-    if number is None:
-        too_large = isinstance(value, int) and value > 0
-        shown = "an integer too large" if too_large else repr(value)
-        raise ValueError(f"expected a finite number >= 0, got {shown}")
-    return number
+def _each(
+    name: str,
+    values: object,
+    eps: tuple[float, ...],
+    check: Callable[[str, object], T],
+    *,
+    some: bool = False,
+) -> ReadOnly[float, T]:
+    """A checked value per radius (with ``some``, for some of the radii), read-only."""
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{name} must be a mapping from eps, got {type(values).__name__}")
+    if set(values) - set(eps) or (not some and set(values) != set(eps)):
+        raise ValueError(f"{name} must have the keys {list(eps)}, got {list(values)}")
+    return ReadOnly({e: check(f"{name}[{e!r}]", values[e]) for e in eps if e in values})
 
 
-def _count(value: Json) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        _wrong("a count >= 0", value)
-    return value
-
-
-def _sentence(value: Json) -> str:
-    return value if isinstance(value, str) else _wrong("a string for each warning", value)
-
-
-def _flags(values: Json, samples: int) -> tuple[bool, ...]:
-    if not isinstance(values, list) or len(values) != samples:
-        raise ValueError(f"per-sample results must be lists of {samples} entries")
-    flags = tuple(value for value in values if isinstance(value, bool))
-    if len(flags) != samples:
-        raise ValueError("per-sample results must hold true/false values")
-    return flags
+def _counts(name: str, counts: object, samples: int) -> ReadOnly[str, int]:
+    """Per attack, how many samples it broke."""
+    if not isinstance(counts, Mapping):
+        raise TypeError(f"{name} must be a mapping, got {type(counts).__name__}")
+    return ReadOnly({as_text(name, k): as_count(name, n, samples) for k, n in counts.items()})

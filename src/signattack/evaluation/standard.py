@@ -1,23 +1,26 @@
-"""The attacks an evaluation runs: how they are given, the threat model they share, and the
-presets of a trustworthy L-inf evaluation with their published settings."""
+"""The attacks an evaluation runs: how they are given, what the evaluation asks of each
+(:func:`traits_of`), the threat model they share, and the presets of a trustworthy L-inf
+evaluation with their published settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
+from signattack._io import Json
 from signattack.attacks import (
     APGD,
     APGDT,
     FABT,
-    FGSM,
     Attack,
     EpsAttack,
-    LinfAttack,
     Square,
 )
-from signattack.core.threat import ThreatModel
+from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
-from signattack.evaluation.identity import short_name
+from signattack.evaluation.identity import Unstable, describe, stable
+from signattack.evaluation.report import radius_text
 
 __all__ = [
     "AttackFactory",
@@ -76,6 +79,115 @@ def attack_at(spec: AttackSpec, eps: float) -> Attack:
     return attack
 
 
+@runtime_checkable
+class _Averaging(Protocol):
+    """An attack whose every prediction is the class of the mean logits of ``eot`` passes."""
+
+    @property
+    def eot(self) -> int: ...
+
+
+@runtime_checkable
+class _Threatened(Protocol):
+    """An attack that says how it runs the model."""
+
+    @property
+    def threat(self) -> ThreatModel: ...
+
+
+@runtime_checkable
+class _Named(Protocol):
+    """An attack that says the name papers give it (``APGD-CE``, ``FAB-T``)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+@runtime_checkable
+class _Declaring(Protocol):
+    """An attack that says whether it asks for gradients."""
+
+    @property
+    def gradient_free(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AttackTraits:
+    """What an evaluation asks of an attack it made (never of the spec or the factory that
+    made it): see :func:`traits_of`.
+
+    Attributes:
+        name: The name a paper gives it (``APGD-CE``, ``APGD-T``, ``FAB-T``, ``Square``),
+            with ``(EOT n)`` where it averages ``n`` passes; its description otherwise.
+        description: Its settings that differ from the defaults, the radius left out.
+        gradient_free: Whether it never asks for a gradient (one that does not say does).
+        bounds: Its box, or ``None`` where it has none.
+        model_mode: How it runs the model, or ``None`` where it does not say.
+        seed: Its seed, or ``None``.
+        eot: The passes whose mean logits make each of its predictions (``1`` where it
+            does not say).
+    """
+
+    name: str
+    description: str
+    gradient_free: bool
+    bounds: Bounds | None
+    model_mode: ModelMode | None
+    seed: int | None
+    eot: int
+
+
+def traits_of(attack: Attack) -> AttackTraits:
+    """What the evaluation asks of ``attack``: the one place that reads an attack's name,
+    description, gradient needs, box, model mode, seed and passes per decision.
+
+    Raises:
+        ValueError: The attack's ``eot`` is not an integer ``>= 1``.
+    """
+    description = describe(attack)
+    eot: object = attack.eot if isinstance(attack, _Averaging) else 1
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise ValueError(f"the attack {description} must have eot an int >= 1, got {eot!r}")
+    named = attack.name if isinstance(attack, _Named) else None
+    name = named if isinstance(named, str) and named else description
+    seed = attack.seed if isinstance(attack, EpsAttack) else None
+    return AttackTraits(
+        name=f"{name} (EOT {eot})" if eot > 1 and name != description else name,
+        description=description,
+        gradient_free=isinstance(attack, _Declaring) and attack.gradient_free is True,
+        bounds=Bounds(*attack.bounds) if isinstance(attack, EpsAttack) else None,
+        model_mode=attack.threat.model_mode if isinstance(attack, _Threatened) else None,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        eot=eot,
+    )
+
+
+def attack_record(attack: Attack) -> dict[str, Json]:
+    """What a report's metadata records of an attack it ran: its traits and its settings
+    (:func:`~signattack.evaluation.identity.stable`, radius 0; ``None`` where they have no
+    stable description)."""
+    traits = traits_of(attack)
+    plain = attack.with_eps(0.0) if isinstance(attack, EpsAttack) else attack
+    try:
+        settings: Json = stable(plain)
+    except Unstable:
+        settings = None
+    return {
+        "name": traits.name,
+        "description": traits.description,
+        "settings": settings,
+        "seed": traits.seed,
+        "eot": traits.eot,
+        "gradient_free": traits.gradient_free,
+    }
+
+
+def decision_draws(traits: Sequence[AttackTraits]) -> int:
+    """The passes whose mean logits make every prediction of an evaluation, clean or
+    attacked: the most that any of its attacks averages (``1`` for deterministic suites)."""
+    return max((t.eot for t in traits), default=1)
+
+
 def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
     """The threat model the attacks share, for judging unattacked inputs: their box and their
     model's mode (the clean pass runs as the attacks judge their own predictions), with
@@ -85,10 +197,11 @@ def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
     Raises:
         ValueError: Two attacks have different boxes or different model modes.
     """
-    boxes = {Bounds(*a.bounds) for a in attacks if isinstance(a, EpsAttack)}
+    traits = [traits_of(attack) for attack in attacks]
+    boxes = {t.bounds for t in traits if t.bounds is not None}
     if len(boxes) > 1:
         raise ValueError(f"the attacks must share one box, got bounds {sorted(boxes)}")
-    modes = {a.threat.model_mode for a in attacks if isinstance(a, (LinfAttack, FGSM))}
+    modes = {t.model_mode for t in traits if t.model_mode is not None}
     if len(modes) > 1:
         raise ValueError(
             f"the attacks must run the model in one mode, got model_mode {sorted(modes)}: "
@@ -99,13 +212,48 @@ def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
     return ThreatModel(boxes.pop(), "ce", modes.pop() if modes else "eval")
 
 
-def attack_names(specs: Sequence[AttackSpec]) -> list[str]:
+def attack_names(traits: Sequence[AttackTraits]) -> list[str]:
     """A short name per attack (``APGD-CE``, ``FAB-T``, ...), unique within the evaluation."""
     names: list[str] = []
-    for spec in specs:
-        label = short_name(spec)
+    for label in (t.name for t in traits):
         names.append(label if label not in names else f"{label} #{len(names) + 1}")
     return names
+
+
+MASKING_THRESHOLD = 0.002
+"""The share of the samples (AutoAttack's 0.2 points) that a gradient-free attack may break
+after the gradient attacks before the report warns of gradient masking."""
+
+
+def masking_warnings(
+    traits: Sequence[AttackTraits],
+    names: list[str],
+    broken_by: Mapping[float, Mapping[str, int]],
+    samples: int,
+    bounds: tuple[float, float] | None,
+) -> tuple[str, ...]:
+    """A warning per radius at which a gradient-free attack broke more than
+    :data:`MASKING_THRESHOLD` of the samples that the gradient attacks before it left
+    robust (each attack as the evaluation made it, a factory's included)."""
+    free = [t.gradient_free for t in traits]
+    checked = [index for index in range(len(traits)) if free[index] and not all(free[:index])]
+    found = []
+    for eps, counts in broken_by.items():
+        for index in checked:  # gradient-free, after at least one gradient attack
+            broken = counts[names[index]]
+            if broken > MASKING_THRESHOLD * samples:
+                found.append(
+                    f"at eps {radius_text(eps, bounds)}, {names[index]} broke {broken} of "
+                    f"{samples} samples "
+                    f"({broken / samples:.1%}) that the gradient attacks before it left "
+                    "robust: the model likely masks its gradients (a quantized or "
+                    "non-differentiable input step, randomness, saturated outputs), and "
+                    "gradient attacks alone overestimate its robustness. Attack through "
+                    "signattack.straight_through(step) for a non-differentiable step, with "
+                    "eot=N for randomness, or give Square more restarts; report the number "
+                    "with the gradient-free attack in the suite."
+                )
+    return tuple(found)
 
 
 class AttackSuite(tuple[EpsAttack, ...]):

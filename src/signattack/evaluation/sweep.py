@@ -8,10 +8,8 @@ the smaller ball lies inside the larger one.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,37 +18,37 @@ import numpy as np
 from signattack._host import HostArray, copy_of, put_rows, to_flags, to_numpy
 from signattack._lazy import moved_attributes
 from signattack._progress import progress as progress_of
-from signattack._typing import (
-    Array,
-    ArrayT,
-    Model,
-    as_model,
-    device_of,
-    is_array,
-    namespace,
-)
-from signattack.attacks import Attack, EpsAttack, LinfAttack
-from signattack.backends.batch import Batch, open_batch, open_threat, widest_float
+from signattack._typing import Array, ArrayT, Model, as_model, device_of, is_array, namespace
+from signattack.attacks import EpsAttack
 from signattack.backends.registry import padded_count
 from signattack.core.kernels import take_samples
-from signattack.core.losses import CROSS_ENTROPY
-from signattack.core.threat import ThreatModel
-from signattack.core.validation import Bounds, check_real
+from signattack.core.validation import check_real
+from signattack.evaluation._judging import (
+    Plan,
+    broken_by_rule,
+    check_ball,
+    clean_predictions,
+    gradient_problems,
+    is_randomized,
+    moves_of,
+)
 from signattack.evaluation.adversarial import Collected, check_path, store_points, stored_points
-from signattack.evaluation.checkpoint import LARGEST_SLACK, BatchResult, Checkpoint
+from signattack.evaluation.checkpoint import BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
-from signattack.evaluation.identity import Identity, batch_digest, describe, run_metadata
-from signattack.evaluation.report import RobustnessReport, radius_text
+from signattack.evaluation.identity import Identity, batch_digest, run_metadata
+from signattack.evaluation.report import RobustnessReport
 from signattack.evaluation.standard import (
     AttackSuite,
     attack_at,
     attack_names,
+    attack_record,
+    masking_warnings,
     specs_of,
-    threat_of,
+    traits_of,
 )
 
 if TYPE_CHECKING:  # not imported at run time, so that the old names below warn
-    from signattack.evaluation.standard import Attacks, AttackSpec
+    from signattack.evaluation.standard import Attacks
 
 __all__ = ["evaluate"]
 
@@ -59,8 +57,6 @@ __getattr__ = moved_attributes(
     __name__,
     {name: ("signattack.evaluation", name) for name in ("AttackFactory", "AttackSpec", "Attacks")},
 )
-
-_ANY_BOUNDS = Bounds(-math.inf, math.inf)
 
 
 def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
@@ -74,94 +70,26 @@ def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
-def _opened(
-    model: object, x: Array, y: Array, threat: ThreatModel | None
-) -> AbstractContextManager[Batch]:
-    """The batch under the attacks' threat model; without one, any finite input in eval mode."""
-    if threat is None:
-        return open_batch(model, x, y, loss=CROSS_ENTROPY, model_mode="eval", bounds=_ANY_BOUNDS)
-    return open_threat(model, x, y, threat)
+def _attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random.Generator | None:
+    """The generator an attack of the suite draws its root key from at one radius.
 
-
-def clean_predictions(
-    model: object, x: Array, y: Array, threat: ThreatModel | None
-) -> tuple[Array, Array]:
-    """Predicted classes at ``x`` under the attacks' threat model (their model mode), after
-    checking every sample and label, and the labels as checked (the library's index dtype,
-    on ``x``'s device).
-
-    Every input must be finite and inside the box, every label a class of the model
-    (``0 <= y < classes``): the attacks check only the samples they attack.
+    It depends on the seed, the radius and the attack's place in the suite alone, not on
+    the batch: the attacks key every draw by the sample itself as well
+    (:mod:`signattack.core.streams`), so a sample's verdict is the same whatever batch,
+    order or process it lands in, and a resumed or sharded run draws what an uninterrupted
+    single-process run draws.
     """
-    with _opened(model, x, y, threat) as batch:
-        logits = batch.logits(batch.x)
-    return namespace(logits).argmax(logits, axis=1), batch.labels
-
-
-def _randomized(model: object, x: Array, y: Array, threat: ThreatModel | None) -> bool:
-    """Whether two identical forward passes of ``model`` at ``x`` differ."""
-    with _opened(model, x, y, threat) as batch:
-        first, second = batch.logits(batch.x), batch.logits(batch.x)
-    xp = namespace(first)
-    return not bool(xp.all(xp.equal(first, second)))
-
-
-MASKING_THRESHOLD = 0.002
-"""The share of the samples (AutoAttack's 0.2 points) that a gradient-free attack may break
-after the gradient attacks before the report warns of gradient masking."""
-
-
-def _masking_warnings(
-    specs: tuple[AttackSpec, ...],
-    names: list[str],
-    broken_by: dict[float, dict[str, int]],
-    samples: int,
-    bounds: tuple[float, float] | None,
-) -> tuple[str, ...]:
-    """A warning per radius at which a gradient-free attack broke more than
-    :data:`MASKING_THRESHOLD` of the samples that the gradient attacks before it left
-    robust."""
-    free = [isinstance(spec, LinfAttack) and spec.gradient_free for spec in specs]
-    checked = [index for index in range(len(specs)) if free[index] and not all(free[:index])]
-    found = []
-    for eps, counts in broken_by.items():
-        for index in checked:  # gradient-free, after at least one gradient attack
-            broken = counts[names[index]]
-            if broken > MASKING_THRESHOLD * samples:
-                found.append(
-                    f"at eps {radius_text(eps, bounds)}, {names[index]} broke {broken} of "
-                    f"{samples} samples "
-                    f"({broken / samples:.1%}) that the gradient attacks before it left "
-                    "robust: the model likely masks its gradients (a quantized or "
-                    "non-differentiable input step, randomness, saturated outputs), and "
-                    "gradient attacks alone overestimate its robustness. Attack through "
-                    "signattack.straight_through(step) for a non-differentiable step, with "
-                    "eot=N for randomness, or give Square more restarts; report the number "
-                    "with the gradient-free attack in the suite."
-                )
-    return tuple(found)
-
-
-def _batch_rng(
-    attack: Attack, batch_index: int, eps_index: int, attack_index: int
-) -> np.random.Generator | None:
-    """A generator per batch, eps and attack, so that a resumed or sharded run draws what an
-    uninterrupted single-process run draws."""
-    seed = attack.seed if isinstance(attack, EpsAttack) else None
     if seed is None:
         return None
-    # The first attack keeps the key of a single attack: 0.1.0's evaluations draw the same.
-    key = [seed, batch_index, eps_index] + ([attack_index] if attack_index else [])
-    return np.random.default_rng(key)
+    radius_bits = int(np.float64(radius).view(np.uint64))
+    return np.random.default_rng([seed, radius_bits, attack_index])
 
 
 def _evaluate_batch(
     model: object,
     x: Array,
     y: Array,
-    specs: tuple[AttackSpec, ...],
-    eps: tuple[float, ...],
-    threat: ThreatModel | None,
+    plan: Plan,
     batch_index: int,
     digest: str,
     keep: bool = False,
@@ -172,17 +100,18 @@ def _evaluate_batch(
     decided = copy_of(x) if keep else None
     points: list[HostArray] = []
     where = device_of(x)
-    predictions, y = clean_predictions(model, x, y, threat)
+    predictions, y = clean_predictions(model, x, y, plan.threat, draws=plan.draws)
     correct = to_flags(predictions == y)
     runnable = as_model(model)  # a backend has accepted it
-    problems = _gradient_problems(runnable, x, y, threat) if batch_index == 0 else ()
+    probe = batch_index == 0 and plan.gradients
+    problems = gradient_problems(runnable, x, y, plan.threat) if probe else ()
     clean = tuple(correct)
     robust, largest, attacked, broken = [], [], [], []
-    for eps_index, radius in enumerate(eps):
+    for radius in plan.radii:
         attacked.append(sum(correct))
         distance = 0.0
         counts = []
-        for attack_index, spec in enumerate(specs):
+        for attack_index, spec in enumerate(plan.specs):
             still = [index for index, flag in enumerate(correct) if flag]
             if not still:
                 counts.append(0)
@@ -190,25 +119,20 @@ def _evaluate_batch(
             index = xp.asarray(_static_shape(still, x), device=where)
             x_part, y_part = take_samples(x, index), take_samples(y, index)
             attack = attack_at(spec, radius)
-            rng = _batch_rng(attack, batch_index, eps_index, attack_index)
+            asked = traits_of(attack)
+            rng = _attack_rng(asked.seed, radius, attack_index)
             # run() predicts at the adversarial batch with its final forward pass.
             if isinstance(attack, EpsAttack):
                 outcome = attack.run(runnable, x_part, y_part, rng=rng)
             else:
                 outcome = attack.run(runnable, x_part, y_part)
             count = len(still)
-            wide = widest_float(x_part)
-            adversarial, original = outcome.x_adv[:count, ...], x_part[:count, ...]  # no padding
-            change = xp.astype(adversarial, wide) - xp.astype(original, wide)
-            moved_by = float(xp.max(xp.abs(change)))
-            if moved_by > radius * (1 + LARGEST_SLACK):
-                raise ValueError(
-                    f"the attack {describe(spec)} moved an input by {moved_by:g} at eps "
-                    f"{radius:g}: it leaves the L-inf ball, so no robust accuracy can be "
-                    "reported for it"
-                )
-            distance = max(distance, moved_by)
-            fooled = to_flags(outcome.predictions[:count, ...] != y_part[:count, ...])
+            adversarial, labels = outcome.x_adv[:count, ...], y_part[:count, ...]  # no padding
+            moves = moves_of(adversarial, x_part[:count, ...])
+            check_ball(adversarial, x_part[:count, ...], radius, plan, asked.description)
+            distance = max(distance, *moves)
+            predicted = outcome.predictions[:count, ...]
+            fooled = broken_by_rule(model, predicted, adversarial, labels, moves, asked.eot, plan)
             for sample, broke in zip(still, fooled, strict=True):
                 if broke:
                     correct[sample] = False
@@ -234,19 +158,6 @@ def _static_shape(still: list[int], x: Array) -> list[int]:
     per size. The copies change nothing for the others: a model's output for one sample
     must not depend on the rest."""
     return still + [still[0]] * (padded_count(x, len(still)) - len(still))
-
-
-def _gradient_problems(
-    model: Model[Array], x: Array, y: Array, threat: ThreatModel | None
-) -> tuple[str, ...]:
-    """What :func:`~signattack.probes.check_gradients` finds on a batch: gradient masking
-    that would make every gradient-based figure of the evaluation an overestimate."""
-    from signattack.probes import check_gradients
-
-    if threat is None:  # attacks without a box: no threat model to probe under
-        return ()
-    report = check_gradients(model, x, y, threat=threat, warn=False)
-    return tuple(report.problems())
 
 
 def _batches(data: Iterable[object]) -> Iterator[tuple[int, Array, Array]]:
@@ -294,6 +205,15 @@ def evaluate(
     bounds, labels classes of the model. With several attacks, each runs in order on the
     samples the previous ones left robust: a sample is robust at an eps only if every attack
     fails on it, and the report says which attack broke how many (``broken_by``).
+
+    One decision rule makes every prediction, clean or attacked: the class of the mean
+    logits of as many passes as the suite's attack that averages most (its largest ``eot``;
+    one pass for a deterministic suite), as an attack with that ``eot`` decides. The breaks
+    an attack with fewer passes claims are decided again by that rule, and a point equal to
+    the clean input is never a break. Everything the evaluation needs of an attack (name,
+    box, mode, seed, passes, whether it asks for gradients) is read from the attack made at
+    each radius, so a factory counts as the attack it makes; the gradient checks run only
+    when an attack asks for a gradient.
 
     Args:
         model: As for the attacks (``nn.Module``, callable on tensors, or NumPy model).
@@ -366,31 +286,34 @@ def evaluate(
         device = "unknown"
         switched = False
         results: dict[int, BatchResult] = {}
-        threat = threat_of([attack_at(spec, radii[0]) for spec in specs])  # once
+        plan = Plan.of(specs, radii)  # once
         total = len(data) if isinstance(data, Sized) else None  # a DataLoader, a list
         batches = progress_of(_batches(data), "evaluating", "batches", progress, total=total)
         for index, x, y in batches:
             seen += 1
             if index == 0:
                 device = str(device_of(x))
-                if randomized is not None and _randomized(model, x, y, threat):
-                    specs, switched = randomized, True  # the preset's version for such models
-                    threat = threat_of([attack_at(spec, radii[0]) for spec in specs])
+                if randomized is not None and is_randomized(model, x, y, plan.threat):
+                    plan, switched = Plan.of(randomized, radii), True  # the preset's version
             digests.append(batch_digest(x, y))
             if ranks.owns(index):
                 digest = "" if path is None else digests[-1]
                 result = done.result(index, digest, int(x.shape[0]))
+                points = None
+                if result is not None and parts is not None:
+                    points = stored_points(parts, index, digest, identity)
+                    if points is None:  # finished without its points kept: attack it again
+                        result = None
                 resumed += result is not None
-                points = None if result is None else stored_points(parts, index, digest)
                 if result is None:
                     result, points = _evaluate_batch(
-                        model, x, y, specs, radii, threat, index, digest, collected is not None
+                        model, x, y, plan, index, digest, collected is not None
                     )
                     if parts is not None and points is not None:
-                        store_points(parts, index, digest, points)
+                        store_points(parts, index, digest, points, identity)
                     done.record(index, result)
                 if collected is not None and points is not None:
-                    collected.add(to_numpy(x), to_numpy(y), points)
+                    collected.add(x, y, points)
                 results[index] = result
             ranks.round_done(index)
         if seen:
@@ -404,20 +327,21 @@ def evaluate(
     if seen == 0:
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
-    names = attack_names(specs)
-    descriptions = [describe(spec) for spec in specs]
+    names = attack_names(plan.traits)
     broken_by = {
         e: {label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)}
         for i, e in enumerate(radii)
     }
     samples = sum(batch.size for batch in ordered)
+    threat = plan.threat
     box = None if threat is None else (threat.box.lower, threat.box.upper)
     metadata = run_metadata(
         model,
-        specs,
+        [attack_record(attack_at(spec, radii[0])) for spec in plan.specs],
         model_name=model_name,
         bounds=box,
         model_mode="eval" if threat is None else threat.model_mode,
+        decision_draws=plan.draws,
         samples=samples,
         batches=seen,
         data_digest=hashlib.sha256("".join(digests).encode()).hexdigest(),
@@ -428,7 +352,7 @@ def evaluate(
     )
     report = RobustnessReport(
         eps=radii,
-        attack=name if name is not None else " + ".join(descriptions),
+        attack=name if name is not None else " + ".join(t.description for t in plan.traits),
         clean_correct=tuple(c for batch in ordered for c in batch.clean),
         robust_correct={
             e: tuple(c for batch in ordered for c in batch.robust[i]) for i, e in enumerate(radii)
@@ -437,7 +361,7 @@ def evaluate(
             e: max(batch.largest[i] for batch in ordered) for i, e in enumerate(radii)
         },
         attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
-        warnings=merged[0].problems + _masking_warnings(specs, names, broken_by, samples, box),
+        warnings=merged[0].problems + masking_warnings(plan.traits, names, broken_by, samples, box),
         broken_by=broken_by,
         metadata=metadata,
     )

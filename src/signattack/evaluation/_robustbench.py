@@ -1,0 +1,102 @@
+"""A report as RobustBench's model cards hold it: eps in their units, and
+``autoattack_acc`` only for AutoAttack's standard suite at its published settings."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from signattack._io import Json, parse
+from signattack.evaluation.report import radius_text
+from signattack.evaluation.standard import attack_record, standard_attacks
+
+if TYPE_CHECKING:
+    from signattack.evaluation.report import RobustnessReport
+
+
+def robustbench_eps(eps: float, bounds: tuple[float, float]) -> str:
+    """``eps`` in RobustBench's units, whatever box the inputs lived in: a share of the
+    box's width, as for images in ``[0, 1]`` (``16`` on ``[0, 255]`` is ``16/255``, ``16/255``
+    on ``[-1, 1]`` is ``8/255``), written ``k/255`` where it is a whole number of 8-bit
+    levels, else as a decimal.
+
+    Raises:
+        ValueError: The box has no finite, positive width.
+    """
+    width = bounds[1] - bounds[0]
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"bounds must have a finite width > 0, got {bounds!r}")
+    return radius_text(eps / width, (0.0, 1.0))
+
+
+def runs_autoattack(metadata: Mapping[str, Json]) -> bool:
+    """Whether a report's metadata records AutoAttack's standard suite at its published
+    settings: exactly the attacks, in order and with every setting, that
+    :func:`standard_attacks` makes for the recorded box and seed (APGD-CE and APGD-T with
+    100 steps and 9 targets, FAB-T, Square with 5000 queries), or, where the evaluation
+    found the model randomized and switched, its :func:`rand_attacks`. Decided from the
+    recorded settings alone, so that a report read back from JSON decides the same."""
+    attacks, box = metadata.get("attacks"), metadata.get("bounds")
+    if not isinstance(attacks, list) or not attacks or not isinstance(attacks[0], dict):
+        return False
+    seed = attacks[0].get("seed")
+    if not isinstance(box, list) or len(box) != 2 or not isinstance(seed, int):
+        return False
+    lower, upper = box
+    if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float))):
+        return False
+    try:
+        suite = standard_attacks(bounds=(lower, upper), seed=seed)
+    except (TypeError, ValueError):  # a box or a seed that no preset takes
+        return False
+    published = suite.randomized if metadata.get("randomized_model") is True else suite
+    if published is None:  # pragma: no cover - the standard suite has a randomized version
+        return False
+    expected = [attack_record(attack)["settings"] for attack in published]
+    recorded = [entry.get("settings") if isinstance(entry, dict) else None for entry in attacks]
+    return parse(json.dumps(expected)) == parse(json.dumps(recorded))
+
+
+def robustbench_entry(report: RobustnessReport, eps: float | None = None) -> dict[str, Json]:
+    """:meth:`RobustnessReport.to_robustbench`: the entry RobustBench's model cards hold.
+
+    Raises:
+        ValueError: ``eps`` is not one of the report's radii, or the report records no box.
+    """
+    radius = report.eps[-1] if eps is None else eps
+    if radius not in report.robust_correct:
+        raise ValueError(f"eps must be one of the report's radii {list(report.eps)}, got {eps!r}")
+    bounds = report.bounds
+    if bounds is None:
+        raise ValueError(
+            "to_robustbench needs the box the inputs lived in, to write eps in "
+            "RobustBench's [0, 1] units; this report's metadata records none"
+        )
+    version = report.metadata.get("signattack", "unknown")
+    accuracy = f"{100 * report.robust_accuracy[radius]:.2f}"
+    entry: dict[str, Json] = {"clean_acc": f"{100 * report.clean_accuracy:.2f}"}
+    if runs_autoattack(report.metadata):
+        entry["autoattack_acc"] = accuracy
+        ran = "AutoAttack's standard suite at its published settings"
+    else:
+        entry["robust_acc"] = accuracy
+        entry["robust_acc_attacks"] = report.attack
+        ran = f"{report.attack}, not AutoAttack's standard suite (no autoattack_acc)"
+    return {
+        **entry,
+        "eps": robustbench_eps(radius, bounds),
+        "n_examples": report.samples,
+        "evaluation": (
+            f"signattack {version}: {ran}; a signattack evaluation whose members "
+            "are checked against the authors' AutoAttack (pyautoattack), not AutoAttack's "
+            "own code"
+        ),
+        "attacks": report.metadata.get("attacks", []),
+        "versions": {
+            key: report.metadata[key]
+            for key in ("signattack", "frameworks")
+            if key in report.metadata
+        },
+    }
