@@ -180,3 +180,105 @@ def test_the_demo_output_folder_is_checked_before_training(tmp_path, capsys):
         assert lines[0].startswith("signattack demo: error: --out")
         assert re.search(message, lines[0]), lines[0]
     assert [path.name for path in tmp_path.iterdir()] == ["results"]
+
+
+def test_the_exports_batch_folder_is_claimed_before_the_run(tmp_path, refused):
+    export = tmp_path / "a.npz"
+    refused(
+        "--resume-file",
+        tmp_path / "a.npz.parts",
+        "names the same file as --adversarial",
+        "--adversarial",
+        str(export),
+    )
+
+
+def test_a_box_below_zero_is_read_as_a_value(tmp_path, capsys):
+    from signattack.cli import _joined
+
+    assert _joined(["evaluate", "--bounds", "-1,1", "--eps", "0.1"]) == [
+        "evaluate",
+        "--bounds=-1,1",
+        "--eps",
+        "0.1",
+    ]
+    assert _joined(["--input-range", "-0.5,0.5", "--model", "-m"]) == [
+        "--input-range=-0.5,0.5",
+        "--model",
+        "-m",
+    ]
+
+
+def test_the_first_line_names_only_the_attacks_that_took_eot(capsys):
+    status = main(
+        [
+            *BASE,
+            "--limit",
+            "4",
+            "--batch-size",
+            "4",
+            "--attacks",
+            "standard",
+            "--eot",
+            "3",
+            "--steps",
+            "1",
+            "--queries",
+            "2",
+        ]
+    )
+    assert status == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "applies to APGD" not in first, first  # a deterministic model: the rand version
+    assert "--eot 3 applies to the rand version" in first, first
+
+
+def test_the_model_is_never_handed_the_data_itself(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from signattack.evaluation import load_adversarial
+
+    (tmp_path / "inplace_model.py").write_text(
+        "import torch\n"
+        "class Divides(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.lin = torch.nn.Linear(64, 10)\n"
+        "    def forward(self, x):\n"
+        "        with torch.no_grad():\n"
+        "            x.div_(255)\n"
+        "        return self.lin(x.reshape(len(x), -1))\n"
+    )
+    export = tmp_path / "a.npz"
+    arguments = [
+        "evaluate",
+        "--model",
+        "inplace_model:Divides",
+        "--data",
+        "digits",
+        "--eps",
+        "8",
+        "--limit",
+        "4",
+        "--attacks",
+        "fgsm",
+        "--adversarial",
+        str(export),
+    ]
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert main(arguments) == 0, capsys.readouterr().err
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("inplace_model", None)
+    saved = load_adversarial(export)
+    assert saved.x.max() > 1.0  # the digits in [0, 255], not divided by the model
+    from signattack.digits import load_digits
+
+    expected = load_digits().x_test[:4].numpy()
+    np.testing.assert_array_equal(saved.x, expected)
+    assert torch.is_tensor(torch.from_numpy(saved.x))

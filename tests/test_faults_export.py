@@ -452,3 +452,111 @@ def test_bfloat16_results_are_shown_and_plotted():
         np.testing.assert_array_equal(line.get_ydata(), trace.float().mean(1).numpy())
     with pytest.raises(ValueError, match="losses must be"):
         plot_loss_trace(np.zeros(3))
+
+
+def test_the_checkpoint_and_the_export_cannot_share_a_file(tmp_path):
+    import torch
+
+    from signattack import FGSM
+    from signattack.evaluation import evaluate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    x, y = torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64)
+    same = tmp_path / "run.npz"
+    with pytest.raises(ValueError, match="checkpoint and adversarial must be different files"):
+        evaluate(model, [(x, y)], FGSM(0), [4.0], checkpoint=same, adversarial=same)
+    assert not same.exists()
+
+
+def test_a_damaged_pt_file_gives_no_advice_that_would_run_its_code(tmp_path):
+    import pickle
+
+    from signattack.evaluation import load_adversarial
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"x": print}))  # a pickle that names a callable
+    with pytest.raises(ValueError, match="is not a file of adversarial examples") as caught:
+        load_adversarial(path)
+    message = str(caught.value)
+    assert "weights_only=False" not in message
+    assert "weights_only` set to `False" not in message
+    assert "\n" not in message
+    assert "\x1b" not in message
+
+
+@pytest.mark.parametrize("where", ["x", "x_adv_0"])
+def test_non_finite_values_in_an_export_are_named(tmp_path, where):
+    from signattack.evaluation import load_adversarial
+
+    _, good, _ = _export(tmp_path, ".npz")
+    arrays = dict(np.load(good))
+    arrays[where] = arrays[where].astype(np.float32)
+    arrays[where].flat[0] = np.nan
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match=f"its {where} holds NaN or inf"):
+        load_adversarial(bad)
+
+
+def test_bfloat16_claimed_for_values_beyond_it_is_refused(tmp_path):
+    from signattack.evaluation import load_adversarial
+
+    _, good, _ = _export(tmp_path, ".npz")
+    arrays = dict(np.load(good))
+    arrays["x"] = arrays["x"].astype(np.float32) + np.float32(1 / 3)
+    arrays["dtype"] = np.asarray("bfloat16")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="holds float32 values beyond it"):
+        load_adversarial(bad)
+
+
+@pytest.mark.parametrize("suffix", SURFACES)
+def test_a_point_outside_the_box_fails_verification_instead_of_erring(tmp_path, suffix):
+    model, path, _ = _export(tmp_path, suffix)
+
+    def below(arrays):
+        arrays["x_adv_1"] = arrays["x_adv_1"].copy()
+        arrays["x_adv_1"].flat[0] = -8.0
+        return arrays
+
+    _rewrite(path, below)
+    found = verify(model, path)
+    assert not found.reproduced
+    assert found.inside[3.0] is False
+    assert found.inside[1.0] is True
+
+
+def _edited_report(change):
+    def edit(arrays):
+        import json as json_module
+
+        report = json_module.loads(str(arrays["report"]))
+        change(report)
+        arrays["report"] = np.asarray(json_module.dumps(report))
+        return arrays
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("what", "change"),
+    [
+        ("largest", lambda r: r["max_perturbation"].update({"3.0": 0.5})),
+        ("attacked", lambda r: r["attacked"].update({"1.0": r["attacked"]["1.0"] + 1})),
+        (
+            "broken_by",
+            lambda r: r["broken_by"]["3.0"].update(
+                {next(iter(r["broken_by"]["3.0"])): 5 + next(iter(r["broken_by"]["3.0"].values()))}
+            ),
+        ),
+    ],
+)
+def test_an_edited_report_inside_an_export_is_not_verified(tmp_path, what, change):
+    model, path, _ = _export(tmp_path, ".npz")
+    assert verify(model, path).reproduced
+    _rewrite(path, _edited_report(change))
+    found = verify(model, path)
+    assert not found.reproduced, what
+    assert found.problems
+    assert "NOT consistent" in found.summary()

@@ -374,3 +374,36 @@ def test_a_real_evaluation_with_the_published_preset_is_an_autoattack_entry():
     assert entry["autoattack_acc"] == f"{100 * report.robust_accuracy[128.0]:.2f}"
     quick = evaluate(model, [(x, y)], standard_attacks(2, queries=10), [128.0])
     assert "autoattack_acc" not in quick.to_robustbench()
+
+
+def test_markdown_leaves_no_mathematics_to_a_renderer():
+    report = _report(("Evil $x$", "Square"))
+    for form in ("markdown", "notebook"):
+        text = EXPORTS[form](report)
+        assert re.search(r"(?<!\\)\$", text) is None, text
+
+
+def test_every_attack_keeps_its_own_count_whatever_it_calls_itself():
+    import dataclasses
+
+    import torch
+
+    from signattack import FGSM
+
+    @dataclasses.dataclass(frozen=True)
+    class Renamed(FGSM):
+        @property
+        def name(self) -> str:
+            return "FGSM #3"  # the name the library would give the third FGSM
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x = (torch.rand(8, 1, 4, 4) * 255).round()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    report = evaluate(model, [(x, y)], [Renamed(0), FGSM(0), FGSM(0)], [255.0], progress=False)
+    counts = report.broken_by[255.0]
+    assert len(counts) == 3
+    lost = sum(report.clean_correct) - sum(report.robust_correct[255.0])
+    assert sum(counts.values()) == lost
+    assert counts["FGSM #3"] == lost  # the first attack broke everything it could

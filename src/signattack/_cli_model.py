@@ -68,12 +68,15 @@ class Output:
         suffixes: The suffixes it can write (``.json``, ...); empty: any.
         needs: A module the writer imports and the extra that installs it, if any.
         folder: Whether it names a folder to write files into, instead of a file.
+        beside: Suffixes of the paths it also writes beside the file while it runs
+            (``.parts``: the export's per-batch folder), claimed as its own.
     """
 
     flag: str
     suffixes: tuple[str, ...] = ()
     needs: tuple[str, str] | None = None
     folder: bool = False
+    beside: tuple[str, ...] = ()
 
 
 def check_outputs(
@@ -93,11 +96,13 @@ def check_outputs(
         if path is None:
             continue
         _check_output(output, path)
-        other = claimed.setdefault(_identity(path), output.flag)
-        if other != output.flag:
-            raise UsageError(
-                f"{output.flag} {str(path)!r} names the same file as {other}: name another file"
-            )
+        for written in (path, *(Path(f"{path}{suffix}") for suffix in output.beside)):
+            other = claimed.setdefault(_identity(written), output.flag)
+            if other != output.flag:
+                raise UsageError(
+                    f"{output.flag} {str(path)!r} names the same file as {other} "
+                    f"({str(written)!r}): name another file"
+                )
 
 
 def _check_output(output: Output, path: Path) -> None:
@@ -350,7 +355,8 @@ def warn_unused_outputs(model: nn.Module, x: HostArray, y: HostArray, device: to
 
     try:
         with torch.no_grad():
-            outputs = model(torch.as_tensor(x[:1]).float().to(device)).shape[-1]
+            probe = torch.as_tensor(x[:1]).float().to(device).clone()  # never the data itself
+            outputs = model(probe).shape[-1]
     except Exception:
         return
     used = int(y.max()) + 1

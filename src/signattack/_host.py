@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -184,7 +185,9 @@ def read_tensors(path: Path) -> dict[str, HostArray | str]:
     """
     import torch
 
-    stored: object = torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch warns of old pickle protocols: refused anyway
+        warnings.simplefilter("ignore")
+        stored: object = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(stored, dict):
         raise TypeError(f"expected a dict of tensors, got {type(stored).__name__}")
     found: dict[str, HostArray | str] = {}

@@ -194,7 +194,7 @@ _LATEX = str.maketrans(
     }
 )
 
-_MARKDOWN = str.maketrans({mark: "\\" + mark for mark in "\\`*_|<>[]~&"})
+_MARKDOWN = str.maketrans({mark: "\\" + mark for mark in "\\`*_|<>[]~&$"})
 
 _BREAKS = ("Cc", "Zl", "Zp")
 """Unicode categories of control characters and line breaks: a line of a table or a note
@@ -223,7 +223,8 @@ def escaped(text: str, form: TextFormat) -> str:
     - ``"text"``: control characters, line breaks and invisible format characters as
       backslash escapes (``\\n``, ``\\u202e``); nothing else changes.
     - ``"markdown"``: a table cell or a list item: every character that Markdown or a
-      table gives a meaning (``\\ ` * _ | < > [ ] ~ &``) escaped with a backslash, line
+      table gives a meaning (``\\ ` * _ | < > [ ] ~ & $``; ``$`` opens mathematics in
+      Jupyter and on GitHub) escaped with a backslash, line
       breaks as spaces.
     - ``"latex"``: the ten special characters of LaTeX as their escapes
       (``\\# \\$ \\% \\& \\_ \\{ \\}``, ``\\textbackslash{}``, ``\\textasciitilde{}``,

@@ -38,9 +38,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NUMBER_LISTS = ("--bounds", "--input-range", "--eps")
+"""Options whose value may start with a minus sign (``--bounds -1,1``)."""
+
+
+def _joined(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--bounds -1,1`` written ``--bounds=-1,1``: argparse takes a value that
+    starts with ``-`` and is not a single number for an option."""
+    joined: list[str] = []
+    pending = None
+    for token in argv:
+        if pending is not None:
+            if token[:1] == "-" and token[1:2] in (*"0123456789.", "i"):
+                joined[-1] = f"{pending}={token}"
+                pending = None
+                continue
+            pending = None
+        joined.append(token)
+        pending = token if token in _NUMBER_LISTS else None
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``signattack`` and ``python -m signattack``."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_joined(sys.argv[1:] if argv is None else argv))
     if args.command == "evaluate":
         return evaluate_cli.run(args)
     if args.command == "verify":

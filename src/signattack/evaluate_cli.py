@@ -69,7 +69,7 @@ DEFAULT_STEPS = 10
 
 OUTPUTS = {
     "report": Output("--report", (".json", ".csv", ".md", ".tex")),
-    "adversarial": Output("--adversarial", (".npz", ".pt")),
+    "adversarial": Output("--adversarial", (".npz", ".pt"), beside=(".parts",)),
     "robustbench": Output("--robustbench", (".json",)),
     "plot": Output("--plot", (".png", ".pdf", ".svg"), needs=("matplotlib", "demo")),
     "resume_file": Output("--resume-file"),
@@ -351,7 +351,7 @@ def _what_ran(attacks: Sequence[EpsAttack], args: argparse.Namespace, randomized
         ran = attacks.randomized
         head = f"attacks ({preset} preset, its {ran.name} version: the model is randomized)"
     line = f"{head}: {', '.join(_label(attack) for attack in ran)}"
-    taking = [_name(attack) for attack in ran if "eot" in _fields(attack)]
+    taking = [_name(attack) for attack in ran if _fields(attack).get("eot") == args.eot]
     if args.eot is None or len(taking) == len(ran):
         return line
     if taking:

@@ -49,8 +49,8 @@ from signattack._host import (
     to_numpy,
     to_values,
 )
-from signattack._io import parse, write_atomically
-from signattack._typing import Array, is_array
+from signattack._io import escaped, parse, write_atomically
+from signattack._typing import Array, is_array, namespace
 from signattack.core.kernels import within_linf_ball
 from signattack.core.threat import MODEL_MODES, ModelMode, ThreatModel
 from signattack.core.validation import check_steps
@@ -196,6 +196,9 @@ class Verification:
         largest: Per radius, the largest ``|x_adv - x|_inf`` of the saved points.
         inside: Per radius, whether every point lies in its ball and the box.
         bounds: The box the evaluation recorded, if it recorded one.
+        problems: Where the report's own evidence disagrees with the saved points or with
+            itself (a largest perturbation below what the points show, counts of attacked
+            and broken samples that do not add up); empty when it agrees.
     """
 
     robust_accuracy: dict[float, float]
@@ -203,12 +206,16 @@ class Verification:
     largest: dict[float, float]
     inside: dict[float, bool]
     bounds: tuple[float, float] | None
+    problems: tuple[str, ...] = ()
 
     @property
     def reproduced(self) -> bool:
-        """Whether the model gives the report's numbers there and every point is valid."""
-        return all(self.inside.values()) and all(
-            self.robust_accuracy[e] == self.reported[e] for e in self.reported
+        """Whether the model gives the report's numbers there, every point is valid and the
+        report's evidence agrees with the points."""
+        return (
+            not self.problems
+            and all(self.inside.values())
+            and all(self.robust_accuracy[e] == self.reported[e] for e in self.reported)
         )
 
     def summary(self) -> str:
@@ -223,6 +230,7 @@ class Verification:
                 f"eps {radius}: {accuracy:.2%} robust at the saved points, {same} reported "
                 f"{self.reported[eps]:.2%}; largest |d| {moved}, {valid} the ball and the box"
             )
+        lines.extend(f"NOT consistent: {problem}" for problem in self.problems)
         if self.reproduced:
             lines.append("verified: the saved adversarial examples give the reported numbers")
         else:
@@ -272,7 +280,7 @@ def load_adversarial(path: str | os.PathLike[str]) -> Adversarial:
     except Exception as error:  # what np.load and torch.load raise varies by damage
         raise ValueError(
             f"adversarial {str(source)!r} is not a file of adversarial examples written by "
-            f"evaluate: it cannot be read ({type(error).__name__}: {str(error)[:200]})"
+            f"evaluate: it cannot be read ({_reason(error, source.suffix)})"
         ) from None
     missing = [key for key in ("x", "y", "eps", "report") if key not in stored]
     if missing:
@@ -284,6 +292,20 @@ def load_adversarial(path: str | os.PathLike[str]) -> Adversarial:
         return _checked(stored)
     except ValueError as error:
         raise ValueError(f"adversarial {str(source)!r} is damaged: {error}") from None
+
+
+def _reason(error: Exception, suffix: str) -> str:
+    """Why a file could not be read, in one line of our own words: never the reader's advice
+    (``torch.load`` suggests ``weights_only=False``, which would run a pickle's code)."""
+    if suffix == ".pt":
+        return (
+            f"{type(error).__name__}: it holds something other than tensors and strings, or is "
+            "damaged; it is loaded with weights_only=True, so no code in it is ever run"
+        )
+    if isinstance(error, ValueError) and "pickle" in str(error):
+        return "it holds pickled objects, which are never loaded"
+    first = str(error).splitlines()[0] if str(error) else ""
+    return escaped(f"{type(error).__name__}: {first}", "text")[:200]
 
 
 def _checked(stored: Mapping[str, HostArray | str]) -> Adversarial:
@@ -311,14 +333,25 @@ def _checked(stored: Mapping[str, HostArray | str]) -> Adversarial:
         raise ValueError(
             f"its points are not all of the inputs' shape {x.shape} and dtype {x.dtype}"
         )
+    for name, values in (("x", x), *((f"x_adv_{i}", p) for i, p in enumerate(points.values()))):
+        if values.dtype.kind == "f" and not bool(np.isfinite(values).all()):
+            raise ValueError(f"its {name} holds NaN or inf")
     dtype = stored_text(stored, "dtype", dtype_name(x))
     held = "float32" if dtype == "bfloat16" else dtype
     if held != dtype_name(x):
         raise ValueError(f"it says the inputs are {dtype!r}, but holds {x.dtype}")
+    if dtype == "bfloat16" and not all(_in_bfloat16(a) for a in (x, *points.values())):
+        raise ValueError("it says the inputs are 'bfloat16', but holds float32 values beyond it")
     library = stored_text(stored, "library", "numpy")
     if library not in ("torch", "jax", "numpy"):
         raise ValueError(f"library must be 'torch', 'jax' or 'numpy', got {library[:40]!r}")
     return Adversarial(x, y, points, report, dtype, library)
+
+
+def _in_bfloat16(values: HostArray) -> bool:
+    """Whether float32 ``values`` are all bfloat16 values (the low 16 bits of each zero)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return not bool(np.any(bits & np.uint32(0xFFFF)))
 
 
 def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256) -> Verification:
@@ -363,11 +396,45 @@ def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256
                     (saved.y, dtype_name(saved.y)),
                 )
             )
-            inside[eps] = inside[eps] and all(to_flags(within_linf_ball(at, x, eps, bounds)))
+            valid = all(to_flags(within_linf_ball(at, x, eps, bounds)))
+            inside[eps] = inside[eps] and valid
+            if not valid and bounds is not None:  # judged, and counted where the model can run
+                at = namespace(at).clip(at, bounds[0], bounds[1])
             correct += _correct(model, at, y, threat, max(draws, 1))
         robust[eps] = correct / len(saved.y)
     reported = {e: report.robust_accuracy[e] for e in report.eps}
-    return Verification(robust, reported, largest, inside, bounds)
+    return Verification(robust, reported, largest, inside, bounds, _disagreements(report, largest))
+
+
+def _disagreements(report: RobustnessReport, largest: Mapping[float, float]) -> tuple[str, ...]:
+    """Where a report's evidence disagrees with the saved points or with itself.
+
+    The saved points are those that decided each sample, so the largest perturbation they
+    show can be below the report's (which also counts attacked points that did not fool the
+    model), never above it. Each radius attacks the samples robust at the radius before
+    (the clean ones at the first), and each broken sample is counted by one attack.
+    """
+    found = []
+    robust_before = sum(report.clean_correct)
+    for eps in report.eps:
+        shown = largest[eps]
+        if shown > report.max_perturbation[eps] * (1 + 2.0**-20) + 1e-12:
+            found.append(
+                f"eps {eps:g}: the points move an input by {shown:g}, the report says at most "
+                f"{report.max_perturbation[eps]:g}"
+            )
+        robust = sum(report.robust_correct[eps])
+        broken = sum(report.broken_by.get(eps, {}).values())
+        if report.attacked[eps] != robust_before or (
+            report.broken_by.get(eps) and broken != robust_before - robust
+        ):
+            found.append(
+                f"eps {eps:g}: the report attacked {report.attacked[eps]} samples and its "
+                f"attacks broke {broken}, but {robust_before} were robust before and {robust} "
+                "after"
+            )
+        robust_before = robust
+    return tuple(found)
 
 
 def _mode(recorded: object) -> ModelMode:

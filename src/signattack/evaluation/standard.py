@@ -214,9 +214,15 @@ def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
 
 def attack_names(traits: Sequence[AttackTraits]) -> list[str]:
     """A short name per attack (``APGD-CE``, ``FAB-T``, ...), unique within the evaluation."""
+    labels = [t.name for t in traits]
     names: list[str] = []
-    for label in (t.name for t in traits):
-        names.append(label if label not in names else f"{label} #{len(names) + 1}")
+    for index, label in enumerate(labels):
+        name, number = label, index + 1
+        # never a name that another attack has, or takes later: "FGSM #3" may be a user's
+        while name in names or (name != label and name in labels):
+            name = f"{label} #{number}"
+            number += 1
+        names.append(name)
     return names
 
 

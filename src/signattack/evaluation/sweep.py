@@ -70,6 +70,13 @@ def _check_eps_list(eps: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file (also through links, or before either exists)."""
+    return first.resolve() == second.resolve() or (
+        first.exists() and second.exists() and first.samefile(second)
+    )
+
+
 def _attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random.Generator | None:
     """The generator an attack of the suite draws its root key from at one radius.
 
@@ -264,6 +271,10 @@ def evaluate(
     ranks = Ranks.current()
     path = None if checkpoint is None else Path(checkpoint)
     output = None if adversarial is None else check_path(adversarial)
+    if output is not None and path is not None and _same_file(output, path):
+        raise ValueError(
+            f"checkpoint and adversarial must be different files, got {str(path)!r} for both"
+        )
     if output is not None and ranks.world > 1:
         raise ValueError(
             "adversarial= is written by a single process: under torchrun, evaluate without "
