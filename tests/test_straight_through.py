@@ -224,3 +224,44 @@ def test_a_result_moved_off_the_gpu_names_fn_and_both_devices():
     assert torch.equal(straight_through(torch.round)(x), torch.round(x))
     with pytest.raises(ValueError, match=r"fn must return an array on the input's device cuda"):
         straight_through(lambda z: torch.round(z).cpu())(x)
+
+
+@pytest.mark.parametrize("ignores", ["zeros_like", "stop_gradient"])
+def test_a_jax_backward_that_ignores_its_input_is_refused(ignores):
+    jax = _jax()
+    jnp = jax.numpy
+    stand_in = {
+        "zeros_like": lambda t: jnp.zeros_like(t),
+        "stop_gradient": lambda t: jax.lax.stop_gradient(t) * 2,
+    }[ignores]
+    through = straight_through(jnp.round, stand_in)
+    with pytest.raises(TypeError, match="backward must be differentiable in its input"):
+        jax.grad(lambda z: through(z).sum())(jnp.linspace(0.0, 3.0, 6))
+    # a stand-in whose derivative is zero only somewhere is not refused
+    clipped = straight_through(jnp.round, lambda t: jnp.clip(t, 0.0, 1.0))
+    grad = jax.grad(lambda z: clipped(z).sum())(jnp.linspace(-1.0, 2.0, 7))
+    assert float(grad.sum()) > 0
+
+
+def test_a_numpy_step_inside_a_jax_attack_says_to_use_jax_numpy():
+    jax = _jax()
+    jnp = jax.numpy
+    from signattack import IteratedSign
+
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32))
+    through = straight_through(lambda t: np.asarray(t).round())
+    x = jnp.full((2, 4), 100.0)
+    with pytest.raises(TypeError, match=r"fn must compute with jax\.numpy"):
+        IteratedSign(4.0, steps=2).run(lambda t: through(t) @ weights.T, x, jnp.zeros(2, "int32"))
+
+
+def test_fn_must_be_given():
+    with pytest.raises(TypeError, match="fn must be callable, got NoneType"):
+        straight_through(None)  # type: ignore[arg-type]
+
+
+def test_a_torch_backward_may_write_into_its_input():
+    through = straight_through(torch.round, lambda t: t.mul_(2))
+    x = torch.linspace(0.0, 3.0, 5, requires_grad=True)
+    (grad,) = torch.autograd.grad(through(x).sum(), x)
+    torch.testing.assert_close(grad, torch.full_like(x, 2.0))

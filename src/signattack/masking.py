@@ -65,7 +65,7 @@ def straight_through(
             on another device.
     """
     for name, value in (("fn", fn), ("backward", backward)):
-        if value is not None and not callable(value):
+        if (value is not None or name == "fn") and not callable(value):
             raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}")
 
     forward: Callable[[Any], object] = fn

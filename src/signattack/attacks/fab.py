@@ -249,8 +249,9 @@ class FABT(LinfAttack):
         bounds: The pixel box.
         seed: Seed of the random starts of the restarts, drawn per sample from a stream
             keyed by the seed (or the ``rng`` of the call), by the sample's values and
-            label, the target class and the restart: a sample's result does not depend on
-            the batch it comes in.
+            label, the target class and the restart: a sample's draws do not depend on
+            the batch it comes in (its point only up to the model's own rounding, see
+            :mod:`signattack.core.streams`).
         model_mode: How to run an ``nn.Module``.
 
     Raises:

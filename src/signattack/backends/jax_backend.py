@@ -368,28 +368,76 @@ def open_jax_backend(
     yield JaxBackend(model, native_loss(loss))
 
 
+def _traced(role: str, function: Callable[[Array], object], inputs: Array) -> Array:
+    """:func:`signattack.masking.output_of` where the attack traces the model: a function
+    that computes with NumPy on a traced array gets an error that says what to do."""
+    from signattack.masking import output_of
+
+    try:
+        return output_of("fn" if role == "fn" else "backward", function, inputs)
+    except jax.errors.TracerArrayConversionError:
+        raise TypeError(
+            f"straight_through's {role} must compute with jax.numpy on a JAX array: it turned "
+            "the traced input into a NumPy array (np.asarray, np.round), which JAX cannot do "
+            "inside an attack or jax.jit; write it with jnp"
+        ) from None
+
+
+def _depends_on_input(
+    backward: Callable[[Array], object], shape: tuple[int, ...], dtype: Any
+) -> bool:
+    """Whether the vector-Jacobian product of ``backward`` depends on the cotangent at all:
+    read from its traced program (no values), so a stand-in whose derivative is zero only
+    at some points passes, and one that ignores its input (``jnp.zeros_like``,
+    ``jax.lax.stop_gradient``) does not."""
+
+    def product(point: Array, cotangent: Array) -> Any:
+        _, vjp = jax.vjp(functools.partial(_traced, "backward", backward), point)
+        return vjp(cotangent)
+
+    probe = jax.ShapeDtypeStruct(shape, dtype)  # type: ignore[no-untyped-call]
+    try:
+        program = jax.make_jaxpr(product)(probe, probe).jaxpr
+    except (TypeError, ValueError) as error:
+        if str(error).startswith("straight_through's"):
+            raise  # what backward returns is wrong: say so now
+        return True  # what backward raises is reported where it is called
+    except Exception:
+        return True
+    reached = {id(program.invars[1])}
+    for equation in program.eqns:
+        if any(id(var) in reached for var in equation.invars):
+            reached.update(id(var) for var in equation.outvars)
+    return any(id(var) in reached for var in program.outvars)
+
+
 def straight_through_jax(
     fn: Callable[[Array], object], backward: Callable[[Array], object] | None, x: object
 ) -> Array:
     """:func:`signattack.straight_through` on a JAX array: ``jax.custom_vjp`` with ``fn``
     forward and the identity, or ``backward``'s vector-Jacobian product, backward. What both
     return is checked by :func:`signattack.masking.output_of`."""
-    from signattack.masking import output_of
 
     if not isinstance(x, jax.Array):
         raise TypeError(f"straight_through_jax takes a jax.Array, got {type(x).__name__}")
+    if backward is not None and not _depends_on_input(backward, x.shape, x.dtype):
+        raise TypeError(
+            "straight_through's backward must be differentiable in its input: its result does "
+            "not depend on it (jnp.zeros_like, jax.lax.stop_gradient), so every gradient through "
+            "it would be zero"
+        )
 
     @jax.custom_vjp
     def through(inputs: Array) -> Array:
-        return output_of("fn", fn, inputs)
+        return _traced("fn", fn, inputs)
 
     def forward(inputs: Array) -> tuple[Array, Array]:
-        return output_of("fn", fn, inputs), inputs
+        return _traced("fn", fn, inputs), inputs
 
     def backward_pass(inputs: Array, cotangent: Array) -> tuple[Array]:
         if backward is None:
             return (cotangent,)
-        _, vjp = jax.vjp(functools.partial(output_of, "backward", backward), inputs)
+        _, vjp = jax.vjp(functools.partial(_traced, "backward", backward), inputs)
         (grad,) = vjp(cotangent)
         return (grad,)
 

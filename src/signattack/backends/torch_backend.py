@@ -94,7 +94,7 @@ class _StraightThrough(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         with torch.enable_grad():
             leaf = x.detach().clone().requires_grad_(True)
-            out = output_of("backward", stand_in, leaf)
+            out = output_of("backward", stand_in, leaf.clone())  # it may write into its input
             if not out.requires_grad:
                 raise TypeError(
                     "straight_through's backward must be differentiable in its input: its "

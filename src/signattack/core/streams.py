@@ -10,8 +10,11 @@ and signs, the start of a restart) comes from a stream of its own, keyed by
 
 The streams are counter-based: NumPy's Philox with the sample's 128-bit key and a counter
 that starts at the purpose's 128 bits in its two high words, so that every purpose owns
-``2**128`` blocks of the stream. A sample's draws, and with them its result, therefore do
-not depend on the batch size, on the order of the batch, or on the other samples.
+``2**128`` blocks of the stream. A sample's draws therefore do not depend on the batch
+size, on the order of the batch, or on the other samples, and neither does its result,
+up to the model's own rounding: a float32 network may round a sample's logits differently
+in batches of different sizes (BLAS picks its kernels by shape), which an attack that
+follows gradient values (FAB-T) carries into its points at the level of that rounding.
 
 Keys are derived once per call, on the host (one copy of the batch), and the draws are
 made on the host and moved to the device once per run, never per step.
