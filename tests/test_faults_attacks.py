@@ -258,3 +258,24 @@ def test_fab_t_in_half_precision_reports_the_point_it_returns(dtype):
     assert torch.equal(moved[~result.success], torch.zeros_like(moved[~result.success]))
     with torch.no_grad():
         assert torch.equal(result.success, model(result.x_adv).argmax(dim=1) != y)
+
+
+def test_a_model_that_writes_into_its_input_while_autograd_records_is_named():
+    import torch
+
+    from signattack import IteratedSign
+
+    class Centres(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x -= 100.0  # in place, recorded by autograd
+            return self.linear(x)
+
+    x = torch.full((2, 4), 120.0)
+    y = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="the model writes into its input"):
+        IteratedSign(4.0, steps=2).run(Centres(), x, y)
+    assert bool((x == 120.0).all())

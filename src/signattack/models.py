@@ -69,12 +69,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(stds, dtype=torch.float32).view(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim < 2 or (self.mean.shape[1] != 1 and x.shape[1] != self.mean.shape[1]):
-            raise ValueError(
-                f"Normalize has {self.mean.shape[1]} channels, got an input of shape "
-                f"{tuple(x.shape)} (channels first: (batch, channels, ...))"
-            )
-        shape = (1, -1) + (1,) * (x.ndim - 2)
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # channels first: (batch, channels, ...)
         mean, std = self.mean.view(shape), self.std.view(shape)
         normalised = (x - mean.to(x.dtype)) / std.to(x.dtype)
         if self.model is None:
@@ -101,8 +96,19 @@ def _channels(name: str, value: object) -> tuple[float, ...]:
     return tuple(numbers)
 
 
-def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> Normalize:
-    return Normalize(None, mean, std)
+class _Normalize(nn.Module):
+    """The reference networks' first layer: per-channel normalisation of 4-D pixels."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean) / self.std
 
 
 class Rescaled(nn.Module):
@@ -169,7 +175,7 @@ class AllCNN(nn.Module):
     ) -> None:
         super().__init__()
         narrow, wide = channels
-        self.normalize = _normalize(mean, std)
+        self.normalize = _Normalize(mean, std)
         self.features = nn.Sequential(
             nn.Dropout(0.2),
             _block(3, narrow, 3),
@@ -198,7 +204,7 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
-        self.normalize = _normalize((127.5,), (127.5,))
+        self.normalize = _Normalize((127.5,), (127.5,))
         self.features = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1),
             nn.ReLU(),

@@ -166,8 +166,16 @@ class TorchBackend:
     ) -> tuple[Array, Array, Array]:
         """Losses, ``torch.autograd.grad(losses.sum(), x)`` and the logits."""
         leaf = _tensor(x).detach().requires_grad_(True)
-        # A clone, not the leaf: a model that writes into its input gets correct gradients.
-        logits = _tensor(self.model(leaf.clone()))
+        try:
+            logits = _tensor(self.model(leaf))
+        except RuntimeError as error:
+            if "leaf Variable that requires grad" not in str(error):
+                raise
+            raise ValueError(
+                "the model writes into its input (an in-place operation such as x -= mean or "
+                "x.div_(255) while autograd records): the attack needs input gradients, so "
+                "write it out of place (x = x - mean)"
+            ) from error
         if checks is not None:
             checks.logits(logits, y)
         losses = _tensor(self.loss(logits, y))
