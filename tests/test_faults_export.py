@@ -87,7 +87,7 @@ def _jax_model(x):
 
 
 @pytest.mark.slow  # JAX compiles for seconds
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "uint8"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "uint8"]  # float16 takes the float path bfloat16 takes)
 def test_jax_inputs_are_exported_and_verified_in_their_dtype(tmp_path, dtype):
     jnp = pytest.importorskip("jax.numpy")
     rng = np.random.default_rng(0)
