@@ -86,8 +86,8 @@ def _jax_model(x):
     return rows @ weight
 
 
-@pytest.mark.slow  # JAX compiles for seconds
-@pytest.mark.parametrize("dtype", ["bfloat16", "uint8"]  # float16 takes the float path bfloat16 takes)
+@pytest.mark.slow  # JAX compiles for seconds; float16 takes the float path bfloat16 takes
+@pytest.mark.parametrize("dtype", ["bfloat16", "uint8"])
 def test_jax_inputs_are_exported_and_verified_in_their_dtype(tmp_path, dtype):
     jnp = pytest.importorskip("jax.numpy")
     rng = np.random.default_rng(0)
