@@ -129,8 +129,17 @@ def test_normalize_wrapper_is_the_normalised_network() -> None:
     expected = net((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
     torch.testing.assert_close(model(x), expected)
     assert [name for name, _ in model.named_parameters()] == ["model.1.weight", "model.1.bias"]
-    # one number stands for every channel
+    # one number stands for every channel; arrays and tensors of constants are taken
     torch.testing.assert_close(Normalize(None, 0.5, 0.25)(x), (x - 0.5) / 0.25)
+    same = Normalize(net, np.asarray(mean), torch.tensor(std))
+    torch.testing.assert_close(same(x), expected)
+    with pytest.raises(ValueError, match="3 channels, got an input of shape"):
+        model(torch.rand(2, 4, 4, 3))
+    # float64 models are normalised in float64
+    exact = Normalize(None, (0.1,), (0.3,)).double()(
+        torch.full((1, 1, 2, 2), 0.1, dtype=torch.float64)
+    )
+    assert bool((exact == 0).all())
 
 
 @pytest.mark.parametrize(
@@ -140,8 +149,9 @@ def test_normalize_wrapper_is_the_normalised_network() -> None:
         ((0.5,), (0.0,), ValueError, "std must be positive"),
         ((float("nan"),), (1.0,), ValueError, "mean must be finite"),
         ((), (), ValueError, "at least one"),
-        (("0.5",), (1.0,), TypeError, "mean must be numbers"),
-        ((0.5,), (True,), TypeError, "std must be numbers"),
+        (("0.5",), (1.0,), TypeError, "mean must be real numbers"),
+        ((0.5,), (1e-45,), ValueError, "std must be positive"),
+        ((0.5,), (True,), TypeError, "std must be real numbers"),
     ],
 )
 def test_normalize_refuses_bad_constants(

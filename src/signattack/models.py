@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from signattack._lazy import missing_torch
 
 try:
@@ -35,25 +37,26 @@ class Normalize(nn.Module):
     attack never sees the normalised space, so a radius cannot be given in the wrong one.
     torchattacks and foolbox take the same two sequences.
 
+    The constants are kept in float64 and cast to the input's dtype, so a float64 model is
+    normalised exactly. Inputs are channels first, ``(batch, channels, ...)``.
+
     Args:
         model: The network; ``None`` for the normalisation alone.
-        mean: Per-channel means, in the data's units (one number for every channel).
-        std: Per-channel standard deviations, in the data's units, each positive.
+        mean: Per-channel means, in the data's units: a number for every channel, or a
+            sequence, NumPy array or tensor of one per channel.
+        std: Per-channel standard deviations, likewise, each at least float32's smallest
+            normal number (a smaller one divides to inf in float32).
 
     Raises:
-        ValueError: ``mean`` and ``std`` differ in length, are empty, or hold a value that is
-            not finite, or a ``std`` that is not positive.
+        TypeError: ``mean`` or ``std`` is not made of real numbers.
+        ValueError: They differ in length, are empty, hold a value that is not finite, or a
+            ``std`` below float32's smallest normal number.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(
-        self,
-        model: nn.Module | None,
-        mean: float | tuple[float, ...] | list[float],
-        std: float | tuple[float, ...] | list[float],
-    ) -> None:
+    def __init__(self, model: nn.Module | None, mean: object, std: object) -> None:
         super().__init__()
         means, stds = _channels("mean", mean), _channels("std", std)
         if len(means) != len(stds):
@@ -61,17 +64,29 @@ class Normalize(nn.Module):
                 f"mean and std must have one value per channel each, got {len(means)} "
                 f"and {len(stds)}"
             )
-        if not all(value > 0 for value in stds):
-            raise ValueError(f"std must be positive in every channel, got {stds}")
+        smallest = float(torch.finfo(torch.float32).tiny)
+        if not all(value >= smallest for value in stds):
+            raise ValueError(
+                f"std must be positive (at least {smallest:g}) in every channel, got {stds}"
+            )
         self.model = model
         shape = (1, -1, 1, 1)  # channels first
-        self.register_buffer("mean", torch.tensor(means, dtype=torch.float32).view(shape))
-        self.register_buffer("std", torch.tensor(stds, dtype=torch.float32).view(shape))
+        self.register_buffer("mean", torch.tensor(means, dtype=torch.float64).view(shape))
+        self.register_buffer("std", torch.tensor(stds, dtype=torch.float64).view(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # channels first: (batch, channels, ...)
+        channels = self.mean.shape[1]
+        if x.ndim < 2 or (channels != 1 and x.shape[1] != channels):
+            raise ValueError(
+                f"Normalize has {channels} channels, got an input of shape {tuple(x.shape)}: "
+                "inputs are channels first, (batch, channels, ...)"
+            )
+        shape = (1, -1) + (1,) * (x.ndim - 2)
         mean, std = self.mean.view(shape), self.std.view(shape)
-        normalised = (x - mean.to(x.dtype)) / std.to(x.dtype)
+        wide = x.dtype if x.dtype == torch.float64 else torch.float32
+        normalised = ((x.to(wide) - mean.to(wide)) / std.to(wide)).to(
+            x.dtype if x.is_floating_point() else torch.float32
+        )
         if self.model is None:
             return normalised
         result: torch.Tensor = self.model(normalised)
@@ -82,15 +97,24 @@ class Normalize(nn.Module):
 
 
 def _channels(name: str, value: object) -> tuple[float, ...]:
-    """``value`` as a tuple of finite floats, one per channel."""
-    items = value if isinstance(value, (tuple, list)) else (value,)
+    """``value`` as a tuple of finite floats, one per channel: a real number, a sequence of
+    them, a NumPy array or a tensor."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy() if value.dtype != torch.bool else value
+    if isinstance(value, (tuple, list)):
+        items: list[object] = list(value)
+    elif isinstance(value, np.ndarray):
+        items = list(value.reshape(-1)) if value.dtype.kind in "iuf" else [value]
+    else:
+        items = [value]
     numbers = []
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise TypeError(f"{name} must be numbers, one per channel, got {value!r}")
-        if not math.isfinite(item):
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, float, np.number)):
+            raise TypeError(f"{name} must be real numbers, one per channel, got {value!r}")
+        number = float(item)
+        if not math.isfinite(number):
             raise ValueError(f"{name} must be finite, got {value!r}")
-        numbers.append(float(item))
+        numbers.append(number)
     if not numbers:
         raise ValueError(f"{name} must hold at least one value, got {value!r}")
     return tuple(numbers)
