@@ -282,3 +282,11 @@ def test_the_model_is_never_handed_the_data_itself(tmp_path, capsys):
     expected = load_digits().x_test[:4].numpy()
     np.testing.assert_array_equal(saved.x, expected)
     assert torch.is_tensor(torch.from_numpy(saved.x))
+
+
+def test_a_box_the_data_leaves_is_said_in_flags(capsys):
+    status = main([*BASE, *QUICK, "--bounds", "-1,1"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "--bounds lower,upper" in err
+    assert "bounds=(lower, upper)" not in err

@@ -560,3 +560,39 @@ def test_an_edited_report_inside_an_export_is_not_verified(tmp_path, what, chang
     assert not found.reproduced, what
     assert found.problems
     assert "NOT consistent" in found.summary()
+
+
+def test_an_export_whose_per_sample_verdicts_were_swapped_is_not_verified(tmp_path):
+    model, path, report = _export(tmp_path, ".npz")
+    flags = list(report.robust_correct[3.0])
+    broken = flags.index(False) if False in flags else None
+    kept = flags.index(True) if True in flags else None
+    if broken is None or kept is None:
+        pytest.skip("the radius breaks all samples or none")
+
+    def swap(data):
+        stated = data["robust_correct"]["3.0"]
+        stated[broken], stated[kept] = stated[kept], stated[broken]
+
+    _rewrite(path, _edited_report(swap))
+    found = verify(model, path)
+    assert found.robust_accuracy == found.reported  # the same number, other samples
+    assert not found.reproduced
+    assert any("differ from the report's for 2 samples" in p for p in found.problems)
+
+
+def test_a_stated_accuracy_the_flags_do_not_give_is_refused(tmp_path):
+    from signattack.evaluation import load_adversarial
+
+    _, path, _ = _export(tmp_path, ".npz")
+    _rewrite(path, _edited_report(lambda data: data["robust_accuracy"].update({"3.0": 0.123})))
+    with pytest.raises(ValueError, match=r"robust at eps 3 accuracy says 0\.123"):
+        load_adversarial(path)
+
+
+def test_a_report_without_a_box_claims_no_box_check():
+    from signattack.evaluation.adversarial import Verification
+
+    found = Verification({1.0: 0.5}, {1.0: 0.5}, {1.0: 1.0}, {1.0: True}, None)
+    assert "the ball (no box)" in found.summary()
+    assert "and the box" not in found.summary()

@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         user_error = isinstance(error, (UsageError, ValueError, TypeError))
-        text = " ".join(str(error).split()) or type(error).__name__
+        text = _in_flags(" ".join(str(error).split()) or type(error).__name__)
         if not user_error:
             text = f"{type(error).__name__}: {text} (--debug shows the traceback)"
         print(f"signattack evaluate: error: {text}", file=sys.stderr)
@@ -202,6 +202,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
+
+
+_FLAG_WORDS = {
+    "pass bounds=(lower, upper) in the model's input units": (
+        "pass --bounds lower,upper in the data's units (and --input-range for a model that "
+        "takes another range)"
+    ),
+}
+"""The library's advice in Python words, as the command line's user reads it."""
+
+
+def _in_flags(text: str) -> str:
+    """``text`` with the library's Python advice said in flags."""
+    for python, flags in _FLAG_WORDS.items():
+        text = text.replace(python, flags)
+    return text
 
 
 def _attack_names(args: argparse.Namespace) -> list[str]:

@@ -225,10 +225,11 @@ class Verification:
             radius = radius_text(eps, self.bounds)
             same = "the same as" if accuracy == self.reported[eps] else "NOT the"
             valid = "all within" if self.inside[eps] else "NOT all within"
+            region = "the ball and the box" if self.bounds is not None else "the ball (no box)"
             moved = radius_text(self.largest[eps], self.bounds)
             lines.append(
                 f"eps {radius}: {accuracy:.2%} robust at the saved points, {same} reported "
-                f"{self.reported[eps]:.2%}; largest |d| {moved}, {valid} the ball and the box"
+                f"{self.reported[eps]:.2%}; largest |d| {moved}, {valid} {region}"
             )
         lines.extend(f"NOT consistent: {problem}" for problem in self.problems)
         if self.reproduced:
@@ -320,8 +321,10 @@ def _checked(stored: Mapping[str, HostArray | str]) -> Adversarial:
         stored_array(stored, "y", "iu"),
         stored_array(stored, "eps", "f"),
     )
+    if eps.ndim != 1:
+        raise ValueError(f"its radii must be one list, got an array of shape {eps.shape}")
     radii = tuple(float(e) for e in to_values(eps))
-    if eps.ndim != 1 or radii != report.eps:
+    if radii != report.eps:
         raise ValueError(f"its radii {list(radii)} are not the report's {list(report.eps)}")
     if y.shape != (report.samples,) or len(x) != report.samples:
         raise ValueError(
@@ -380,12 +383,13 @@ def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256
     draws = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else 1
     library, device = _library(model, saved.library)
     robust: dict[float, float] = {}
+    disagree: list[str] = []
     largest: dict[float, float] = {}
     inside: dict[float, bool] = {}
     for eps, points in saved.points.items():
         largest[eps] = largest_difference(points, saved.x)
         inside[eps] = True
-        correct = 0
+        flags: list[bool] = []
         for start in range(0, len(saved.y), size):
             part = slice(start, start + size)
             x, at, y = (
@@ -400,10 +404,18 @@ def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256
             inside[eps] = inside[eps] and valid
             if not valid and bounds is not None:  # judged, and counted where the model can run
                 at = namespace(at).clip(at, bounds[0], bounds[1])
-            correct += _correct(model, at, y, threat, max(draws, 1))
-        robust[eps] = correct / len(saved.y)
+            flags += _correct(model, at, y, threat, max(draws, 1))
+        robust[eps] = sum(flags) / len(saved.y)
+        stated = report.robust_correct[eps]
+        differ = [i for i, (a, b) in enumerate(zip(flags, stated, strict=True)) if a != b]
+        if differ:
+            disagree.append(
+                f"eps {eps:g}: the model's verdicts at the saved points differ from the report's "
+                f"for {len(differ)} samples (the first: {differ[:5]})"
+            )
     reported = {e: report.robust_accuracy[e] for e in report.eps}
-    return Verification(robust, reported, largest, inside, bounds, _disagreements(report, largest))
+    problems = tuple(disagree) + _disagreements(report, largest)
+    return Verification(robust, reported, largest, inside, bounds, problems)
 
 
 def _disagreements(report: RobustnessReport, largest: Mapping[float, float]) -> tuple[str, ...]:
@@ -478,14 +490,16 @@ def _as_input(array: HostArray, library: str, dtype: str, device: object) -> Arr
     return taken
 
 
-def _correct(model: object, x: Array, y: Array, threat: ThreatModel | None, draws: int) -> int:
-    """How many of ``x`` the model classifies as ``y``, run as the attacks run it (the same
-    backend, mode and checks as the evaluation's clean pass), each decided on the mean
-    logits of ``draws`` passes, the evaluation's decision rule."""
+def _correct(
+    model: object, x: Array, y: Array, threat: ThreatModel | None, draws: int
+) -> list[bool]:
+    """Per sample, whether the model classifies ``x`` as ``y``, run as the attacks run it
+    (the same backend, mode and checks as the evaluation's clean pass), each decided on the
+    mean logits of ``draws`` passes, the evaluation's decision rule."""
     from signattack.evaluation._judging import clean_predictions
 
     predictions, checked = clean_predictions(model, x, y, threat, draws=draws)
-    return sum(to_flags(predictions == checked))
+    return to_flags(predictions == checked)
 
 
 def evaluation_digest(identity: Identity | None) -> str:

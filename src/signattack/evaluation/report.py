@@ -369,7 +369,7 @@ class RobustnessReport:
             largest = _mapping(_member(data, "max_perturbation"))
             attacked = _mapping(_member(data, "attacked"))
             broken_by = _mapping(data.get("broken_by", {}))
-            return cls(
+            report = cls(
                 eps=eps,
                 attack=attack,
                 clean_correct=clean,
@@ -396,6 +396,8 @@ class RobustnessReport:
                 ),
                 metadata=_mapping(data.get("metadata", {})),
             )
+            _check_stated(data, report)
+            return report
         except (TypeError, ValueError) as error:
             raise ValueError(f"data is not a RobustnessReport dictionary: {error}") from None
 
@@ -433,6 +435,26 @@ class RobustnessReport:
         from signattack.plots import plot_report
 
         return plot_report(self, path=path)
+
+
+def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
+    """Refuse accuracies written beside the per-sample flags that the flags do not give:
+    a reader of the file would see one number and the report hold another."""
+    stated = {"clean": data.get("clean_accuracy")}
+    robust = data.get("robust_accuracy")
+    if isinstance(robust, dict):
+        stated.update({f"robust at eps {e:g}": robust.get(str(e)) for e in report.eps})
+    computed = {"clean": report.clean_accuracy}
+    computed.update({f"robust at eps {e:g}": a for e, a in report.robust_accuracy.items()})
+    for what, value in stated.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"its {what} accuracy must be a number, got {value!r}")
+        if not math.isclose(value, computed[what], rel_tol=1e-9, abs_tol=1e-12):
+            raise ValueError(
+                f"its {what} accuracy says {value!r}, its per-sample flags give {computed[what]!r}"
+            )
 
 
 def _span(low: float, high: float) -> str:
