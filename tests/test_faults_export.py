@@ -591,7 +591,7 @@ def test_a_stated_accuracy_the_flags_do_not_give_is_refused(tmp_path):
 
 
 def test_a_report_without_a_box_claims_no_box_check():
-    from signattack.evaluation.adversarial import Verification
+    from signattack.evaluation import Verification
 
     found = Verification({1.0: 0.5}, {1.0: 0.5}, {1.0: 1.0}, {1.0: True}, None)
     assert "the ball (no box)" in found.summary()

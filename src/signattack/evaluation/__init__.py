@@ -18,17 +18,16 @@ succeeds, by bisection: a whole robustness curve from one run.
 The modules, one concern each: :mod:`~signattack.evaluation.report` (the result),
 :mod:`~signattack.evaluation.sweep` (the sweep), :mod:`~signattack.evaluation.checkpoint`
 and :mod:`~signattack.evaluation.identity` (resuming, and what a checkpoint is bound to),
-:mod:`~signattack.evaluation.distributed` (several processes) and
-:mod:`~signattack.evaluation.bisection`. Works with any backend; torch is imported only where
+:mod:`~signattack.evaluation.distributed` (several processes),
+:mod:`~signattack.evaluation.bisection`, :mod:`~signattack.evaluation.standard` (the attacks
+and their presets), :mod:`~signattack.evaluation.adversarial` (the exported adversarial
+examples) and :mod:`~signattack.evaluation.verification` (evaluating the model at them
+again); the clean pass and the one decision rule for clean and attacked predictions live
+in ``_judging``, RobustBench's entry in ``_robustbench``. Works with any backend; torch is imported only where
 it is already in use.
 """
 
-from signattack.evaluation.adversarial import (
-    Adversarial,
-    Verification,
-    load_adversarial,
-    verify,
-)
+from signattack.evaluation.adversarial import Adversarial, load_adversarial
 from signattack.evaluation.bisection import smallest_breaking_eps
 from signattack.evaluation.distributed import PeerFailure
 from signattack.evaluation.report import RobustnessReport
@@ -42,6 +41,7 @@ from signattack.evaluation.standard import (
     standard_attacks,
 )
 from signattack.evaluation.sweep import evaluate
+from signattack.evaluation.verification import Verification, verify
 
 __all__ = [
     "Adversarial",
