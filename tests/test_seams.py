@@ -115,3 +115,37 @@ def test_the_attack_spec_types_moved_with_a_deprecation_warning(name):
     assert old is getattr(signattack.evaluation, name)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         sweep.nothing  # noqa: B018
+
+
+def test_the_evaluation_wing_imports_in_one_direction():
+    """No module of the evaluation (nor the figures it draws) imports another that imports
+    it back, also through function-level or type-only imports, and none imports the
+    package face above it."""
+    import ast
+    from pathlib import Path
+
+    import signattack
+
+    root = Path(signattack.__file__).parent
+    graph = {}
+    for path in [*root.joinpath("evaluation").glob("*.py"), root / "plots.py"]:
+        if path.name == "__init__.py":
+            continue
+        name = "signattack." + ".".join(path.relative_to(root).with_suffix("").parts)
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("signattack"):
+                imported.add(node.module)
+        assert "signattack.evaluation" not in imported, f"{name} imports the package face"
+        graph[name] = imported
+
+    def reaches(start, goal, seen):
+        for following in graph.get(start, ()):
+            if following == goal or (
+                following not in seen and (seen.add(following) or reaches(following, goal, seen))
+            ):
+                return True
+        return False
+
+    circles = [(a, b) for a in graph for b in graph[a] if b in graph and reaches(b, a, set())]
+    assert not circles

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -19,7 +19,6 @@ from signattack._host import to_numpy
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from signattack.evaluation import RobustnessReport
     from signattack.probes.input_space import LossSurface
     from signattack.probes.weights import LossSlice
 
@@ -256,7 +255,7 @@ def plot_curves(
 
 
 def plot_robustness_curves(
-    panels: Mapping[str, Mapping[str, RobustnessReport]],
+    panels: Mapping[str, Mapping[str, Curves]],
     *,
     eps_label: str = "eps (pixels in [0, 255])",
     path: str | Path | None = None,
@@ -293,7 +292,31 @@ def plot_robustness_curves(
     )
 
 
-def plot_report(report: RobustnessReport, *, path: str | Path | None = None) -> Figure:
+class Curves(Protocol):
+    """What :func:`plot_report` and :func:`plot_robustness_curves` read of a report (a
+    :class:`~signattack.evaluation.RobustnessReport` has it all)."""
+
+    @property
+    def eps(self) -> tuple[float, ...]: ...
+
+    @property
+    def clean_accuracy(self) -> float: ...
+
+    @property
+    def bounds(self) -> tuple[float, float] | None: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def robust_accuracy(self) -> dict[float, float]: ...
+
+    def curves(self) -> dict[str, list[float]]: ...
+
+    def radius(self, eps: float) -> str: ...
+
+
+def plot_report(report: Curves, *, path: str | Path | None = None) -> Figure:
     """A report's accuracy against the radius, as a figure for a paper: one curve per attack
     when several ran (the accuracy after it and the ones before), the clean accuracy marked,
     radii in the user's units (``8/255`` on a ``[0, 1]`` box), accuracy in percent.

@@ -23,8 +23,8 @@ and :mod:`~signattack.evaluation.identity` (resuming, and what a checkpoint is b
 and their presets), :mod:`~signattack.evaluation.adversarial` (the exported adversarial
 examples) and :mod:`~signattack.evaluation.verification` (evaluating the model at them
 again); the clean pass and the one decision rule for clean and attacked predictions live
-in ``_judging``, RobustBench's entry in ``_robustbench``. Works with any backend; torch is imported only where
-it is already in use.
+in ``_judging``, RobustBench's entry in ``_robustbench``. Works with any backend; torch is
+imported only where it is already in use.
 """
 
 from signattack.evaluation.adversarial import Adversarial, load_adversarial

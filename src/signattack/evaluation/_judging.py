@@ -16,16 +16,11 @@ from signattack.core.kernels import take_samples, within_linf_ball
 from signattack.core.losses import CROSS_ENTROPY
 from signattack.core.threat import ThreatModel
 from signattack.core.validation import Bounds
-from signattack.evaluation.standard import (
-    AttackTraits,
-    attack_at,
-    decision_draws,
-    threat_of,
-    traits_of,
-)
+from signattack.evaluation._specs import attack_at
+from signattack.evaluation.standard import AttackTraits, decision_draws, threat_of, traits_of
 
 if TYPE_CHECKING:
-    from signattack.evaluation.standard import AttackSpec
+    from signattack.evaluation._specs import AttackSpec
 
 _ANY_BOUNDS = Bounds(-math.inf, math.inf)
 

@@ -4,31 +4,40 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from signattack._io import Json, parse
-from signattack.evaluation.report import radius_text
+from signattack.evaluation._units import robustbench_eps
 from signattack.evaluation.standard import attack_record, standard_attacks
 
-if TYPE_CHECKING:
-    from signattack.evaluation.report import RobustnessReport
 
+class _Report(Protocol):
+    """What the entry reads of a report."""
 
-def robustbench_eps(eps: float, bounds: tuple[float, float]) -> str:
-    """``eps`` in RobustBench's units, whatever box the inputs lived in: a share of the
-    box's width, as for images in ``[0, 1]`` (``16`` on ``[0, 255]`` is ``16/255``, ``16/255``
-    on ``[-1, 1]`` is ``8/255``), written ``k/255`` where it is a whole number of 8-bit
-    levels, else as a decimal.
+    @property
+    def eps(self) -> tuple[float, ...]: ...
 
-    Raises:
-        ValueError: The box has no finite, positive width.
-    """
-    width = bounds[1] - bounds[0]
-    if not (math.isfinite(width) and width > 0):
-        raise ValueError(f"bounds must have a finite width > 0, got {bounds!r}")
-    return radius_text(eps / width, (0.0, 1.0))
+    @property
+    def attack(self) -> str: ...
+
+    @property
+    def robust_correct(self) -> Mapping[float, tuple[bool, ...]]: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Json]: ...
+
+    @property
+    def bounds(self) -> tuple[float, float] | None: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def clean_accuracy(self) -> float: ...
+
+    @property
+    def robust_accuracy(self) -> dict[float, float]: ...
 
 
 def runs_autoattack(metadata: Mapping[str, Json]) -> bool:
@@ -59,7 +68,7 @@ def runs_autoattack(metadata: Mapping[str, Json]) -> bool:
     return parse(json.dumps(expected)) == parse(json.dumps(recorded))
 
 
-def robustbench_entry(report: RobustnessReport, eps: float | None = None) -> dict[str, Json]:
+def robustbench_entry(report: _Report, eps: float | None = None) -> dict[str, Json]:
     """:meth:`RobustnessReport.to_robustbench`: the entry RobustBench's model cards hold.
 
     Raises:

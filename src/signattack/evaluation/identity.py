@@ -29,7 +29,7 @@ from signattack.attacks import EpsAttack
 if TYPE_CHECKING:
     from torch import nn
 
-    from signattack.evaluation.standard import AttackSpec
+    from signattack.evaluation._specs import AttackSpec
 
 __all__: list[str] = []  # internal: nothing here is public API
 

@@ -25,6 +25,7 @@ from signattack._io import (
     text_table,
     write_atomically,
 )
+from signattack.evaluation._units import radius_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,19 +36,6 @@ T = TypeVar("T")
 
 REPORT_FORMAT = 2
 """The version of :meth:`RobustnessReport.to_dict`'s layout (1 had no ``metadata``)."""
-
-LEVELS = 255
-"""Pixel levels of an 8-bit image: a radius of a ``[0, 1]`` box is shown as ``k/255``."""
-
-
-def radius_text(eps: float, bounds: tuple[float, float] | None) -> str:
-    """``eps`` as its user thinks of it: ``8/255`` for a box of width one where ``eps`` is a
-    whole number of 8-bit levels, else ``8`` or ``0.03``."""
-    if bounds is not None and math.isclose(bounds[1] - bounds[0], 1.0) and eps > 0:
-        levels = eps * LEVELS
-        if math.isclose(levels, round(levels), rel_tol=1e-6):
-            return f"{round(levels)}/{LEVELS}"
-    return f"{eps:g}"
 
 
 def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

@@ -4,7 +4,7 @@ evaluation with their published settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -19,8 +19,13 @@ from signattack.attacks import (
 )
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
+from signattack.evaluation._specs import (
+    AttackFactory,
+    Attacks,
+    AttackSpec,
+)
+from signattack.evaluation._units import radius_text
 from signattack.evaluation.identity import Unstable, describe, stable
-from signattack.evaluation.report import radius_text
 
 __all__ = [
     "AttackFactory",
@@ -31,52 +36,6 @@ __all__ = [
     "rand_attacks",
     "standard_attacks",
 ]
-
-AttackFactory = Callable[[float], Attack]
-"""A factory ``eps -> attack``."""
-
-AttackSpec = EpsAttack | AttackFactory
-"""An attack to run at every eps: an attack whose radius is replaced (:class:`EpsAttack`:
-every attack of signattack), or a factory ``eps -> attack``."""
-
-Attacks = AttackSpec | Sequence[AttackSpec]
-"""One attack, or several run in order, each on the samples the previous ones left robust."""
-
-
-def specs_of(attacks: object) -> tuple[AttackSpec, ...]:
-    """The attacks as a tuple, each checked."""
-    if isinstance(attacks, EpsAttack) or (callable(attacks) and not isinstance(attacks, Sequence)):
-        return (_spec(attacks, "attack"),)
-    if isinstance(attacks, Sequence) and not isinstance(attacks, str):
-        items: Sequence[object] = attacks
-        if not items:
-            raise ValueError("attacks must hold at least one attack, got an empty sequence")
-        return tuple(_spec(item, f"attacks[{index}]") for index, item in enumerate(items))
-    raise TypeError(
-        "attack must be an attack (IteratedSign, FGSM, APGD, ...), a factory eps -> attack, "
-        f"or a sequence of them, got {type(attacks).__name__}"
-    )
-
-
-def _spec(item: object, name: str) -> AttackSpec:
-    if isinstance(item, EpsAttack) or callable(item):
-        return item
-    raise TypeError(
-        f"{name} must be an attack or a factory eps -> attack, got {type(item).__name__}"
-    )
-
-
-def attack_at(spec: AttackSpec, eps: float) -> Attack:
-    """The attack ``spec`` gives at radius ``eps``."""
-    if isinstance(spec, EpsAttack):
-        return spec.with_eps(eps)
-    attack = spec(eps)
-    if not isinstance(attack, Attack):
-        raise TypeError(
-            f"the attack factory must return an attack (an object with run(model, x, y)), "
-            f"got {type(attack).__name__} for eps={eps:g}"
-        )
-    return attack
 
 
 @runtime_checkable

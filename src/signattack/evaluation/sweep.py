@@ -32,6 +32,7 @@ from signattack.evaluation._judging import (
     is_randomized,
     moves_of,
 )
+from signattack.evaluation._specs import attack_at, specs_of
 from signattack.evaluation.adversarial import Collected, check_path, store_points, stored_points
 from signattack.evaluation.checkpoint import BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
@@ -39,16 +40,14 @@ from signattack.evaluation.identity import Identity, batch_digest, run_metadata
 from signattack.evaluation.report import RobustnessReport
 from signattack.evaluation.standard import (
     AttackSuite,
-    attack_at,
     attack_names,
     attack_record,
     masking_warnings,
-    specs_of,
     traits_of,
 )
 
 if TYPE_CHECKING:  # not imported at run time, so that the old names below warn
-    from signattack.evaluation.standard import Attacks
+    from signattack.evaluation._specs import Attacks
 
 __all__ = ["evaluate"]
 

@@ -13,8 +13,9 @@ from signattack._typing import Array, is_array, namespace
 from signattack.core.kernels import within_linf_ball
 from signattack.core.threat import MODEL_MODES, ModelMode, ThreatModel
 from signattack.core.validation import check_steps
+from signattack.evaluation._units import radius_text
 from signattack.evaluation.adversarial import load_adversarial
-from signattack.evaluation.report import RobustnessReport, radius_text
+from signattack.evaluation.report import RobustnessReport
 
 __all__ = ["Verification", "verify"]
 
