@@ -19,10 +19,10 @@ This module imports jax; :mod:`signattack` loads it only when it is handed a JAX
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeAlias, TypeVar
 
 import jax
 import numpy as np
@@ -384,20 +384,19 @@ def _traced(role: str, function: Callable[[Array], object], inputs: Array) -> Ar
 
 
 def _depends_on_input(
-    backward: Callable[[Array], object], shape: tuple[int, ...], dtype: Any
+    backward: Callable[[Array], object], shape: tuple[int, ...], dtype: object
 ) -> bool:
     """Whether the vector-Jacobian product of ``backward`` depends on the cotangent at all:
     read from its traced program (no values), so a stand-in whose derivative is zero only
     at some points passes, and one that ignores its input (``jnp.zeros_like``,
     ``jax.lax.stop_gradient``) does not."""
 
-    def product(point: Array, cotangent: Array) -> Any:
-        _, vjp = jax.vjp(functools.partial(_traced, "backward", backward), point)
-        return vjp(cotangent)
+    def product(point: Array, cotangent: Array) -> Array:
+        return _vjp(functools.partial(_traced, "backward", backward), point, cotangent)
 
-    probe = jax.ShapeDtypeStruct(shape, dtype)  # type: ignore[no-untyped-call]
+    probe: object = jax.ShapeDtypeStruct(shape, dtype)  # type: ignore[no-untyped-call]
     try:
-        program = jax.make_jaxpr(product)(probe, probe).jaxpr
+        program: _Program = jax.make_jaxpr(product)(probe, probe).jaxpr
     except (TypeError, ValueError) as error:
         if str(error).startswith("straight_through's"):
             raise  # what backward returns is wrong: say so now
@@ -409,6 +408,29 @@ def _depends_on_input(
         if any(id(var) in reached for var in equation.invars):
             reached.update(id(var) for var in equation.outvars)
     return any(id(var) in reached for var in program.outvars)
+
+
+class _Equation(Protocol):
+    """What :func:`_depends_on_input` reads of one step of a traced program."""
+
+    @property
+    def invars(self) -> Sequence[object]: ...
+
+    @property
+    def outvars(self) -> Sequence[object]: ...
+
+
+class _Program(_Equation, Protocol):
+    """What :func:`_depends_on_input` reads of a traced program (a ``jax.core.Jaxpr``)."""
+
+    @property
+    def eqns(self) -> Sequence[_Equation]: ...
+
+
+def _vjp(function: Callable[[Array], Array], point: Array, cotangent: Array) -> Array:
+    """The vector-Jacobian product of ``function`` at ``point`` with ``cotangent``."""
+    pullback: Callable[[Array], tuple[Array]] = jax.vjp(function, point)[1]
+    return pullback(cotangent)[0]
 
 
 def straight_through_jax(
@@ -437,9 +459,7 @@ def straight_through_jax(
     def backward_pass(inputs: Array, cotangent: Array) -> tuple[Array]:
         if backward is None:
             return (cotangent,)
-        _, vjp = jax.vjp(functools.partial(_traced, "backward", backward), inputs)
-        (grad,) = vjp(cotangent)
-        return (grad,)
+        return (_vjp(functools.partial(_traced, "backward", backward), inputs, cotangent),)
 
     through.defvjp(forward, backward_pass)
     result: Array = through(x)

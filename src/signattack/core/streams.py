@@ -79,11 +79,15 @@ class SampleStreams:
         in ``float16``, ``float32``, ``float64`` or as integers has the same key (so that
         every backend and precision draws the same), and ``-0.0`` is ``0.0``.
         """
-        flat = np.asarray(values, dtype=np.float32).reshape(len(values), -1) + np.float32(0)
-        classes = np.asarray(labels, dtype=np.int64).reshape(-1)
+        count = len(values)
+        flat: HostArray = np.asarray(values, dtype=np.float32).reshape(count, -1)
+        flat = flat + np.float32(0)  # -0.0 becomes 0.0
+        rows = flat.tobytes()
+        size = len(rows) // count if count else 0
+        classes = [int(label) for label in np.asarray(labels, dtype=np.int64).reshape(-1).tolist()]
         keys = (
-            _digest(root, sample.tobytes(), int(label).to_bytes(8, "little", signed=True))
-            for sample, label in zip(flat, classes, strict=True)
+            _digest(root, rows[i * size : (i + 1) * size], label.to_bytes(8, "little", signed=True))
+            for i, label in enumerate(classes)
         )
         return cls(tuple(keys))
 

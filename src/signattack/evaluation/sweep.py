@@ -8,6 +8,7 @@ the smaller ball lies inside the larger one.
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
@@ -87,7 +88,7 @@ def _attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random
     """
     if seed is None:
         return None
-    radius_bits = int(np.float64(radius).view(np.uint64))
+    radius_bits = int.from_bytes(struct.pack("<d", radius), "little")
     return np.random.default_rng([seed, radius_bits, attack_index])
 
 
