@@ -380,8 +380,12 @@ def test_a_samples_result_does_not_depend_on_its_batch(attack):
 
 
 def test_a_sample_keeps_its_result_in_any_batch_where_rounding_cannot_decide(backend, attack):
-    """On torch and JAX (whose kernels may round a row differently in another batch size),
-    success agrees wherever the margin at both points is clear of rounding."""
+    """On torch (whose kernels may round a row differently in another batch size), success
+    agrees wherever the margin at both points is clear of rounding. JAX draws through the
+    same host streams and would compile every attack for every batch size here: the exact
+    NumPy case above and this one cover the draws."""
+    if backend.name != "torch":
+        pytest.skip("the draws are the host streams the NumPy and torch cases check")
     x, y = _near_the_boundary()
     model = backend.model()
     inputs, labels = (
@@ -389,13 +393,17 @@ def test_a_sample_keeps_its_result_in_any_batch_where_rounding_cannot_decide(bac
         backend.array(y),
     )
     whole = attack.run(model, inputs, labels)
-    single = [attack.run(model, inputs[i : i + 1], labels[i : i + 1]) for i in range(len(y))]
-    for i, alone in enumerate(single):
-        points = (whole.x_adv[i : i + 1], alone.x_adv)
-        with torch.no_grad():
-            margins = [np.sort(backend.host(model(p))[0]) for p in points]
-        if min(m[-1] - m[-2] for m in margins) > 1e-3:
-            assert bool(backend.host(alone.success)[0]) == bool(backend.host(whole.success)[i])
+    cut = max(1, len(y) // 3)  # two batches of other sizes than the whole
+    parts = [(0, cut), (cut, len(y))]
+    for start, stop in parts:
+        part = attack.run(model, inputs[start:stop], labels[start:stop])
+        for i in range(start, stop):
+            points = (whole.x_adv[i : i + 1], part.x_adv[i - start : i - start + 1])
+            with torch.no_grad():
+                margins = [np.sort(backend.host(model(p))[0]) for p in points]
+            if min(m[-1] - m[-2] for m in margins) > 1e-3:
+                alone = bool(backend.host(part.success)[i - start])
+                assert alone == bool(backend.host(whole.success)[i])
 
 
 def _poisoned(backend, ceiling: float, value: float):
@@ -447,10 +455,16 @@ def test_a_non_finite_output_at_a_visited_point_never_counts_as_success(backend,
     """The model is finite at the inputs and NaN (or +inf at class 0) once a pixel moves
     up: the attack refuses with a ValueError, or every success it reports is at a point
     where the model is finite and fooled, with a finite loss trace."""
+    if backend.name == "jax" and not np.isnan(value):
+        pytest.skip("JAX compiles every attack again: NaN checks its compiled watch")
     x, y = _near_the_boundary()
     keep = y != 0  # argmax of a NaN row is class 0: success there would be a false one
     x, y = x[keep], y[keep]
-    for dtype in (backend.dtypes[0], backend.dtypes[-1]):
+    # JAX compiles per dtype: one dtype there, the first and the last elsewhere
+    dtypes = (
+        backend.dtypes[:1] if backend.name == "jax" else (backend.dtypes[0], backend.dtypes[-1])
+    )
+    for dtype in dtypes:
         inputs, labels = backend.array(x, dtype), backend.array(y)
         model = _poisoned(backend, float(x.max()) + 0.5, value)
         try:
