@@ -16,6 +16,7 @@ from signattack._typing import Amount, Array, Namespace, device_of, is_array, mo
 from signattack.backends._protocol import Backend, CompiledLoop, State, Steps, TraceableRule
 from signattack.backends.registry import open_backend
 from signattack.core.losses import LossFunction
+from signattack.core.norms import widest_float
 from signattack.core.streams import SampleStreams, root_key
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
@@ -333,13 +334,6 @@ def _widest_integer(xp: Namespace, like: Array) -> object:
     """The library's default indexing dtype: ``int64``, or ``int32`` where that is the widest
     (JAX without 64-bit mode)."""
     return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["indexing"]
-
-
-def widest_float(like: Array) -> object:
-    """The library's default real floating dtype on ``like``'s device: ``float64``, or
-    ``float32`` where that is the widest (JAX without 64-bit mode)."""
-    xp = namespace(like)
-    return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["real floating"]
 
 
 def _same(x: Array) -> Array:

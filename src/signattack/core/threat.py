@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from signattack.core.losses import LossFunction, LossName, resolve_loss
+from signattack.core.norms import Norm, NormName, norm_of
 from signattack.core.validation import Bounds, check_bounds, check_choice
 
 __all__ = ["PIXEL_BOUNDS", "ModelMode", "ThreatModel"]
@@ -34,6 +35,8 @@ class ThreatModel:
             ``loss(logits, labels) -> (batch,)``.
         model_mode: ``"eval"`` or ``"train"`` switch an ``nn.Module`` for the call and back;
             ``"unchanged"`` leaves it as it is.
+        norm: The norm of the ball, ``"linf"`` (default) or ``"l2"`` (or a
+            :class:`~signattack.core.norms.Norm`); stored as the norm itself.
 
     Raises:
         TypeError: A field has the wrong type.
@@ -43,8 +46,10 @@ class ThreatModel:
     bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
     loss: LossName | LossFunction = "ce"
     model_mode: ModelMode = "eval"
+    norm: Norm | NormName = "linf"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "norm", norm_of(self.norm))
         object.__setattr__(self, "bounds", check_bounds(self.bounds))
         resolve_loss(self.loss)
         check_choice("model_mode", self.model_mode, MODEL_MODES)
@@ -53,6 +58,11 @@ class ThreatModel:
     def box(self) -> Bounds:
         """The bounds as :class:`~signattack.Bounds`."""
         return Bounds(*self.bounds)
+
+    @property
+    def geometry(self) -> Norm:
+        """The norm, typed as a :class:`~signattack.core.norms.Norm`."""
+        return norm_of(self.norm)
 
     @property
     def loss_function(self) -> LossFunction:
