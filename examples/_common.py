@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,24 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
 
 def trained_digits(args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
     """scikit-learn's digits and a DigitsCNN trained on them (briefly with ``--smoke``)."""
+    return digits_and_model(seed=args.seed, smoke=args.smoke)
+
+
+def digits_and_model(*, seed: int = 0, smoke: bool = False) -> tuple[Any, torch.nn.Module]:
+    """scikit-learn's digits and a DigitsCNN trained on them: 12 epochs, or 2 with ``smoke``."""
     from signattack.digits import load_digits, train_digits_cnn
 
-    data = load_digits(seed=args.seed)
-    epochs = 2 if args.smoke else 12
-    return data, train_digits_cnn(data, epochs=epochs, seed=args.seed, progress=show_progress())
+    data = load_digits(seed=seed)
+    epochs = 2 if smoke else 12
+    return data, train_digits_cnn(data, epochs=epochs, seed=seed, progress=show_progress())
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table (for ``IPython.display.Markdown``); ``|`` in a cell is escaped."""
+
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ step can overestimate robustness, and the standard evaluation gives the figure t
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from _common import device, parser, prepare, write_results
 from torch import nn
 
 from signattack import FGSM, IteratedSign
-from signattack.evaluation import evaluate, gradient_attacks
+from signattack.evaluation import RobustnessReport, evaluate, gradient_attacks
 from signattack.plots import plot_robustness_curves
 
 
@@ -88,6 +89,23 @@ def load(spec: str, smoke: bool, seed: int) -> tuple[type[nn.Module], tuple[torc
     return AllCNN, (tensors[0].float(), tensors[1], tensors[2].float(), tensors[3])
 
 
+def evaluations(steps: int, pgd_steps: int) -> dict[str, Any]:
+    """The three evaluations, weakest first: FGSM, PGD, and the standard gradient attacks."""
+    return {
+        "FGSM": FGSM(0),
+        f"PGD (IteratedSign, {pgd_steps} steps)": IteratedSign(0, pgd_steps),
+        f"APGD-CE + APGD-T ({steps} steps)": gradient_attacks(steps),
+    }
+
+
+def robustness(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: dict[str, Any], radii: list[float]
+) -> dict[str, RobustnessReport]:
+    """Each evaluation's report on ``model`` at ``radii``."""
+    batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(y), 256)]
+    return {label: evaluate(model, batches, spec, radii) for label, spec in specs.items()}
+
+
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/adversarial_training")
     cli.add_argument("--data", default="digits", help="digits, or cifar10:DIR")
@@ -101,23 +119,14 @@ def main() -> None:
     if args.smoke:
         x_test, y_test = x_test[:96], y_test[:96]
     epochs = 2 if args.smoke else 12
-    steps = 3 if args.smoke else 20
     radii = [8.0, 16.0, 32.0] if args.smoke else [4.0, 8.0, 16.0, 24.0, 32.0, 48.0]
-    pgd_steps = 3 if args.smoke else 10
-    evaluations = {
-        "FGSM": FGSM(0),
-        f"PGD (IteratedSign, {pgd_steps} steps)": IteratedSign(0, pgd_steps),
-        f"APGD-CE + APGD-T ({steps} steps)": gradient_attacks(steps),
-    }
-    batches = [(x_test[i : i + 256], y_test[i : i + 256]) for i in range(0, len(y_test), 256)]
+    specs = evaluations(3, 3) if args.smoke else evaluations(20, 10)
     panels, results, timing = {}, {}, {}
     for name, attack in training_attacks(args.eps, args.seed).items():
         start = time.perf_counter()
         model = train(network, x_train, y_train, attack, epochs=epochs, seed=args.seed)
         timing[name] = time.perf_counter() - start
-        panels[name] = {
-            label: evaluate(model, batches, spec, radii) for label, spec in evaluations.items()
-        }
+        panels[name] = robustness(model, x_test, y_test, specs, radii)
         results[name] = {
             label: {str(e): a for e, a in report.robust_accuracy.items()}
             | {"clean": report.clean_accuracy}

@@ -22,7 +22,9 @@ the error of the prediction, which falls as ``lr^2`` (the fitted exponent is pri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +124,7 @@ def plot(
     runs: dict[str, dict[str, list[float]]],
     steps: dict[str, list[float]],
     path: Path,
-) -> None:
+) -> Path:
     fig = Figure(figsize=(16, 3.8), layout="constrained")
     axes = fig.subplots(1, 5)
     losses, norms = probe_train
@@ -154,6 +156,30 @@ def plot(
     axes[4].set_title("equation (2): one SGD step")
     axes[4].legend(fontsize=8)
     fig.savefig(path, dpi=120)
+    return path
+
+
+def under_scaling(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, Any]:
+    """``scale_invariance`` of the first convolution in train mode and in eval mode."""
+    conv = model[0]
+    in_train = scale_invariance(model, batch, [conv.weight, conv.bias], SCALES)
+    in_eval = scale_invariance(model, batch, [conv.weight, conv.bias], SCALES, model_mode="eval")
+    return in_train, in_eval
+
+
+def exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The slope of ``log ys`` against ``log xs``: ``ys ~ xs ** exponent``."""
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def training_runs(
+    x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int, decays: Sequence[float] = (0, 5e-3)
+) -> dict[str, dict[str, list[float]]]:
+    """``train`` once per weight decay, at lr 0.05."""
+    return {
+        f"weight decay {wd:g}": train(x, y, weight_decay=wd, epochs=epochs, lr=0.05, seed=seed)
+        for wd in decays
+    }
 
 
 def main() -> None:
@@ -166,17 +192,15 @@ def main() -> None:
     x, y = data.x_train, data.y_train
 
     model = network()
-    conv = model[0]
     batch = (x[:256] / 255, y[:256])
-    in_train = scale_invariance(model, batch, [conv.weight, conv.bias], SCALES)
-    in_eval = scale_invariance(model, batch, [conv.weight, conv.bias], SCALES, model_mode="eval")
+    in_train, in_eval = under_scaling(model, batch)
     spread = max(in_train.losses) - min(in_train.losses)
     print(f"train mode: loss over lambda in {SCALES} varies by {spread:.2e}")
     print(f"eval mode: loss varies by {max(in_eval.losses) - min(in_eval.losses):.3f}")
-    slope = np.polyfit(np.log(SCALES), np.log(in_train.grad_norms), 1)[0]
+    slope = exponent(SCALES, in_train.grad_norms)
     print(f"gradient norm ~ lambda^{slope:.3f} (expected -1)")
-    steps = direction_steps(model, batch, conv.weight)
-    order = np.polyfit(np.log(steps["lr"]), np.log(steps["error"]), 1)[0]
+    steps = direction_steps(model, batch, model[0].weight)
+    order = exponent(steps["lr"], steps["error"])
     print(f"cosine between the gradient and w: {steps['cosine_grad_weight'][0]:.1e} (expected 0)")
     rows = zip(steps["lr"], steps["measured"], steps["predicted"], steps["error"], strict=True)
     for lr, measured, predicted, error in rows:
@@ -186,10 +210,7 @@ def main() -> None:
         )
     print(f"the error falls as lr^{order:.2f} (expected 2: the prediction is first order)")
 
-    runs = {
-        f"weight decay {wd:g}": train(x, y, weight_decay=wd, epochs=epochs, lr=0.05, seed=args.seed)
-        for wd in (0.0, 5e-3)
-    }
+    runs = training_runs(x, y, epochs=epochs, seed=args.seed)
     for name, run in runs.items():
         print(
             f"{name}: |w| {run['norm'][0]:.2f} -> {run['norm'][-1]:.2f}, effective lr "

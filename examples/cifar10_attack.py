@@ -4,7 +4,7 @@ From a checkpoint of ``cifar10_train.py`` (the All-CNN on CIFAR-10), or with
 ``--data digits`` on the digits CNN trained here on scikit-learn's real handwritten digits:
 
 1. input-gradient maps of four correctly and (where the network makes mistakes) four
-   wrongly classified validation images, on one shared colour scale;
+   wrongly classified validation images, each map on its own scale;
 2. the 5-step signed-gradient attack with eps = 8 on a 100-image minibatch, mean loss
    against attack step, both the problem set's unprojected version (each step adds
    ``8 * sign(grad)``: ``IteratedSign(eps=40, steps=5, step_size=8)``; unlike the problem's
@@ -19,6 +19,7 @@ From a checkpoint of ``cifar10_train.py`` (the All-CNN on CIFAR-10), or with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -71,39 +72,42 @@ def plot_loss_curves(
     fig.savefig(path, dpi=120)
 
 
-def load(args: Any, where: torch.device) -> tuple[torch.nn.Module, Tensors, tuple[str, ...]]:
-    """The trained network, the validation images and labels, and the class names."""
-    if args.data == "digits":
-        from signattack.digits import load_digits, train_digits_cnn
+Problem = tuple[torch.nn.Module, Tensors, tuple[str, ...]]
 
-        data = load_digits(seed=args.seed)
-        model = train_digits_cnn(data, epochs=2 if args.smoke else 12, seed=args.seed)
-        return model.to(where), (data.x_test, data.y_test), tuple(str(d) for d in range(10))
-    state = torch.load(args.checkpoint, map_location=where, weights_only=True)
-    model = AllCNN(channels=tuple(state["channels"])).to(where)
+
+def digits_problem(*, seed: int = 0, smoke: bool = False) -> Problem:
+    """The digits CNN trained here (briefly with ``smoke``), the held-out digits, the names."""
+    from signattack.digits import load_digits, train_digits_cnn
+
+    data = load_digits(seed=seed)
+    model = train_digits_cnn(data, epochs=2 if smoke else 12, seed=seed, progress=show_progress())
+    return model, (data.x_test, data.y_test), tuple(str(d) for d in range(10))
+
+
+def cifar10_problem(checkpoint: Path, data_dir: Path) -> Problem:
+    """The All-CNN of ``cifar10_train.py``'s checkpoint, CIFAR-10's test split, the names."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = AllCNN(channels=tuple(state["channels"]))
     model.load_state_dict(state["model"])
-    images, labels = (torch.from_numpy(a) for a in read_cifar10(args.data_dir, "test"))
+    images, labels = (torch.from_numpy(a) for a in read_cifar10(data_dir, "test"))
     return model, (images, labels), CIFAR10_CLASSES
 
 
-def main() -> None:
-    cli = parser(__doc__.split("\n\n")[0], default_out="out/cifar10_attack")
-    cli.add_argument("--data", choices=["cifar10", "digits"], default="cifar10")
-    cli.add_argument("--checkpoint", type=Path, help="from cifar10_train.py (CIFAR-10)")
-    cli.add_argument("--data-dir", type=Path, default=Path("data"), help="CIFAR-10 folder")
-    cli.add_argument("--eps", type=float, default=8.0, help="pixel units")
-    cli.add_argument("--steps", type=int, default=5)
-    cli.add_argument("--batch-size", type=int, default=500)
-    args = cli.parse_args()
-    if args.data == "cifar10" and args.checkpoint is None:
-        cli.error("--checkpoint is required with --data cifar10 (or use --data digits)")
-    out = prepare(args)
+def study(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[str],
+    out: Path,
+    *,
+    eps: float = 8.0,
+    steps: int = 5,
+    batch_size: int = 500,
+) -> dict[str, Any]:
+    """The three parts of the study on ``model``; figures into ``out``; the results."""
+    out.mkdir(parents=True, exist_ok=True)
     where = device()
-    model, (images, labels), classes = load(args, where)
-    model.eval()
-    if args.smoke and args.data == "cifar10":
-        images, labels = images[:48], labels[:48]
-
+    model = model.to(where).eval()
     # 1. Gradient maps of correctly and wrongly classified images.
     with torch.no_grad():
         predictions = torch.cat(
@@ -132,47 +136,73 @@ def main() -> None:
     # 2. Loss against attack step on a minibatch of (up to) 100 images.
     x = images[:100].to(where).float()
     y = labels[:100].to(where)
-    unprojected = IteratedSign(args.steps * args.eps, args.steps, step_size=args.eps)
-    projected = IteratedSign(args.eps, args.steps)
+    unprojected = IteratedSign(steps * eps, steps, step_size=eps)
+    projected = IteratedSign(eps, steps)
     curves = {
-        f"unprojected: {args.steps} x {args.eps:g} * sign(grad), clipped to [0, 255]": (
+        f"unprojected: {steps} x {eps:g} * sign(grad), clipped to [0, 255]": (
             unprojected.run(model, x, y)
         ),
-        f"projected IteratedSign(eps={args.eps:g}, steps={args.steps}), "
+        f"projected IteratedSign(eps={eps:g}, steps={steps}), "
         f"step {projected.resolved_step_size:g}": projected.run(model, x, y),
     }
     mean_curves = {name: result.losses.mean(dim=1).tolist() for name, result in curves.items()}
-    plot_loss_curves(
-        mean_curves, out / "loss_vs_step.png", images=len(y), steps=args.steps, eps=args.eps
-    )
+    plot_loss_curves(mean_curves, out / "loss_vs_step.png", images=len(y), steps=steps, eps=eps)
 
     # 3. Accuracy on the whole validation set.
     accuracy: dict[str, Any] = {
-        "clean": accuracy_under(model, None, images, labels, where, args.batch_size, "clean"),
-        f"fgsm_eps{args.eps:g}": accuracy_under(
-            model, FGSM(args.eps), images, labels, where, args.batch_size, "FGSM"
+        "clean": accuracy_under(model, None, images, labels, where, batch_size, "clean"),
+        f"fgsm_eps{eps:g}": accuracy_under(
+            model, FGSM(eps), images, labels, where, batch_size, "FGSM"
         ),
-        f"iterated_eps{args.eps:g}_steps{args.steps}": accuracy_under(
-            model, projected, images, labels, where, args.batch_size, "IteratedSign"
+        f"iterated_eps{eps:g}_steps{steps}": accuracy_under(
+            model, projected, images, labels, where, batch_size, "IteratedSign"
         ),
     }
     for name, value in accuracy.items():
         print(f"{name:>24}: {value:.1%}")
-    write_results(
-        out,
-        {
-            "data": args.data,
-            "validation_images": len(labels),
-            "gradient_maps": {"correct": len(right), "wrong": len(wrong)},
-            "minibatch_images": len(y),
-            "accuracy": accuracy,
-            "mean_loss_by_step": mean_curves,
-            "success_rate_minibatch": {
-                name: float(result.success.float().mean()) for name, result in curves.items()
-            },
-            "device": str(where),
+    return {
+        "validation_images": len(labels),
+        "gradient_maps": {"correct": len(right), "wrong": len(wrong)},
+        "minibatch_images": len(y),
+        "accuracy": accuracy,
+        "mean_loss_by_step": mean_curves,
+        "success_rate_minibatch": {
+            name: float(result.success.float().mean()) for name, result in curves.items()
         },
+        "device": str(where),
+    }
+
+
+def main() -> None:
+    cli = parser(__doc__.split("\n\n")[0], default_out="out/cifar10_attack")
+    cli.add_argument("--data", choices=["cifar10", "digits"], default="cifar10")
+    cli.add_argument("--checkpoint", type=Path, help="from cifar10_train.py (CIFAR-10)")
+    cli.add_argument("--data-dir", type=Path, default=Path("data"), help="CIFAR-10 folder")
+    cli.add_argument("--eps", type=float, default=8.0, help="pixel units")
+    cli.add_argument("--steps", type=int, default=5)
+    cli.add_argument("--batch-size", type=int, default=500)
+    args = cli.parse_args()
+    if args.data == "cifar10" and args.checkpoint is None:
+        cli.error("--checkpoint is required with --data cifar10 (or use --data digits)")
+    out = prepare(args)
+    if args.data == "digits":
+        problem = digits_problem(seed=args.seed, smoke=args.smoke)
+    else:
+        problem = cifar10_problem(args.checkpoint, args.data_dir)
+    model, (images, labels), classes = problem
+    if args.smoke and args.data == "cifar10":
+        images, labels = images[:48], labels[:48]
+    results = study(
+        model,
+        images,
+        labels,
+        classes,
+        out,
+        eps=args.eps,
+        steps=args.steps,
+        batch_size=args.batch_size,
     )
+    write_results(out, {"data": args.data, **results})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ a validation error below 12%.
 The model takes pixels in [0, 255] and normalises inside. A checkpoint is written after
 every epoch (atomically) and ``--resume`` continues from it after an interruption.
 
+    python examples/cifar10_train.py --data-dir data/ --download  # fetch CIFAR-10, then train
     python examples/cifar10_train.py --data-dir data/          # real CIFAR-10, python format
     python examples/cifar10_train.py --synthetic --smoke      # seconds, synthetic data of its own
 """
@@ -28,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from signattack import param_groups
-from signattack.data import read_cifar10, write_synthetic_cifar10
+from signattack.data import fetch_cifar10, read_cifar10, write_synthetic_cifar10
 from signattack.models import AllCNN
 
 COURSE_CHANNELS = (96, 192)
@@ -109,6 +110,115 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def train(
+    data_dir: Path,
+    out: Path,
+    *,
+    epochs: int = 100,
+    batch_size: int = 128,
+    channels: tuple[int, ...] = COURSE_CHANNELS,
+    lr: float = 0.1,
+    weight_decay: float = 1e-3,
+    augment_images: bool = True,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train the All-CNN on the CIFAR-10 batches in ``data_dir`` with the problem set's
+    recipe; write ``training_curves.png``, ``results.json`` and the checkpoint into ``out``
+    (the checkpoint after every epoch); return the results."""
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint or out / "checkpoint.pt"
+    where = device()
+    train_x, train_y = (torch.from_numpy(a) for a in read_cifar10(data_dir, "train"))
+    val_x, val_y = (torch.from_numpy(a) for a in read_cifar10(data_dir, "test"))
+    print(f"{len(train_y)} training and {len(val_y)} validation images on {where}")
+
+    model = AllCNN(channels=channels).to(where)
+    groups = param_groups(model)
+    optimizer = torch.optim.SGD(
+        groups.with_weight_decay(weight_decay), lr=lr, momentum=0.9, nesterov=True
+    )
+    history: dict[str, list[float]] = {
+        "train_loss": [],
+        "train_error": [],
+        "val_loss": [],
+        "val_error": [],
+        "lr": [],
+    }
+    start_epoch = 0
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=where, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+        print(f"resumed from {checkpoint} after epoch {start_epoch}")
+
+    generator = torch.Generator()  # seeded per epoch: the same data order if resumed
+    started = time.perf_counter()
+    bar = tqdm(
+        range(start_epoch, epochs),
+        desc="epochs",
+        disable=not show_progress(),
+        initial=start_epoch,
+        total=epochs,
+    )
+    for epoch in bar:
+        generator.manual_seed(seed + epoch)
+        lr = learning_rate(epoch, epochs, lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        total_loss, wrong = 0.0, 0
+        for x, y in batches(train_x, train_y, batch_size, generator):
+            x, y = x.to(where).float(), y.to(where)
+            if augment_images:
+                x = augment(x, generator)
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(y)
+            wrong += int((logits.argmax(1) != y).sum())
+        val_loss, val_error = evaluate(model, val_x, val_y, 500, where)
+        for key, value in (
+            ("train_loss", total_loss / len(train_y)),
+            ("train_error", wrong / len(train_y)),
+            ("val_loss", val_loss),
+            ("val_error", val_error),
+            ("lr", lr),
+        ):
+            history[key].append(value)
+        bar.set_postfix(val_error=f"{val_error:.1%}")
+        save_checkpoint(
+            checkpoint,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "channels": list(channels),
+            },
+        )
+    plot_history(history, out / "training_curves.png")
+    results = {
+        "epochs": epochs,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameter_groups": groups.counts(),
+        "final_val_error": history["val_error"][-1],
+        "best_val_error": min(history["val_error"]),
+        "history": history,
+        "seconds_this_run": time.perf_counter() - started,
+        "device": str(where),
+        "checkpoint": str(checkpoint),
+    }
+    print(f"validation error after {epochs} epochs: {results['final_val_error']:.1%}")
+    write_results(out, results)
+    return results
+
+
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/cifar10_train")
     cli.add_argument(
@@ -135,6 +245,11 @@ def main() -> None:
     cli.add_argument("--no-augment", dest="augment", action="store_false")
     cli.add_argument("--checkpoint", type=Path, default=None, help="default: OUT/checkpoint.pt")
     cli.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    cli.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR-10 (163 MB, checked against its published MD5) into --data-dir",
+    )
     args = cli.parse_args()
     out = prepare(args)
     defaults = (2, 32, SMOKE_CHANNELS) if args.smoke else (100, 128, COURSE_CHANNELS)
@@ -149,94 +264,21 @@ def main() -> None:
             write_synthetic_cifar10(args.data_dir, train_size=sizes[0], test_size=sizes[1])
         except FileExistsError as error:
             raise SystemExit(f"cifar10_train.py: --synthetic: {error}") from None
-    checkpoint = args.checkpoint or out / "checkpoint.pt"
-
-    where = device()
-    train_x, train_y = (torch.from_numpy(a) for a in read_cifar10(args.data_dir, "train"))
-    val_x, val_y = (torch.from_numpy(a) for a in read_cifar10(args.data_dir, "test"))
-    print(f"{len(train_y)} training and {len(val_y)} validation images on {where}")
-
-    model = AllCNN(channels=channels).to(where)
-    groups = param_groups(model)
-    optimizer = torch.optim.SGD(
-        groups.with_weight_decay(args.weight_decay), lr=args.lr, momentum=0.9, nesterov=True
+    elif args.download:
+        fetch_cifar10(args.data_dir)
+    train(
+        args.data_dir,
+        out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        channels=channels,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        augment_images=args.augment,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        seed=args.seed,
     )
-    history: dict[str, list[float]] = {
-        "train_loss": [],
-        "train_error": [],
-        "val_loss": [],
-        "val_error": [],
-        "lr": [],
-    }
-    start_epoch = 0
-    if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=where, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, start_epoch = state["history"], state["epoch"] + 1
-        print(f"resumed from {checkpoint} after epoch {start_epoch}")
-
-    generator = torch.Generator()  # seeded per epoch: the same data order if resumed
-    started = time.perf_counter()
-    epochs = tqdm(
-        range(start_epoch, args.epochs),
-        desc="epochs",
-        disable=not show_progress(),
-        initial=start_epoch,
-        total=args.epochs,
-    )
-    for epoch in epochs:
-        generator.manual_seed(args.seed + epoch)
-        lr = learning_rate(epoch, args.epochs, args.lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        total_loss, wrong = 0.0, 0
-        for x, y in batches(train_x, train_y, args.batch_size, generator):
-            x, y = x.to(where).float(), y.to(where)
-            if args.augment:
-                x = augment(x, generator)
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(y)
-            wrong += int((logits.argmax(1) != y).sum())
-        val_loss, val_error = evaluate(model, val_x, val_y, 500, where)
-        for key, value in (
-            ("train_loss", total_loss / len(train_y)),
-            ("train_error", wrong / len(train_y)),
-            ("val_loss", val_loss),
-            ("val_error", val_error),
-            ("lr", lr),
-        ):
-            history[key].append(value)
-        epochs.set_postfix(val_error=f"{val_error:.1%}")
-        save_checkpoint(
-            checkpoint,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "channels": list(channels),
-            },
-        )
-    plot_history(history, out / "training_curves.png")
-    results = {
-        "epochs": args.epochs,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "parameter_groups": groups.counts(),
-        "final_val_error": history["val_error"][-1],
-        "best_val_error": min(history["val_error"]),
-        "history": history,
-        "seconds_this_run": time.perf_counter() - started,
-        "device": str(where),
-        "checkpoint": str(checkpoint),
-    }
-    print(f"validation error after {args.epochs} epochs: {results['final_val_error']:.1%}")
-    write_results(out, results)
 
 
 if __name__ == "__main__":

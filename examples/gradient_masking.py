@@ -19,12 +19,14 @@ robust accuracy per attack, and the numbers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from _common import parser, prepare, trained_digits, write_results
 from matplotlib.figure import Figure
 
 from signattack import APGD, APGDT, Square, straight_through
-from signattack.evaluation import AttackSuite, evaluate
+from signattack.evaluation import AttackSuite, RobustnessReport, evaluate
 
 EPS = 32.0
 
@@ -45,41 +47,46 @@ class Preprocessed(torch.nn.Module):
         return self.network(self.step(x))
 
 
-def main() -> None:
-    cli = parser(__doc__.split("\n\n")[0], default_out="out/gradient_masking")
-    args = cli.parse_args()
-    out = prepare(args)
-    data, network = trained_digits(args)
-    x, y = data.x_test, data.y_test
-    if args.smoke:
-        x, y = x[:48], y[:48]
-    steps, queries = (10, 100) if args.smoke else (100, 1000)
+def measure(
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    queries: int,
+    seed: int = 0,
+    eps: float = EPS,
+) -> tuple[dict[str, float], RobustnessReport]:
+    """Robust accuracy at ``eps`` of the quantized network under each attack (and of the
+    network itself under APGD-CE); with the standard suite's report, which holds its
+    masking warnings."""
     defended = Preprocessed(quantize, network).eval()
     through = Preprocessed(straight_through(quantize), network).eval()
     batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(y), 256)]
 
-    def robust(model, attacks) -> float:
-        report = evaluate(model, batches, AttackSuite("example", attacks), [EPS])
-        return report.robust_accuracy[EPS]
+    def robust(model: torch.nn.Module, attacks: list) -> float:
+        report = evaluate(model, batches, AttackSuite("example", attacks), [eps])
+        return report.robust_accuracy[eps]
 
-    apgd = APGD(0.0, steps, seed=args.seed)
-    gradient = [apgd, APGDT(0.0, steps, seed=args.seed)]
-    square = Square(0.0, queries, seed=args.seed)
+    apgd = APGD(0.0, steps, seed=seed)
+    gradient = [apgd, APGDT(0.0, steps, seed=seed)]
+    square = Square(0.0, queries, seed=seed)
     accuracy = {
         "APGD-CE + APGD-T": robust(defended, gradient),
         "Square": robust(defended, [square]),
         "APGD-CE, straight-through": robust(through, [apgd]),
-        "standard suite": None,
+        "standard suite": 0.0,
         "APGD-CE, no quantizer": robust(network, [apgd]),
     }
-    suite = evaluate(defended, batches, AttackSuite("standard", [*gradient, square]), [EPS])
-    accuracy["standard suite"] = suite.robust_accuracy[EPS]
-    clean = suite.clean_accuracy
-    for name, value in accuracy.items():
-        print(f"{name:28s} {value:.1%}")
-    for warning in suite.warnings:
-        print("warning:", warning)
+    suite = evaluate(defended, batches, AttackSuite("standard", [*gradient, square]), [eps])
+    accuracy["standard suite"] = suite.robust_accuracy[eps]
+    return accuracy, suite
 
+
+def plot(
+    accuracy: dict[str, float], clean: float, samples: int, path: Path, *, eps: float = EPS
+) -> Path:
+    """A bar of robust accuracy per attack, the clean accuracy as a dashed line."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.add_subplot()
     names = list(accuracy)
@@ -89,10 +96,29 @@ def main() -> None:
     ax.bar_label(bars, labels=[f"{v:.1%}" for v in values[::-1]], padding=3, fontsize=9)
     ax.axvline(clean, color="black", lw=1, ls="--", label=f"clean accuracy {clean:.1%}")
     ax.set_xlim(0, 1.12)
-    ax.set_xlabel(f"robust accuracy at eps = {EPS:g} (pixels in [0, 255])")
-    ax.set_title(f"quantized digits CNN, {len(y)} test digits", fontsize=10)
+    ax.set_xlabel(f"robust accuracy at eps = {eps:g} (pixels in [0, 255])")
+    ax.set_title(f"quantized digits CNN, {samples} test digits", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(out / "gradient_masking.png", dpi=120)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main() -> None:
+    cli = parser(__doc__.split("\n\n")[0], default_out="out/gradient_masking")
+    args = cli.parse_args()
+    out = prepare(args)
+    data, network = trained_digits(args)
+    x, y = data.x_test, data.y_test
+    if args.smoke:
+        x, y = x[:48], y[:48]
+    steps, queries = (10, 100) if args.smoke else (100, 1000)
+    accuracy, suite = measure(network, x, y, steps=steps, queries=queries, seed=args.seed)
+    clean = suite.clean_accuracy
+    for name, value in accuracy.items():
+        print(f"{name:28s} {value:.1%}")
+    for warning in suite.warnings:
+        print("warning:", warning)
+    plot(accuracy, clean, len(y), out / "gradient_masking.png")
     write_results(
         out,
         {

@@ -19,6 +19,9 @@ On the digits CNN (scikit-learn's digits, nothing downloaded):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +43,42 @@ class Rounding(nn.Module):
         return self.model(torch.round(x / 32) * 32)
 
 
+def linearization_gaps(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, radii: Sequence[float] = (1, 4, 16, 48)
+) -> dict[str, dict[str, float]]:
+    """Mean actual loss increase of the FGSM step and its prediction ``eps |grad|_1``."""
+    gaps = {}
+    for eps in radii:
+        gap = probes.linearization_gap(model, x, y, float(eps))
+        gaps[str(float(eps))] = {
+            "actual": float(gap.actual.mean()),
+            "predicted": float(gap.predicted.mean()),
+        }
+    return gaps
+
+
+def plot_gaps(gaps: dict[str, dict[str, float]], path: Path) -> Path:
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(list(gaps), [v["actual"] for v in gaps.values()], "o-", label="actual increase")
+    ax.plot(list(gaps), [v["predicted"] for v in gaps.values()], "s--", label="eps |grad|_1")
+    ax.set_yscale("log")
+    ax.set_xlabel("eps")
+    ax.legend()
+    ax.set_title("FGSM step: loss increase against first-order prediction")
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def masking_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, Any, list]:
+    """``check_gradients`` on the model and behind ``Rounding``, with the warnings raised."""
+    report = probes.check_gradients(model, x, y, warn=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        masked = probes.check_gradients(Rounding(model), x, y)
+    return report, masked, [str(w.message) for w in caught]
+
+
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0], default_out="out/loss_landscape")
     args = cli.parse_args()
@@ -58,24 +97,15 @@ def main() -> None:
     surface = probes.loss_surface(model, x, y, grid, grid, seed=args.seed)
     plots.plot_loss_surface(surface, path=out / "loss_surface.png")
 
-    gaps = {}
-    for eps in (1.0, 4.0, 16.0, 48.0):
-        gap = probes.linearization_gap(model, x, y, eps)
-        gaps[str(eps)] = {
-            "actual": float(gap.actual.mean()),
-            "predicted": float(gap.predicted.mean()),
-        }
+    gaps = linearization_gaps(model, x, y)
     print("linearization gap (mean over 200 images):")
     for eps, values in gaps.items():
         actual, predicted = values["actual"], values["predicted"]
         print(f"  eps {float(eps):>4g}: actual {actual:.4f}, predicted {predicted:.4f}")
 
-    report = probes.check_gradients(model, x, y, warn=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        masked = probes.check_gradients(Rounding(model), x, y)
+    report, masked, caught = masking_check(model, x, y)
     print(f"healthy model: {report.problems() or 'no problems'}")
-    print(f"rounding model: {len(caught)} warning(s): {caught[0].message if caught else ''}")
+    print(f"rounding model: {len(caught)} warning(s): {caught[0] if caught else ''}")
 
     batch = (x, y)
     alphas = list(np.linspace(-1, 1, 5 if args.smoke else 21))
@@ -89,15 +119,7 @@ def main() -> None:
     plots.plot_gradient_maps(
         x[:8], gradients, titles=[f"label {int(t)}" for t in y[:8]], path=out / "gradient_maps.png"
     )
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(list(gaps), [v["actual"] for v in gaps.values()], "o-", label="actual increase")
-    ax.plot(list(gaps), [v["predicted"] for v in gaps.values()], "s--", label="eps |grad|_1")
-    ax.set_yscale("log")
-    ax.set_xlabel("eps")
-    ax.legend()
-    ax.set_title("FGSM step: loss increase against first-order prediction")
-    fig.savefig(out / "linearization_gap.png", dpi=120)
+    plot_gaps(gaps, out / "linearization_gap.png")
     write_results(
         out,
         {

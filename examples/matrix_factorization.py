@@ -31,6 +31,23 @@ def loss(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum((x - a @ b) ** 2))
 
 
+def low_rank_data(m: int, n: int, rank: int, rng: np.random.Generator) -> np.ndarray:
+    """A rank-``rank`` signal (m x n) plus Gaussian noise of standard deviation 0.1."""
+    signal = rng.normal(size=(m, rank)) @ rng.normal(size=(rank, n))
+    return signal + 0.1 * rng.normal(size=(m, n))
+
+
+def svd_optimum(x: np.ndarray, rank: int) -> float:
+    """The least ``|X - A B|_F^2`` at this rank (Eckart-Young): the discarded ``s_i^2``."""
+    singular = np.linalg.svd(x, compute_uv=False)
+    return float(np.sum(singular[rank:] ** 2))
+
+
+def stable_rate(x: np.ndarray) -> float:
+    """A step size below 2 / L for the top curvature, about 2 s_1^2."""
+    return 0.2 / float(np.linalg.norm(x, ord=2)) ** 2
+
+
 def descend(
     x: np.ndarray, rank: int, steps: int, lr: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
@@ -47,7 +64,7 @@ def descend(
     return a, b, history
 
 
-def plot(history: list[float], optimum: float, path: Path) -> None:
+def plot(history: list[float], optimum: float, path: Path) -> Path:
     excess = np.maximum(np.array(history) - optimum, 1e-16)
     title = f"|X - AB|_F^2 reaches sum of s_i^2 beyond rank (= {optimum:.4g})"
     plot_curves(
@@ -57,6 +74,7 @@ def plot(history: list[float], optimum: float, path: Path) -> None:
         log_y=True,
         path=path,
     )
+    return path
 
 
 def along_segment(
@@ -67,7 +85,7 @@ def along_segment(
     return [loss(x, (1 - t) * a + t * a1, (1 - t) * b + t * b1) for t in ts]
 
 
-def plot_segment(paths: dict[str, list[float]], ts: np.ndarray, optimum: float, path: Path) -> None:
+def plot_segment(paths: dict[str, list[float]], ts: np.ndarray, optimum: float, path: Path) -> Path:
     lines = {**paths, "the optimum (both ends)": [optimum] * len(ts)}
     plot_curves(
         {"f between two global minima": lines},
@@ -77,6 +95,7 @@ def plot_segment(paths: dict[str, list[float]], ts: np.ndarray, optimum: float, 
         log_y=True,
         path=path,
     )
+    return path
 
 
 def main() -> None:
@@ -86,13 +105,9 @@ def main() -> None:
     out = prepare(args)
     rng = np.random.default_rng(args.seed)
     m, n = (20, 15) if args.smoke else (60, 40)
-    signal = rng.normal(size=(m, args.rank)) @ rng.normal(size=(args.rank, n))
-    x = signal + 0.1 * rng.normal(size=(m, n))
-
-    singular = np.linalg.svd(x, compute_uv=False)
-    optimum = float(np.sum(singular[args.rank :] ** 2))
-    lr = 0.1 / singular[0] ** 2 * 2  # below 2 / L for the top curvature, about 2 s_1^2
-    a, b, history = descend(x, args.rank, 2_000 if args.smoke else 20_000, lr, rng)
+    x = low_rank_data(m, n, args.rank, rng)
+    optimum = svd_optimum(x, args.rank)
+    a, b, history = descend(x, args.rank, 2_000 if args.smoke else 20_000, stable_rate(x), rng)
     gap = (history[-1] - optimum) / optimum
     print(f"gradient descent: {history[-1]:.6f}; truncated SVD (Eckart-Young): {optimum:.6f}")
     print(f"relative gap {gap:.2e}")

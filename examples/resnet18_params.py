@@ -100,7 +100,7 @@ def _box(
         ax.text(x, y - 0.16, f"{count:,}", ha="center", va="center", fontsize=7, color=ink)
 
 
-def draw(model: nn.Module, table: ParameterTable, path: Path) -> None:
+def draw(model: nn.Module, table: ParameterTable, path: Path) -> Path:
     """Every layer in a column, with each block's skip connection on its right and the
     downsampling convolutions on the skips that need them."""
     counts = {row.name: row.count for row in table.layers()}
@@ -167,6 +167,7 @@ def draw(model: nn.Module, table: ParameterTable, path: Path) -> None:
         "orange: skip connections (identity, or a 1x1 stride-2 convolution + BN)"
     )
     fig.savefig(path, dpi=110)
+    return path
 
 
 def main() -> None:

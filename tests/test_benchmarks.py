@@ -67,3 +67,35 @@ def test_a_part_of_the_gpu_script_that_runs_out_of_time_is_named_and_the_rest_ke
         "the speeds at batch 4: timed out",
         "the strength of the fast variants: timed out",
     ]
+
+
+@pytest.mark.slow
+def test_the_l2_parity_script_runs_quickly_and_its_rows_add_up(tmp_path):
+    pytest.importorskip("pyautoattack")
+    out = tmp_path / "l2.json"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "l2_parity.py"), "--quick", "--json", str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert table["parity"] is True
+    assert table["norm"] == "l2"
+    samples = table["samples"]
+    attacks = [row["attack"] for row in table["rows"]]
+    assert attacks == ["standard suite", "APGD-CE", "APGD-T", "FAB-T", "Square"]
+    for row in table["rows"]:
+        ours, theirs = row["robust"]["ours"], row["robust"]["theirs"]
+        assert row["ours"] == pytest.approx(ours / samples)
+        assert row["theirs"] == pytest.approx(theirs / samples)
+        # Broken by one only: the difference of the robust counts, both ways.
+        assert ours - theirs == row["only_theirs_breaks"] - row["only_ours_breaks"]
+        assert ours <= round(row["clean"] * samples)
+        assert theirs <= round(row["clean"] * samples)
+        assert row["time_ratio"] > 0
+    suite = next(line for line in table["summary"] if line["attack"] == "standard suite")
+    first = table["rows"][0]["robust"]
+    assert suite["mean_difference_samples"] == first["ours"] - first["theirs"]

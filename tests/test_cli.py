@@ -133,8 +133,8 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     assert main([*arguments, "--attacks", "standard", "--report", str(report)]) == 0
     written = json.loads(report.read_text())
     names = [
-        "APGD(steps=2, seed=0)",
-        "APGDT(steps=2, seed=0)",
+        "APGD(steps=2, seed=0, early_stop=True)",
+        "APGDT(steps=2, seed=0, early_stop=True)",
         "FABT(steps=2, seed=0)",
         "Square(queries=30, seed=0)",
     ]
@@ -166,8 +166,9 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     ],
 )
 def test_a_preset_means_its_published_settings(preset, expected):
+    from signattack._cli_attacks import selected_attacks as _attacks
+    from signattack._cli_attacks import what_ran as _what_ran
     from signattack.cli import _parser
-    from signattack.evaluate_cli import _attacks, _what_ran
     from signattack.evaluation import gradient_attacks, rand_attacks, standard_attacks
 
     args = _parser().parse_args(
@@ -323,7 +324,7 @@ def test_a_researchers_resnet18_on_cifar_format_data_end_to_end(tmp_path, capsys
     assert "warning" not in captured.err
     assert "12 samples" in captured.out
     assert json.loads(entry.read_text())["n_examples"] == 12
-    assert table.read_text().count("\n") == 2 + 3
+    assert table.read_text().count("\n") == 2 + 3 + 2  # and the stand-in's two lines
     assert main(["verify", *model, "--adversarial", str(adversarial)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("verified")
 
@@ -337,7 +338,7 @@ SETTINGS_NO_ATTACK_TAKES = [
     (["--attack", "fgsm", "--steps", "3"], r"--steps 3 applies to none .*\(FGSM\)"),
     (["--attacks", "apgd-ce", "--loss", "margin"], r"--loss margin applies to none .*\(APGD-CE\)"),
     (["--attacks", "iterated", "--queries", "9"], r"--queries 9 applies to none"),
-    (["--attacks", "standard", "--early-stop"], r"--early-stop applies to none .*APGD-CE"),
+    (["--attacks", "square", "--early-stop"], r"--early-stop applies to none .*\(Square\)"),
 ]
 
 
@@ -424,8 +425,8 @@ def test_the_standard_preset_switches_to_its_rand_version_on_a_randomized_model(
     written = json.loads(report.read_text())
     assert written["metadata"]["randomized_model"] is True
     assert [a["description"] for a in written["metadata"]["attacks"]] == [
-        "APGD(steps=1, seed=0, eot=2)",
-        "APGD(steps=1, loss='dlr', seed=0, eot=2)",
+        "APGD(steps=1, seed=0, early_stop=True, eot=2)",
+        "APGD(steps=1, loss='dlr', seed=0, early_stop=True, eot=2)",
     ]
 
 

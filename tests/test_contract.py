@@ -13,7 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from signattack import APGD, APGDT, FABT, FGSM, EpsAttack, IteratedSign, LinearClassifier, Square
+from signattack import (
+    APGD,
+    APGDT,
+    FABT,
+    FGSM,
+    L2PGD,
+    EpsAttack,
+    IteratedSign,
+    LinearClassifier,
+    Square,
+)
 from signattack.attacks import PerSampleAttack
 from signattack.evaluation import evaluate
 
@@ -25,10 +35,14 @@ ATTACKS: dict[str, EpsAttack] = {
     "apgd-ce": APGD(8.0, 4, seed=1),
     "apgd-dlr restarts": APGD(8.0, 4, loss="dlr", restarts=2, seed=1),
     "apgd-t": APGDT(8.0, 4, target_classes=2, seed=1),
+    "apgd-ce l2": APGD(8.0, 4, norm="l2", seed=1),
+    "apgd-t l2": APGDT(8.0, 4, target_classes=2, norm="l2", restarts=2, seed=1),
     "square": Square(8.0, 12, seed=1),
     "square restarts": Square(8.0, 6, restarts=2, loss="ce", seed=1),
+    "square l2": Square(40.0, 12, norm="l2", seed=1),
     "fab-t": FABT(8.0, 4, target_classes=2, seed=1),
     "fab-t restarts": FABT(8.0, 3, target_classes=2, restarts=2, seed=1),
+    "pgd-l2": L2PGD(8.0, 3, random_start=True, seed=1),
 }
 """One of each kind of attack: a new attack adds its line here."""
 
@@ -171,6 +185,9 @@ def test_dtype_type_shape_ball_and_box_are_kept_exactly(backend, attack):
         else:
             radius = backend.array(np.asarray(attack.eps), dtype)
             assert bool((difference <= radius).all()), dtype
+        if attack.threat.geometry.name == "l2":  # and the L2 ball, measured exactly
+            moved = (backend.host(result.x_adv).astype(np.float64) - x).reshape(len(y), -1)
+            assert (np.sqrt((moved**2).sum(axis=1)) <= attack.eps).all(), dtype
         adversarial = backend.host(result.x_adv)
         assert adversarial.min() >= attack.bounds[0], dtype
         assert adversarial.max() <= attack.bounds[1], dtype

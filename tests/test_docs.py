@@ -153,6 +153,7 @@ _RAW = {
     "inline LaTeX": re.compile(r"\\\("),
     "display LaTeX": re.compile(r"\\\["),
     "a benchmark marker": re.compile(r"\{\{ ?benchmark"),
+    "a Sphinx role": re.compile(r":(class|func|meth|attr|data|mod|exc|obj|ref):"),
     "a doctest as a block quote": re.compile(
         r"<blockquote>\s*<blockquote>|<blockquote>\s*<p>&gt;&gt;"
     ),
@@ -162,7 +163,14 @@ _RAW = {
 def raw_markup(page: str) -> list[str]:
     """What of the sources' markup reached a built page as text (outside code)."""
     prose = _CODE.sub("", page)
-    return [what for what, pattern in _RAW.items() if pattern.search(prose)]
+    found = [what for what, pattern in _RAW.items() if pattern.search(prose)]
+    if _RETURNED_SENTENCE.search(page):
+        found.append("a sentence read as a returned name")
+    return found
+
+
+# A Returns section whose first word mkdocstrings took for the returned value's name.
+_RETURNED_SENTENCE = re.compile(r"<td><code>(The|A|An|Per|One|Every|Whether)</code></td>")
 
 
 def test_the_raw_markup_check_finds_what_it_looks_for():
@@ -170,6 +178,8 @@ def test_the_raw_markup_check_finds_what_it_looks_for():
     assert raw_markup('<p>{{ benchmark "x.json" }}</p>') == ["a benchmark marker"]
     assert raw_markup("<blockquote><blockquote><p>attack</p></blockquote></blockquote>")
     assert raw_markup("<pre><code>\\(x\\) {{ benchmark }}</code></pre>") == []
+    assert raw_markup("<p>See :class:<code>Batch</code>.</p>") == ["a Sphinx role"]
+    assert raw_markup("<td><code>The</code></td>") == ["a sentence read as a returned name"]
 
 
 @pytest.mark.slow

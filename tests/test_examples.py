@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,82 @@ def test_gradient_masking(tmp_path):
     assert any("masks its gradients" in warning for warning in report["masking_warnings"])
     assert "masks its gradients" in output
     assert pngs(tmp_path) == {"gradient_masking.png"}
+
+
+ARCHITECTURE = '''
+import torch
+
+
+def make(num_classes: int = 10) -> torch.nn.Module:
+    """A torchvision-style network (features, pool, classifier), small enough for a test."""
+    torch.manual_seed(0)
+    network = torch.nn.Module()
+    network.features = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()
+    )
+    network.classifier = torch.nn.Linear(4, num_classes)
+    network.forward = lambda x: network.classifier(network.features(x).mean(dim=(2, 3)))
+    return network
+'''
+
+
+def _bash_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```bash\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL)
+
+
+def test_the_robustbench_recipe_evaluates_a_checkpoint_saved_from_data_parallel(tmp_path):
+    """The tutorial's commands, as written, on a small network whose weights were saved from
+    DataParallel (keys under ``module.``, inside ``state_dict``) as RobustBench's are."""
+    from signattack.data import read_cifar10, write_synthetic_cifar10
+
+    (tmp_path / "architecture.py").write_text(ARCHITECTURE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import architecture
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("architecture", None)
+    folder = write_synthetic_cifar10(tmp_path / "data", train_size=200, test_size=8)
+    network = architecture.make()
+    images, labels = (torch.from_numpy(a) for a in read_cifar10(folder, "train"))
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.05)
+    for _ in range(30):  # a network that has learnt something, so that its weights show
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(network(images.float() / 255), labels).backward()
+        optimizer.step()
+    wrapped = torch.nn.DataParallel(network)
+    assert all(key.startswith("module.") for key in wrapped.state_dict())
+    checkpoint = tmp_path / "models" / "cifar10" / "Linf" / "Carmon2019Unlabeled.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": wrapped.state_dict(), "epoch": 3}, checkpoint)
+
+    blocks = _bash_blocks(EXAMPLES.parent / "docs" / "tutorials" / "robustbench.md")
+    assert blocks[0].startswith("pip install")  # the install is not run here
+    fast = " --steps 2 --queries 10 --limit 8 --batch-size 8"
+    for block in blocks[1:]:
+        lines = [
+            line + fast if "signattack evaluate" in line else line for line in block.split("\n")
+        ]
+        script = "\n".join(lines).replace("python ", f"{sys.executable} ")
+        completed = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=HANG_LIMIT,
+        )
+        assert completed.returncode == 0, completed.stderr
+    state = torch.load(tmp_path / "Carmon2019Unlabeled-weights.pt", weights_only=True)
+    assert set(state) == set(network.state_dict())
+    entry = json.loads((tmp_path / "entry.json").read_text())
+    assert entry["n_examples"] == 8
+    images, labels = read_cifar10(tmp_path / "data", "test")
+    with torch.no_grad():
+        predictions = network.eval()(torch.from_numpy(images).float() / 255).argmax(1)
+    correct = int((predictions == torch.from_numpy(labels)).sum())
+    # The same weights give the same verdicts (one sample's margin may round either way).
+    assert correct >= 4
+    clean = float(entry["clean_acc"])  # RobustBench's percentages, as strings
+    assert abs(round(clean * 8 / 100) - correct) <= 1
+    assert float(entry["robust_acc"]) <= clean  # not autoattack_acc: fewer steps than published
+    assert json.loads((tmp_path / "report.json").read_text())

@@ -12,6 +12,7 @@ import torch
 from signattack import APGD, APGDT, FABT, FGSM, IteratedSign, LinearClassifier, Square
 from signattack.attacks.loop import random_start
 from signattack.attacks.square import SquareDraws
+from signattack.core import LINF
 from signattack.core.streams import SampleStreams
 
 RNG_ROOT = bytes(range(16))
@@ -75,13 +76,13 @@ def test_the_random_start_is_uniform_in_the_ball_per_sample():
     x = np.full((300, 40), 100.0)
     x += np.arange(300)[:, None] * 1e-3  # 300 different samples
     streams = SampleStreams.of(RNG_ROOT, x, np.zeros(300))
-    low, high = x - 8.0, x + 8.0
-    start = random_start(x, 8.0, low, high, streams, ("random start",))
+    start = random_start(LINF.feasible(x, 8.0, 0.0, 255.0), x, streams, ("random start",))
     step = start - x
     assert np.abs(step).max() <= 8.0
     assert abs(step.mean()) < 5 * 8.0 * np.sqrt(1 / 3 / step.size)
     assert abs(step.var() - 64 / 3) < 0.05 * 64 / 3
-    one = random_start(x[7:8], 8.0, low[7:8], high[7:8], streams.take([7]), ("random start",))
+    alone = LINF.feasible(x[7:8], 8.0, 0.0, 255.0)
+    one = random_start(alone, x[7:8], streams.take([7]), ("random start",))
     np.testing.assert_array_equal(one, start[7:8])
 
 

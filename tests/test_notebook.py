@@ -102,3 +102,22 @@ def test_html_cells_are_escaped():
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
     assert np.char.count(html, "<tr>") == 2
+
+
+def test_each_gradient_map_has_its_own_scale_and_a_blank_one_says_why():
+    """A confidently correct image's gradient is orders smaller than a wrong one's: on one
+    shared scale it shows as blank. Each map fills its own scale; an all-zero map says so."""
+    images = np.full((3, 1, 4, 4), 128.0)
+    rng = np.random.default_rng(0)
+    large = rng.normal(size=(1, 4, 4))
+    gradients = np.stack([large, large * 1e-6, np.zeros((1, 4, 4))])
+    figure = plot_gradient_maps(images, gradients)
+    maps = [ax for ax in figure.axes if ax.images and ax.images[0].get_cmap().name == "RdBu_r"]
+    assert len(maps) == 3
+    for ax in maps[:2]:
+        image = ax.images[0]
+        shown = np.abs(2 * np.asarray(image.norm(image.get_array())) - 1)
+        assert shown.max() == pytest.approx(1.0)  # the map reaches the ends of its scale
+    assert [text.get_text() for text in maps[2].texts] == ["gradient is zero:\nflat loss here"]
+    assert not maps[0].texts
+    assert not maps[1].texts

@@ -149,3 +149,72 @@ def test_the_evaluation_wing_imports_in_one_direction():
 
     circles = [(a, b) for a in graph for b in graph[a] if b in graph and reaches(b, a, set())]
     assert not circles
+
+
+def _modules():
+    from pathlib import Path
+
+    import signattack
+
+    root = Path(signattack.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        yield path.relative_to(root.parent), path
+
+
+def test_private_modules_keep_no_all():
+    """A private module's names are nobody's API: an ``__all__`` there drifts into one."""
+    import ast
+
+    found = []
+    for name, path in _modules():
+        private = any(part.startswith("_") and not part.startswith("__") for part in name.parts)
+        if not private:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            targets = (
+                node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            )
+            if any(getattr(target, "id", None) == "__all__" for target in targets):
+                found.append(str(name))
+    assert not found
+
+
+def test_the_core_imports_no_framework_and_nothing_above_it():
+    """The core is written against the array API: no deep-learning framework at import time
+    (a function may import the library of an object it was given), and nothing of the
+    package outside the core but its private typing and host helpers."""
+    import ast
+
+    allowed = {"signattack._typing", "signattack._host", "signattack._fields"}
+    found = []
+    for name, path in _modules():
+        if name.parts[:2] != ("signattack", "core"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            modules = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for module in modules:
+                top = module.split(".")[0]
+                inside = module.startswith("signattack.core") or module in allowed
+                framework = top in {"torch", "jax", "tensorflow"} and node in tree.body
+                if framework or (top == "signattack" and not inside):
+                    found.append(f"{name}: {module}")
+    assert not found
+
+
+def test_an_attack_at_its_earlier_norm_is_described_as_earlier_versions_described_it():
+    """Checkpoints and reports written before attacks took ``norm`` hold descriptions without
+    it: an L-inf attack must still match them, an L2 one never."""
+    from signattack import APGD
+    from signattack.evaluation.identity import stable
+
+    linf, l2 = stable(APGD(8.0, norm="linf")), stable(APGD(8.0, norm="l2"))
+    assert "norm" not in linf["fields"]
+    assert l2["fields"].pop("norm") == "l2"
+    assert l2 == linf

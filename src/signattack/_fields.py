@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
-__all__ = ["field_defaults", "field_values", "replaced"]
-
 T = TypeVar("T")
 
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["new_figure"]
 
 NOTEBOOK_DPI = 100
 """The resolution of the image a notebook shows."""

@@ -14,26 +14,6 @@ from typing import Any, TypeAlias
 import array_api_compat
 import numpy as np
 
-__all__ = [
-    "HostArray",
-    "copy_of",
-    "dtype_name",
-    "from_host",
-    "largest_difference",
-    "library_of",
-    "npz_bytes",
-    "put_rows",
-    "read_npz",
-    "read_tensors",
-    "stored_array",
-    "stored_text",
-    "to_bytes",
-    "to_flags",
-    "to_numpy",
-    "to_values",
-    "within",
-]
-
 HostArray: TypeAlias = "np.ndarray[tuple[int, ...], np.dtype[Any]]"
 """A NumPy array of any shape and dtype."""
 
@@ -44,7 +24,7 @@ def to_numpy(array: Any) -> HostArray:
     PyTorch tensors leave their device and graph first; other libraries go through
     ``numpy.asarray`` (``__array__``) or, failing that, DLPack. Floating dtypes that NumPy
     lacks (``bfloat16``, the ``float8`` kinds) widen to ``float32``, which holds every one of
-    their values exactly: :func:`dtype_name` tells what the array was.
+    their values exactly: `dtype_name` tells what the array was.
     """
     host: HostArray
     if array_api_compat.is_torch_array(array):
@@ -87,7 +67,7 @@ def dtype_name(array: object) -> str:
 
 
 def library_of(array: object) -> str:
-    """The library of an array, as :func:`from_host` names it: ``torch``, ``jax`` or
+    """The library of an array, as `from_host` names it: ``torch``, ``jax`` or
     ``numpy`` (any other array is copied to the host as NumPy)."""
     if array_api_compat.is_torch_array(array):
         return "torch"
@@ -98,7 +78,7 @@ def library_of(array: object) -> str:
 
 def from_host(array: HostArray, library: str, dtype: str, device: object = None) -> Any:
     """``array`` as an array of ``library`` (``"torch"``, ``"jax"`` or ``"numpy"``) with the
-    dtype named ``dtype``, on ``device`` (torch): the inverse of :func:`to_numpy`, exact for
+    dtype named ``dtype``, on ``device`` (torch): the inverse of `to_numpy`, exact for
     values that ``dtype`` holds (``bfloat16`` values kept as ``float32``).
 
     Raises:

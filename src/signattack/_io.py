@@ -1,12 +1,12 @@
 """The package's input and output: files written whole, JSON read with its types, text tables.
 
-- :func:`write_atomically` writes a file so that a reader never sees half of one.
-- :data:`Json` says in types what ``json.loads`` returns; readers narrow a value with
+- `write_atomically` writes a file so that a reader never sees half of one.
+- `Json` says in types what ``json.loads`` returns; readers narrow a value with
   ``isinstance`` one level at a time (a ``dict`` narrows to ``dict[str, Json]``), so that every
   value a file provides is checked before it is used, visibly to the type checker.
-- :func:`text_table` is the one way the package prints a table, :func:`html_table` the one
+- `text_table` is the one way the package prints a table, `html_table` the one
   way a notebook shows one.
-- :func:`escaped` is the one place where text that comes from a user (an attack's or a
+- `escaped` is the one place where text that comes from a user (an attack's or a
   model's name, a description, a warning) is made safe for the format it is written in.
 """
 
@@ -24,25 +24,6 @@ import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeAlias, TypeVar
-
-__all__ = [
-    "Json",
-    "ReadOnly",
-    "TextFormat",
-    "as_count",
-    "as_distance",
-    "as_flags",
-    "as_text",
-    "as_tuple",
-    "csv_text",
-    "escaped",
-    "finite_nonnegative",
-    "html_table",
-    "json_copy",
-    "parse",
-    "text_table",
-    "write_atomically",
-]
 
 
 def _umask() -> int:
@@ -93,7 +74,7 @@ Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | Non
 
 
 def parse(document: str | bytes) -> Json:
-    """``json.loads``: what it returns is a :data:`Json` value by construction.
+    """``json.loads``: what it returns is a `Json` value by construction.
 
     Raises:
         json.JSONDecodeError: ``document`` is not JSON.
@@ -230,7 +211,7 @@ def escaped(text: str, form: TextFormat) -> str:
       (``\\# \\$ \\% \\& \\_ \\{ \\}``, ``\\textbackslash{}``, ``\\textasciitilde{}``,
       ``\\textasciicircum{}``), with ``|``, ``<`` and ``>`` as text commands (the default
       font encoding prints other glyphs for them), line breaks as spaces.
-    - ``"html"``: :func:`html.escape` (``& < > " '``), line breaks as spaces.
+    - ``"html"``: `html.escape` (``& < > " '``), line breaks as spaces.
     """
     if form == "text":
         return _one_line(text, visible=True)
@@ -312,7 +293,7 @@ def as_flags(name: str, values: object, length: int | None = None) -> tuple[bool
 
 
 def csv_text(rows: Iterable[Sequence[object]]) -> str:
-    """``rows`` as CSV text through the :mod:`csv` module, one ``\\n``-ended line per row: a
+    """``rows`` as CSV text through the `csv` module, one ``\\n``-ended line per row: a
     cell holding a comma, a quote or any line break (``\\r`` too) is quoted, so that
     ``csv.reader`` reads every cell back as written."""
     lines = []
@@ -330,7 +311,7 @@ def text_table(
 ) -> list[str]:
     """Columns two spaces apart, each as wide as its widest cell; right-aligned (numbers)
     except the columns in ``left``. Trailing spaces are dropped; every cell is
-    :func:`escaped` as ``"text"``, so that a row stays one line."""
+    `escaped` as ``"text"``, so that a row stays one line."""
     header = [escaped(cell, "text") for cell in header]
     rows = [[escaped(cell, "text") for cell in row] for row in rows]
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
@@ -347,7 +328,7 @@ def text_table(
 def html_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], *, left: Collection[int] = ()
 ) -> str:
-    """A small HTML table, every cell :func:`escaped`; right-aligned (numbers) except the
+    """A small HTML table, every cell `escaped`; right-aligned (numbers) except the
     columns in ``left``: what a notebook shows for a result."""
 
     def cells(tag: str, values: Sequence[str]) -> str:

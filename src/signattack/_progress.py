@@ -1,7 +1,8 @@
-"""Progress of long work: a bar in a terminal or a notebook, a line now and then anywhere else.
+"""Progress of long work: a bar in a terminal or a notebook, a line now and then anywhere else,
+and a line per finished stage (each attack at each radius of an evaluation).
 
 A progress bar written to a file or a pipe (CI logs, ``nohup``) is noise or nothing at all;
-there, a plain line every :data:`INTERVAL` seconds says how far the work is. Shared by the
+there, a plain line every `INTERVAL` seconds says how far the work is. Shared by the
 evaluation, the digits training and the demo.
 """
 
@@ -11,8 +12,6 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
-
-__all__ = ["INTERVAL", "in_notebook", "progress"]
 
 Item = TypeVar("Item")
 
@@ -45,7 +44,7 @@ def progress(
         what: What is being done ("evaluating").
         units: What the items are ("batches").
         show: ``True``: always report; ``False``: never; ``None``: a bar in a terminal or a
-            notebook, and lines elsewhere once the work has taken :data:`INTERVAL` seconds.
+            notebook, and lines elsewhere once the work has taken `INTERVAL` seconds.
         total: How many items there are, for the bar's total and its time left; by default
             ``len(items)`` where the items have a length.
     """
@@ -75,3 +74,51 @@ def progress(
     elapsed = time.monotonic() - start
     if show or elapsed >= INTERVAL:
         print(f"{what}: finished {count} {units} in {elapsed:.0f} s", file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as people read a duration: ``42 s``, ``3 min 5 s``, ``2 h 10 min``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+class Stages:
+    """A line on stderr as each stage of long work finishes, with the time spent and an
+    estimate of the time left (the mean time of the stages done so far, times those left).
+
+    Args:
+        show: ``True``: a line per stage; ``False``: none; ``None``: a line per stage in a
+            terminal or a notebook, above the bar of `progress`, and none elsewhere
+            (a log or a pipe gets that bar's line every `INTERVAL` seconds).
+    """
+
+    def __init__(self, show: bool | None) -> None:
+        self.interactive = in_notebook() or sys.stderr.isatty()
+        self.show = show is True or (show is None and self.interactive)
+        self.start = time.monotonic()
+
+    def done(self, text: str, finished: int, left: int | None) -> None:
+        """Say ``text`` for a stage that has finished, ``finished`` stages having run so far
+        and ``left`` still to run (``None``: unknown)."""
+        if not self.show:
+            return
+        spent = time.monotonic() - self.start
+        line = f"{text}; {duration(spent)} spent"
+        if left is not None and finished > 0:
+            line += f", about {duration(spent / finished * left)} left" if left else ", done"
+        write = None
+        if self.interactive:
+            try:  # above the progress bar, which stays whole
+                from tqdm.auto import tqdm
+            except ImportError:  # pragma: no cover - tqdm comes with the demo extra
+                pass
+            else:
+                write = getattr(tqdm, "write", None)
+        if callable(write):
+            write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)

@@ -2,11 +2,11 @@
 
 The array API standard has no static types, and NumPy arrays, PyTorch tensors and JAX
 arrays share no base class. The framework-agnostic code therefore types arrays with two
-protocols written here: :class:`Array`, the members of an array it uses, and
-:class:`Namespace`, the functions of the array's library (``xp``) it calls, which
-:func:`namespace` returns. They describe what the code relies on; the arrays themselves
+protocols written here: `Array`, the members of an array it uses, and
+`Namespace`, the functions of the array's library (``xp``) it calls, which
+`namespace` returns. They describe what the code relies on; the arrays themselves
 are whatever the caller passed. Public entry points take and return the caller's own type
-(:data:`ArrayT`), so that callers get back the type they passed in.
+(`ArrayT`), so that callers get back the type they passed in.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ ArrayT = TypeVar("ArrayT")
 Model: TypeAlias = Callable[[ArrayT], ArrayT]
 """A classifier: inputs ``(batch, ...)`` to logits ``(batch, classes)``, arrays of one
 library (a ``torch.nn.Module``, a JAX function, a
-:class:`~signattack.backends.NumpyModel`)."""
+[`NumpyModel`][signattack.backends.NumpyModel])."""
 
 Amount: TypeAlias = "Array | float"
 """A radius or a step: one number for the batch, or an array of one per sample, shaped to
@@ -95,6 +95,8 @@ Axes: TypeAlias = "int | tuple[int, ...] | None"
 
 class Info(Protocol):
     def default_dtypes(self, *, device: object = None) -> dict[str, object]: ...
+
+    def dtypes(self, *, device: object = None, kind: str | None = None) -> dict[str, object]: ...
 
 
 class Limits(Protocol):
@@ -278,8 +280,8 @@ def moved(x: Array, where: object) -> Array:
 
 
 def as_model(model: object) -> Model[Array]:
-    """``model`` as a :data:`Model` of protocol arrays, once a backend has accepted it (its
-    inputs and outputs are checked when it runs).
+    """``model`` as a [`Model`][signattack._typing.Model] of protocol arrays, once a backend has
+    accepted it (its inputs and outputs are checked when it runs).
 
     Raises:
         TypeError: ``model`` cannot be called.

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["__version__"]
-
 try:
     __version__ = version("signattack")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install

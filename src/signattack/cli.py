@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from signattack import evaluate_cli, verify_cli
-from signattack._cli_model import USAGE_ERROR, Output, UsageError, check_outputs
+from signattack._cli_args import USAGE_ERROR, UsageError
+from signattack._cli_outputs import Output, check_outputs
 
 __all__ = ["main"]
 

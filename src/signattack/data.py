@@ -2,23 +2,30 @@
 scikit-learn's handwritten digits as arrays.
 
 CIFAR-10's python version is a folder ``cifar-10-batches-py`` with five training batches
-``data_batch_1`` ... ``data_batch_5``, a ``test_batch`` and ``batches.meta``: pickled dicts
-whose ``b"data"`` is a ``uint8`` array ``(n, 3072)`` (1024 red, then green, then blue values
-of a 32x32 image, row-major) and whose ``b"labels"`` is a list of ints.
+``data_batch_1`` ... ``data_batch_5``, a ``test_batch`` and ``batches.meta``: pickled dicts whose
+``b"data"`` is a ``uint8`` array ``(n, 3072)`` (1024 red, then green, then blue values of a 32x32
+image, row-major) and whose ``b"labels"`` is a list of ints.
 
-The reader unpickles with an allow-list (dicts, lists, bytes, NumPy arrays), so a tampered
-file cannot run code. :func:`write_cifar10` writes the same format, which
-:func:`write_synthetic_cifar10` uses for tests and smoke runs: the real reader is what they
-exercise. :func:`digit_arrays` gives the digits to any framework (the PyTorch tensors
-and network are in :mod:`signattack.digits`). NumPy only; no framework is imported.
+The reader unpickles with an allow-list (dicts, lists, bytes, NumPy arrays), so a tampered file
+cannot run code. [`write_cifar10`][signattack.data.write_cifar10] writes the same format, which
+[`write_synthetic_cifar10`][signattack.data.write_synthetic_cifar10] uses for tests and smoke runs:
+the real reader is what they exercise. [`fetch_cifar10`][signattack.data.fetch_cifar10] downloads
+the real data set, when asked and only then, from its official address, checks the published MD5 and
+extracts it. [`digit_arrays`][signattack.data.digit_arrays] gives the digits to any framework (the
+PyTorch tensors and network are in `signattack.digits`). NumPy only; no framework is imported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
-from collections.abc import Sequence
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +36,7 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DIGIT_LEVELS",
     "digit_arrays",
+    "fetch_cifar10",
     "find_cifar10",
     "read_cifar10",
     "write_cifar10",
@@ -48,6 +56,12 @@ CIFAR10_CLASSES = (
     "truck",
 )
 """Class names, in label order."""
+
+_CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+"""The official address of CIFAR-10's python version (Krizhevsky, 2009)."""
+
+_CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+"""The MD5 digest of ``cifar-10-python.tar.gz`` published beside it."""
 
 _FOLDER = "cifar-10-batches-py"
 _TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -121,6 +135,103 @@ def find_cifar10(root: str | Path) -> Path:
         "(cifar-10-python.tar.gz) and extract it there, or let torchvision fetch it with "
         "torchvision.datasets.CIFAR10(root, download=True)"
     )
+
+
+_open_url: Callable[[str], IO[bytes]] = urllib.request.urlopen
+"""How the tarball is opened: the network in use, a local fake in tests."""
+
+
+def fetch_cifar10(folder: str | Path) -> Path:
+    """Download CIFAR-10's python version into ``folder``, check it and extract it.
+
+    Nothing happens implicitly: the data set is fetched only by this call, from
+    ``https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz`` (163 MB), into the folder named. The
+    download is checked against the published MD5, ``c58f30108f718f92721af3b95e74349a``, before
+    anything is extracted, and the batch files appear all at once or not at all. A folder that holds
+    the batch files already is returned as it is, without a download.
+
+    Args:
+        folder: Where the data set goes (created if missing); it then holds
+            ``cifar-10-batches-py``, which [`read_cifar10`][signattack.data.read_cifar10] reads.
+
+    Returns:
+        The folder of batch files.
+
+    Raises:
+        TypeError: ``folder`` is not a path.
+        ValueError: The download does not match the published MD5, or the archive holds
+            anything but the batch files' folder; nothing is left behind.
+        FileExistsError: ``folder/cifar-10-batches-py`` exists without the batch files.
+        OSError: The download failed (no network, say); nothing is left behind.
+    """
+    if not isinstance(folder, (str, Path)):
+        raise TypeError(f"folder must be a str or Path, got {type(folder).__name__}")
+    root = Path(folder)
+    try:
+        found = find_cifar10(root)
+    except FileNotFoundError:
+        pass
+    else:
+        if all((found / name).is_file() for name in (*_TRAIN_FILES, *_TEST_FILES)):
+            return found
+    target = root / _FOLDER
+    if target.exists():
+        raise FileExistsError(
+            f"{target} exists but lacks CIFAR-10 batch files: remove it or name another folder"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".cifar10-") as scratch:
+        archive = Path(scratch) / "cifar-10-python.tar.gz"
+        digest = hashlib.md5(usedforsecurity=False)
+        with _open_url(_CIFAR10_URL) as response, archive.open("wb") as handle:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                handle.write(chunk)
+        if digest.hexdigest() != _CIFAR10_MD5:
+            raise ValueError(
+                f"the download from {_CIFAR10_URL} has MD5 {digest.hexdigest()}, expected the "
+                f"published {_CIFAR10_MD5}: it is damaged or not CIFAR-10; nothing was extracted"
+            )
+        _extract(archive, Path(scratch) / "extracted")
+        (Path(scratch) / "extracted" / _FOLDER).rename(target)
+    return target
+
+
+def _extract(archive: Path, into: Path) -> None:
+    """Extract the batch files' folder, refusing links, devices and paths that leave it."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                parts = Path(member.name).parts
+                if (
+                    not parts
+                    or parts[0] != _FOLDER
+                    or ".." in parts
+                    or Path(member.name).is_absolute()
+                    or not (member.isfile() or member.isdir())
+                ):
+                    raise ValueError(
+                        f"the CIFAR-10 archive holds {member.name!r}, expected only regular "
+                        f"files under {_FOLDER}/; nothing was extracted"
+                    )
+            into.mkdir()
+            for member in members:
+                if member.isdir():
+                    (into / member.name).mkdir(parents=True, exist_ok=True)
+                    continue
+                source = tar.extractfile(member)
+                if source is None:  # pragma: no cover - isfile() members always have data
+                    raise ValueError(f"the CIFAR-10 archive's {member.name!r} cannot be read")
+                (into / member.name).parent.mkdir(parents=True, exist_ok=True)
+                with source, (into / member.name).open("wb") as handle:
+                    shutil.copyfileobj(source, handle)
+    except (tarfile.TarError, EOFError) as error:
+        raise ValueError(
+            f"the CIFAR-10 archive cannot be read ({type(error).__name__}: {error})"
+        ) from None
+    if not (into / _FOLDER / "test_batch").is_file():
+        raise ValueError(f"the CIFAR-10 archive lacks {_FOLDER}/test_batch")
 
 
 def _read_batch(path: Path) -> tuple[Images, Labels]:

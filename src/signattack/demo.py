@@ -1,6 +1,6 @@
 """The demo: attack a small CNN trained on scikit-learn's handwritten digits.
 
-The digits (:mod:`signattack.digits`) are real 8x8 grey-level scans that ship with
+The digits (`signattack.digits`) are real 8x8 grey-level scans that ship with
 scikit-learn, so nothing is downloaded. The demo trains the CNN for a few seconds, prints
 clean / FGSM / IteratedSign accuracy at several eps, and writes a figure of clean and
 adversarial digits beside the loss-vs-step curve. ``DigitsData``, ``load_digits``,

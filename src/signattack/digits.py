@@ -76,7 +76,7 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> DigitsData:
 def train_digits_cnn(
     data: DigitsData, *, epochs: int = 12, seed: int = 0, progress: bool = False
 ) -> DigitsCNN:
-    """Train a :class:`DigitsCNN` with Adam; a few seconds on two CPU cores.
+    """Train a [`DigitsCNN`][signattack.digits.DigitsCNN] with Adam; a few seconds on two CPU cores.
 
     The global torch RNG is left as it was: initialisation and shuffling run in a forked RNG.
     """
@@ -108,7 +108,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def digits_cnn_in_jax(model: DigitsCNN) -> Any:
-    """A trained :class:`~signattack.models.DigitsCNN` as a JAX function of pixels, with
+    """A trained [`DigitsCNN`][signattack.models.DigitsCNN] as a JAX function of pixels, with
     the same weights: for comparing the backends on one network. Needs jax.
 
     Returns:

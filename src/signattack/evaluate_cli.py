@@ -2,24 +2,23 @@
 
     python -m signattack evaluate --model mypackage.models:make_net --checkpoint net.pt \\
         --data cifar10:data/ --eps 2,4,8 --steps 5 --report report.json
-    python -m signattack evaluate ... --attacks standard    # APGD-CE, APGD-T, FAB-T, Square
+    python -m signattack evaluate ... --attacks standard # APGD-CE, APGD-T, FAB-T, Square
 
-A preset is the library's (:func:`~signattack.evaluation.standard_attacks`,
-:func:`~signattack.evaluation.gradient_attacks`, :func:`~signattack.evaluation.rand_attacks`)
-with ``--steps``, ``--queries``, ``--eot`` and ``--seed`` passed as its arguments; ``standard``
-runs its ``rand`` version on a model it finds randomized, with ``--eot`` passes. The output
-says what ran, read from the attacks themselves. A setting that no selected attack takes
-(``--eot`` for Square and FAB-T) is refused.
+A preset is the library's ([`standard_attacks`][signattack.evaluation.standard_attacks],
+[`gradient_attacks`][signattack.evaluation.gradient_attacks],
+[`rand_attacks`][signattack.evaluation.rand_attacks]) with ``--steps``, ``--queries``, ``--eot`` and
+``--seed`` passed as its arguments; ``standard`` runs its ``rand`` version on a model it finds
+randomized, with ``--eot`` passes. The output says what ran, read from the attacks themselves. A
+setting that no selected attack takes (``--eot`` for Square and FAB-T) is refused.
 
-Every mistake in the arguments, the files they name or the data is answered with one line
-that names the flag, what was expected and what came, and exit status 2; ``--debug`` shows
-the traceback instead. Every output (``--report``, ``--adversarial``, ``--robustbench``,
-``--plot``, ``--resume-file``) is checked before the first batch, so that a path that cannot
-be written is refused at once, not after the whole evaluation.
+Every mistake in the arguments, the files they name or the data is answered with one line that names
+the flag, what was expected and what came, and exit status 2; ``--debug`` shows the traceback
+instead. Every output (``--report``, ``--adversarial``, ``--robustbench``, ``--plot``,
+``--resume-file``) is checked before the first batch, so that a path that cannot be written is
+refused at once, not after the whole evaluation.
 
-Under ``torchrun --nproc_per_node=N`` the processes share the batches (gloo on the CPU, NCCL
-on GPUs) and process 0 writes the report; when one process fails, all of them exit with an
-error.
+Under ``torchrun --nproc_per_node=N`` the processes share the batches (gloo on the CPU, NCCL on
+GPUs) and process 0 writes the report; when one process fails, all of them exit with an error.
 """
 
 from __future__ import annotations
@@ -28,44 +27,40 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from signattack._cli_model import (
+from signattack._cli_args import (
     INTERRUPTED,
     USAGE_ERROR,
-    Batches,
-    Output,
     UsageError,
-    add_model_arguments,
-    check_outputs,
-    load_data,
-    load_model,
     non_negative,
     numbers,
     positive,
+)
+from signattack._cli_attacks import ATTACK_NAMES, DEFAULT_STEPS
+from signattack._cli_attacks import selected_attacks as _attacks
+from signattack._cli_attacks import what_ran as _what_ran
+from signattack._cli_data import (
+    Batches,
+    check_channels,
+    data_record,
+    load_data,
     warn_unused_outputs,
 )
-from signattack._io import write_atomically
+from signattack._cli_model import add_model_arguments, load_model
+from signattack._cli_outputs import Output, check_outputs
+from signattack._cli_record import command_record
+from signattack._io import Json, write_atomically
+from signattack.evaluation.report import STAND_IN, stand_in_note
 
 if TYPE_CHECKING:
-    from signattack.attacks import EpsAttack
     from signattack.evaluation import RobustnessReport
 
 __all__ = ["add_parser", "run"]
 
 Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
-
-ATTACK_NAMES = ("iterated", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
-"""What ``--attacks`` accepts, besides the presets."""
-
-PRESETS = ("standard", "gradient", "rand")
-"""The presets of ``--attacks``: AutoAttack's standard suite, its gradient members, and its
-version for randomized defenses, as the library builds them."""
-
-DEFAULT_STEPS = 10
-"""Steps of a single gradient attack; a preset has the library's (100, the paper's)."""
 
 OUTPUTS = {
     "report": Output("--report", (".json", ".csv", ".md", ".tex")),
@@ -75,19 +70,7 @@ OUTPUTS = {
     "resume_file": Output("--resume-file"),
 }
 """Every file a run writes, by the name of its option: all are checked before the first
-batch by :func:`~signattack._cli_model.check_outputs`. A new output flag joins here."""
-
-SETTINGS = {
-    "steps": "--steps",
-    "queries": "--queries",
-    "eot": "--eot",
-    "step_size": "--step-size",
-    "loss": "--loss",
-    "random_start": "--random-start",
-    "early_stop": "--early-stop",
-}
-"""The options that set an attack's field of the same name; one given that no selected
-attack takes is refused."""
+batch by `check_outputs`. A new output flag joins here."""
 
 
 def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -104,7 +87,12 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         help="cifar10:DIR (python-format batches), digits (scikit-learn), or npz:FILE with x, y",
     )
     parser.add_argument("--split", default="test", choices=["train", "test"])
-    parser.add_argument("--eps", required=True, help="comma-separated radii, e.g. 2,4,8")
+    parser.add_argument(
+        "--eps", required=True, help="comma-separated radii: 2,4,8 or fractions 4/255,8/255"
+    )
+    parser.add_argument(
+        "--norm", default="linf", choices=["linf", "l2"], help="the ball's norm (linf)"
+    )
     parser.add_argument("--attack", default="iterated", choices=["iterated", "fgsm"])
     parser.add_argument(
         "--attacks",
@@ -161,6 +149,7 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         help="write accuracy against eps (.png, .pdf or .svg; needs matplotlib)",
     )
     parser.add_argument("--resume-file", type=Path, help="progress checkpoint, for resuming")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
@@ -215,164 +204,14 @@ _FLAG_WORDS = {
 
 def _in_flags(text: str) -> str:
     """``text`` with the library's Python advice said in flags."""
-    for python, flags in _FLAG_WORDS.items():
+    from signattack.masking import COMMON_RANGES, range_advice
+
+    ranges = {
+        range_advice(b): f"did you mean --input-range {b[0]:g},{b[1]:g}?" for b in COMMON_RANGES
+    }
+    for python, flags in {**_FLAG_WORDS, **ranges}.items():
         text = text.replace(python, flags)
     return text
-
-
-def _attack_names(args: argparse.Namespace) -> list[str]:
-    if args.attacks is None:
-        return [args.attack]
-    names = [part.strip() for part in args.attacks.split(",")]
-    unknown = [name for name in names if name not in ATTACK_NAMES]
-    if not names or unknown or not all(names):
-        raise UsageError(
-            f"--attacks must be a preset ({', '.join(PRESETS)}) or comma-separated names "
-            f"from {', '.join(ATTACK_NAMES)}, got {args.attacks!r}"
-        )
-    return names
-
-
-def _preset(args: argparse.Namespace) -> str | None:
-    """The preset that ``--attacks`` names, if it names one."""
-    if args.attacks is not None and args.attacks.strip() in PRESETS:
-        preset: str = args.attacks.strip()
-        return preset
-    return None
-
-
-def _given(**settings: object) -> dict[str, Any]:
-    """The settings the user gave (``None``: not given, the attack's own default)."""
-    return {name: value for name, value in settings.items() if value is not None}
-
-
-def _attacks(args: argparse.Namespace, box: tuple[float, float]) -> Sequence[EpsAttack]:
-    """The attacks the options select: a preset as the library builds it, with the options
-    as its arguments (an :class:`~signattack.evaluation.AttackSuite`), or single attacks.
-
-    Raises:
-        UsageError: An option sets what no selected attack takes, or a setting is invalid.
-    """
-    from signattack.evaluation import AttackSuite, gradient_attacks, rand_attacks, standard_attacks
-
-    preset = _preset(args)
-    common = _given(steps=args.steps, bounds=box, seed=args.seed)
-    try:
-        attacks: Sequence[EpsAttack]
-        if preset == "standard":
-            suite = standard_attacks(**common, **_given(queries=args.queries))
-            if args.eot is not None:  # the passes of its version for randomized models
-                rand = rand_attacks(**common, eot=args.eot)
-                suite = AttackSuite(suite.name, suite, randomized=rand)
-            attacks = suite
-        elif preset is not None:
-            build = gradient_attacks if preset == "gradient" else rand_attacks
-            attacks = build(**common, **_given(eot=args.eot))
-        else:
-            attacks = [_attack(name, args, box) for name in _attack_names(args)]
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"the attack's settings: {error}") from None
-    _check_settings(args, attacks)
-    return attacks
-
-
-def _attack(name: str, args: argparse.Namespace, box: tuple[float, float]) -> EpsAttack:
-    """One attack named in ``--attacks``; its radius is replaced by the evaluation."""
-    from signattack.attacks import APGD, APGDT, FABT, FGSM, IteratedSign, Square
-
-    steps = DEFAULT_STEPS if args.steps is None else args.steps
-    options = _given(eot=args.eot, loss=args.loss)
-    stops: dict[str, Any] = {"early_stop": True} if args.early_stop else {}
-    seeded = {"bounds": box, "seed": args.seed}
-    if name == "fgsm":
-        return FGSM(0.0, bounds=box, **options)
-    if name == "iterated":
-        extra = _given(step_size=args.step_size, random_start=args.random_start or None)
-        return IteratedSign(0.0, steps, **seeded, **options, **stops, **extra)
-    if name == "square":
-        return Square(0.0, **_given(queries=args.queries), **seeded)
-    if name == "fab-t":
-        return FABT(0.0, steps, **seeded)
-    gradient = {**seeded, **stops, **_given(eot=args.eot)}
-    if name == "apgd-t":
-        return APGDT(0.0, steps, **gradient)
-    return APGD(0.0, steps, loss="dlr" if name == "apgd-dlr" else "ce", **gradient)
-
-
-def _members(attacks: Sequence[EpsAttack]) -> list[EpsAttack]:
-    """The attacks, with those of a suite's version for randomized models."""
-    from signattack.evaluation import AttackSuite
-
-    alternative = attacks.randomized if isinstance(attacks, AttackSuite) else None
-    return [*attacks, *(alternative or ())]
-
-
-def _check_settings(args: argparse.Namespace, attacks: Sequence[EpsAttack]) -> None:
-    """Refuse an option that no selected attack took, read from the attacks' own fields."""
-    members = _members(attacks)
-    for name, flag in SETTINGS.items():
-        wanted = getattr(args, name)
-        if wanted is None or wanted is False:
-            continue
-        if not any(_fields(attack).get(name, None) == wanted for attack in members):
-            shown = "" if wanted is True else f" {wanted}"
-            names = ", ".join(dict.fromkeys(_name(attack) for attack in members))
-            raise UsageError(
-                f"{flag}{shown} applies to none of the selected attacks ({names}): "
-                f"{'it takes' if len(members) == 1 else 'they take'} no such setting"
-            )
-
-
-def _fields(attack: object) -> dict[str, object]:
-    from signattack._fields import field_values
-
-    return field_values(attack) or {}
-
-
-def _name(attack: EpsAttack) -> str:
-    """The name a paper gives ``attack`` (``APGD-CE``), without its EOT."""
-    from signattack._fields import replaced
-    from signattack.evaluation.standard import traits_of
-
-    eot = _fields(attack).get("eot", 1)
-    return traits_of(
-        replaced(attack, {"eot": 1}) if isinstance(eot, int) and eot > 1 else attack
-    ).name
-
-
-def _label(attack: EpsAttack) -> str:
-    """An attack as the output names it: its name and its budget, from its own fields."""
-    fields = _fields(attack)
-    units = {"steps": "step", "queries": "query"}
-    budget = [
-        f"{fields[key]} {key if fields[key] != 1 else unit}"
-        for key, unit in units.items()
-        if key in fields
-    ]
-    eot = fields.get("eot", 1)
-    if isinstance(eot, int) and eot > 1:
-        budget.append(f"EOT over {eot} passes")
-    return f"{_name(attack)} ({', '.join(budget)})" if budget else _name(attack)
-
-
-def _what_ran(attacks: Sequence[EpsAttack], args: argparse.Namespace, randomized: bool) -> str:
-    """One line naming the attacks that ran with their budgets, read from the attacks (on a
-    randomized model, a preset's version for such models), and which ones ``--eot`` is in."""
-    from signattack.evaluation import AttackSuite
-
-    preset = _preset(args)
-    ran: Sequence[EpsAttack] = attacks
-    head = f"attacks ({preset} preset)" if preset is not None else "attacks"
-    if randomized and isinstance(attacks, AttackSuite) and attacks.randomized is not None:
-        ran = attacks.randomized
-        head = f"attacks ({preset} preset, its {ran.name} version: the model is randomized)"
-    line = f"{head}: {', '.join(_label(attack) for attack in ran)}"
-    taking = [_name(attack) for attack in ran if _fields(attack).get("eot") == args.eot]
-    if args.eot is None or len(taking) == len(ran):
-        return line
-    if taking:
-        return f"{line}; --eot {args.eot} applies to {', '.join(taking)} only"
-    return f"{line}; --eot {args.eot} applies to the rand version, run on a randomized model"
 
 
 def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
@@ -398,6 +237,12 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     )
     model, device = load_model(args, (bounds[0], bounds[1]))
     x, y = load_data(args.data, args.split, args.limit)
+    check_channels(args, x)
+    data_source = data_record(args.data, args.split, args.limit)
+    command = command_record(args, eps, data_source)
+    speaks = not distributed or torch.distributed.get_rank() == 0
+    if speaks and data_source["synthetic"] is True:
+        print(f"warning: {STAND_IN}")  # the first line, before any work
     warn_unused_outputs(model, x, y, device)
     report = evaluate(
         model,
@@ -405,25 +250,39 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
         attacks if len(attacks) > 1 else attacks[0],
         eps,
         checkpoint=args.resume_file,
+        progress=False if args.quiet else None,
         adversarial=args.adversarial,
     )
-    if distributed and torch.distributed.get_rank() != 0:
+    if not speaks:
         return 0
+    report = _with_data(report, data_source)
     print(_what_ran(attacks, args, report.metadata.get("randomized_model") is True))
     resumed = report.metadata.get("resumed_batches", 0)
     if isinstance(resumed, int) and resumed:
         print(f"resumed: {resumed} finished batches taken from {args.resume_file}")
     print(f"{report.samples} samples")
-    print(report.table())
-    return _write(report, args)
+    print(_in_flags(report.table()))
+    return _write(report, args, command)
 
 
-def _write(report: RobustnessReport, args: argparse.Namespace) -> int:
+def _with_data(report: RobustnessReport, source: dict[str, Json]) -> RobustnessReport:
+    """``report`` with what the command line knows of the data in its metadata's ``data``:
+    the source, the split, the limit, and whether it is the synthetic stand-in."""
+    import dataclasses
+
+    data = report.metadata.get("data")
+    known = {**(data if isinstance(data, dict) else {}), **source}
+    return dataclasses.replace(report, metadata={**report.metadata, "data": known})
+
+
+def _write(report: RobustnessReport, args: argparse.Namespace, command: dict[str, Json]) -> int:
     """Write every output the options name: each one even where another fails, and the
-    failures named by flag (the table above keeps the numbers); 1 if any failed."""
-    if args.adversarial is not None:
-        print(f"wrote {args.adversarial} (check it: signattack verify ... --adversarial)")
+    failures named by flag (the table above keeps the numbers); 1 if any failed. The export
+    that the evaluation wrote gets the report and the command that rebuilds it."""
+    from signattack.evaluation.adversarial import add_command
+
     writers: dict[str, Callable[[Path], object]] = {
+        "adversarial": lambda path: add_command(path, report, command),
         "report": report.save,
         "robustbench": lambda path: write_atomically(path, _robustbench(report)),
         "plot": lambda path: write_atomically(path, _figure(report, path.suffix)),
@@ -443,7 +302,8 @@ def _write(report: RobustnessReport, args: argparse.Namespace) -> int:
             )
             failed = 1
         else:
-            print(f"wrote {path}")
+            check = f" (check it: signattack verify {path})" if name == "adversarial" else ""
+            print(f"wrote {path}{check}")
     return failed
 
 
@@ -456,5 +316,9 @@ def _figure(report: RobustnessReport, suffix: str) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    report.plot().savefig(buffer, format=suffix.removeprefix("."), dpi=150)
+    figure = report.plot()
+    stand_in = stand_in_note(report.metadata)
+    if stand_in is not None:
+        figure.suptitle(stand_in, color="red")
+    figure.savefig(buffer, format=suffix.removeprefix("."), dpi=150)
     return buffer.getvalue()

@@ -1,4 +1,5 @@
-"""Gradients through what masks them: straight-through estimators (BPDA).
+"""Gradients through what masks them: straight-through estimators (BPDA), and the
+diagnoses that tell masking from what looks like it (a saturated softmax, wrong units).
 
 A defense that puts a non-differentiable step before the network (a quantizer, JPEG-like
 compression, a purifier) hands every gradient attack a zero or useless gradient, and the
@@ -12,20 +13,32 @@ The forward pass is exactly ``fn(x)``: the attack still attacks the defended mod
 only its gradient changes. Works on PyTorch tensors and JAX arrays; on other arrays (NumPy,
 whose models give their own ``vjp``) it applies ``fn``.
 
-What ``fn`` and ``backward`` return is checked at every call, by :func:`output_of` for
+What ``fn`` and ``backward`` return is checked at every call, by `output_of` for
 every library alike: an array of the input's library, shape, device and dtype.
+
+A zero input gradient has two causes that need opposite remedies. Masking (a quantizer, a
+threshold) zeroes every loss's gradient, and only a straight-through estimator or a
+gradient-free attack gets past it. Saturation zeroes the cross-entropy's alone: logits so
+far apart that ``softmax`` rounds to exactly one-hot, where a loss of the logits themselves
+(the margin, DLR) still has a gradient. `gradient_diagnoses` tells them apart before
+it advises; `units_problem` spots inputs in the other common range.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import array_api_compat
 
-from signattack._typing import ArrayT, device_of, is_array, returned
+from signattack._typing import Array, ArrayT, Model, device_of, is_array, namespace, returned
+
+if TYPE_CHECKING:
+    from signattack.core.threat import ThreatModel
+    from signattack.probes.input_space import GradientReport
 
 __all__ = ["straight_through"]
 
@@ -91,7 +104,7 @@ def straight_through(
 
 
 def output_of(role: Role, function: Callable[[Any], object], x: ArrayT) -> ArrayT:
-    """``function(x)``, checked by :func:`checked_output`; an error ``function`` raises
+    """``function(x)``, checked by `checked_output`; an error ``function`` raises
     goes on unchanged (from Python 3.11 with a note saying which function raised it)."""
     try:
         out = function(x)
@@ -192,3 +205,153 @@ def _dtype(x: Any) -> str:
 
 def _name(function: object) -> str:
     return str(getattr(function, "__qualname__", type(function).__name__))
+
+
+COMMON_RANGES: tuple[tuple[float, float], ...] = ((0.0, 1.0), (0.0, 255.0))
+"""The two input ranges images come in: ``[0, 1]`` and 8-bit pixels ``[0, 255]``."""
+
+
+def range_advice(box: tuple[float, float]) -> str:
+    """The advice to evaluate on ``box`` instead, as a Python user reads it."""
+    return f"did you mean bounds=({box[0]:g}, {box[1]:g}), with x and eps in those units?"
+
+
+def units_problem(model: object, x: Array, y: Array, threat: ThreatModel) -> str | None:
+    """What to say where the clean accuracy on ``x`` is low (under 50%) and the model does
+    much better (at least twice as well, and 25 points more) on the same batch read in the
+    other common range: ``[0, 255]`` inputs divided by 255 on the box ``[0, 1]``, or
+    ``[0, 1]`` inputs times 255 on ``[0, 255]``; and better beyond chance: of the samples
+    that only one reading gets right, the other range's share is significant at 5% (a sign
+    test), so that a small batch of an untrained model does not raise it. ``None`` where
+    nothing looks wrong, the box is neither range or the inputs are not floating."""
+    box = (threat.box.lower, threat.box.upper)
+    xp = namespace(x)
+    if box not in COMMON_RANGES or not xp.isdtype(x.dtype, "real floating"):
+        return None
+    given = _right(model, x, y, threat)
+    accuracy = sum(given) / len(given)
+    if accuracy >= 0.5:
+        return None
+    other = COMMON_RANGES[1 - COMMON_RANGES.index(box)]
+    scaled = x / 255 if other[1] < box[1] else x * 255
+    moved = xp.clip(scaled, other[0], other[1])
+    read = _right(model, moved, y, dataclasses.replace(threat, bounds=other))
+    better = sum(read) / len(read)
+    gained = sum(now and not before for now, before in zip(read, given, strict=True))
+    lost = sum(before and not now for now, before in zip(read, given, strict=True))
+    if better < 2 * accuracy or better < accuracy + 0.25 or _sign_test(gained, lost) > 0.05:
+        return None
+    return (
+        f"the clean accuracy on the first batch is {accuracy:.0%} on the box "
+        f"[{box[0]:g}, {box[1]:g}], but {better:.0%} with the same inputs read in "
+        f"[{other[0]:g}, {other[1]:g}]: the model seems to take inputs in that range; "
+        + range_advice(other)
+    )
+
+
+def _sign_test(gained: int, lost: int) -> float:
+    """One-sided p-value of ``gained`` or more of ``gained + lost`` coin flips."""
+    flips = gained + lost
+    return float(sum(math.comb(flips, k) for k in range(gained, flips + 1))) / 2.0**flips
+
+
+def _right(model: object, x: Array, y: Array, threat: ThreatModel) -> list[bool]:
+    """Per sample, whether the model classifies it right."""
+    from signattack._host import to_flags
+    from signattack.backends.batch import open_threat
+
+    with open_threat(model, x, y, threat) as batch:
+        logits = batch.logits(batch.x)
+        xp = namespace(logits)
+        return list(to_flags(xp.equal(xp.argmax(logits, axis=1), batch.labels)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroGradients:
+    """Which samples of a batch have no input gradient, and why.
+
+    Attributes:
+        samples: The batch's samples.
+        zero: Those whose whole input gradient (of the threat model's loss) is zero.
+        saturated: Of those, the ones whose margin gradient is not zero: the softmax
+            saturates there, the model does not mask its gradient.
+    """
+
+    samples: int
+    zero: int
+    saturated: int
+
+
+def zero_gradients(model: Model[Array], x: Array, y: Array, threat: ThreatModel) -> ZeroGradients:
+    """Count the samples of ``x`` whose input gradient is zero, and among them those where
+    the margin loss, which does not saturate, still has a non-zero, finite gradient."""
+    from signattack._host import to_flags
+    from signattack.core.kernels import take_samples
+    from signattack.probes import input_gradient
+
+    grad = input_gradient(model, x, y, threat=threat)
+    xp = namespace(grad)
+    axes = tuple(range(1, grad.ndim))
+    rows = [i for i, flat in enumerate(to_flags(xp.all(xp.equal(grad, 0), axis=axes))) if flat]
+    if not rows:
+        return ZeroGradients(int(x.shape[0]), 0, 0)
+    index = xp.asarray(rows, device=device_of(x))
+    margin = dataclasses.replace(threat, loss="margin")
+    other = input_gradient(model, take_samples(x, index), take_samples(y, index), threat=margin)
+    moves = xp.any(xp.not_equal(other, 0) & xp.isfinite(other), axis=axes)
+    return ZeroGradients(int(x.shape[0]), len(rows), sum(to_flags(moves)))
+
+
+def gradient_diagnoses(
+    model: Model[Array], x: Array, y: Array, threat: ThreatModel
+) -> tuple[str, ...]:
+    """What [`check_gradients`][signattack.probes.check_gradients] finds on a batch, the
+    zero-gradient
+    finding naming its cause (`zero_gradient_problem`)."""
+    from signattack.probes import check_gradients
+
+    return diagnosed(check_gradients(model, x, y, threat=threat, warn=False), model, x, y, threat)
+
+
+def diagnosed(
+    report: GradientReport, model: Model[ArrayT], x: ArrayT, y: ArrayT, threat: ThreatModel
+) -> tuple[str, ...]:
+    """The problems of ``report`` (made on ``x``, ``y`` under ``threat``), the zero-gradient
+    one naming its cause: softmax saturation or masking (`zero_gradient_problem`)."""
+    if not (report.zero_gradient_samples > 0 or report.zero_fraction > 0.5):
+        return tuple(report.problems())
+    rest = dataclasses.replace(report, zero_fraction=0.0, zero_gradient_samples=0.0).problems()
+    # The probe that made the report took these as arrays of one library: narrowed, not cast.
+    found = zero_gradients(cast("Model[Array]", model), cast(Array, x), cast(Array, y), threat)
+    return (zero_gradient_problem(report.zero_fraction, found), *rest)
+
+
+def zero_gradient_problem(zero_fraction: float, found: ZeroGradients) -> str:
+    """The zero-gradient finding in one paragraph: how many samples, the cause (saturation
+    where the margin gradient is not zero, masking where it is) and its remedy."""
+    text = (
+        f"{zero_fraction:.0%} of the input-gradient entries are exactly zero and "
+        f"{found.zero} of the {found.samples} samples have no gradient at all"
+    )
+    masked = found.zero - found.saturated
+    if found.saturated:
+        text += (
+            f"; {found.saturated} of them have a non-zero margin gradient: the softmax "
+            "saturates (logits so far apart that the cross-entropy's gradient rounds to "
+            "zero), which is not gradient masking. Attack with a loss that does not "
+            "saturate, loss='margin' or loss='dlr' (APGD-T and FAB-T in standard_attacks() "
+            "use them), or run the model in float64; straight_through does not help here"
+        )
+    if masked or not found.zero:
+        who = f"the other {masked}" if found.saturated else "they"
+        text += (
+            f"; {who} have no margin gradient either: masked gradients "
+            if found.zero
+            else ": the model may mask gradients "
+        ) + (
+            "(hard thresholds, rounding, argmax). Sign attacks cannot move those pixels: "
+            "attack through signattack.straight_through(step) for a non-differentiable "
+            "step, and check with a gradient-free attack (signattack.Square, in "
+            "standard_attacks())"
+        )
+    return text + "."

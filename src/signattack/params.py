@@ -1,11 +1,12 @@
 """Split a network's parameters into normalization affine, biases and the rest.
 
-Weight decay is meant to shrink the weights that set a network's capacity. On the affine
-parameters of a normalization layer and on biases it does something else: it pulls
-batch-norm's scale towards zero, which changes nothing a scale-invariant layer computes but
-raises its effective learning rate, and it pulls biases towards zero for no gain. Hence the
-usual recipe: decay ``weights`` only. :func:`param_groups` finds the three groups by layer
-type, and :meth:`ParamGroups.with_weight_decay` turns them into optimizer groups.
+Weight decay is meant to shrink the weights that set a network's capacity. On the affine parameters
+of a normalization layer and on biases it does something else: it pulls batch-norm's scale towards
+zero, which changes nothing a scale-invariant layer computes but raises its effective learning rate,
+and it pulls biases towards zero for no gain. Hence the usual recipe: decay ``weights`` only.
+[`param_groups`][signattack.params.param_groups] finds the three groups by layer type, and
+[`ParamGroups.with_weight_decay`][signattack.params.ParamGroups.with_weight_decay] turns them into
+optimizer groups.
 
 Needs PyTorch.
 """
@@ -88,9 +89,10 @@ class ParamGroups(NamedTuple):
     """A model's parameters in three disjoint lists, each in module order.
 
     Attributes:
-        bn_affine: Affine weight and bias of every normalization layer (:data:`NORM_LAYERS`).
+        bn_affine: Affine weight and bias of every normalization layer
+            ([`NORM_LAYERS`][signattack.params.NORM_LAYERS]).
         biases: The biases of convolution, linear, bilinear and recurrent layers
-            (:data:`BIAS_LAYERS`), ``bias_ih``/``bias_hh`` included.
+            ([`BIAS_LAYERS`][signattack.params.BIAS_LAYERS]), ``bias_ih``/``bias_hh`` included.
         weights: Every other parameter.
     """
 
@@ -219,7 +221,7 @@ class LayerRow:
 class ParameterTable:
     """A model's parameters tensor by tensor, with totals per group.
 
-    ``str(table)`` is an aligned text table; :meth:`to_json` and :meth:`to_csv` are the
+    ``str(table)`` is an aligned text table; `to_json` and `to_csv` are the
     machine-readable forms.
     """
 
@@ -308,7 +310,8 @@ class ParameterTable:
 
 
 def parameter_table(model: nn.Module) -> ParameterTable:
-    """The per-tensor parameter table of ``model``, grouped as :func:`param_groups` does.
+    """The per-tensor parameter table of ``model``, grouped as
+    [`param_groups`][signattack.params.param_groups] does.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.

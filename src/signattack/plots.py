@@ -54,9 +54,8 @@ def plot_loss_trace(
     """Per-sample loss against attack step (thin lines) and their mean (thick).
 
     Args:
-        losses: An :class:`~signattack.AttackResult`, or its
-            :attr:`~signattack.AttackResult.losses`: ``(steps + 1, batch)`` of any library
-            and dtype (``bfloat16`` included).
+        losses: An [`AttackResult`][signattack.AttackResult], or its
+            `losses`: ``(steps + 1, batch)`` of any library and dtype (``bfloat16`` included).
         title: Axes title.
         path: Where to save the figure, if anywhere.
 
@@ -93,7 +92,7 @@ def plot_loss_along(
     """Mean loss (with its interquartile band) against radius, one curve per direction.
 
     Args:
-        radii: The radii of :func:`signattack.probes.loss_along`.
+        radii: The radii of [`signattack.probes.loss_along`][signattack.probes.loss_along].
         losses: Direction name to its ``(len(radii), batch)`` losses.
         title: Axes title.
         path: Where to save the figure, if anywhere.
@@ -140,7 +139,8 @@ def plot_loss_surface(
     title: str = "loss around x",
     path: str | Path | None = None,
 ) -> Figure:
-    """Contours of :func:`signattack.probes.loss_surface`, for one sample or the mean."""
+    """Contours of [`signattack.probes.loss_surface`][signattack.probes.loss_surface], for one
+    sample or the mean."""
     losses = _numpy(surface.losses)
     grid = losses.mean(axis=2) if sample is None else losses[:, :, sample]
     fig = _new_figure((6, 4.5))
@@ -160,12 +160,14 @@ def plot_gradient_maps(
     titles: Sequence[str] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """Images (top row) above their input gradients (bottom row), on one colour scale.
+    """Images (top row) above their input gradients (bottom row), each map on its own scale.
 
     The bottom row shows the gradient summed over the channels, signed, on a diverging
-    scale symmetric about zero and shared by every panel (red: raising the pixel raises
-    the loss; blue: lowering it does), with one colour bar: panels can be compared, which
-    is the point when correctly and wrongly classified images stand side by side.
+    scale symmetric about zero (red: raising the pixel raises the loss; blue: lowering it
+    does). Each map is scaled to its own largest magnitude, written under it, so that the
+    shape of every map shows even when the magnitudes differ by orders (a confidently
+    correct image has a gradient near zero beside a wrong one's). A map that is exactly
+    zero, or not finite, is left blank with a note saying so.
 
     Args:
         images: ``(n, channels, height, width)`` in ``[0, 255]``, or ``(n, height, width)``.
@@ -177,9 +179,8 @@ def plot_gradient_maps(
     if pictures.ndim == 3:
         pictures, grads = pictures[:, None], grads[:, None]
     count = pictures.shape[0]
-    signed = grads.sum(axis=1)
-    scale = float(np.abs(signed).max()) or 1.0
-    fig = _new_figure((1.6 * count + 1.2, 3.8))
+    signed = grads.astype(np.float64).sum(axis=1)
+    fig = _new_figure((1.6 * count + 1.2, 4.1))
     shown = None
     bottoms = []
     for i in range(count):
@@ -190,15 +191,26 @@ def plot_gradient_maps(
             cmap="gray_r" if picture.shape[-1] == 1 else None,
         )
         bottom = fig.add_subplot(2, count, count + i + 1)
-        shown = bottom.imshow(signed[i], cmap="RdBu_r", vmin=-scale, vmax=scale)
         bottoms.append(bottom)
+        scale = float(np.abs(signed[i]).max()) if signed[i].size else 0.0
+        if not np.isfinite(scale) or scale == 0.0:
+            note = (
+                "gradient is zero:\nflat loss here" if scale == 0.0 else "gradient is\nnot finite"
+            )
+            bottom.imshow(np.zeros_like(signed[i]), cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+            bottom.text(
+                0.5, 0.5, note, ha="center", va="center", fontsize=7, transform=bottom.transAxes
+            )
+        else:
+            shown = bottom.imshow(signed[i] / scale, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+            bottom.set_xlabel(f"max |g| = {scale:.2g}", fontsize=7)
         if titles is not None:
             top.set_title(titles[i], fontsize=8)
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
     if shown is not None:
-        fig.colorbar(shown, ax=bottoms, shrink=0.9, label="d loss / d pixel")
+        fig.colorbar(shown, ax=bottoms, shrink=0.9, label="d loss / d pixel\n/ the map's max |g|")
     return _finish(fig, path)
 
 
@@ -293,8 +305,9 @@ def plot_robustness_curves(
 
 
 class Curves(Protocol):
-    """What :func:`plot_report` and :func:`plot_robustness_curves` read of a report (a
-    :class:`~signattack.evaluation.RobustnessReport` has it all)."""
+    """What [`plot_report`][signattack.plots.plot_report] and
+    [`plot_robustness_curves`][signattack.plots.plot_robustness_curves] read of a report (a
+    [`RobustnessReport`][signattack.evaluation.RobustnessReport] has it all)."""
 
     @property
     def eps(self) -> tuple[float, ...]: ...

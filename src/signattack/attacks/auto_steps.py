@@ -1,18 +1,20 @@
 """APGD's update rule (Croce & Hein, 2020): momentum, and a step size that adapts itself.
 
-See :mod:`signattack.attacks.apgd` for the algorithm; this module holds the rule that
-:func:`~signattack.attacks.loop.iterate` runs, and the schedule of its checkpoints.
+See `signattack.attacks.apgd` for the algorithm; this module holds the rule that
+[`iterate`][signattack.attacks.loop.iterate] runs, and the schedule of its checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 from signattack._typing import Amount, Array, device_of, namespace
-from signattack.core.kernels import clip, signed_unit
+from signattack.core.kernels import clip
+from signattack.core.linf import LINF
+from signattack.core.norms import Feasible, Norm
 from signattack.core.rules import Evaluated, Start, required
 
 __all__ = ["AutoSteps", "checkpoints"]
@@ -59,15 +61,26 @@ class _AutoState:
 
 @dataclass(frozen=True)
 class AutoSteps:
-    """APGD's update rule (see the module docs) for :func:`~signattack.attacks.loop.iterate`.
+    """APGD's update rule (see the module docs) for [`iterate`][signattack.attacks.loop.iterate].
+
+    The geometry is the norm's: the step follows ``norm.direction`` of the gradient (its sign under
+    L-inf, ``g / ||g||_2`` under L2) and every point is projected onto ``feasible``, the eps-ball
+    intersected with the box.
 
     Attributes:
-        low: Lower limits of the feasible set.
+        low: Lower element-wise limits of the feasible set: the set itself under L-inf, a
+            box that holds it under another norm.
         high: Upper limits.
         eps: The radius, for the initial step size ``2 * eps``.
         rho: The share of improving steps below which condition 1 halves the step.
-        marks: The checkpoints, from :func:`checkpoints`.
+        marks: The checkpoints, from [`checkpoints`][signattack.attacks.auto_steps.checkpoints].
         direction: ``+1`` to ascend the loss, ``-1`` to descend it (targeted).
+        norm: The norm of the ball ([`LINF`][signattack.core.linf.LINF] by default).
+        feasible: The feasible set of the call (from ``norm.feasible``) that every point is
+            projected onto; ``None`` for the L-inf set ``[low, high]``.
+
+    Raises:
+        ValueError: ``feasible`` is missing for a norm other than L-inf.
     """
 
     low: Array
@@ -76,7 +89,17 @@ class AutoSteps:
     rho: float
     marks: tuple[int, ...]
     direction: float = 1.0
+    _: KW_ONLY
+    norm: Norm = LINF
+    feasible: Feasible | None = None
     needs_gradient: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.feasible is None and self.norm.name != "linf":
+            raise ValueError(
+                f"feasible must be the {self.norm.title} feasible set of the call "
+                "(from norm.feasible) for a norm other than L-inf, got None"
+            )
 
     def start(self, start: Start) -> _AutoState:
         """Everything at the first point; the best objective so far is ``-inf``."""
@@ -123,9 +146,15 @@ class AutoSteps:
         if step in self.marks:
             state, x, grad = self._check(state, step, grad)
         alpha = 1.0 if step == 0 else MOMENTUM
-        z = clip(x + state.eta * self.direction * signed_unit(grad, x.dtype), self.low, self.high)
-        moved = clip(x + alpha * (z - x) + (1 - alpha) * (x - state.previous), self.low, self.high)
+        z = self._project(x + state.eta * self.direction * self.norm.direction(grad, x.dtype))
+        moved = self._project(x + alpha * (z - x) + (1 - alpha) * (x - state.previous))
         return dataclasses.replace(state, x=moved, previous=x)
+
+    def _project(self, v: Array) -> Array:
+        """``v`` projected onto the feasible set."""
+        if self.feasible is None:
+            return clip(v, self.low, self.high)
+        return self.feasible.project(v)
 
     def finish(self, state: _AutoState, final: Evaluated | None) -> Array:
         """A fooling point where one was found, else the point of the highest objective."""

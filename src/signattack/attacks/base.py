@@ -1,5 +1,7 @@
-"""What every attack is and returns: the :class:`Attack` protocol, :class:`AttackResult`,
-and :class:`LinfAttack`, the base of signattack's own L-inf attacks."""
+"""What every attack is and returns: the [`Attack`][signattack.attacks.base.Attack] protocol,
+[`AttackResult`][signattack.attacks.base.AttackResult], and
+[`BallAttack`][signattack.attacks.base.BallAttack], the base of signattack's own attacks in the
+ball of a norm."""
 
 from __future__ import annotations
 
@@ -10,17 +12,20 @@ from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from signattack._fields import replaced
+from signattack._fields import field_values, replaced
 from signattack._host import to_values
 from signattack._io import html_table
 from signattack._typing import ArrayT, Model
+from signattack.backends.batch import Passes
+from signattack.core.linf import LINF
 from signattack.core.losses import LossFunction, LossName
+from signattack.core.norms import Norm, norm_of
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_real, check_seed, check_steps
 
-__all__ = ["Attack", "AttackResult", "EpsAttack", "LinfAttack", "PerSampleAttack"]
+__all__ = ["Attack", "AttackResult", "BallAttack", "EpsAttack", "LinfAttack", "PerSampleAttack"]
 
-Self = TypeVar("Self", bound="LinfAttack")
+Self = TypeVar("Self", bound="BallAttack")
 
 
 def store_checked(attack: object, name: str, checked: float) -> None:
@@ -49,13 +54,20 @@ class AttackResult(Generic[ArrayT]):
             target (targeted).
         queries: For a gradient-free attack, how many times the model was evaluated on each
             sample, ``(batch,)`` integers; ``None`` for gradient attacks.
-        distances: For a minimum-norm attack (:class:`~signattack.FABT`), the L-inf
-            distance of the closest adversarial point found per sample, ``(batch,)``, within
-            the radius or not (``0`` where the clean input is misclassified, ``inf`` where
-            none was found); ``None`` for the others. Where ``success`` holds it is the
-            distance of the point returned (rounded, for integer images); elsewhere the
-            input comes back unchanged and the distance exceeds ``eps``, so that
-            ``success == (distances <= eps)``.
+        distances: For a minimum-norm attack ([`FABT`][signattack.FABT]), the distance in
+            the attack's norm (``attack.threat.geometry``) of the closest adversarial point found
+            per sample, ``(batch,)``, within the radius or not (``0`` where the clean input is
+            misclassified, ``inf`` where none was found); ``None`` for the others. Where ``success``
+            holds it is the distance of the point returned (rounded, for integer images); elsewhere
+            the input comes back unchanged and the distance exceeds ``eps``, so that ``success ==
+            (distances <= eps)``.
+        forward_passes: The cost of the call at the model: how many samples went through
+            its forward pass, over the whole batch, every step, restart, EOT draw and the final
+            evaluation (an evaluation of ``n`` samples counts ``n``). Early stopping lowers it: a
+            sample that succeeded is no longer evaluated. ``None`` where the attack that built the
+            result did not count.
+        backward_passes: Likewise, the samples through the model's backward pass (input
+            gradients): ``0`` for a gradient-free attack.
     """
 
     x_adv: ArrayT
@@ -64,6 +76,8 @@ class AttackResult(Generic[ArrayT]):
     success: ArrayT
     queries: ArrayT | None = None
     distances: ArrayT | None = None
+    forward_passes: int | None = None
+    backward_passes: int | None = None
 
     def _summary(self) -> list[tuple[str, str]]:
         x: object = self.x_adv
@@ -80,6 +94,10 @@ class AttackResult(Generic[ArrayT]):
             distances = to_values(self.distances)
             median = statistics.median(distances) if distances else float("nan")
             rows.append(("median distance found", f"{median:.4g}"))
+        if self.forward_passes is not None:
+            backward = self.backward_passes or 0
+            passes = f"{self.forward_passes:,} forward, {backward:,} backward"
+            rows.append(("model passes (samples)", passes))
         return rows
 
     def __repr__(self) -> str:
@@ -88,6 +106,32 @@ class AttackResult(Generic[ArrayT]):
 
     def _repr_html_(self) -> str:
         return html_table(("", "AttackResult"), self._summary(), left={0, 1})
+
+
+def attack_result(
+    passes: Passes,
+    x_adv: ArrayT,
+    losses: ArrayT,
+    predictions: ArrayT,
+    success: ArrayT,
+    *,
+    queries: ArrayT | None = None,
+    distances: ArrayT | None = None,
+) -> AttackResult[ArrayT]:
+    """The [`AttackResult`][signattack.attacks.base.AttackResult] of an attack whose model was
+    evaluated through one batch, with the sample-passes that batch counted (``batch.passes``, read
+    now: call it after
+    the attack's last evaluation of the model)."""
+    return AttackResult(
+        x_adv,
+        losses,
+        predictions,
+        success,
+        queries=queries,
+        distances=distances,
+        forward_passes=passes.forward,
+        backward_passes=passes.backward,
+    )
 
 
 def _dtype_name(x: object) -> str:
@@ -107,9 +151,9 @@ def _mean(values: list[bool | int | float]) -> float:
 class Attack(Protocol):
     """An adversarial attack: a callable that turns a batch into an adversarial batch.
 
-    Any object with these two methods is an attack; :class:`~signattack.FGSM`,
-    :class:`~signattack.IteratedSign`, :class:`~signattack.APGD` and
-    :class:`~signattack.APGDT` are four.
+    Any object with these two methods is an attack; [`FGSM`][signattack.FGSM],
+    [`IteratedSign`][signattack.IteratedSign], [`APGD`][signattack.APGD] and
+    [`APGDT`][signattack.APGDT] are four.
     """
 
     def __call__(self, model: Model[ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
@@ -123,12 +167,12 @@ class Attack(Protocol):
 
 @runtime_checkable
 class EpsAttack(Attack, Protocol):
-    """An attack under the L-inf threat model that an evaluation can sweep over radii.
+    """An attack in the ball of a norm that an evaluation can sweep over radii.
 
-    What :func:`~signattack.evaluation.evaluate` needs beyond :class:`Attack`: the radius and
-    a copy at another radius, the box every input must lie in, the seed, and ``run`` with
-    an explicit generator, so that a resumed or sharded evaluation draws what an
-    uninterrupted one draws. Every attack of signattack is one.
+    What [`evaluate`][signattack.evaluation.evaluate] needs beyond
+    [`Attack`][signattack.attacks.base.Attack]: the radius and a copy at another radius, the box
+    every input must lie in, the seed, and ``run`` with an explicit generator, so that a resumed or
+    sharded evaluation draws what an uninterrupted one draws. Every attack of signattack is one.
     """
 
     @property
@@ -165,30 +209,36 @@ class EpsAttack(Attack, Protocol):
 
 @runtime_checkable
 class PerSampleAttack(EpsAttack, Protocol):
-    """An :class:`EpsAttack` that can also give every sample a radius of its own.
+    """An [`EpsAttack`][signattack.attacks.base.EpsAttack] that can also give every sample a radius
+    of its own.
 
-    What :func:`~signattack.evaluation.smallest_breaking_eps` needs to bisect every sample's
-    radius in one batch. :class:`~signattack.IteratedSign` and :class:`~signattack.FGSM`
-    are two.
+    What [`smallest_breaking_eps`][signattack.evaluation.smallest_breaking_eps] needs to bisect
+    every sample's radius in one batch. [`IteratedSign`][signattack.IteratedSign] and
+    [`FGSM`][signattack.FGSM] are two.
     """
 
     def run_per_sample(
         self, model: Model[ArrayT], x: ArrayT, y: ArrayT, eps: ArrayT
     ) -> AttackResult[ArrayT]:
-        """:meth:`run` with radius ``eps[i]`` for sample ``i`` (``eps`` of shape
+        """`run` with radius ``eps[i]`` for sample ``i`` (``eps`` of shape
         ``(batch,)``, in ``x``'s library and on its device)."""
         ...
 
 
-class LinfAttack(ABC):
-    """The part that signattack's L-inf attacks share; an attack adds its rule and its run.
+class BallAttack(ABC):
+    """The part that signattack's attacks share; an attack adds its rule and its run.
 
     A subclass is a frozen dataclass with the fields ``eps``, ``bounds``, ``model_mode`` and
     ``seed`` (and ``early_stop``, ``targeted`` where it has them, checked as flags); its
-    ``__post_init__`` calls :meth:`_check` with the loss it climbs. The base checks the
-    shared settings once, keeps the validated :attr:`threat`, and provides ``with_eps`` and
-    ``__call__`` (``run(...).x_adv``). Each attack keeps its own fields, in its own order,
-    so that its signature and description read as its paper writes it.
+    ``__post_init__`` calls `_check` with the loss it climbs. The base checks the shared settings
+    once, keeps the validated `threat`, and provides ``with_eps`` and ``__call__``
+    (``run(...).x_adv``). Each attack keeps its own fields, in its own order, so that its signature
+    and description read as its paper writes it.
+
+    The norm of the ball: an attack that works in more than one declares a dataclass field ``norm:
+    NormName = "linf"``, which `_check` validates (a ``ValueError`` naming ``norm``) and the
+    `threat` carries; an attack without that field works in [`LINF`][signattack.core.linf.LINF]
+    (`fixed_norm`, which a subclass may set to another norm it alone works in).
     """
 
     eps: float
@@ -198,6 +248,8 @@ class LinfAttack(ABC):
     gradient_free: ClassVar[bool] = False
     """Whether the attack never asks for a gradient, so that gradient masking cannot fool
     it: an evaluation flags samples it breaks that the gradient attacks left robust."""
+    fixed_norm: ClassVar[Norm] = LINF
+    """The norm of an attack that has no ``norm`` field."""
 
     def _check(
         self, loss: LossName | LossFunction, *flags: str, counts: tuple[str, ...] = ()
@@ -208,16 +260,29 @@ class LinfAttack(ABC):
         store_checked(self, "eps", check_real("eps", self.eps))
         for count in counts:
             store_checked(self, count, check_steps(getattr(self, count), count))
-        threat = ThreatModel(self.bounds, loss, self.model_mode)
+        threat = ThreatModel(self.bounds, loss, self.model_mode, self._norm())
         object.__setattr__(self, "bounds", threat.box)
         object.__setattr__(self, "_threat", threat)
         check_seed(self.seed)
         for flag in flags:
             check_flag(flag, getattr(self, flag))
 
+    def _norm(self) -> Norm:
+        """The attack's norm: its ``norm`` field, checked (a name given in another spelling,
+        ``"L2"``, is stored as the norm's own name), or `fixed_norm`."""
+        fields = field_values(self) or {}
+        if "norm" not in fields:
+            return self.fixed_norm
+        given = fields["norm"]
+        norm = norm_of(given)  # type: ignore[arg-type]
+        if isinstance(given, str) and given != norm.name:
+            object.__setattr__(self, "norm", norm.name)
+        return norm
+
     @property
     def threat(self) -> ThreatModel:
-        """The box, the loss and the model's mode, as one validated value."""
+        """The box, the loss, the model's mode and the norm, as one validated value
+        (``threat.geometry`` is the attack's [`Norm`][signattack.core.norms.Norm])."""
         threat: ThreatModel = self.__dict__["_threat"]
         return threat
 
@@ -260,3 +325,9 @@ class LinfAttack(ABC):
         rng: np.random.Generator | None = None,
     ) -> AttackResult[ArrayT]:
         """The adversarial batch with its loss trace, predictions and success."""
+
+
+LinfAttack = BallAttack
+"""The former name of [`BallAttack`][signattack.attacks.base.BallAttack] (deprecated): the base of
+the attacks, whatever
+their norm."""

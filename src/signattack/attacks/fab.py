@@ -1,35 +1,36 @@
 r"""FAB-T (Croce & Hein, ICML 2020, "Minimally distorted adversarial examples with a fast
-adaptive boundary attack") under L-inf: the targeted version that AutoAttack runs.
+adaptive boundary attack"): the targeted version that AutoAttack runs, under L-inf or L2.
 
-FAB looks for the adversarial point closest to the clean input ``x0``. For a target class
-``t`` (of rank 2, 3, ... of the clean logits) it follows the boundary ``z_t = z_y`` of the
-two classes: at the current point ``x`` it linearizes ``g = z_t - z_y``,
+FAB looks for the adversarial point closest to the clean input ``x0``. For a target class ``t`` (of
+rank 2, 3, ... of the clean logits) it follows the boundary ``z_t = z_y`` of the two classes: at the
+current point ``x`` it linearizes ``g = z_t - z_y``,
 
     g(p) ~ g(x) + grad g(x) . (p - x),
 
-and projects both ``x`` and ``x0`` onto the hyperplane ``g = 0`` intersected with the box,
-each by the smallest L-inf move (``d1`` and ``d2``). The step mixes the two, biased towards
-the original point and extrapolated by ``eta``:
+and projects both ``x`` and ``x0`` onto the hyperplane ``g = 0`` intersected with the box, each by
+the smallest move in the attack's norm (``d1`` and ``d2``, `signattack.core.hyperplane`). The step
+mixes the two, biased towards the original point and extrapolated by ``eta``:
 
-    alpha = min(|d1| / (|d1| + |d2|), alpha_max)
-    x <- clip((x + eta d1) (1 - alpha) + (x0 + eta d2) alpha)
+    alpha = min(||d1|| / (||d1|| + ||d2||), alpha_max) x <- clip((x + eta d1) (1 - alpha) + (x0 +
+    eta d2) alpha)
 
-Where ``x`` is adversarial it is recorded if it is the closest so far, and the search steps
-back towards the original point, ``x <- x0 + beta (x - x0)``, to cross the boundary closer.
-Restarts after the first start at a random point of half the ball.
+Where ``x`` is adversarial it is recorded if it is the closest so far (distances in the norm), and
+the search steps back towards the original point, ``x <- x0 + beta (x - x0)``, to cross the boundary
+closer. Restarts after the first start at a random point at half the radius, in the norm's geometry:
+a direction uniform in the cube under L-inf, an isotropic Gaussian one under L2 (the authors'
+starts).
 
-One gradient a step per target class (the gradient of ``z_t - z_y``): no Jacobian over all
-classes, which is what makes untargeted FAB slow on many classes. A step makes one forward
-and one backward pass, where the authors' code makes one more forward pass to check the new
-point; here the check is the next step's forward pass, and after a success the next step
-projects the stepped-back point onto the hyperplane of the point just checked (the authors'
-code linearizes again at the stepped-back point).
+One gradient a step per target class (the gradient of ``z_t - z_y``): no Jacobian over all classes,
+which is what makes untargeted FAB slow on many classes. A step makes one forward and one backward
+pass, where the authors' code makes one more forward pass to check the new point; here the check is
+the next step's forward pass, and after a success the next step projects the stepped-back point onto
+the hyperplane of the point just checked (the authors' code linearizes again at the stepped-back
+point).
 
-The projection onto ``{p : w . p = b}`` within the box under L-inf has a closed form in the
-smallest radius ``delta`` at which moving every coordinate by ``min(delta, room_i)`` (its
-room to the box, in the direction that changes ``w . p`` the right way) closes the gap; the
-reach is increasing and piecewise linear in ``delta``, and ``delta`` is found by bisection
-on it and then solved for exactly on its linear piece.
+Everything geometric is asked of the norm (`signattack.core.norms`): the distances, the projection
+onto the ball of the point returned, the check that it lies in the ball, and the rounding of integer
+images; the hyperplane projections live in `signattack.core.hyperplane`
+([`project_linf`][signattack.attacks.fab.project_linf] is importable from here too).
 """
 
 from __future__ import annotations
@@ -42,67 +43,22 @@ from typing import ClassVar
 import numpy as np
 
 from signattack._host import to_numpy
-from signattack._typing import Array, ArrayT, Model, device_of, moved, namespace, returned
-from signattack.attacks.base import AttackResult, LinfAttack
+from signattack._typing import Array, ArrayT, Model, device_of, namespace, returned
+from signattack.attacks.base import AttackResult, BallAttack, attack_result
 from signattack.attacks.loop import iterate
 from signattack.attacks.restarts import Runs, still_robust, sub_batch, target_labels
 from signattack.backends.batch import Batch, open_threat
-from signattack.core.kernels import ball_box_limits, clip, take_samples
+from signattack.core.hyperplane import hyperplane_move, project_linf
+from signattack.core.kernels import take_samples
+from signattack.core.linf import LINF
 from signattack.core.losses import TARGETED_MARGIN
+from signattack.core.norms import Feasible, Norm, NormName, widest_float
 from signattack.core.rules import Evaluated, Start, required
 from signattack.core.streams import Purpose, SampleStreams
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import Bounds, check_real, generator
 
 __all__ = ["FABT", "FabSteps", "project_linf"]
-
-_HALVINGS = 40
-"""Bisection steps for the projection's radius: 2**-40 of the largest room, below float64's
-resolution of any radius that matters and far below float32's."""
-
-
-def project_linf(p: Array, w: Array, gap: Array, lower: float, upper: float) -> Array:
-    """The smallest L-inf move ``d`` with ``w . d = -gap`` and ``p + d`` in the box, per row.
-
-    Args:
-        p: Points, ``(batch, n)``, inside ``[lower, upper]``.
-        w: The hyperplanes' normals, ``(batch, n)``.
-        gap: ``w . p - b`` per row, ``(batch,)``: how far each point is from its hyperplane
-            ``w . x = b``, in units of ``w``.
-        lower: The box's lower limit.
-        upper: The box's upper limit.
-
-    Returns:
-        ``d`` of ``p``'s shape. Where the hyperplane does not meet the box, the move to the
-        corner of the box closest to it (every coordinate as far as it can go).
-    """
-    xp = namespace(p)
-    direction = -xp.sign(gap)[:, None] * xp.sign(w)  # the way each coordinate should go
-    room = xp.where(direction > 0, upper - p, xp.where(direction < 0, p - lower, 0.0))
-    room = xp.maximum(room, 0.0)
-    weight = xp.abs(w) * xp.abs(direction)
-    needed = xp.abs(gap)
-
-    def reach(radius: Array) -> Array:
-        return xp.sum(weight * xp.minimum(radius[:, None], room), axis=1)
-
-    low = xp.zeros_like(needed)
-    high = xp.max(room, axis=1)
-    feasible = reach(high) >= needed
-    for _ in range(_HALVINGS):
-        middle = (low + high) / 2
-        enough = reach(middle) >= needed
-        high = xp.where(enough, middle, high)
-        low = xp.where(enough, low, middle)
-    # On [low, high] the coordinates with room <= low are saturated and the rest move by
-    # radius: reach is linear there, and radius solves it exactly.
-    saturated = room <= low[:, None]
-    fixed = xp.sum(xp.where(saturated, weight * room, 0.0), axis=1)
-    slope = xp.sum(xp.where(saturated, 0.0, weight), axis=1)
-    exact = (needed - fixed) / xp.where(slope > 0, slope, 1.0)
-    radius = xp.where(slope > 0, xp.clip(exact, low, high), high)
-    radius = xp.where(feasible, radius, xp.max(room, axis=1))
-    return direction * xp.minimum(radius[:, None], room)
 
 
 @dataclass(frozen=True)
@@ -112,7 +68,8 @@ class _FabState:
     Attributes:
         x: The point evaluated next.
         best: The closest adversarial point found (the clean point while none is).
-        distance: Its L-inf distance to the clean point, ``inf`` while none is found.
+        distance: Its distance to the clean point in the norm, in the library's widest
+            float, ``inf`` while none is found.
         original: The clean point.
     """
 
@@ -135,6 +92,7 @@ class FabSteps:
         alpha_max: The largest weight of the step from the original point.
         eta: The extrapolation of both projections (overshooting the boundary).
         beta: How far back towards the original point to step after a success.
+        norm: The norm of the projections and the distances: L-inf (default) or L2.
     """
 
     needs_gradient: ClassVar[bool] = True
@@ -144,11 +102,13 @@ class FabSteps:
     alpha_max: float = 0.1
     eta: float = 1.05
     beta: float = 0.9
+    norm: Norm = LINF
 
     def start(self, start: Start) -> _FabState:
         xp = namespace(start.x)
         shape = (start.x.shape[0],)
-        distance = xp.full(shape, math.inf, dtype=start.x.dtype, device=device_of(start.x))
+        wide = widest_float(start.x)
+        distance = xp.full(shape, math.inf, dtype=wide, device=device_of(start.x))
         return _FabState(start.begin, start.x, distance, start.x)
 
     def point(self, state: _FabState) -> Array:
@@ -161,84 +121,94 @@ class FabSteps:
         gradient = required(grad)
         batch, shape = state.x.shape[0], state.x.shape
         per_sample = (-1,) + (1,) * (len(shape) - 1)
-        best, distance = _closer(state, state.x, fooled)
+        best, distance = self._closer(state, state.x, fooled)
         # After a success, step back towards the original point before projecting.
         back = state.original + self.beta * (state.x - state.original)
         here = xp.where(xp.reshape(fooled, per_sample), back, state.x)
         w = xp.reshape(gradient, (batch, -1))
+        w = xp.where(xp.isnan(w), 0.0, w)  # a NaN partial moves nothing, and never spreads
         flat, origin = xp.reshape(here, (batch, -1)), xp.reshape(state.original, (batch, -1))
         # The linearization at the evaluated point, g(p) = g(x) + w . (p - x), at both points.
         at_x = xp.reshape(state.x, (batch, -1))
         gap_here = losses + xp.sum(w * (flat - at_x), axis=1)
         gap_origin = losses + xp.sum(w * (origin - at_x), axis=1)
-        d1 = project_linf(flat, w, gap_here, self.lower, self.upper)
-        d2 = project_linf(origin, w, gap_origin, self.lower, self.upper)
+        d1 = hyperplane_move(self.norm, flat, w, gap_here, self.lower, self.upper)
+        d2 = hyperplane_move(self.norm, origin, w, gap_origin, self.lower, self.upper)
         smallest = 1e-8 * (self.upper - self.lower)
-        a1 = xp.maximum(xp.max(xp.abs(d1), axis=1), smallest)
-        a2 = xp.maximum(xp.max(xp.abs(d2), axis=1), smallest)
-        alpha = xp.clip(a1 / (a1 + a2), 0.0, self.alpha_max)[:, None]
+        # The sizes in the widest float (an L2 norm overflows float16), alpha in x's dtype.
+        a1 = xp.maximum(self.norm.distance(d1), smallest)
+        a2 = xp.maximum(self.norm.distance(d2), smallest)
+        alpha = xp.astype(xp.clip(a1 / (a1 + a2), 0.0, self.alpha_max), flat.dtype)[:, None]
         stepped = (flat + self.eta * d1) * (1 - alpha) + (origin + self.eta * d2) * alpha
         following = xp.reshape(xp.clip(stepped, self.lower, self.upper), shape)
         return _FabState(following, best, distance, state.original)
 
     def finish(self, state: _FabState, final: Evaluated | None) -> Array:
-        if final is None:
-            return state.best
-        best, _ = _closer(state, final.x, final.success)
-        return best
+        return self.closest(state, final)[0]
 
     def closest(self, state: _FabState, final: Evaluated | None) -> tuple[Array, Array]:
         """The closest adversarial point and its distance, the final iterate included."""
         if final is None:
             return state.best, state.distance
-        return _closer(state, final.x, final.success)
+        return self._closer(state, final.x, final.success)
+
+    def _closer(self, state: _FabState, x: Array, fooled: Array) -> tuple[Array, Array]:
+        """The closest adversarial point and its distance, ``x`` counted where ``fooled``."""
+        xp = namespace(x)
+        distance = self.norm.distance(x - state.original)
+        closer = xp.logical_and(fooled, distance < state.distance)
+        return (
+            xp.where(xp.reshape(closer, _per_sample(x)), x, state.best),
+            xp.where(closer, distance, state.distance),
+        )
 
 
-def _closer(state: _FabState, x: Array, fooled: Array) -> tuple[Array, Array]:
-    """The closest adversarial point and its distance, ``x`` counted where ``fooled``."""
-    xp = namespace(x)
-    batch = x.shape[0]
-    distance = xp.max(xp.abs(xp.reshape(x - state.original, (batch, -1))), axis=1)
-    closer = xp.logical_and(fooled, distance < state.distance)
-    per_sample = (-1,) + (1,) * (x.ndim - 1)
-    return (
-        xp.where(xp.reshape(closer, per_sample), x, state.best),
-        xp.where(closer, distance, state.distance),
-    )
-
-
-def _half_ball(
-    x: Array, radius: float, bounds: Bounds, streams: SampleStreams, purpose: Purpose
+def _restart_point(
+    x: Array, radius: float, norm: Norm, bounds: Bounds, streams: SampleStreams, purpose: Purpose
 ) -> Array:
-    """A random point at L-inf distance ``radius / 2`` from each sample, drawn from the
-    sample's own stream for ``purpose`` and clipped to the box: where a restart starts."""
+    """A random point at distance ``radius / 2`` from each sample in ``norm``, clipped to
+    the box: where a restart starts (the authors' start).
+
+    The direction is the norm's random point of its unit ball around zero
+    ([`random_point`][signattack.core.norms.Feasible.random_point], from the sample's own draws for
+    ``purpose``: uniform in the cube under L-inf, an isotropic Gaussian direction under L2) scaled
+    to unit norm. A radius beyond the box's diameter in the norm is taken as that diameter (an
+    infinite radius starts half the box away, not at a corner).
+    """
     xp = namespace(x)
-    unit = xp.asarray(streams.uniform(purpose, tuple(x.shape[1:])), dtype=x.dtype)
-    unit = moved(unit, device_of(x))
-    axes = tuple(range(1, x.ndim))
-    largest = xp.max(xp.abs(unit), axis=axes, keepdims=True)
-    return xp.clip(x + unit / xp.maximum(largest, 1e-12) * (radius / 2), *bounds)
+    draws = streams.uniform(purpose, tuple(x.shape[1:]))
+    unit = norm.feasible(xp.zeros_like(x), 1.0, -1.0, 1.0).random_point(draws)
+    size = xp.astype(norm.distance(unit), x.dtype)
+    direction = unit / xp.reshape(xp.maximum(size, 1e-12), _per_sample(x))
+    lower, upper = bounds
+    side = xp.full((1, *x.shape[1:]), upper - lower, dtype=x.dtype, device=device_of(x))
+    reach = min(radius, float(norm.distance(side)[0]))
+    if not math.isfinite(reach):  # no box and no radius: nothing to scale a start by
+        return x
+    return xp.clip(x + direction * (reach / 2), lower, upper)
 
 
 @dataclass(frozen=True)
-class FABT(LinfAttack):
-    r"""FAB-T (Croce & Hein, 2020) under L-inf: the closest adversarial point found by
-    following the boundary to each of the top ``target_classes`` other classes in turn.
+class FABT(BallAttack):
+    r"""FAB-T (Croce & Hein, 2020) under L-inf or L2: the closest adversarial point found
+    by following the boundary to each of the top ``target_classes`` other classes in turn.
 
-    See :mod:`signattack.attacks.fab` for the algorithm. As an attack with a radius it
+    See `signattack.attacks.fab` for the algorithm. As an attack with a radius it
     returns, per sample, the closest adversarial point it found if that lies within ``eps``
     of the input, and the input otherwise, so that it can stand in a suite beside APGD; the
-    distances of the closest points, within ``eps`` or not, come back in
-    :attr:`~signattack.AttackResult.distances`: a per-sample minimal radius (an upper bound
-    of it) from one run. ``eps`` also sets the random starts of the restarts (within half
-    the ball). Untargeted in effect: ``y`` are the true labels, and success is any other
+    distances of the closest points in the norm, within ``eps`` or not, come back in
+    `distances`: a per-sample minimal radius (an upper bound
+    of it) from one run. ``eps`` also sets the random starts of the restarts (at half the
+    radius). Untargeted in effect: ``y`` are the true labels, and success is any other
     class. Success, the point and the distance describe the same point: the closest point
-    found is rounded for integer images (and projected onto the ball where it lies within
-    the radius), the model is evaluated there, success is judged and the distance measured
-    there, and a sample not fooled comes back exactly unchanged.
+    found is rounded for integer images (inside the ball, where it lies within the radius)
+    or projected onto the ball (where it lies within the radius), the model is evaluated
+    there, success is judged and the distance measured there, and a sample not fooled
+    comes back exactly unchanged; ``success == (distances <= eps)`` in the dtype of the
+    distances.
 
     Args:
-        eps: Radius of the L-inf ball, ``>= 0``.
+        eps: Radius of the ball, ``>= 0``.
         steps: Iterations per target class and restart (100 in AutoAttack).
         target_classes: How many target classes to try (at most the number of classes less
             one).
@@ -251,13 +221,15 @@ class FABT(LinfAttack):
             keyed by the seed (or the ``rng`` of the call), by the sample's values and
             label, the target class and the restart: a sample's draws do not depend on
             the batch it comes in (its point only up to the model's own rounding, see
-            :mod:`signattack.core.streams`).
+            `signattack.core.streams`).
         model_mode: How to run an ``nn.Module``.
+        norm: The norm of the ball and the distances: ``"linf"`` (default) or ``"l2"``
+            (the paper's L2 version: projections, distances and restarts in L2).
 
     Raises:
         TypeError: A parameter has the wrong type.
-        ValueError: A parameter is out of range; at run time, a model of fewer than two
-            classes.
+        ValueError: A parameter is out of range (an unknown ``norm`` among them); at run
+            time, a model of fewer than two classes.
     """
 
     gradient_free: ClassVar[bool] = False
@@ -273,11 +245,13 @@ class FABT(LinfAttack):
     bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
     seed: int | None = None
     model_mode: ModelMode = "eval"
+    norm: NormName = "linf"
 
     @property
     def name(self) -> str:
-        """``FAB-T``, the paper's name."""
-        return "FAB-T"
+        """``FAB-T``, the paper's name, with the norm where it is not L-inf (``FAB-T (L2)``)."""
+        norm = self.threat.geometry
+        return "FAB-T" if norm.name == "linf" else f"FAB-T ({norm.title})"
 
     def __post_init__(self) -> None:
         self._check(TARGETED_MARGIN, counts=("steps", "restarts", "target_classes"))
@@ -313,8 +287,12 @@ class FABT(LinfAttack):
                 if runs is None:
                     losses, _ = batch.evaluate(batch.x, labels)
                     runs = Runs.clean(batch, losses, fooled, self.steps)
-                    zero = xp.zeros_like(runs.best)
-                    runs = dataclasses.replace(runs, best=xp.where(fooled, zero, runs.best))
+                    # Minus the distance found, in the widest float: 0 where the clean
+                    # input is misclassified, -inf where nothing was found yet.
+                    wide = widest_float(batch.x)
+                    nothing = xp.full(fooled.shape, -math.inf, dtype=wide, device=device_of(fooled))
+                    found = xp.where(fooled, xp.zeros_like(nothing), nothing)
+                    runs = dataclasses.replace(runs, best=found)
                 runs = self._targets(batch, runs, labels, streams, rank)
             if runs is None:  # pragma: no cover - target_classes >= 1 and classes >= 2
                 raise RuntimeError("FABT ran no target class")
@@ -327,9 +305,11 @@ class FABT(LinfAttack):
         robust; restart ``r >= 1`` starts every sample at a random point of its own stream
         for ``("fab-t", rank, r)``."""
         xp = namespace(batch.x)
+        norm = batch.norm
         radius = batch.radius(self.eps)
-        low, high = ball_box_limits(batch.x, radius, *batch.bounds)
-        rule = FabSteps(*batch.bounds, alpha_max=self.alpha_max, eta=self.eta, beta=self.beta)
+        rule = FabSteps(
+            *batch.bounds, alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, norm=norm
+        )
         for restart in range(self.restarts):
             todo, index, count = still_robust(batch, runs)
             if count == 0:
@@ -339,19 +319,23 @@ class FABT(LinfAttack):
             if restart > 0:
                 part_streams = streams.take(to_numpy(index))
                 purpose = ("fab-t", rank, restart)
-                begin = _half_ball(part.x, radius, batch.bounds, part_streams, purpose)
-            part_low, part_high = take_samples(low, index), take_samples(high, index)
+                begin = _restart_point(part.x, radius, norm, batch.bounds, part_streams, purpose)
+            feasible = norm.feasible(part.x, radius, *batch.bounds)
+            # The rule reads no limits; the L-inf set of the same radius holds the ball of
+            # either norm, so its limits are limits of the feasible set.
+            cube = LINF.feasible(part.x, radius, *batch.bounds)
             outcome = iterate(
                 part,
                 rule,
-                Start(part.x, part_low, part_high, radius, 0.0, begin),
+                Start(part.x, cube.low, cube.high, radius, 0.0, begin),
                 self.steps,
                 loss_labels=take_samples(labels, index),
                 final=part.rounded(radius),
             )
             best, distance = rule.closest(outcome.state, outcome.final)
-            point, fooled, reached = _confirmed(part, best, distance, radius, part_low, part_high)
-            within = xp.logical_and(fooled, reached <= radius)
+            point, fooled, reached = _confirmed(part, best, distance, radius, feasible)
+            inside = xp.logical_and(reached <= radius, _within(part, point, radius))
+            within = xp.logical_and(fooled, inside)
             chosen = xp.where(xp.reshape(within, _per_sample(point)), point, part.x)
             trace = xp.stack(outcome.rows)[:, :count]
             runs = runs.fold(todo, chosen[:count, ...], trace, within[:count], -reached[:count])
@@ -362,52 +346,78 @@ def _per_sample(x: Array) -> tuple[int, ...]:
     return (-1,) + (1,) * (x.ndim - 1)
 
 
-def _linf(x: Array, x0: Array) -> Array:
-    """Per sample, ``max |x - x0|``, in their dtype."""
-    xp = namespace(x)
-    return xp.max(xp.abs(xp.reshape(x - x0, (x.shape[0], -1))), axis=1)
-
-
 def _confirmed(
-    part: Batch, best: Array, distance: Array, radius: float, low: Array, high: Array
+    part: Batch, best: Array, distance: Array, radius: float, feasible: Feasible
 ) -> tuple[Array, Array, Array]:
     """The closest point a run found, as the caller would get it, judged there.
 
-    For integer images the point is rounded (a point within the radius stays within it);
-    for floating ones a point within the radius is projected onto the ball exactly. The
-    model is evaluated at that point: the point, whether it fools the model, and its
-    distance (``inf`` where it does not fool it), so that success, distance and point
+    Where the point lies within the radius it is brought into the ball exactly: rounded
+    inside it for integer images (the norm's rounding), projected onto it otherwise;
+    elsewhere integer images are rounded to the nearest integers. The model is evaluated
+    at that point: the point, whether it fools the model, and its distance in the widest
+    float (``inf`` where it does not fool the model), so that success, distance and point
     describe the same point.
     """
     xp = namespace(best)
+    near = distance <= radius
     if part.integer:
-        point = part.rounded(math.inf)(best)
+        inside, nearest = part.rounded(radius)(best), part.rounded(math.inf)(best)
+        point = xp.where(xp.reshape(near, _per_sample(best)), inside, nearest)
     else:
-        near = xp.reshape(distance <= radius, _per_sample(best))
-        point = xp.where(near, clip(best, low, high), best)
+        point = xp.where(xp.reshape(near, _per_sample(best)), feasible.project(best), best)
     predictions = xp.argmax(part.logits(point), axis=1)
     fooled = xp.logical_and(xp.isfinite(distance), xp.not_equal(predictions, part.labels))
-    return point, fooled, xp.where(fooled, _linf(point, part.x), math.inf)
+    reached = part.norm.distance(point - part.x)
+    return point, fooled, xp.where(fooled, reached, math.inf)
+
+
+def _within(batch: Batch, point: Array, radius: float) -> Array:
+    """Whether each point lies in the ball of ``radius`` and the box, as the norm judges."""
+    return batch.norm.within(point, batch.x, radius, (batch.bounds.lower, batch.bounds.upper))
 
 
 def _closest_result(batch: Batch, runs: Runs, eps: float, caller: ArrayT) -> AttackResult[ArrayT]:
     """The chosen points evaluated once more as the caller gets them. Where the model is
-    fooled there: the point and its distance. Elsewhere: the input itself, unchanged, and
-    the distance of the closest point found beyond the radius (``inf`` where none was), so
-    that ``success`` holds exactly where ``distances <= eps``."""
+    fooled there (and the point lies within the radius): the point and its distance.
+    Elsewhere: the input itself, unchanged, and the distance of the closest point found
+    beyond the radius (``inf`` where none was), so that ``success`` holds exactly where
+    ``distances <= eps``, in the dtype of the distances (``x``'s working dtype)."""
     xp = namespace(batch.x)
     radius = batch.radius(eps)
     point = batch.rounded(radius)(runs.x)
     predictions = xp.argmax(batch.logits(point), axis=1)
-    success = xp.not_equal(predictions, batch.labels)
+    reached = batch.norm.distance(point - batch.x)
+    success = xp.logical_and(
+        xp.not_equal(predictions, batch.labels),
+        xp.logical_and(reached <= radius, _within(batch, point, radius)),
+    )
     point = xp.where(xp.reshape(success, _per_sample(point)), point, batch.x)
     found = -runs.best
     beyond = xp.where(found > radius, found, math.inf)
-    distances = xp.where(success, _linf(point, batch.x), beyond)
-    return AttackResult(
+    distances = _reported(xp.where(success, reached, beyond), success, eps, batch.x.dtype)
+    return attack_result(
+        batch.passes,
         returned(batch.to_input(point, radius), caller),
         returned(runs.trace, caller),
         returned(predictions, caller),
         returned(success, caller),
         distances=returned(distances, caller),
     )
+
+
+def _reported(distances: Array, success: Array, eps: float, dtype: object) -> Array:
+    """The distances (widest float) in ``dtype``, so that ``success == (distances <= eps)``
+    holds there, with ``eps`` rounded to ``dtype`` as a comparison rounds it: a distance
+    within the radius rounds to nearest (monotone, so it stays at most ``eps``), one beyond
+    it rounds up and above ``eps`` (an upper bound of the smallest radius stays one)."""
+    xp = namespace(distances)
+    where = device_of(distances)
+    nearest = xp.astype(distances, dtype)
+    up = xp.full(nearest.shape, math.inf, dtype=dtype, device=where)
+    rounded_up = xp.where(
+        xp.astype(nearest, distances.dtype) < distances, xp.nextafter(nearest, up), nearest
+    )
+    above = xp.nextafter(
+        xp.asarray(eps, dtype=dtype, device=where), xp.asarray(math.inf, dtype=dtype, device=where)
+    )
+    return xp.where(success, nearest, xp.maximum(rounded_up, above))

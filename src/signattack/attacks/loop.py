@@ -1,39 +1,34 @@
 """The one attack loop that every iterative attack shares.
 
-An attack is an :class:`~signattack.core.rules.UpdateRule`: where it starts, where the model
-is evaluated next, how it moves, and which point it returns. :func:`iterate` runs any rule
-for a number of steps: one forward pass a step at the rule's point (and one backward pass,
-where the rule needs the gradient), the loss trace, the success of every sample at every
-point it visited, and early stopping, which is a mask on the batch: a sample that succeeds
-leaves the batch the model sees, and its state stays as it was.
-A rule that says it is ``traceable`` (pure array code: see
-:class:`~signattack.core.rules.TraceableRule`) runs as one compiled computation on a backend
-that can compile loops (JAX); early stopping there is a mask over the whole batch.
+An attack is an [`UpdateRule`][signattack.core.rules.UpdateRule]: where it starts, where the model
+is evaluated next, how it moves, and which point it returns.
+[`iterate`][signattack.attacks.loop.iterate] runs any rule for a number of steps: one forward pass a
+step at the rule's point (and one backward pass, where the rule needs the gradient), the loss trace,
+the success of every sample at every point it visited, and early stopping, which is a mask on the
+batch: a sample that succeeds leaves the batch the model sees, and its state stays as it was. A rule
+that says it is ``traceable`` (pure array code: see
+[`TraceableRule`][signattack.core.rules.TraceableRule]) runs as one compiled computation on a
+backend that can compile loops (JAX); early stopping there is a mask over the whole batch.
 
-Everything is an array of the caller's library with the batch first; per-sample radii and
-steps are arrays shaped to broadcast over a sample. Without early stopping the loop never
-synchronises with the device.
+Everything is an array of the caller's library with the batch first; per-sample radii and steps are
+arrays shaped to broadcast over a sample. Without early stopping the loop never synchronises with
+the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeGuard, TypeVar, cast
 
 from signattack._fields import field_values, replaced
 from signattack._lazy import moved_attributes
-from signattack._typing import (
-    Amount,
-    Array,
-    device_of,
-    is_array,
-    moved,
-    namespace,
-)
+from signattack._typing import Array, is_array, namespace
 from signattack.backends.batch import Batch
-from signattack.core.kernels import clip, take_samples
+from signattack.core.kernels import take_samples
+from signattack.core.norms import Feasible
 from signattack.core.rules import Evaluated, Start, State, TraceableRule, UpdateRule
 from signattack.core.streams import Purpose, SampleStreams
 
@@ -48,7 +43,7 @@ __getattr__ = moved_attributes(__name__, {"Final": ("signattack.attacks", "Evalu
 
 @dataclass(frozen=True)
 class LoopResult(Generic[State]):
-    """What :func:`iterate` found.
+    """What [`iterate`][signattack.attacks.loop.iterate] found.
 
     Attributes:
         rows: Per-sample losses at every evaluated iterate: ``steps`` rows, and one more at
@@ -64,15 +59,12 @@ class LoopResult(Generic[State]):
     state: State
 
 
-def random_start(
-    x: Array, eps: Amount, low: Array, high: Array, streams: SampleStreams, purpose: Purpose
-) -> Array:
-    """A uniform random point of the ball around each sample of ``x``, drawn from the
-    sample's own stream for ``purpose`` (on the host, moved to ``x``'s device once) and
-    clipped to the feasible set."""
-    xp = namespace(x)
-    unit = xp.asarray(streams.uniform(purpose, tuple(x.shape[1:])), dtype=x.dtype)
-    return clip(x + moved(unit, device_of(x)) * eps, low, high)
+def random_start(feasible: Feasible, x: Array, streams: SampleStreams, purpose: Purpose) -> Array:
+    """A random point of the feasible set around each sample of ``x`` (uniform in the cube
+    under L-inf; see [`random_point`][signattack.core.norms.Feasible.random_point]), made from draws
+    in ``[-1, 1)`` from the sample's own stream for ``purpose`` (on the host, moved to
+    ``x``'s device once)."""
+    return feasible.random_point(streams.uniform(purpose, tuple(x.shape[1:])))
 
 
 def merge_where(mask: Array, new: T, old: T) -> T:
@@ -119,12 +111,16 @@ def iterate(
         loss_labels: What the loss takes as labels, when not ``batch.labels`` (targeted DLR
             takes classes and targets).
         early_stop: Freeze each sample once it succeeds and drop it from the batch the
-            model sees; costs one host synchronisation a step.
+            model sees; costs one host synchronisation a step. Under a rule that says it is
+            ``memoryless`` (the next state depends on the state and its gradient alone), a sample
+            whose iterate returns exactly to one of the last two (a fixed point or a 2-cycle) leaves
+            too, with the losses and the last iterate its cycle leads to: the same result, fewer
+            model passes.
         final: Evaluate the final iterate, mapped through ``final`` (the rounding of
             integer images, or the identity), with one more forward pass; ``None`` skips it.
 
     Returns:
-        The :class:`LoopResult`.
+        The [`LoopResult`][signattack.attacks.loop.LoopResult].
     """
     labels = batch.labels if loss_labels is None else loss_labels
 
@@ -179,6 +175,89 @@ class _Left:
     fooled: Array
 
 
+CYCLE_PERIODS = 2
+"""The longest cycle early stopping recognises: a fixed point (period 1) or two points in
+turn (period 2), the paths signed steps of a fixed size settle into at the ball's corners."""
+
+
+def _memoryless(rule: UpdateRule[State]) -> bool:
+    """Whether ``rule`` says it is memoryless: its state is the point the model sees, and
+    [`update`][signattack.core.rules.UpdateRule.update] and ``finish`` read the state and the
+    gradient alone, so that on a deterministic model the same state always leads on to the
+    same states (a rule that does not say so is not)."""
+    return bool(getattr(rule, "memoryless", False))
+
+
+class _Cycles:
+    """With early stopping and a memoryless rule: the samples whose path has become periodic.
+
+    A deterministic model at a point a sample already visited answers as it did there, so a
+    memoryless rule then retraces its steps: after ``s_{k+1} = s_{k+1-p}`` every later
+    state, loss and verdict repeats with period ``p``. Such a sample leaves the batch the
+    model sees, as a fooled one does, and its remaining losses and its last state are read
+    off the cycle: the result is the one the full loop computes. A repeat is taken as a
+    cycle only where the model confirmed it, giving the same loss, bit for bit, at the same
+    point one period apart (a randomized model does not), and only on states compared
+    exactly (equal values: no tolerance).
+    """
+
+    def __init__(self, steps: int, state: Array) -> None:
+        xp = namespace(state)
+        self.steps = steps
+        self.states = [state]  # the last CYCLE_PERIODS + 2 states, the newest last
+        self.period = xp.zeros((state.shape[0],), dtype=xp.int32)
+        self.ending = state  # where the periodic samples end, after the last step
+
+    @property
+    def periodic(self) -> Array:
+        """``(batch,)`` booleans: the samples on a cycle."""
+        return self.period > 0
+
+    def filled(self, rows: list[Array], losses: Array) -> Array:
+        """The row of the step ``len(rows)``: ``losses``, and for the periodic samples their
+        loss one period earlier."""
+        xp = namespace(losses)
+        for period in range(1, min(CYCLE_PERIODS, len(rows)) + 1):
+            losses = xp.where(xp.equal(self.period, period), rows[len(rows) - period], losses)
+        return losses
+
+    def see(self, rows: list[Array], state: Array, attacked: Array) -> None:
+        """Take the state after the step ``len(rows) - 1``, and mark the samples among
+        ``attacked`` (evaluated at that step, not fooled there) whose path closed a cycle."""
+        xp = namespace(state)
+        self.states = [*self.states[-CYCLE_PERIODS - 1 :], state]
+        step = len(rows) - 1  # the step just taken: s_{step+1} is the newest state
+        for period in range(1, CYCLE_PERIODS + 1):
+            if step - period < 0:
+                break
+            closed = xp.logical_and(attacked, xp.logical_not(self.periodic))
+            closed = xp.logical_and(closed, _equal(state, self.states[-1 - period]))
+            closed = xp.logical_and(closed, _equal(self.states[-2], self.states[-2 - period]))
+            closed = xp.logical_and(closed, xp.equal(rows[step], rows[step - period]))
+            # s_K = s_{K - p * j} for the smallest j that lands in s_{step+2-p} .. s_{step+1}.
+            back = (period - (self.steps - step - 1) % period) % period
+            self.ending = merge_where(closed, self.states[-1 - back], self.ending)
+            self.period = xp.where(closed, xp.asarray(period, dtype=self.period.dtype), self.period)
+
+    def rest(self, rows: list[Array]) -> None:
+        """Fill ``rows`` up to the last step: the periodic samples go round their cycle, the
+        others keep their last loss."""
+        while len(rows) < self.steps:
+            rows.append(self.filled(rows, rows[-1]))
+
+    def last(self, state: Array) -> Array:
+        """The state after the last step: on a cycle, where the cycle is then."""
+        return merge_where(self.periodic, self.ending, state)
+
+
+def _equal(a: Array, b: Array) -> Array:
+    """``(batch,)`` booleans: whether the two states are equal at every element."""
+    xp = namespace(a)
+    size = math.prod(int(side) for side in a.shape[1:])
+    flat = (a.shape[0], size)
+    return xp.all(xp.equal(xp.reshape(a, flat), xp.reshape(b, flat)), axis=1)
+
+
 def _eager_steps(
     batch: Batch,
     rule: UpdateRule[State],
@@ -189,7 +268,9 @@ def _eager_steps(
     early_stop: bool,
 ) -> tuple[list[Array], State]:
     """The loop one step at a time: the rows of losses (``steps`` of them) and the last
-    state. With ``early_stop``, the samples that succeeded leave the batch the model sees."""
+    state. With ``early_stop``, the samples that succeeded leave the batch the model sees,
+    and so do those whose path has become periodic under a memoryless rule (see
+    `_Cycles`), with the result the full loop computes."""
     xp = namespace(batch.x)
     gradient = _needs_gradient(rule)
 
@@ -199,6 +280,9 @@ def _eager_steps(
         losses, predictions = batch.evaluate(x, y)  # forward passes only
         return losses, None, predictions
 
+    cycles: _Cycles | None = None
+    if early_stop and batch.draws == 1 and _memoryless(rule) and is_array(state):
+        cycles = _Cycles(steps, state)
     rows: list[Array] = []
     left: _Left | None = None  # with early stopping: the samples still attacked
     for step in range(steps):
@@ -214,25 +298,36 @@ def _eager_steps(
             losses = spread(left.mask, part_losses, left.losses)
             fooled = spread(left.mask, succeeded(part_predictions, left.index), left.fooled)
             grad = None if part_grad is None else spread(left.mask, part_grad, xp.zeros_like(point))
+        if cycles is not None:
+            losses = cycles.filled(rows, losses)
         rows.append(losses)
-        if early_stop:
-            still = xp.logical_not(fooled)
-            left = _Left(still, xp.nonzero(still)[0], losses, fooled)  # one sync a step
-            if left.index.shape[0] == 0:
-                break
-            state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
-        else:
+        if not early_stop:
             state = rule.update(state, step, losses, grad, fooled)
-    rows.extend([rows[-1]] * (steps - len(rows)))
-    return rows, state
+            continue
+        still = xp.logical_not(fooled)
+        if cycles is not None:  # the step first: a cycle closes at the state it leads to
+            still = xp.logical_and(still, xp.logical_not(cycles.periodic))
+            state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
+            cycles.see(rows, cast(Array, state), still)
+            still = xp.logical_and(still, xp.logical_not(cycles.periodic))
+        left = _Left(still, xp.nonzero(still)[0], losses, fooled)  # one sync a step
+        if left.index.shape[0] == 0:
+            break
+        if cycles is None:
+            state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
+    if cycles is None:
+        rows.extend([rows[-1]] * (steps - len(rows)))
+        return rows, state
+    cycles.rest(rows)
+    return rows, cast(State, cycles.last(cast(Array, state)))
 
 
 def spread(mask: Array, part: Array, full: Array, axis: int = 0) -> Array:
     """``full`` with its entries along ``axis`` where ``mask`` holds replaced, in order, by
     those of ``part``; a new array (JAX arrays cannot be written into).
 
-    ``part`` holds one entry for every ``True`` of ``mask`` (``part = full[mask]`` in
-    shape), as :func:`iterate` and the restarts of APGD make it.
+    ``part`` holds one entry for every ``True`` of ``mask`` (``part = full[mask]`` in shape), as
+    [`iterate`][signattack.attacks.loop.iterate] and the restarts of APGD make it.
     """
     xp = namespace(full)
     count = part.shape[axis]

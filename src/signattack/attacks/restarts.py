@@ -1,10 +1,9 @@
 """Runs on the samples still robust, and the best result of each sample over the runs.
 
-APGD's restarts, APGD-T's target classes and Square's restarts each attack only the samples
-that no earlier run has fooled; :class:`Runs` keeps, per sample, the point of the run that
-fooled the model or, failing that, reached the highest objective, and
-:func:`chosen_result` hands the chosen points back as the caller's
-:class:`~signattack.AttackResult`.
+APGD's restarts, APGD-T's target classes and Square's restarts each attack only the samples that no
+earlier run has fooled; `Runs` keeps, per sample, the point of the run that fooled the model or,
+failing that, reached the highest objective, and `chosen_result` hands the chosen points back as the
+caller's [`AttackResult`][signattack.AttackResult].
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from signattack._typing import Array, ArrayT, device_of, namespace, returned
-from signattack.attacks.base import AttackResult
+from signattack.attacks.base import AttackResult, attack_result
 from signattack.attacks.loop import spread
 from signattack.backends.batch import Batch
 from signattack.backends.registry import padded_count
@@ -80,7 +79,7 @@ def sub_batch(batch: Batch, index: Array) -> Batch:
 def still_robust(batch: Batch, runs: Runs) -> tuple[Array, Array, int]:
     """The samples no run has fooled: their mask over the batch, their indices (padded with
     copies of the first for a backend that compiles per shape: see
-    :func:`~signattack.backends.padded_count`) and how many there are; the caller keeps the
+    [`padded_count`][signattack.backends.padded_count]) and how many there are; the caller keeps the
     results of the first ``count`` only."""
     xp = namespace(batch.x)
     todo = xp.logical_not(runs.fooled)
@@ -114,12 +113,14 @@ def target_labels(
 def chosen_result(
     batch: Batch, runs: Runs, eps: float, targeted: bool, caller: ArrayT
 ) -> AttackResult[ArrayT]:
-    """The chosen points in the caller's dtype, evaluated once more as the caller gets them."""
+    """The chosen points in the caller's dtype, evaluated once more as the caller gets them,
+    with the sample-passes ``batch`` counted (this evaluation included)."""
     radius = batch.radius(eps)
     xp = namespace(batch.x)
     predictions = xp.argmax(batch.logits(batch.rounded(radius)(runs.x)), axis=1)
     success = (xp.equal if targeted else xp.not_equal)(predictions, batch.labels)
-    return AttackResult(
+    return attack_result(
+        batch.passes,
         returned(batch.to_input(runs.x, radius), caller),
         returned(runs.trace, caller),
         returned(predictions, caller),

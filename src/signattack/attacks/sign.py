@@ -5,41 +5,23 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import KW_ONLY, dataclass
-from typing import ClassVar, TypeGuard
+from typing import ClassVar
 
 import numpy as np
 
-from signattack._typing import (
-    Amount,
-    Array,
-    ArrayT,
-    Model,
-    device_of,
-    is_array,
-    namespace,
-    returned,
-)
-from signattack.attacks.base import AttackResult, LinfAttack, store_checked
-from signattack.attacks.loop import LoopResult, iterate, random_start
-from signattack.backends.batch import Batch, open_threat
-from signattack.core.kernels import ball_box_limits, sign_step
+from signattack._typing import Amount, Array, ArrayT, Model
+from signattack.attacks.base import AttackResult
+from signattack.attacks.projected import ProjectedGradient
+from signattack.backends.batch import Batch
+from signattack.core.kernels import clip
+from signattack.core.linf import LINF, LinfFeasible
 from signattack.core.losses import LossFunction, LossName
+from signattack.core.norms import Feasible
 from signattack.core.rules import Evaluated, Start, required
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
-from signattack.core.validation import (
-    Bounds,
-    check_real,
-    check_rng,
-    generator,
-    warn_wide_eps,
-)
+from signattack.core.validation import Bounds
 
 __all__ = ["FGSM", "IteratedSign", "SignSteps"]
-
-
-def _same_library(value: object, xp: object) -> TypeGuard[Array]:
-    """Whether ``value`` is an array of the array library ``xp``."""
-    return is_array(value) and namespace(value) is xp
 
 
 @dataclass(frozen=True)
@@ -60,6 +42,10 @@ class SignSteps:
     step: Amount
     traceable: ClassVar[bool] = True
     needs_gradient: ClassVar[bool] = True
+    memoryless: ClassVar[bool] = True
+    """The next state depends on the state and its gradient alone: with early stopping, a
+    sample whose path has become periodic leaves the batch (see
+    [`iterate`][signattack.attacks.iterate])."""
 
     def start(self, start: Start) -> Array:
         """The first iterate."""
@@ -73,7 +59,8 @@ class SignSteps:
         self, state: Array, step: int, losses: Array, grad: Array | None, fooled: Array
     ) -> Array:
         """One projected signed-gradient step."""
-        return sign_step(state, required(grad), self.step, self.low, self.high)
+        direction = LINF.direction(required(grad), state.dtype)
+        return clip(state + self.step * direction, self.low, self.high)  # LinfFeasible.project
 
     def finish(self, state: Array, final: Evaluated | None) -> Array:
         """The last iterate."""
@@ -81,7 +68,7 @@ class SignSteps:
 
 
 @dataclass(frozen=True)
-class IteratedSign(LinfAttack):
+class IteratedSign(ProjectedGradient):
     r"""Iterated signed-gradient attack under L-inf: BIM, or PGD with ``random_start=True``.
 
     Starting from ``x_0 = x`` (or a uniform point of the ball with ``random_start``), each of
@@ -122,6 +109,10 @@ class IteratedSign(LinfAttack):
         early_stop: Freeze each sample as soon as the attack succeeds on it and drop it
             from the batch the model sees: fewer forward and backward passes when only
             success matters (robustness evaluation). Costs one host synchronisation a step.
+            A sample whose iterate comes back exactly to where it was one or two steps
+            before (a fixed point or two points in turn: common at the corners of the ball
+            with a fixed step on integer images) leaves the batch too, with the losses and
+            the point its cycle leads to: the result does not change, the passes drop.
         eot: Expectation over transformation (Athalye et al., 2018) for a randomized
             model: each step's input gradient and loss are the means over ``eot``
             independent forward and backward passes, and success is decided on the mean
@@ -155,17 +146,7 @@ class IteratedSign(LinfAttack):
     eot: int = 1
 
     def __post_init__(self) -> None:
-        flags = ("random_start", "targeted", "early_stop")
-        self._check(self.loss, *flags, counts=("steps", "eot"))
-        if self.step_size is not None:
-            store_checked(self, "step_size", check_real("step_size", self.step_size))
-        if self.relative_step is not None:
-            store_checked(self, "relative_step", check_real("relative_step", self.relative_step))
-            if self.step_size is not None:
-                raise ValueError(
-                    "give step_size or relative_step, not both: got step_size="
-                    f"{self.step_size!r} and relative_step={self.relative_step!r}"
-                )
+        self._check_steps()
         if self.steps > 1 and self.step_size is not None and self.step_size >= self.eps > 0:
             warnings.warn(
                 f"IteratedSign(eps={self.eps:g}, steps={self.steps}, step_size="
@@ -179,169 +160,20 @@ class IteratedSign(LinfAttack):
                 stacklevel=3,
             )
 
-    @property
-    def resolved_step_size(self) -> float:
-        """The step size in use: ``step_size``, ``relative_step * eps``, or
-        ``2.5 * eps / steps`` when neither is given."""
-        if self.step_size is not None:
-            return float(self.step_size)
-        return self._step_ratio * self.eps
-
-    @property
-    def _step_ratio(self) -> float:
-        """The step as a multiple of the radius, when no fixed ``step_size`` is given."""
-        if self.relative_step is not None:
-            return float(self.relative_step)
-        return 2.5 / self.steps
-
-    def __call__(
-        self,
-        model: Model[ArrayT],
-        x: ArrayT,
-        y: ArrayT,
-        *,
-        rng: np.random.Generator | None = None,
-        eps: ArrayT | None = None,
-    ) -> ArrayT:
-        """The adversarial batch: ``steps`` forward and input-gradient passes, nothing more.
-
-        Args:
-            model: ``torch.nn.Module`` or callable on tensors returning logits
-                ``(batch, classes)``; or a :class:`~signattack.backends.NumpyModel`.
-            x: Inputs ``(batch, ...)`` inside ``bounds``; float or integer dtype.
-            y: Integer labels ``(batch,)``; target labels when ``targeted``.
-            rng: Generator for the random start, overriding ``seed``.
-            eps: Per-sample radii ``(batch,)`` overriding ``self.eps`` (a step that is not a
-                fixed ``step_size`` then scales per sample too); used by the evaluation's
-                bisection.
-
-        Returns:
-            The adversarial batch, with ``x``'s type, shape, dtype and device. Integer inputs
-            come back as integers, still inside the ball and the box.
-
-        Raises:
-            TypeError: ``x``, ``y`` or the model's output has the wrong type or dtype.
-            ValueError: ``x`` is not finite or outside ``bounds``, labels do not match the
-                batch or the model's classes, per-sample ``eps`` is malformed, or model and
-                ``x`` are on different devices.
-        """
-        outcome = self._attack(model, x, y, rng=rng, radius=eps, record=False)
-        return returned(outcome.x_adv, x)
-
-    def run(
-        self,
-        model: Model[ArrayT],
-        x: ArrayT,
-        y: ArrayT,
-        *,
-        rng: np.random.Generator | None = None,
-        eps: ArrayT | None = None,
-    ) -> AttackResult[ArrayT]:
-        """Attack and report: the batch, its loss trace, predictions and success mask.
-
-        Costs one forward pass more than :meth:`__call__`, at the final iterate. Arguments
-        and errors are those of :meth:`__call__`.
-
-        Returns:
-            An :class:`~signattack.AttackResult` whose ``losses`` have shape
-            ``(steps + 1, batch)``. With ``early_stop``, a sample's loss stays, after it is
-            first misclassified, at its value there.
-        """
-        outcome = self._attack(model, x, y, rng=rng, radius=eps, record=True)
-        if outcome.final is None:  # pragma: no cover - record=True evaluates the final point
-            raise RuntimeError("the attack loop did not evaluate the final iterate")
-        losses = namespace(outcome.x_adv).stack(outcome.rows)
-        final = outcome.final
-        return AttackResult(
-            returned(outcome.x_adv, x),
-            returned(losses, x),
-            returned(final.predictions, x),
-            returned(final.success, x),
-        )
-
-    def run_per_sample(
-        self, model: Model[ArrayT], x: ArrayT, y: ArrayT, eps: ArrayT
-    ) -> AttackResult[ArrayT]:
-        """:meth:`run` with radius ``eps[i]`` for sample ``i`` (``eps`` of shape
-        ``(batch,)``); a step that is not a fixed ``step_size`` scales per sample too."""
-        return self.run(model, x, y, eps=eps)
-
-    def _attack(
-        self,
-        model: object,
-        x: object,
-        y: object,
-        *,
-        rng: np.random.Generator | None,
-        radius: object | None,
-        record: bool,
-    ) -> LoopResult[Array]:
-        """The attack, with the caller's dtype restored in ``x_adv``; with ``record``, the
-        final iterate is evaluated too (one forward pass more)."""
-        check_rng(rng)
-        draws = generator(rng, self.seed) if self.random_start else None
-        with open_threat(
-            model, x, y, self.threat, eps=self.eps if radius is None else None, draws=self.eot
-        ) as batch:
-            eps, step = self._radius_and_step(batch, radius)
-            low, high = ball_box_limits(batch.x, eps, *batch.bounds)
-            begin = batch.x
-            if draws is not None:
-                streams = batch.streams(draws)
-                begin = random_start(batch.x, eps, low, high, streams, ("random start",))
-            outcome = iterate(
-                batch,
-                SignSteps(low, high, step),
-                Start(batch.x, low, high, eps, step, begin),
-                self.steps,
-                targeted=self.targeted,
-                early_stop=self.early_stop,
-                final=batch.rounded(eps) if record else None,
-            )
-        return dataclasses.replace(outcome, x_adv=batch.to_input(outcome.x_adv, eps))
-
-    def _radius_and_step(self, batch: Batch, radius: object | None) -> tuple[Amount, Amount]:
-        """The radius and signed step: floats, or per-sample arrays shaped to broadcast.
-
-        For integer inputs the radius is ``floor(eps)`` (see :meth:`Batch.radius`); the
-        default step size still scales with ``eps`` itself.
-        """
-        direction = -1.0 if self.targeted else 1.0
-        x0 = batch.x
-        if radius is None:
-            return batch.radius(self.eps), direction * self.resolved_step_size
-        xp = namespace(x0)
-        if not _same_library(radius, xp):
-            raise TypeError(
-                f"eps (per sample) must be an array of the same library as x, of shape "
-                f"({x0.shape[0]},), got {type(radius).__name__} {radius!r}"
-            )
-        if tuple(radius.shape) != (x0.shape[0],):
-            raise ValueError(
-                f"eps (per sample) must have shape ({x0.shape[0]},) to match x, "
-                f"got {tuple(radius.shape)}"
-            )
-        if not bool(xp.all(xp.isfinite(radius) & (radius >= 0))):
-            raise ValueError("eps (per sample) must hold finite radii >= 0")
-        warn_wide_eps(float(xp.max(radius)), batch.bounds)
-        shape = (x0.shape[0],) + (1,) * (x0.ndim - 1)
-
-        def per_sample(values: Array) -> Array:
-            return xp.reshape(xp.asarray(values, dtype=x0.dtype, device=device_of(x0)), shape)
-
-        # floor() before the cast: 7.999999999999999 must not round to 8 in float32.
-        eps = per_sample(batch.radius(radius))
-        step = self._step_ratio * per_sample(radius) if self.step_size is None else self.step_size
-        return eps, direction * step
+    def _rule(self, batch: Batch, feasible: Feasible, eps: Amount, step: Amount) -> SignSteps:
+        """Signed steps, clipped to the L-inf feasible set's limits."""
+        if not isinstance(feasible, LinfFeasible):  # pragma: no cover - the threat is L-inf
+            raise TypeError(f"IteratedSign works in L-inf, got {type(feasible).__name__}")
+        return SignSteps(feasible.low, feasible.high, step)
 
 
 @dataclass(frozen=True)
 class FGSM:
     r"""Fast gradient sign method (Goodfellow et al., 2015): one signed step of size eps.
 
-    ``x_adv = clip_[lo, hi](x + eps * sign(grad_x L(x, y)))``, exactly
-    ``IteratedSign(eps, steps=1, relative_step=1)`` with the same options (the step is the
-    radius, also when every sample has a radius of its own).
+    ``x_adv = clip_[lo, hi](x + eps * sign(grad_x L(x, y)))``, exactly ``IteratedSign(eps, steps=1,
+    relative_step=1)`` with the same options (the step is the radius, also when every sample has a
+    radius of its own).
 
     Args:
         eps: Radius of the L-inf ball and size of the step, ``>= 0``.
@@ -350,7 +182,7 @@ class FGSM:
         loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
         model_mode: ``"eval"`` (default), ``"train"`` or ``"unchanged"``.
         eot: Passes averaged for the gradient of a randomized model (see
-            :class:`IteratedSign`).
+            [`IteratedSign`][signattack.attacks.sign.IteratedSign]).
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -394,7 +226,7 @@ class FGSM:
         return dataclasses.replace(self, eps=eps)
 
     def as_iterated(self) -> IteratedSign:
-        """The equivalent one-step :class:`IteratedSign`."""
+        """The equivalent one-step [`IteratedSign`][signattack.attacks.sign.IteratedSign]."""
         return IteratedSign(
             self.eps,
             steps=1,
@@ -407,7 +239,8 @@ class FGSM:
         )
 
     def __call__(self, model: Model[ArrayT], x: ArrayT, y: ArrayT) -> ArrayT:
-        """The adversarial batch; see :meth:`IteratedSign.__call__`."""
+        """The adversarial batch; see
+        [`IteratedSign.__call__`][signattack.attacks.sign.IteratedSign.__call__]."""
         return self.as_iterated()(model, x, y)
 
     def run(
@@ -418,12 +251,13 @@ class FGSM:
         *,
         rng: np.random.Generator | None = None,
     ) -> AttackResult[ArrayT]:
-        """The adversarial batch with a 2-row loss trace; see :meth:`IteratedSign.run`.
+        """The adversarial batch with a 2-row loss trace; see
+        [`IteratedSign.run`][signattack.attacks.sign.IteratedSign.run].
         ``rng`` is accepted like every attack's and unused: FGSM draws nothing."""
         return self.as_iterated().run(model, x, y, rng=rng)
 
     def run_per_sample(
         self, model: Model[ArrayT], x: ArrayT, y: ArrayT, eps: ArrayT
     ) -> AttackResult[ArrayT]:
-        """:meth:`run` with radius (and step) ``eps[i]`` for sample ``i``."""
+        """`run` with radius (and step) ``eps[i]`` for sample ``i``."""
         return self.as_iterated().run_per_sample(model, x, y, eps)

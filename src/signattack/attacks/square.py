@@ -1,30 +1,42 @@
-r"""Square (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020) under L-inf: a random search
-that never asks for a gradient.
+r"""Square (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020) under L-inf and L2: a random
+search that never asks for a gradient.
 
 Square needs the model's scores alone, so a defense that masks gradients (a quantized input,
-a non-differentiable preprocessing, a model behind a remote call) cannot hide from it. It
-starts at a vertex of the ball, with vertical stripes: every column of every channel moved
-by ``+eps`` or ``-eps``. Then, at every query, it proposes to move one square window of
-side ``s`` (per channel, all of it by ``+2 eps`` or ``-2 eps`` from the best point, projected
-back onto the ball and the box), and keeps the proposal for a sample only where the loss
-(the margin by default) improves. The window's area is a fraction ``p`` of the image that
-starts at ``p_init`` and halves as the search goes on, at the paper's points of a budget of
-10,000 queries (scaled to the budget given):
+a non-differentiable preprocessing, a model behind a remote call) cannot hide from it. At
+every query it proposes to change one square window of the best point so far, and keeps the
+proposal for a sample only where the loss (the margin by default) improves. The window's
+area is a fraction ``p`` of the image that starts at ``p_init`` and halves as the search
+goes on, at the paper's points of a budget of 10,000 queries (scaled to the budget given):
 
     after query (of 10,000):  10   50   200  500  1000  2000  4000  6000  8000
     p / p_init becomes:       1/2  1/4  1/8  1/16 1/32  1/64  1/128 1/256 1/512
 
-Two deliberate differences from the authors' reference code (AutoAttack's ``square.py``):
-every sample draws its own stripes, windows and signs from a random stream of its own
+Under L-inf it starts at a vertex of the ball, with vertical stripes (every column of every
+channel moved by ``+eps`` or ``-eps``), and a proposal moves the window (per channel, all
+of it by ``+2 eps`` or ``-2 eps``) from the best point, projected back onto ball and box.
+
+Under L2 it starts from a grid of tiles, each a pseudo-Gaussian bump of random sign per
+channel, scaled to ``||delta||_2 = eps``. A proposal draws two windows of odd side ``s >= 3``
+and moves the perturbation's mass of both, per channel, into the first, as a new bump
+added to the first window's old content: ``delta`` becomes zero on the second, the
+sphere's remaining room ``(eps^2 - ||delta||_2^2) / channels`` joins each channel's moved
+mass, and the whole is scaled to ``||delta||_2 = eps`` before the projection onto ball
+and box. The bump of side ``s`` is the paper's: two halves of rings of Chebyshev distance
+``d`` from their centres, of weight ``sum_{k >= d} 1 / (k + 1)^2``, of opposite signs,
+turned by a quarter at random.
+
+Deliberate differences from the authors' reference code (AutoAttack's ``square.py``):
+every sample draws its own stripes, tiles, windows and signs from a random stream of its own
 (the reference draws one window per batch), keyed by the seed, by the sample's values and
-label and by the restart (:mod:`signattack.core.streams`), so that the result for a sample
+label and by the restart (`signattack.core.streams`), so that the result for a sample
 does not depend on the batch size, on its position or on the rest of the batch; and a window may
 take every position in the image, where the reference's never reaches the last row and
 column. The second makes the search stronger on small images: on the 8x8 digits at eps 32
 with 1000 queries the reference leaves about 49% robust, signattack's Square 38-39%, and
 signattack's with the reference's positions 49% (``benchmarks/square.py``). A proposal
 that would change nothing (its window lies where the best point already is) turns its
-signs, so that no query is spent on the best point itself.
+signs, so that no query is spent on the best point itself. The L2 grid of tiles is
+centred on the image (the reference's is shifted by one row and column on small images).
 """
 
 from __future__ import annotations
@@ -39,12 +51,13 @@ import numpy as np
 
 from signattack._host import HostArray, to_numpy
 from signattack._typing import Amount, Array, ArrayT, Model, device_of, moved, namespace, returned
-from signattack.attacks.base import AttackResult, LinfAttack
+from signattack.attacks.base import AttackResult, BallAttack
 from signattack.attacks.loop import iterate, spread
 from signattack.attacks.restarts import Runs, chosen_result, still_robust, sub_batch
 from signattack.backends.batch import Batch, open_threat
-from signattack.core.kernels import ball_box_limits, clip
+from signattack.core.linf import LINF
 from signattack.core.losses import LossFunction, LossName
+from signattack.core.norms import Feasible, NormName
 from signattack.core.rules import Evaluated, Start
 from signattack.core.streams import Purpose, SampleStreams
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
@@ -85,10 +98,19 @@ def _image_shape(x: Array) -> tuple[int, int, int]:
     )
 
 
+def _signs(shape: tuple[int, ...]) -> Callable[[np.random.Generator], HostArray]:
+    """Rademacher signs of ``shape`` from a sample's stream."""
+    return lambda stream: stream.integers(0, 2, size=shape, dtype=np.int8) * 2 - 1
+
+
+def _on_device(like: Array, values: HostArray, dtype: object) -> Array:
+    return moved(namespace(like).asarray(values, dtype=dtype), device_of(like))
+
+
 @dataclass(frozen=True)
 class SquareDraws:
-    """Every random draw of one search, per sample, made before it starts (on the host,
-    from the sample's own stream, moved to the device once).
+    """Every random draw of one L-inf search, per sample, made before it starts (on the
+    host, from the sample's own stream, moved to the device once).
 
     Attributes:
         stripes: The signs of the vertical stripes, ``(batch, channels, 1, width)``.
@@ -109,35 +131,146 @@ class SquareDraws:
     ) -> SquareDraws:
         """The draws of a search of ``queries`` queries on ``x``: Rademacher signs, and
         window positions uniform over the image at the schedule's window size."""
-        xp, where = namespace(x), device_of(x)
+        int32 = namespace(x).int32
         channels, height, width = _image_shape(x)
         sides = [_window_side(query, queries, p_init, height, width) for query in range(queries)]
         rows = np.asarray([height - tall + 1 for tall, _ in sides])
         columns = np.asarray([width - wide + 1 for _, wide in sides])
-
-        def signs(shape: tuple[int, ...]) -> Callable[[np.random.Generator], HostArray]:
-            return lambda stream: stream.integers(0, 2, size=shape, dtype=np.int8) * 2 - 1
-
-        def on_device(values: HostArray, dtype: object) -> Array:
-            return moved(xp.asarray(values, dtype=dtype), where)
-
         return cls(
-            on_device(streams.draw((*purpose, "stripes"), signs((channels, 1, width))), x.dtype),
-            on_device(streams.draw((*purpose, "rows"), lambda s: s.integers(0, rows)), xp.int32),
-            on_device(
-                streams.draw((*purpose, "columns"), lambda s: s.integers(0, columns)), xp.int32
+            _on_device(
+                x, streams.draw((*purpose, "stripes"), _signs((channels, 1, width))), x.dtype
             ),
-            on_device(streams.draw((*purpose, "signs"), signs((queries, channels))), x.dtype),
+            _on_device(x, streams.draw((*purpose, "rows"), lambda s: s.integers(0, rows)), int32),
+            _on_device(
+                x, streams.draw((*purpose, "columns"), lambda s: s.integers(0, columns)), int32
+            ),
+            _on_device(x, streams.draw((*purpose, "signs"), _signs((queries, channels))), x.dtype),
         )
 
 
 def _window_side(
     query: int, budget: int, p_init: float, height: int, width: int
 ) -> tuple[int, int]:
-    """The window's height and width at search query ``query``."""
+    """The L-inf window's height and width at search query ``query``."""
     share = window_fraction(query, budget, p_init)
     side = max(round(math.sqrt(share * height * width)), 1)
     return min(side, height), min(side, width)
+
+
+def _l2_side(query: int, budget: int, p_init: float, height: int, width: int) -> int:
+    """The L2 windows' side at search query ``query``: odd, at least 3, within the image."""
+    side = max(round(math.sqrt(window_fraction(query, budget, p_init) * height * width)), 3)
+    return min(side + 1 - side % 2, height, width)
+
+
+def _rings(rows: int, columns: int) -> HostArray:
+    """Half of the pseudo-Gaussian bump, of unit L2 norm: at Chebyshev distance ``d`` from
+    the centre ``(rows // 2, columns // 2)`` the weight ``sum_{d <= k < rings} 1/(k+1)^2``."""
+    if rows == 0:
+        return np.zeros((0, columns))
+    rings = max(rows, columns) // 2 + 1
+    tails = np.cumsum(1.0 / np.arange(rings, 0, -1) ** 2)[::-1]
+    distance = np.maximum(
+        np.abs(np.arange(rows)[:, None] - rows // 2),
+        np.abs(np.arange(columns)[None, :] - columns // 2),
+    )
+    values: HostArray = tails[distance]
+    unit: HostArray = values / np.linalg.norm(values)
+    return unit
+
+
+def _pseudo_gaussian(side: int) -> HostArray:
+    """The paper's bump of side ``side``: the upper half's rings minus the lower half's,
+    ``(side, side)``, of unit L2 norm."""
+    bump = np.concatenate([_rings(side // 2, side), -_rings(side - side // 2, side)])
+    unit: HostArray = bump / np.linalg.norm(bump)
+    return unit
+
+
+def _wide(x: Array) -> object:
+    """The dtype the L2 search computes norms in: ``x``'s, at least ``float32`` (a squared
+    perturbation in pixel units overflows ``float16``)."""
+    xp, where = namespace(x), device_of(x)
+    zeros = [xp.zeros((1,), dtype=dtype, device=where) for dtype in (x.dtype, xp.float32)]
+    return (zeros[0] + zeros[1]).dtype  # the promotion of the two
+
+
+@dataclass(frozen=True)
+class SquareL2Draws:
+    """Every random draw of one L2 search, per sample, made before it starts.
+
+    Attributes:
+        tiles: The first perturbation, a grid of bumps of random sign and turn per tile and
+            channel, ``(batch, channels, height, width)``, not yet scaled.
+        tops, lefts: The first window's corner at every query, ``(batch, queries)``.
+        tops_2, lefts_2: The second window's corner.
+        turns: ``0`` or ``1`` per query: whether the bump is turned by a quarter.
+        signs: The bump's sign per channel at every query, ``(batch, queries, channels)``.
+        bumps: Per window side, the bump and its turned copy, flattened, ``(2 side^2,)``.
+    """
+
+    tiles: Array
+    tops: Array
+    lefts: Array
+    tops_2: Array
+    lefts_2: Array
+    turns: Array
+    signs: Array
+    bumps: dict[int, Array]
+
+    @classmethod
+    def drawn(
+        cls, x: Array, streams: SampleStreams, purpose: Purpose, queries: int, p_init: float
+    ) -> SquareL2Draws:
+        """The draws of a search of ``queries`` queries on ``x``."""
+        channels, height, width = _image_shape(x)
+        int32, wide = namespace(x).int32, _wide(x)
+        sides = [_l2_side(query, queries, p_init, height, width) for query in range(queries)]
+        spots = np.asarray(sides)
+
+        def corners(name: str, extent: int) -> Array:
+            return _on_device(
+                x,
+                streams.draw((*purpose, name), lambda s: s.integers(0, extent - spots + 1)),
+                int32,
+            )
+
+        def bumps(side: int) -> Array:
+            bump = _pseudo_gaussian(side)
+            return _on_device(x, np.concatenate([bump.ravel(), bump.T.ravel()]), wide)
+
+        turns = streams.draw((*purpose, "turns"), lambda s: s.integers(0, 2, size=queries))
+        return cls(
+            _on_device(x, _tiles(streams, purpose, channels, height, width), wide),
+            corners("rows", height),
+            corners("columns", width),
+            corners("rows 2", height),
+            corners("columns 2", width),
+            _on_device(x, turns, int32),
+            _on_device(x, streams.draw((*purpose, "signs"), _signs((queries, channels))), wide),
+            {side: bumps(side) for side in sorted(set(sides))},
+        )
+
+
+def _tiles(
+    streams: SampleStreams, purpose: Purpose, channels: int, height: int, width: int
+) -> HostArray:
+    """The L2 start per sample: a centred grid of square tiles of side ``min(height,
+    width) // 5`` (at least 1), each a bump of random sign per channel, turned at random."""
+    side = max(min(height, width) // 5, 1)
+    down, across = height // side, width // side
+    bump = _pseudo_gaussian(side)
+    signs = streams.draw((*purpose, "tile signs"), _signs((channels, down, across)))
+    turned = streams.draw((*purpose, "tile turns"), lambda s: s.integers(0, 2, (down, across)))
+    turn = turned[:, :, None, :, None] == 1  # (batch, down, 1, across, 1)
+    bumps = np.where(turn, bump.T[None, None, :, None, :], bump[None, None, :, None, :])
+    grid = signs[:, :, :, None, :, None] * bumps[:, None, ...]
+    tiles = np.zeros((len(signs), channels, height, width))
+    top, left = (height - down * side) // 2, (width - across * side) // 2
+    tiles[:, :, top : top + down * side, left : left + across * side] = grid.reshape(
+        len(signs), channels, down * side, across * side
+    )
+    return tiles
 
 
 @dataclass(frozen=True)
@@ -151,19 +284,31 @@ class _SearchState:
     evaluated: Array
 
 
+def _window_mask(tops: Array, lefts: Array, tall: int, wide: int, like: Array) -> Array:
+    """Per sample, whether each pixel lies in its window, ``(batch, 1, height, width)``."""
+    xp, where = namespace(like), device_of(like)
+    size = like.shape[0]
+    _, height, width = _image_shape(like)
+    rows = xp.reshape(xp.arange(height, device=where), (1, 1, height, 1))
+    columns = xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
+    top, left = xp.reshape(tops, (size, 1, 1, 1)), xp.reshape(lefts, (size, 1, 1, 1))
+    inside = (rows >= top) & (rows < top + tall) & (columns >= left)
+    return inside & (columns < left + wide)
+
+
 @dataclass(frozen=True)
 class SquareSearch:
-    """Square's update rule: forward passes only (``needs_gradient = False``).
+    """Square's update rule under L-inf: forward passes only (``needs_gradient = False``).
 
-    The state's :meth:`point` is the next proposal; after the last step it is the best point,
+    The state's `point` is the next proposal; after the last step it is the best point,
     so that the loop's final evaluation is of the point returned. A sample the loop freezes
     once it is fooled keeps the proposal that fooled it.
 
     Attributes:
         x: The clean inputs, ``(batch, ...)``.
-        low: Lower limits of the feasible set.
-        high: Upper limits.
-        radius: The radius ``eps`` (``floor(eps)`` for integer images).
+        feasible: The ball around ``x`` intersected with the box, which every proposal is
+            projected onto.
+        radius: The radius ``eps`` (``floor(eps)`` for integer images under L-inf).
         p_init: The window's initial share of the image.
         steps: The queries of this run, for the schedule and the last step.
         direction: ``+1`` to raise the loss, ``-1`` to lower it (targeted).
@@ -172,8 +317,7 @@ class SquareSearch:
     """
 
     x: Array
-    low: Array
-    high: Array
+    feasible: Feasible
     radius: Amount
     p_init: float
     steps: int
@@ -183,17 +327,20 @@ class SquareSearch:
     needs_gradient: ClassVar[bool] = False
 
     def start(self, start: Start) -> _SearchState:
+        """Nothing found yet; the first proposal is `_first`."""
+        xp = namespace(self.x)
+        size = self.x.shape[0]
+        lowest = xp.full((size,), -math.inf, dtype=self.x.dtype, device=device_of(self.x))
+        none = xp.zeros((size,), dtype=self.counts, device=device_of(self.x))
+        return _SearchState(self.x, lowest, self._first(), none)
+
+    def _first(self) -> Array:
         """The vertical stripes: each column of each channel at ``x + eps`` or ``x - eps``."""
         xp = namespace(self.x)
         channels, height, width = _image_shape(self.x)
-        size = self.x.shape[0]
-        image = xp.reshape(self.x, (size, channels, height, width))
-        moved_ = image + _per_image(self.radius) * self.draws.stripes
-        moved_ = xp.reshape(moved_, tuple(self.x.shape))
-        stripes = clip(moved_, self.low, self.high)
-        lowest = xp.full((size,), -math.inf, dtype=self.x.dtype, device=device_of(self.x))
-        none = xp.zeros((size,), dtype=self.counts, device=device_of(self.x))
-        return _SearchState(self.x, lowest, stripes, none)
+        image = xp.reshape(self.x, (self.x.shape[0], channels, height, width))
+        stripes = image + _per_image(self.radius) * self.draws.stripes
+        return self.feasible.project(xp.reshape(stripes, tuple(self.x.shape)))
 
     def point(self, state: _SearchState) -> Array:
         """The proposal to evaluate."""
@@ -223,26 +370,96 @@ class SquareSearch:
         would change nothing (it lies where the best point already is) turns its signs."""
         xp = namespace(best)
         channels, height, width = _image_shape(best)
-        size = best.shape[0]
+        size, shape = best.shape[0], tuple(best.shape)
         tall, wide = _window_side(query, self.steps, self.p_init, height, width)
-        where = device_of(best)
+        inside = _window_mask(
+            self.draws.tops[:, query], self.draws.lefts[:, query], tall, wide, best
+        )
+        signs = xp.reshape(self.draws.signs[:, query, :], (size, channels, 1, 1))
+        change = 2 * _per_image(self.radius) * signs * xp.astype(inside, best.dtype)
+        flat = xp.reshape(best, (size, channels, height, width))
+        proposal = self.feasible.project(xp.reshape(flat + change, shape))
+        unchanged = xp.all(xp.reshape(xp.equal(proposal, best), (size, -1)), axis=1)
+        flipped = self.feasible.project(xp.reshape(flat - change, shape))
+        return xp.where(xp.reshape(unchanged, (-1,) + (1,) * (best.ndim - 1)), flipped, proposal)
+
+
+@dataclass(frozen=True)
+class SquareL2Search(SquareSearch):
+    """Square's update rule under L2 (see `signattack.attacks.square`).
+
+    Attributes:
+        draws: The tiles, windows, turns and signs of every sample.
+        reach: The length every proposal is scaled to before the projection: ``eps``, or
+            the box's diagonal where ``eps`` is longer. The search measures perturbations
+            in units of it, so that no square overflows.
+        rounding: What the model sees of a proposal (the batch's rounding of integer images,
+            applied to every proposal, so that the search moves between integer points).
+    """
+
+    draws: SquareL2Draws  # type: ignore[assignment]
+    reach: float
+    rounding: Callable[[Array], Array]
+
+    def _first(self) -> Array:
+        """The grid of bumps, scaled to ``||delta||_2 = eps``."""
+        return self._placed(self.draws.tiles)
+
+    def _placed(self, unit: Array) -> Array:
+        """``x + reach * unit / ||unit||_2`` (``x`` where ``unit`` is zero), projected onto
+        ball and box, rounded as the model sees it, in ``x``'s dtype and shape."""
+        xp = namespace(unit)
+        length = xp.sum(unit * unit, axis=(1, 2, 3), keepdims=True) ** 0.5
+        scale = xp.where(length > 0, self.reach / xp.where(length > 0, length, 1), 0)
+        point = xp.reshape(self._clean() + unit * scale, tuple(self.x.shape))
+        return self.rounding(self.feasible.project(xp.astype(point, self.x.dtype)))
+
+    def _clean(self) -> Array:
+        xp = namespace(self.x)
+        channels, height, width = _image_shape(self.x)
+        image = xp.reshape(self.x, (self.x.shape[0], channels, height, width))
+        return xp.astype(image, self.draws.tiles.dtype)
+
+    def _window(self, best: Array, query: int) -> Array:
+        """The proposal at search query ``query``: the mass of both windows moved, per
+        channel, into the first, as a new bump added to its old content."""
+        xp = namespace(best)
+        draws, (channels, height, width) = self.draws, _image_shape(best)
+        size, side = best.shape[0], _l2_side(query, self.steps, self.p_init, height, width)
+        image = (size, channels, height, width)
+        delta = (xp.reshape(xp.astype(best, draws.tiles.dtype), image) - self._clean()) / self.reach
+        first = _window_mask(draws.tops[:, query], draws.lefts[:, query], side, side, best)
+        second = _window_mask(draws.tops_2[:, query], draws.lefts_2[:, query], side, side, best)
+        both = xp.astype(first | second, delta.dtype)
+
+        def norm(v: Array, axis: tuple[int, ...]) -> Array:
+            return xp.sum(v * v, axis=axis, keepdims=True) ** 0.5
+
+        def unit(v: Array, length: Array) -> Array:
+            return xp.where(length > 0, v / xp.where(length > 0, length, 1), 0)
+
+        old = delta * xp.astype(first, delta.dtype)
+        signs = xp.reshape(draws.signs[:, query, :], (size, channels, 1, 1))
+        new = self._bump(query, side, first) * signs + unit(old, norm(old, (2, 3)))
+        room = xp.clip(1 - norm(delta, (1, 2, 3)) ** 2, 0, None) / channels
+        mass = (room + norm(delta * both, (2, 3)) ** 2) ** 0.5
+        return self._placed(delta * (1 - both) + unit(new, norm(new, (2, 3))) * mass)
+
+    def _bump(self, query: int, side: int, first: Array) -> Array:
+        """The bump of side ``side`` in each sample's first window (turned where drawn),
+        zero elsewhere, ``(batch, 1, height, width)``."""
+        xp, draws = namespace(first), self.draws
+        size, height, width = first.shape[0], first.shape[2], first.shape[3]
+        where = device_of(first)
         rows = xp.reshape(xp.arange(height, device=where), (1, 1, height, 1))
         columns = xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
-        top = xp.reshape(self.draws.tops[:, query], (size, 1, 1, 1))
-        left = xp.reshape(self.draws.lefts[:, query], (size, 1, 1, 1))
-        inside = (rows >= top) & (rows < top + tall) & (columns >= left)
-        inside = inside & (columns < left + wide)
-        window = xp.astype(inside, best.dtype)
-        image = (size, channels, height, width)
-        signs = xp.reshape(self.draws.signs[:, query, :], (size, channels, 1, 1))
-        flat = xp.reshape(best, image)
-        low, high = xp.reshape(self.low, image), xp.reshape(self.high, image)
-        step = 2 * _per_image(self.radius)
-        proposal = clip(flat + step * signs * window, low, high)
-        unchanged = xp.all(xp.reshape(xp.equal(proposal, flat), (size, -1)), axis=1)
-        flipped = clip(flat - step * signs * window, low, high)
-        proposal = xp.where(xp.reshape(unchanged, (-1, 1, 1, 1)), flipped, proposal)
-        return xp.reshape(proposal, tuple(best.shape))
+        row = xp.clip(rows - xp.reshape(draws.tops[:, query], (size, 1, 1, 1)), 0, side - 1)
+        column = xp.clip(columns - xp.reshape(draws.lefts[:, query], (size, 1, 1, 1)), 0, side - 1)
+        turned = xp.reshape(draws.turns[:, query], (size, 1, 1, 1))
+        index = turned * (side * side) + row * side + column
+        flat = xp.reshape(xp.astype(index, self.counts), (-1,))
+        values = xp.reshape(xp.take(draws.bumps[side], flat), (size, 1, height, width))
+        return values * xp.astype(first, values.dtype)
 
 
 def _per_image(radius: Amount) -> Amount:
@@ -254,33 +471,35 @@ def _per_image(radius: Amount) -> Amount:
 
 
 @dataclass(frozen=True)
-class Square(LinfAttack):
-    r"""Square (Andriushchenko et al., ECCV 2020) under L-inf: a random search on the scores.
+class Square(BallAttack):
+    r"""Square (Andriushchenko et al., ECCV 2020) under L-inf or L2: a random search on the
+    scores.
 
-    See :mod:`signattack.attacks.square` for the algorithm. It evaluates the model only
+    See `signattack.attacks.square` for the algorithm. It evaluates the model only
     (no gradient is ever asked for, so it runs on a model that cannot be differentiated: a
     torch module whose backward raises, a plain function on NumPy arrays, a model behind a
     remote call), one forward pass per query on the samples not yet fooled. It is the
     member of AutoAttack's standard suite that gradient masking cannot fool.
 
     Args:
-        eps: Radius of the L-inf ball, ``>= 0``, in the model's input units.
+        eps: Radius of the ball, ``>= 0``, in the model's input units.
         queries: The budget per sample and restart: model evaluations of the search (the
-            stripes included), ``>= 1`` (AutoAttack's standard suite: 5000).
+            first point included), ``>= 1`` (AutoAttack's standard suite: 5000).
         p_init: The window's initial share of the image, in ``(0, 1]`` (0.8 as in
             AutoAttack).
-        restarts: Searches; each one after the first starts from new stripes, on the
+        restarts: Searches; each one after the first starts from a new random point, on the
             samples still robust.
         loss: ``"margin"`` (the paper's), ``"ce"``, or a per-sample loss callable; it need
             not be differentiable.
         bounds: The pixel box ``(lower, upper)``.
         targeted: Treat ``y`` as target labels and lower the loss towards them.
-        seed: Seed of the stripes, windows and signs; ``None`` draws fresh entropy. No
-            global random state is read or changed. Every sample draws from streams of its
-            own, keyed by the seed (or the ``rng`` of the call), by the sample's values and
-            label and by the restart: a sample's result does not depend on the batch size,
-            on its position in the batch, or on the other samples.
+        seed: Seed of the random draws; ``None`` draws fresh entropy. No global random
+            state is read or changed. Every sample draws from streams of its own, keyed by
+            the seed (or the ``rng`` of the call), by the sample's values and label and by
+            the restart: a sample's result does not depend on the batch size, on its
+            position in the batch, or on the other samples.
         model_mode: ``"eval"`` (default), ``"train"`` or ``"unchanged"``.
+        norm: The norm of the ball: ``"linf"`` (default) or ``"l2"``.
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -297,6 +516,7 @@ class Square(LinfAttack):
     targeted: bool = False
     seed: int | None = None
     model_mode: ModelMode = "eval"
+    norm: NormName = "linf"
     gradient_free: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -304,6 +524,11 @@ class Square(LinfAttack):
         p_init = check_real("p_init", self.p_init)
         if not 0 < p_init <= 1:
             raise ValueError(f"p_init must lie in (0, 1], got {self.p_init!r}")
+
+    @property
+    def name(self) -> str:
+        """``Square`` under L-inf, ``Square (L2)`` under L2."""
+        return "Square" if self.norm == "linf" else f"Square ({self.threat.geometry.title})"
 
     def run(
         self,
@@ -335,40 +560,62 @@ class Square(LinfAttack):
             result = chosen_result(batch, runs, self.eps, self.targeted, x)
             return dataclasses.replace(result, queries=returned(spent + 1, x))
 
+    def _rule(
+        self, part: Batch, radius: float, box: Feasible, streams: SampleStreams, restart: int
+    ) -> SquareSearch:
+        """The search's rule on the samples ``part`` (inside the L-inf feasible set ``box``),
+        drawing from ``streams``."""
+        direction = -1.0 if self.targeted else 1.0
+        if self.norm == "l2":
+            feasible = self.threat.geometry.feasible(part.x, radius, *part.bounds)
+            draws = SquareL2Draws.drawn(
+                part.x, streams, ("square l2", restart), self.queries, self.p_init
+            )
+            diagonal = math.sqrt(math.prod(part.x.shape[1:])) * (part.bounds[1] - part.bounds[0])
+            return SquareL2Search(
+                part.x,
+                feasible,
+                radius,
+                self.p_init,
+                self.queries,
+                direction,
+                draws,
+                part.labels.dtype,
+                min(radius, diagonal),
+                part.rounded(radius),
+            )
+        return SquareSearch(
+            part.x,
+            box,
+            radius,
+            self.p_init,
+            self.queries,
+            direction,
+            SquareDraws.drawn(part.x, streams, ("square", restart), self.queries, self.p_init),
+            counts=part.labels.dtype,
+        )
+
     def _search(
         self, batch: Batch, runs: Runs, spent: Array, streams: SampleStreams, restart: int
     ) -> tuple[Runs, Array]:
         """One search on the samples that no earlier one fooled, each drawing from its own
-        stream for ``("square", restart)``."""
+        stream for the restart."""
         xp = namespace(batch.x)
         radius = batch.radius(self.eps)
         todo, index, count = still_robust(batch, runs)
         if count == 0 or radius == 0:  # nothing to search, or a ball of one point
             return runs, spent
         part = sub_batch(batch, index)
-        low, high = ball_box_limits(part.x, radius, *part.bounds)
-        direction = -1.0 if self.targeted else 1.0
-        rule = SquareSearch(
-            part.x,
-            low,
-            high,
-            radius,
-            self.p_init,
-            self.queries,
-            direction,
-            SquareDraws.drawn(
-                part.x,
-                streams.take(to_numpy(index)),
-                ("square", restart),
-                self.queries,
-                self.p_init,
-            ),
-            counts=batch.labels.dtype,
+        # The L-inf set, for L2 of a radius no longer than the box: it encloses the ball.
+        span = part.bounds[1] - part.bounds[0]
+        box = LINF.feasible(
+            part.x, radius if self.norm == "linf" else min(radius, span), *part.bounds
         )
+        rule = self._rule(part, radius, box, streams.take(to_numpy(index)), restart)
         outcome = iterate(
             part,
             rule,
-            Start(part.x, low, high, radius, radius, part.x),
+            Start(part.x, box.low, box.high, radius, radius, part.x),
             self.queries,
             targeted=self.targeted,
             early_stop=True,
@@ -383,8 +630,8 @@ class Square(LinfAttack):
         evaluated = state.evaluated + frozen
         searched = xp.stack(outcome.rows[: self.queries])
         clean = xp.take(runs.trace[0, ...], index)
-        trace = _best_so_far(clean, searched, direction)[:, :count]
-        best = (direction * at_end.losses)[:count]
+        trace = _best_so_far(clean, searched, rule.direction)[:, :count]
+        best = (rule.direction * at_end.losses)[:count]
         runs = runs.fold(todo, outcome.x_adv[:count, ...], trace, at_end.success[:count], best)
         cost = spread(todo, (evaluated + 1)[:count], xp.zeros_like(spent))
         return runs, spent + cost

@@ -1,4 +1,5 @@
-"""The one seam between the attacks and a framework: the :class:`Backend` protocol."""
+"""The one seam between the attacks and a framework: the
+[`Backend`][signattack.backends._protocol.Backend] protocol."""
 
 from __future__ import annotations
 
@@ -9,20 +10,9 @@ from typing import Generic, Protocol, TypeAlias, runtime_checkable
 
 from signattack._typing import Array
 from signattack.core.losses import LossFunction
-from signattack.core.rules import State, TraceableRule
-from signattack.core.threat import MODEL_MODES, ModelMode
-
-__all__ = [
-    "MODEL_MODES",
-    "Backend",
-    "BackendFactory",
-    "Checks",
-    "CompiledLoop",
-    "ModelMode",
-    "State",
-    "Steps",
-    "TraceableRule",
-]
+from signattack.core.rules import State as State  # the backends import these three here
+from signattack.core.rules import TraceableRule as TraceableRule
+from signattack.core.threat import ModelMode as ModelMode
 
 
 class Checks(Protocol):
@@ -40,17 +30,19 @@ class Checks(Protocol):
 class Backend(Protocol):
     """What a framework must provide for attacks and probes, and nothing that can be derived.
 
-    A backend is opened for one call (see :data:`BackendFactory`) and holds the model and
-    the loss. All arrays it takes and returns belong to the caller's array library. Checks
-    of what the model returns (logits of the right shape, finite, labels in range; losses
-    and gradients of the right shape) and predictions and losses without a gradient are
-    derived from these three methods in one place, :class:`~signattack.backends.batch.Batch`.
+    A backend is opened for one call (see
+    [`BackendFactory`][signattack.backends._protocol.BackendFactory]) and holds the model and the
+    loss. All arrays it takes and returns belong to the caller's array library. Checks of what the
+    model returns (logits of the right shape, finite, labels in range; losses and gradients of the
+    right shape) and predictions and losses without a gradient are derived from these three methods
+    in one place, [`Batch`][signattack.backends.batch.Batch].
 
     """
 
     @property
     def loss(self) -> LossFunction:
-        """The per-sample loss on logits that :meth:`value_and_grad` differentiates."""
+        """The per-sample loss on logits that [`value_and_grad`][signattack.Backend.value_and_grad]
+        differentiates."""
         ...
 
     def prepare(self, x: Array) -> Array:
@@ -77,7 +69,8 @@ class Backend(Protocol):
 BackendFactory: TypeAlias = Callable[
     [object, object, LossFunction, ModelMode], AbstractContextManager[Backend]
 ]
-"""``factory(model, x, loss, model_mode)`` opens a :class:`Backend` for one attack call.
+"""``factory(model, x, loss, model_mode)`` opens a
+[`Backend`][signattack.backends._protocol.Backend] for one attack call.
 
 The context manager puts the model in the requested mode on entry and restores everything it
 changed on exit, also when the attack raises.
@@ -104,7 +97,8 @@ class Steps(Generic[State]):
 
 @runtime_checkable
 class CompiledLoop(Protocol):
-    """What a backend that can compile a whole attack loop adds to :class:`Backend`."""
+    """What a backend that can compile a whole attack loop adds to
+    [`Backend`][signattack.backends._protocol.Backend]."""
 
     def run_steps(
         self,

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["kept_modes", "kept_values"]
-
 
 @contextmanager
 def kept_modes(model: nn.Module) -> Iterator[None]:

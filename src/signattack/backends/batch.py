@@ -15,13 +15,15 @@ from signattack._host import to_numpy
 from signattack._typing import Amount, Array, Namespace, device_of, is_array, moved, namespace
 from signattack.backends._protocol import Backend, CompiledLoop, State, Steps, TraceableRule
 from signattack.backends.registry import open_backend
+from signattack.core.linf import LINF
 from signattack.core.losses import LossFunction
-from signattack.core.norms import widest_float
+from signattack.core.norms import Norm, norm_of
+from signattack.core.norms import widest_float as widest_float  # its former home
 from signattack.core.streams import SampleStreams, root_key
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
 
-__all__ = ["Batch", "open_threat"]
+__all__ = ["Batch", "Passes", "open_threat"]
 
 
 class _FirstCall:
@@ -136,6 +138,27 @@ class _Watch:
             self.logits(logits, y)
 
 
+@dataclass
+class Passes:
+    """The sample-passes through the model in one call (one sample through its forward or
+    backward pass counts one; every EOT draw counts). A compiled loop evaluates its whole
+    batch at every step (early stopping is a mask there): ``steps x batch`` of each.
+
+    Attributes:
+        forward: Samples through the model's forward pass.
+        backward: Samples through its backward pass (input gradients).
+    """
+
+    forward: int = 0
+    backward: int = 0
+
+    def count(self, samples: int, *, backward: bool) -> None:
+        """Add ``samples`` forward passes, and as many backward ones with ``backward``."""
+        self.forward += samples
+        if backward:
+            self.backward += samples
+
+
 def _unshared(x: Array) -> Array:
     """A copy of ``x`` that the model may write into: the attack's iterate and the centre
     of its ball are never handed to the model (JAX arrays, which nothing can write into,
@@ -163,6 +186,10 @@ class Batch:
             exactly, whatever their magnitude).
         draws: Evaluations of the model per call (EOT, for a randomized model): losses and
             input gradients are their means, predictions those of the mean logits.
+        norm: The norm of the attack's ball: it decides the radius and the rounding of
+            integer images (`radius`, [`to_input`][signattack.attacks.Batch.to_input]).
+        passes: The sample-passes the model has seen through the batch so far (and through
+            any ``dataclasses.replace`` of it: a part of the batch adds to the same count).
     """
 
     backend: Backend
@@ -173,22 +200,25 @@ class Batch:
     integer: bool
     original: Array
     draws: int = 1
+    norm: Norm = LINF
     first_call: _FirstCall = field(default_factory=_FirstCall, repr=False, compare=False)
     finite: _Finite = field(default_factory=_Finite, repr=False, compare=False)
+    passes: Passes = field(default_factory=Passes, repr=False, compare=False)
 
     def value_and_grad(self, x: Array, y: Array) -> tuple[Array, Array, Array]:
         """Per-sample losses, the input gradient of their sum and the predicted classes; with
-        several :attr:`draws`, the means over independent forward and backward passes (EOT)
-        and the classes of the mean logits.
+        several `draws`, the means over independent forward and backward passes (EOT) and the
+        classes of the mean logits.
 
-        The first evaluations check the logits, the losses and the gradient's shape. The
-        model is handed a copy of ``x`` (it may write into it); logits that are not finite
-        make the call raise (see :meth:`check_finite`).
+        The first evaluations check the logits, the losses and the gradient's shape. The model is
+        handed a copy of ``x`` (it may write into it); logits that are not finite make the call
+        raise (see [`check_finite`][signattack.attacks.Batch.check_finite]).
         """
 
         def once() -> list[Array]:
             first = self.first_call.take()
             watch = _Watch(first, self.finite)
+            self.passes.count(int(x.shape[0]), backward=True)
             losses, grad, logits = self.backend.value_and_grad(_unshared(x), y, watch)
             watch.returned(logits, y)
             if first is not None:
@@ -199,15 +229,17 @@ class Batch:
         return losses, grad, namespace(logits).argmax(logits, axis=1)
 
     def logits(self, x: Array, y: Array | None = None) -> Array:
-        """The model's output at ``x`` (the mean over :attr:`draws`), without a graph;
+        """The model's output at ``x`` (the mean over `draws`), without a graph;
         checked against ``y`` (the batch's labels by default) on the first call.
 
-        Every evaluation hands the model a copy of ``x``: a model that writes into its
-        input (``x.mul_(0)``, ``x -= 100``) changes neither the attack's iterate nor the
-        centre of its ball. Its output is watched for NaN and inf (:meth:`check_finite`).
+        Every evaluation hands the model a copy of ``x``: a model that writes into its input
+        (``x.mul_(0)``, ``x -= 100``) changes neither the attack's iterate nor the centre of its
+        ball. Its output is watched for NaN and inf
+        ([`check_finite`][signattack.attacks.Batch.check_finite]).
         """
 
         def once() -> list[Array]:
+            self.passes.count(int(x.shape[0]), backward=False)
             logits = self.backend.logits(_unshared(x))
             _Watch(self.first_call.take(), self.finite).logits(
                 logits, self.labels if y is None else y
@@ -219,10 +251,11 @@ class Batch:
 
     def evaluate(self, x: Array, y: Array) -> tuple[Array, Array]:
         """Per-sample losses and predicted classes at ``x``, without a gradient (with
-        several :attr:`draws`: the mean loss, and the classes of the mean logits)."""
+        several `draws`: the mean loss, and the classes of the mean logits)."""
 
         def once() -> list[Array]:
             watch = _Watch(self.first_call.take(), self.finite)
+            self.passes.count(int(x.shape[0]), backward=False)
             logits = self.backend.logits(_unshared(x))
             watch.logits(logits, y)
             losses = self.backend.loss(logits, y)
@@ -233,7 +266,7 @@ class Batch:
         return losses, namespace(logits).argmax(logits, axis=1)
 
     def _mean_of_draws(self, once: Callable[[], list[Array]]) -> list[Array]:
-        """``once()``'s arrays, or, with several :attr:`draws`, their means over that many
+        """``once()``'s arrays, or, with several `draws`, their means over that many
         independent calls (one call adds no arithmetic)."""
         totals = once()
         for _ in range(self.draws - 1):
@@ -251,11 +284,13 @@ class Batch:
         early_stop: bool,
     ) -> Steps[State] | None:
         """The whole loop as one compiled computation, where the backend can compile one
-        (``None`` otherwise, and with several :attr:`draws`); the first-call checks see the
+        (``None`` otherwise, and with several `draws`); the first-call checks see the
         first step's logits and losses."""
         if not isinstance(self.backend, CompiledLoop) or self.draws > 1:
             return None
         checks = self.first_call.take()
+        # Every step evaluates the whole batch (early stopping is a mask there).
+        self.passes.count(steps * int(self.labels.shape[0]), backward=True)
         ran = self.backend.run_steps(
             rule, state, labels, self.labels, steps, targeted=targeted, early_stop=early_stop
         )
@@ -271,7 +306,7 @@ class Batch:
     def check_finite(self) -> None:
         """Raise where the model returned NaN or inf at any point evaluated so far on a
         device (one host synchronisation; host arrays are checked at every evaluation);
-        :func:`open_batch` calls it when the attack ends.
+        `open_batch` calls it when the attack ends.
 
         Raises:
             ValueError: The model returned NaN or inf at a point the attack visited.
@@ -280,7 +315,7 @@ class Batch:
 
     def streams(self, draws: np.random.Generator) -> SampleStreams:
         """The random streams of the batch's samples: keyed by one root key from ``draws``
-        and by each sample's values and label (see :mod:`signattack.core.streams`). One
+        and by each sample's values and label (see `signattack.core.streams`). One
         copy of the batch to the host, once per call."""
         xp = namespace(self.x)
         # float32: NumPy has no bfloat16, and keys compare values at float32 precision.
@@ -294,19 +329,20 @@ class Batch:
     def radius(self, eps: Array) -> Array: ...
 
     def radius(self, eps: Amount) -> Amount:
-        """The radius the kernels use: ``eps`` itself, or ``floor(eps)`` for integer inputs.
+        """The radius the kernels use: ``eps`` itself, or for integer inputs the radius an
+        integer perturbation is held to in the batch's norm
+        ([`integer_radius`][signattack.core.norms.Norm.integer_radius]).
 
-        An integer perturbation ``d`` satisfies ``|d| <= eps`` exactly when
-        ``|d| <= floor(eps)``, and ``floor(eps)`` is exact in any float dtype, where
+        Under L-inf that is ``floor(eps)``: an integer perturbation ``d`` satisfies ``|d| <= eps``
+        exactly when ``|d| <= floor(eps)``, and ``floor(eps)`` is exact in any float dtype, where
         ``eps = 7.999999999999999`` would round to 8 in ``float32``.
         """
-        if isinstance(eps, (int, float)):
-            return float(math.floor(eps)) if self.integer else float(eps)
-        return namespace(eps).floor(eps) if self.integer else eps
+        return self.norm.integer_radius(eps) if self.integer else eps
 
     def rounded(self, radius: Amount) -> Callable[[Array], Array]:
         """What the model sees of an iterate: for integer inputs, the iterate rounded as
-        :meth:`to_input` rounds it, back in the working dtype; otherwise the iterate."""
+        [`to_input`][signattack.attacks.Batch.to_input] rounds it, back in the working dtype;
+        otherwise the iterate."""
         if not self.integer:
             return _same
         xp = namespace(self.x)
@@ -315,16 +351,19 @@ class Batch:
     def to_input(self, x_adv: Array, radius: Amount) -> Array:
         """The iterate in the caller's dtype; for integer inputs, rounded exactly.
 
-        Integer inputs come back as ``original + d`` with ``d`` an integer in
-        ``[-radius, radius]``, computed and clipped to the box in integer arithmetic, so
-        that neither the ball nor the box depends on float rounding, even for values beyond
-        ``2**24`` that ``float32`` cannot hold.
+        Integer inputs come back as ``original + d`` with ``d`` an integer perturbation inside the
+        ball of ``radius`` (rounded by the batch's norm,
+        [`round_step`][signattack.core.norms.Norm.round_step]: under L-inf an integer in
+        ``[-radius, radius]``), added and clipped to the box in integer arithmetic, so that neither
+        the ball nor the box depends on float rounding, even for values beyond ``2**24`` that
+        ``float32`` cannot hold. The box clip moves values towards the original, so it never leaves
+        the ball.
         """
         xp = namespace(x_adv)
         if not self.integer:
             return xp.astype(x_adv, self.input_dtype, copy=False)
         wide = _widest_integer(xp, self.original)
-        step = xp.astype(xp.clip(xp.round(x_adv - self.x), -radius, radius), wide)
+        step = xp.astype(self.norm.round_step(x_adv - self.x, radius), wide)
         moved = xp.astype(self.original, wide) + step
         lower, upper = int(self.bounds.lower), int(self.bounds.upper)
         return xp.astype(xp.clip(moved, lower, upper), self.input_dtype)
@@ -349,7 +388,8 @@ def open_threat(
     eps: float | None = None,
     draws: int = 1,
 ) -> AbstractContextManager[Batch]:
-    """:func:`open_batch` under a validated :class:`~signattack.core.threat.ThreatModel`."""
+    """`open_batch` under a validated [`ThreatModel`][signattack.core.threat.ThreatModel],
+    in its norm."""
     return open_batch(
         model,
         x,
@@ -359,6 +399,7 @@ def open_threat(
         bounds=threat.box,
         eps=eps,
         draws=draws,
+        norm=threat.geometry,
     )
 
 
@@ -373,19 +414,22 @@ def open_batch(
     bounds: Bounds,
     eps: float | None = None,
     draws: int = 1,
+    norm: Norm | str = LINF,
 ) -> Iterator[Batch]:
     """Open the backend for ``x``, validate ``x`` and ``y``, and convert them for the kernels.
 
-    Warns with a :class:`~signattack.UnitsWarning` where ``x``, ``bounds`` and the largest
-    radius ``eps`` look like different units. The model is restored on exit, also when
-    validation fails. The model never sees the batch's own arrays (see
-    :meth:`Batch.logits`).
+    Warns with a [`UnitsWarning`][signattack.UnitsWarning] where ``x``, ``bounds`` and the largest
+    radius ``eps`` (measured in ``norm``: ``"linf"``, ``"l2"`` or a
+    [`Norm`][signattack.core.norms.Norm]) look like different units. The model is restored on exit,
+    also when validation fails. The model never sees the batch's own arrays (see
+    [`Batch.logits`][signattack.backends.batch.Batch.logits]).
 
     Raises:
-        TypeError, ValueError: As :func:`signattack.core.validation.check_batch`; and, on
-            leaving the block, a ``ValueError`` where the model returned NaN or inf at any
-            point it was evaluated at.
+        TypeError, ValueError: As `signattack.core.validation.check_batch`, or an
+            unknown ``norm``; and, on leaving the block, a ``ValueError`` where the model returned
+            NaN or inf at any point it was evaluated at.
     """
+    geometry = norm_of(norm)
     with open_backend(model, x, loss, model_mode) as backend:
         if not is_array(x):  # a registered backend took something that is not an array
             raise TypeError(f"x must be an array, got {type(x).__name__}")
@@ -399,7 +443,8 @@ def open_batch(
         x_range = check_batch(x, labels, bounds)
         xp = namespace(x)
         integer = xp.isdtype(x.dtype, "integral")
-        warn_units(x_range, not integer, bounds, eps)
+        size = math.prod(int(side) for side in x.shape[1:])
+        warn_units(x_range, not integer, bounds, eps, norm=geometry, size=size)
         lower, upper = bounds
         if integer:
             lower = max(math.ceil(lower), int(xp.iinfo(input_dtype).min))
@@ -420,6 +465,7 @@ def open_batch(
             integer=integer,
             original=x,
             draws=draws,
+            norm=geometry,
         )
         yield batch
         batch.check_finite()

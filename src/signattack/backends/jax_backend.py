@@ -6,14 +6,14 @@ touch, so the backend is the three methods of the protocol: the input gradient c
 ``jax.value_and_grad`` of the summed per-sample loss, with the losses and logits as its
 auxiliary output. JAX arrays are immutable: the attacks never write into them.
 
-It also runs a whole attack loop as one compiled computation (:meth:`JaxBackend.run_steps`:
+It also runs a whole attack loop as one compiled computation (`JaxBackend.run_steps`:
 ``jax.jit`` over ``lax.scan``), compiled once for a model, a loss, an update rule, the
 settings and the shapes, and reused by every later call with the same ones. A pytree model
 (an Equinox module, ``jax.tree_util.Partial(apply, params)``) passes its parameters as
 arguments, so retrained parameters of the same shapes reuse the computation too; a plain
 function is compared by identity.
 
-This module imports jax; :mod:`signattack` loads it only when it is handed a JAX array.
+This module imports jax; `signattack` loads it only when it is handed a JAX array.
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ def native_loss(loss: LossFunction) -> LossFunction:
     """The loss to differentiate: a built-in loss with its closed-form logit gradient.
 
     Autograd through the array-API cross-entropy routes round-off through the max-shift of
-    log-sum-exp, which for confidently classified samples outweighs the true gradient (the
-    PyTorch backend has a native function for the same reason). A :class:`LogitLoss` with a
-    ``logit_gradient`` becomes a ``jax.custom_vjp`` function whose backward pass is that
-    gradient, so JAX differentiates the model only, and every backend climbs the same loss.
-    The closed form is built once per loss, so that compiled loops see the same function
-    on every call; any other loss is returned as it is (it need not be hashable).
+    log-sum-exp, which for confidently classified samples outweighs the true gradient (the PyTorch
+    backend has a native function for the same reason). A
+    [`LogitLoss`][signattack.backends.jax_backend.LogitLoss] with a ``logit_gradient`` becomes a
+    ``jax.custom_vjp`` function whose backward pass is that gradient, so JAX differentiates the
+    model only, and every backend climbs the same loss. The closed form is built once per loss, so
+    that compiled loops see the same function on every call; any other loss is returned as it is (it
+    need not be hashable).
     """
     if not isinstance(loss, LogitLoss) or loss.logit_gradient is None:
         return loss
@@ -87,7 +88,7 @@ against 18 ms a step); unrolling costs compile time, about 45 ms a step."""
 
 @dataclass
 class JaxBackend:
-    """:class:`~signattack.backends.Backend` for a JAX function on ``jax.Array`` inputs.
+    """[`Backend`][signattack.backends.Backend] for a JAX function on ``jax.Array`` inputs.
 
     Every call runs compiled: the forward pass, the value and gradient, and whole loops.
     """
@@ -268,7 +269,7 @@ def _steps(
     labels: Array,
     wanted: Array,
 ) -> tuple[Array, State, Array, Array]:
-    """The loop that :meth:`JaxBackend.run_steps` compiles: its rows of losses, last state,
+    """The loop that `JaxBackend.run_steps` compiles: its rows of losses, last state,
     first logits, and whether the logits of every step were finite. The rule is rebuilt
     from its type (static) and fields (traced)."""
     rule = rule_type(**fields)
@@ -357,7 +358,7 @@ def _where(mask: Array, new: State, old: State) -> State:
 def open_jax_backend(
     model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[JaxBackend]:
-    """Open a :class:`JaxBackend`; ``model_mode`` has no meaning for a JAX function.
+    """Open a `JaxBackend`; ``model_mode`` has no meaning for a JAX function.
 
     Raises:
         TypeError: ``model`` is not callable.
@@ -369,7 +370,7 @@ def open_jax_backend(
 
 
 def _traced(role: str, function: Callable[[Array], object], inputs: Array) -> Array:
-    """:func:`signattack.masking.output_of` where the attack traces the model: a function
+    """`signattack.masking.output_of` where the attack traces the model: a function
     that computes with NumPy on a traced array gets an error that says what to do."""
     from signattack.masking import output_of
 
@@ -411,7 +412,7 @@ def _depends_on_input(
 
 
 class _Equation(Protocol):
-    """What :func:`_depends_on_input` reads of one step of a traced program."""
+    """What `_depends_on_input` reads of one step of a traced program."""
 
     @property
     def invars(self) -> Sequence[object]: ...
@@ -421,7 +422,7 @@ class _Equation(Protocol):
 
 
 class _Program(_Equation, Protocol):
-    """What :func:`_depends_on_input` reads of a traced program (a ``jax.core.Jaxpr``)."""
+    """What `_depends_on_input` reads of a traced program (a ``jax.core.Jaxpr``)."""
 
     @property
     def eqns(self) -> Sequence[_Equation]: ...
@@ -436,9 +437,10 @@ def _vjp(function: Callable[[Array], Array], point: Array, cotangent: Array) -> 
 def straight_through_jax(
     fn: Callable[[Array], object], backward: Callable[[Array], object] | None, x: object
 ) -> Array:
-    """:func:`signattack.straight_through` on a JAX array: ``jax.custom_vjp`` with ``fn``
-    forward and the identity, or ``backward``'s vector-Jacobian product, backward. What both
-    return is checked by :func:`signattack.masking.output_of`."""
+    """[`signattack.straight_through`][signattack.straight_through] on a JAX array:
+    ``jax.custom_vjp`` with ``fn`` forward and the identity, or ``backward``'s vector-Jacobian
+    product, backward. What both
+    return is checked by `signattack.masking.output_of`."""
 
     if not isinstance(x, jax.Array):
         raise TypeError(f"straight_through_jax takes a jax.Array, got {type(x).__name__}")

@@ -40,7 +40,8 @@ class NumpyModel(Protocol):
 
 @dataclass(frozen=True)
 class LinearClassifier:
-    """Multinomial logistic regression ``z = W flatten(x) + b``, a ready-made :class:`NumpyModel`.
+    """Multinomial logistic regression ``z = W flatten(x) + b``, a ready-made
+    [`NumpyModel`][signattack.backends.numpy_backend.NumpyModel].
 
     Attributes:
         weight: ``W``, shape ``(classes, features)``.
@@ -81,7 +82,8 @@ class LinearClassifier:
 
 @dataclass
 class NumpyBackend:
-    """:class:`~signattack.backends.Backend` for a :class:`NumpyModel` and a differentiable loss.
+    """[`Backend`][signattack.backends.Backend] for a
+    [`NumpyModel`][signattack.backends.numpy_backend.NumpyModel] and a differentiable loss.
 
     Attributes:
         model: The classifier.
@@ -150,11 +152,12 @@ def _ndarray(value: Array) -> FloatArray:
 def open_numpy_backend(
     model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[NumpyBackend]:
-    """Open a :class:`NumpyBackend`; ``model_mode`` has no meaning for NumPy models.
+    """Open a `NumpyBackend`; ``model_mode`` has no meaning for NumPy models.
 
-    Any function from NumPy inputs to logits is a model: forward passes need nothing more.
-    A gradient needs a :class:`NumpyModel` (with ``vjp``) and a loss with a closed-form logit
-    gradient; without them the first gradient asked for is a ``TypeError``.
+    Any function from NumPy inputs to logits is a model: forward passes need nothing more. A
+    gradient needs a [`NumpyModel`][signattack.backends.numpy_backend.NumpyModel] (with ``vjp``) and
+    a loss with a closed-form logit gradient; without them the first gradient asked for is a
+    ``TypeError``.
 
     Raises:
         TypeError: ``model`` is not callable.

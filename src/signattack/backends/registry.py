@@ -66,11 +66,11 @@ def register_backend(
         is_array: Returns ``True`` for the input batches this backend handles (and must
             return a ``bool`` for any object).
         factory: ``factory(model, x, loss, model_mode)``, a context manager that yields a
-            :class:`Backend` and restores the model on exit. Later registrations take
-            precedence over earlier ones.
+            [`Backend`][signattack.backends.registry.Backend] and restores the model on exit. Later
+            registrations take precedence over earlier ones.
         compiles_per_shape: The backend compiles a computation for every input shape, so
-            that callers who vary the batch size should keep to a few sizes (the
-            evaluation then pads its sub-batches to powers of two).
+            that callers who vary the batch size should keep to a few sizes (the evaluation then
+            pads its sub-batches to powers of two).
         name: The backend's name, unique among the registered ones (by default
             ``is_array``'s qualified name).
 

@@ -7,7 +7,7 @@ where any module ran in training mode, every buffer (batch-norm running statisti
 calls on one ``nn.Module`` from several threads run one after another, so that no call sees
 another's mode switch.
 
-This module imports torch; :mod:`signattack` loads it only when it is handed a tensor.
+This module imports torch; `signattack` loads it only when it is handed a tensor.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ _WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: to
 class _StraightThrough(torch.autograd.Function):
     """``fn(x)`` forward; backward, the identity or the vector-Jacobian product of a
     differentiable stand-in at ``x``. What both return is checked by
-    :func:`signattack.masking.output_of`."""
+    `signattack.masking.output_of`."""
 
     @staticmethod
     def forward(
@@ -110,7 +110,7 @@ def straight_through_torch(
     backward: Callable[[torch.Tensor], object] | None,
     x: object,
 ) -> torch.Tensor:
-    """:func:`signattack.straight_through` on a tensor."""
+    """[`signattack.straight_through`][signattack.straight_through] on a tensor."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"straight_through_torch takes a torch.Tensor, got {type(x).__name__}")
     applied: torch.Tensor = _StraightThrough.apply(x, fn, backward)
@@ -133,7 +133,7 @@ def native_loss(loss: LossFunction) -> LossFunction:
 
 @dataclass
 class TorchBackend:
-    """:class:`~signattack.backends.Backend` for a model on ``torch.Tensor`` inputs."""
+    """[`Backend`][signattack.backends.Backend] for a model on ``torch.Tensor`` inputs."""
 
     model: Callable[[torch.Tensor], object]
     loss: LossFunction
@@ -241,7 +241,7 @@ def _exclusive(model: torch.nn.Module) -> Iterator[None]:
 def open_torch_backend(
     model: object, x: object, loss: LossFunction, model_mode: ModelMode
 ) -> Iterator[TorchBackend]:
-    """Open a :class:`TorchBackend` for one attack call.
+    """Open a `TorchBackend` for one attack call.
 
     Args:
         model: ``nn.Module`` or any callable mapping a tensor to logits.

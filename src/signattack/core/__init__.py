@@ -1,7 +1,9 @@
-"""Framework-agnostic core: the attack maths, the losses and the boundary checks.
+"""Framework-agnostic core: the norms ([`Norm`][signattack.core.Norm]:
+[`LINF`][signattack.core.LINF], [`L2`][signattack.core.L2]), the attack maths, the losses and the
+boundary checks.
 
-Nothing under :mod:`signattack.core` imports a deep-learning framework; every function works
-on any array-API array.
+Nothing under `signattack.core` imports a deep-learning framework; every function works on any
+array-API array.
 """
 
 from signattack.core.kernels import (
@@ -12,6 +14,8 @@ from signattack.core.kernels import (
     signed_unit,
     within_linf_ball,
 )
+from signattack.core.l2 import L2
+from signattack.core.linf import LINF
 from signattack.core.losses import (
     CROSS_ENTROPY,
     DLR,
@@ -27,6 +31,7 @@ from signattack.core.losses import (
     targeted_dlr,
     targeted_margin,
 )
+from signattack.core.norms import Feasible, Norm, NormName, norm_of
 from signattack.core.rules import (
     Evaluated,
     Start,
@@ -41,16 +46,21 @@ from signattack.core.validation import Bounds
 __all__ = [
     "CROSS_ENTROPY",
     "DLR",
+    "L2",
+    "LINF",
     "MARGIN",
     "PIXEL_BOUNDS",
     "TARGETED_DLR",
     "TARGETED_MARGIN",
     "Bounds",
     "Evaluated",
+    "Feasible",
     "LogitLoss",
     "LossFunction",
     "LossName",
     "ModelMode",
+    "Norm",
+    "NormName",
     "Start",
     "State",
     "ThreatModel",
@@ -61,6 +71,7 @@ __all__ = [
     "cross_entropy",
     "dlr",
     "margin",
+    "norm_of",
     "required",
     "round_into_limits",
     "sign_step",

@@ -1,15 +1,16 @@
 """The maths of the L-inf signed-gradient attacks, written once against the array API.
 
-Every function here is pure: it takes arrays of any array-API library (NumPy, PyTorch, ...)
-and returns new arrays of the same library, dtype and device. Nothing here validates input;
-the attacks validate once at their boundary and then trust these kernels.
+Every function here is pure: it takes arrays of any array-API library (NumPy, PyTorch, ...) and
+returns new arrays of the same library, dtype and device. Nothing here validates input; the attacks
+validate once at their boundary and then trust these kernels.
 
-The feasible set of an L-inf attack on an input ``x`` with radius ``eps`` inside the pixel
-box ``[lower, upper]`` is the intersection of the eps-ball and the box. It is itself a box,
+The feasible set of an L-inf attack on an input ``x`` with radius ``eps`` inside the pixel box
+``[lower, upper]`` is the intersection of the eps-ball and the box. It is itself a box,
 
     [max(lower, x - eps), min(upper, x + eps)],
 
-so it is computed once (:func:`ball_box_limits`) and every step is one clip onto it.
+so it is computed once ([`ball_box_limits`][signattack.core.kernels.ball_box_limits]) and every step
+is one clip onto it.
 """
 
 from __future__ import annotations
@@ -63,12 +64,12 @@ def within_linf_ball(
     ``bounds``), judged as the attacks' projection judges it, in the inputs' own dtype.
 
     Floating inputs: ``|x_adv - x| <= eps`` with the difference computed in ``x``'s dtype and
-    ``eps`` rounded to it, the test :func:`ball_box_limits` guarantees for every point it
-    admits; the box ends are rounded to the dtype as the attacks' clip rounds them. Hence
-    every point an attack returns passes in every dtype (``float16`` and ``bfloat16``
-    included), and a point fails when it lies outside by more than the dtype's rounding of
-    ``x +/- eps``. Integer inputs: ``|x_adv - x| <= floor(eps)`` exactly, in integers, and
-    the box narrowed to the integers inside it. NaN fails; ``eps = inf`` admits any number.
+    ``eps`` rounded to it, the test [`ball_box_limits`][signattack.core.kernels.ball_box_limits]
+    guarantees for every point it admits; the box ends are rounded to the dtype as the attacks' clip
+    rounds them. Hence every point an attack returns passes in every dtype (``float16`` and
+    ``bfloat16`` included), and a point fails when it lies outside by more than the dtype's rounding
+    of ``x +/- eps``. Integer inputs: ``|x_adv - x| <= floor(eps)`` exactly, in integers, and the
+    box narrowed to the integers inside it. NaN fails; ``eps = inf`` admits any number.
 
     Args:
         x_adv: The points, ``(batch, ...)``, of ``x``'s library, dtype and shape.
@@ -131,15 +132,15 @@ def signed_unit(grad: Array, dtype: object) -> Array:
 def sign_step(x_adv: Array, grad: Array, step_size: Amount, low: Array, high: Array) -> Array:
     """One projected signed-gradient step.
 
-    ``x' = clip_[low, high](x_adv + step_size * sign(grad))``. A negative ``step_size``
-    descends the loss (targeted attacks).
+    ``x' = clip_[low, high](x_adv + step_size * sign(grad))``. A negative ``step_size`` descends the
+    loss (targeted attacks).
 
     Args:
         x_adv: Current iterate, inside ``[low, high]``.
         grad: Gradient of the loss with respect to ``x_adv``, same shape.
         step_size: Signed step in input units.
-        low: Lower limits from :func:`ball_box_limits`.
-        high: Upper limits from :func:`ball_box_limits`.
+        low: Lower limits from [`ball_box_limits`][signattack.core.kernels.ball_box_limits].
+        high: Upper limits from [`ball_box_limits`][signattack.core.kernels.ball_box_limits].
 
     Returns:
         The next iterate, inside ``[low, high]``.

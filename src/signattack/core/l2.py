@@ -1,16 +1,253 @@
-"""The L2 norm (to be written): see the module docstring of :mod:`signattack.core.norms`."""
+"""The L2 norm: the round ball of the Euclidean attacks, cut by the box.
+
+Under L2 the distance of a perturbation ``d`` is ``||d||_2 = sqrt(sum_i d_i^2)``, the
+steepest-ascent direction of a gradient ``g`` is ``g / ||g||_2``, and the feasible set of a call is
+the ball ``{p : ||p - x||_2 <= eps}`` intersected with the box ``[lower, upper]``. That set is no
+box, so its projection is not a clip: with ``d = v - x`` the projection of ``v`` is
+
+    p(t) = x + clip(t * d, lower - x, upper - x), t in (0, 1],
+
+with ``t = 1`` where ``clip(v)`` lies in the ball, else the ``t`` for which ``||p(t) - x||_2 = eps``
+(``t = 1 / (1 + lambda)``, ``lambda`` the multiplier of the ball). ``||p(t) - x||^2 = sum_i min(t
+|d_i|, c_i)^2``, ``c_i`` the room to the box side ``d_i`` points at, is piecewise quadratic in ``t``
+with breakpoints ``c_i / |d_i|``: one sort of the breakpoints and two cumulative sums give ``t``
+exactly, with no iteration count (docs: "The L2 ball and the box").
+
+Every sum of squares runs in the library's widest float on values scaled by their largest magnitude,
+so nothing overflows or underflows, and every check
+([`Euclidean.within`][signattack.core.l2.Euclidean.within], `Euclidean.distance`, the projection's
+own check of what it returns) sums in one helper, `_norms`.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Protocol, cast
 
-from signattack._typing import Amount, Array
-from signattack.core.norms import Feasible, NormName
+from signattack._typing import Amount, Array, Namespace, device_of, moved, namespace
+from signattack.core.kernels import _integer_end, clip
+from signattack.core.norms import NormName, widest_float
+
+_CHECK_ULPS = 8
+"""The projection's result is held ``8`` units in the last place (of the widest float)
+inside the sphere as its own check sums, so that the check of
+[`Euclidean.within`][signattack.core.l2.Euclidean.within]
+passes whatever order a library sums a batch in."""
+
+
+__all__ = ["L2", "Euclidean", "L2Feasible"]
+
+
+class _Euclid(Namespace, Protocol):
+    """The functions of the array API the L2 norm calls besides `Namespace`'s."""
+
+    def sqrt(self, x: Array, /) -> Array: ...
+
+    def cos(self, x: Array, /) -> Array: ...
+
+    def sin(self, x: Array, /) -> Array: ...
+
+    def isinf(self, x: Array, /) -> Array: ...
+
+    def flip(self, x: Array, /, *, axis: int | None = None) -> Array: ...
+
+
+def _xp(*arrays: object) -> _Euclid:
+    return cast(_Euclid, namespace(*arrays))
+
+
+def _rows(a: Array) -> Array:
+    """``a`` as ``(batch, elements)``."""
+    xp = namespace(a)
+    return xp.reshape(a, (a.shape[0], math.prod(a.shape[1:])))
+
+
+def _norms_finite(a: Array) -> Array:
+    """Per row of the finite ``(batch, n)`` array ``a``, ``||a_row||_2`` as ``(batch, 1)``,
+    summed on the row scaled by its largest magnitude (no overflow, no underflow)."""
+    xp = _xp(a)
+    if a.shape[1] == 0:
+        return xp.zeros((a.shape[0], 1), dtype=a.dtype, device=device_of(a))
+    size = xp.abs(a)
+    top = xp.max(size, axis=1, keepdims=True)
+    scaled = size / xp.where(top > 0, top, 1.0)
+    return xp.sqrt(xp.sum(scaled * scaled, axis=1, keepdims=True)) * top
+
+
+def _norms(a: Array) -> Array:
+    """`_norms_finite` for any ``(batch, n)`` float array: ``inf`` where a row holds an
+    infinity, NaN where it holds a NaN."""
+    xp = _xp(a)
+    finite = xp.isfinite(a)
+    norms = _norms_finite(xp.where(finite, a, 0.0))
+    if a.shape[1] == 0:
+        return norms
+    norms = xp.where(xp.any(xp.isinf(a), axis=1, keepdims=True), xp.inf, norms)
+    return xp.where(xp.any(xp.isnan(a), axis=1, keepdims=True), math.nan, norms)
+
+
+def _radius(eps: Amount, like: Array) -> Array:
+    """``eps`` (a number, or one per sample shaped to broadcast over a sample) as a
+    ``(batch or 1, 1)`` array of ``like``'s dtype and device."""
+    xp = namespace(like)
+    radius = xp.asarray(eps, dtype=like.dtype, device=device_of(like))
+    if radius.ndim == 0:
+        return xp.reshape(radius, (1, 1))
+    return _rows(radius)[:, :1]
+
+
+def _square_at_most(total: Array, radius: Array) -> Array:
+    """``total <= radius**2`` decided exactly for an integer-valued ``total`` (exact in its
+    float) and ``radius >= 0``: ``radius**2 = p + err`` exactly (Dekker's product on
+    Veltkamp's split), and ``total - p`` is exact where it could be close to ``err``."""
+    xp = _xp(total, radius)
+    digits = round(-math.log2(float(xp.finfo(radius.dtype).eps))) + 1
+    finite = xp.where(xp.isfinite(radius), radius, 0.0)
+    spread = finite * (math.ldexp(1.0, math.ceil(digits / 2)) + 1.0)
+    high = spread - (spread - finite)
+    low = finite - high
+    square = finite * finite
+    err = ((high * high - square) + 2.0 * high * low) + low * low
+    return xp.isinf(radius) | (total - square <= err)
+
+
+@dataclass(frozen=True)
+class L2Feasible:
+    """The L2 feasible set of one call: the ball of radius ``eps`` around each sample of
+    ``x`` intersected with the box, its ends rounded to ``x``'s dtype as the check rounds
+    them. Arrays are ``(batch, elements)`` in the widest float."""
+
+    x: Array
+    eps: Amount
+    lower: float
+    upper: float
+    center: Array
+    radius: Array
+    low: Array
+    high: Array
+
+    def project(self, v: Array) -> Array:
+        """The Euclidean projection of ``v`` onto ball and box, in ``v``'s dtype, inside
+        exactly as [`Euclidean.within`][signattack.core.l2.Euclidean.within] judges it (see the
+        module docstring)."""
+        xp = _xp(v)
+        if math.prod(v.shape[1:]) == 0:
+            return v
+        wide, center, radius = self.center.dtype, self.center, self.radius
+        unit = float(xp.finfo(wide).eps)
+        far = math.sqrt(float(xp.finfo(wide).max)) / 4.0
+        flat = xp.astype(_rows(v), wide)
+        flat = xp.where(xp.isnan(flat), center, clip(flat, center - far, center + far))
+        clipped = clip(flat, self.low, self.high)
+        check = radius * (1.0 - _CHECK_ULPS * unit)
+        delta = flat - center
+        room = xp.where(delta >= 0, self.high - center, center - self.low)
+        t = _ball_ratio(delta, room, radius * (1.0 - 2 * _CHECK_ULPS * unit))
+        scaled = xp.sign(delta) * xp.minimum(t * xp.abs(delta), room)
+        inside = _norms_finite(clipped - center) <= check
+        first = self._land(xp.where(inside, clipped, center + scaled), v.dtype)
+        moved_by = xp.astype(first, wide) - center
+        reached = _norms_finite(moved_by)
+        # Where rounding left the first answer outside: the same direction, shortened by
+        # the summation's and the addition's rounding; where even that fails: x itself.
+        slack = 2.0 * unit * math.sqrt(flat.shape[1]) * xp.max(xp.abs(center), axis=1)
+        target = radius * (1.0 - 4 * _CHECK_ULPS * unit) - xp.reshape(slack, (-1, 1))
+        target = xp.where(xp.isfinite(target) & (target > 0), target, 0.0)
+        shrink = xp.minimum(target / xp.where(reached > 0, reached, 1.0), 1.0)
+        second = self._land(center + moved_by * shrink, v.dtype)
+        fits = _norms_finite(xp.astype(second, wide) - center) <= check
+        origin = xp.astype(_rows(self.x), v.dtype)
+        result = xp.where(reached <= check, first, xp.where(fits, second, origin))
+        return xp.reshape(result, v.shape)
+
+    def _land(self, point: Array, dtype: object) -> Array:
+        """``point`` (wide, inside the box) in ``dtype``, every element whose rounding
+        moved it farther from ``x`` moved one unit in the last place back towards ``x``."""
+        xp = _xp(point)
+        point = clip(point, self.low, self.high)
+        landed = xp.astype(point, dtype)
+        back = xp.astype(landed, point.dtype)
+        center = self.center
+        overshot = ((point >= center) & (back > point)) | ((point <= center) & (back < point))
+        origin = xp.astype(_rows(self.x), dtype)
+        return xp.where(overshot, xp.nextafter(landed, origin), landed)
+
+    def random_point(self, draws: Array) -> Array:
+        """AutoAttack's L2 start: ``x + eps * g / ||g||_2`` with ``g`` isotropic Gaussian,
+        clipped to the box and projected. ``g`` comes from the uniform ``draws`` by
+        Box-Muller: with ``q = (1 - w) / 2`` in ``(0, 1]`` from the first half of a
+        sample's draws and ``a = (w' + 1) / 2`` from the second, ``sqrt(-2 log q)
+        cos(2 pi a)`` and ``sqrt(-2 log q) sin(2 pi a)``; an odd last element takes its
+        angle from the sample's first draw. An infinite ``eps`` reaches the box's far
+        corner in ``g``'s direction (``x`` itself where the box has no ends)."""
+        xp = _xp(self.x)
+        wide, center = self.center.dtype, self.center
+        size = center.shape[1]
+        if size == 0:
+            return self.x
+        uniform = moved(xp.asarray(draws, dtype=wide), device_of(self.x))
+        uniform = xp.reshape(uniform, center.shape)
+        half = size // 2
+        length = xp.sqrt(-2.0 * xp.log((1.0 - uniform) / 2.0))
+        angle = math.tau * (uniform + 1.0) / 2.0
+        parts = [
+            length[:, :half] * xp.cos(angle[:, half : 2 * half]),
+            length[:, :half] * xp.sin(angle[:, half : 2 * half]),
+        ]
+        if size % 2:
+            parts.append(length[:, size - 1 :] * xp.cos(angle[:, :1]))
+        gauss = xp.concat(parts, axis=1)
+        norms = _norms_finite(gauss)
+        direction = gauss / xp.where(norms > 0, norms, 1.0)
+        span = self.upper - self.lower
+        corner = math.sqrt(size) * span if math.isfinite(span) else 0.0
+        radius = xp.where(xp.isfinite(self.radius), self.radius, corner)
+        start = clip(center + radius * direction, self.low, self.high)
+        return self.project(xp.reshape(xp.astype(start, self.x.dtype), self.x.shape))
+
+
+def _ball_ratio(delta: Array, room: Array, radius: Array) -> Array:
+    """Per row, the ``t`` in ``[0, 1]`` with ``sum_i min(t |delta_i|, room_i)^2 =
+    radius^2`` (``1`` where even ``t = 1`` stays inside), ``(batch, 1)``.
+
+    The room is capped at ``|delta_i|`` (a cap ``t <= 1`` never reaches), so every
+    breakpoint ``s_i = room_i / |delta_i|`` lies in ``[0, 1]``; sorted, the squared norm at
+    ``t`` between the ``k``-th and the next breakpoint is ``C_k + t^2 D_k``, ``C_k`` the
+    squared rooms of the elements stopped by the box, ``D_k`` the squared ``delta`` of the
+    rest."""
+    xp = _xp(delta)
+    rows, size = delta.shape
+    where = device_of(delta)
+    size_of = xp.abs(delta)
+    cap = xp.minimum(room, size_of)
+    top = xp.max(size_of, axis=1, keepdims=True)
+    top = xp.where(top > 0, top, 1.0)
+    breaks = xp.where(size_of > 0, cap / xp.where(size_of > 0, size_of, 1.0), 1.0)
+    order = xp.argsort(breaks, axis=1)
+    breaks = xp.take_along_axis(breaks, order, axis=1)
+    moving = xp.take_along_axis(size_of / top, order, axis=1)
+    stopped = breaks * moving  # cap / top, in sorted order
+    zero = xp.zeros((rows, 1), dtype=delta.dtype, device=where)
+    before = xp.concat([zero, xp.cumulative_sum(stopped * stopped, axis=1)], axis=1)
+    rest = xp.flip(xp.cumulative_sum(xp.flip(moving * moving, axis=1), axis=1), axis=1)
+    rest = xp.concat([rest, zero], axis=1)
+    at_breaks = before[:, 1:] + breaks * breaks * rest[:, 1:]
+    goal = xp.minimum(radius, top * math.sqrt(size + 1.0)) / top
+    goal = goal * goal
+    count = xp.sum(xp.astype(at_breaks <= goal, xp.int32), axis=1, keepdims=True)
+    count = xp.astype(count, order.dtype)
+    fixed = xp.take_along_axis(before, count, axis=1)
+    free = xp.take_along_axis(rest, count, axis=1)
+    ratio = xp.sqrt(xp.maximum(goal - fixed, 0.0) / xp.where(free > 0, free, 1.0))
+    return xp.where(free > 0, xp.minimum(ratio, 1.0), 1.0)
 
 
 @dataclass(frozen=True)
 class Euclidean:
-    """The L2 norm. Use the singleton :data:`L2`."""
+    """The L2 norm, ``||d||_2 = sqrt(sum_i d_i^2)``. Use the singleton
+    [`L2`][signattack.core.l2.L2]."""
 
     @property
     def name(self) -> NormName:
@@ -25,24 +262,112 @@ class Euclidean:
         return "L2"
 
     def distance(self, delta: Array) -> Array:
-        raise NotImplementedError
+        xp = namespace(delta)
+        norms = _norms(xp.astype(_rows(delta), widest_float(delta)))
+        return xp.reshape(norms, (delta.shape[0],))
 
     def within(
         self, x_adv: Array, x: Array, eps: float, bounds: tuple[float, float] | None = None
     ) -> Array:
-        raise NotImplementedError
+        """Floats: ``||wide(x_adv) - wide(x)||_2 <= eps`` summed as the projection checks
+        it, box ends rounded to the inputs' dtype. Integers: the sum of squared integer
+        differences ``<= eps**2`` exactly, box narrowed to the integers inside it. NaN
+        fails; ``eps = inf`` admits any point (inside the box)."""
+        xp = namespace(x_adv, x)
+        where = device_of(x)
+        if xp.isdtype(x.dtype, "integral"):
+            inside = _within_integers(_rows(x_adv), _rows(x), eps)
+            if bounds is not None:
+                limits = xp.iinfo(x.dtype)
+                least, most = int(limits.min), int(limits.max)
+                lower = _integer_end(bounds[0], math.ceil, least, most)
+                upper = _integer_end(bounds[1], math.floor, least, most)
+                values = _rows(x_adv)
+                inside = inside & xp.all((values >= lower) & (values <= upper), axis=1)
+            return inside
+        wide = widest_float(x)
+        gap = xp.astype(_rows(x_adv), wide) - xp.astype(_rows(x), wide)
+        inside = xp.reshape(_norms(gap), (x.shape[0],)) <= xp.asarray(eps, dtype=wide)
+        if bounds is not None:
+            lower_end = xp.asarray(bounds[0], dtype=x.dtype, device=where)
+            upper_end = xp.asarray(bounds[1], dtype=x.dtype, device=where)
+            values = _rows(x_adv)
+            inside = inside & xp.all((values >= lower_end) & (values <= upper_end), axis=1)
+        return inside
 
-    def feasible(self, x: Array, eps: Amount, lower: float, upper: float) -> Feasible:
-        raise NotImplementedError
+    def feasible(self, x: Array, eps: Amount, lower: float, upper: float) -> L2Feasible:
+        xp = namespace(x)
+        wide = widest_float(x)
+        where = device_of(x)
+        center = xp.astype(_rows(x), wide)
+        ends = [xp.asarray(end, dtype=x.dtype, device=where) for end in (lower, upper)]
+        low, high = (xp.reshape(xp.astype(end, wide), (1, 1)) for end in ends)
+        return L2Feasible(x, eps, lower, upper, center, _radius(eps, center), low, high)
 
     def direction(self, grad: Array, dtype: object) -> Array:
-        raise NotImplementedError
+        """``grad / ||grad||_2`` per sample, the norm in the widest float; NaN entries count
+        as ``0``; where a sample holds infinities, the unit vector of their signs."""
+        xp = _xp(grad)
+        if grad.ndim == 0 or math.prod(grad.shape[1:]) == 0:
+            return xp.astype(grad, dtype)
+        flat = xp.astype(_rows(grad), widest_float(grad))
+        flat = xp.where(xp.isnan(flat), 0.0, flat)
+        infinite = xp.isinf(flat)
+        flat = xp.where(
+            xp.any(infinite, axis=1, keepdims=True), xp.where(infinite, xp.sign(flat), 0.0), flat
+        )
+        norms = _norms_finite(flat)
+        unit = flat / xp.where(norms > 0, norms, 1.0)
+        return xp.reshape(xp.astype(unit, dtype), grad.shape)
 
     def integer_radius(self, eps: Amount) -> Amount:
         return eps
 
     def round_step(self, step: Array, radius: Amount) -> Array:
-        raise NotImplementedError
+        """Nearest integers per sample where their norm stays ``<= radius`` (decided
+        exactly); elsewhere the elements that rounding made larger are truncated towards
+        zero, so every ``|result_i| <= |step_i|``; zero where even that is outside (a
+        ``step`` outside the ball by its own rounding)."""
+        xp = _xp(step)
+        nearest = xp.round(step)
+        if math.prod(step.shape[1:]) == 0:
+            return nearest
+        grown = xp.abs(nearest) > xp.abs(step)
+        fits = self._fits(nearest, radius)
+        shorter = xp.where(fits | ~grown, nearest, xp.trunc(step))
+        # a step that was itself outside (rounding of x_adv - x) leaves no integer inside
+        # but zero for certain: that sample keeps its clean input
+        return xp.where(self._fits(shorter, radius), shorter, 0.0)
+
+    @staticmethod
+    def _fits(integers: Array, radius: Amount) -> Array:
+        """Per sample, ``sum_i integers_i^2 <= radius^2`` exactly, shaped to broadcast."""
+        xp = namespace(integers)
+        flat = xp.astype(_rows(integers), widest_float(integers))
+        total = xp.sum(flat * flat, axis=1, keepdims=True)
+        fits = _square_at_most(total, xp.abs(_radius(radius, flat)))
+        return xp.reshape(fits, (integers.shape[0],) + (1,) * (integers.ndim - 1))
+
+
+def _within_integers(values: Array, clean: Array, eps: float) -> Array:
+    """``sum_i (values_i - clean_i)^2 <= eps^2`` exactly, per row, in the widest integer
+    dtype: differences are capped at ``floor(eps) + 1`` (already outside), so the sum
+    overflows only where ``(floor(eps) + 1)^2`` times the row length does not fit; there
+    the sum runs in the widest float."""
+    xp = namespace(values, clean)
+    where = device_of(clean)
+    if math.isinf(eps):
+        return xp.full((values.shape[0],), True, dtype=xp.bool, device=where)
+    wide = xp.__array_namespace_info__().default_dtypes(device=where)["indexing"]
+    largest = int(xp.iinfo(wide).max)
+    exact = Fraction(eps)
+    limit = math.floor(exact * exact)
+    cap = math.floor(eps) + 1
+    gap = xp.minimum(xp.abs(xp.astype(values, wide) - xp.astype(clean, wide)), cap)
+    if cap * cap * max(values.shape[1], 1) <= largest:
+        return xp.sum(gap * gap, axis=1) <= min(limit, largest)
+    real = xp.astype(gap, widest_float(clean))
+    return xp.sum(real * real, axis=1) <= float(limit)
 
 
 L2 = Euclidean()

@@ -1,7 +1,7 @@
 """The L-inf norm: the box-shaped ball of the signed-gradient attacks.
 
 Under L-inf the ball around ``x`` intersected with the box ``[lower, upper]`` is itself a
-box, ``[max(lower, x - eps), min(upper, x + eps)]`` (:func:`~signattack.core.kernels.
+box, ``[max(lower, x - eps), min(upper, x + eps)]`` (`
 ball_box_limits`), so the projection is one clip, the steepest-ascent direction is the
 sign of the gradient, a random point is uniform in the cube, and an integer perturbation
 is held to ``floor(eps)`` per pixel.
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from signattack._typing import Amount, Array, device_of, moved, namespace
 from signattack.core.kernels import ball_box_limits, clip, signed_unit, within_linf_ball
 from signattack.core.norms import NormName, widest_float
+
+__all__ = ["LINF", "Linf", "LinfFeasible"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class LinfFeasible:
 
 @dataclass(frozen=True)
 class Linf:
-    """The L-inf norm, ``max_i |d_i|``. Use the singleton :data:`LINF`."""
+    """The L-inf norm, ``max_i |d_i|``. Use the singleton [`LINF`][signattack.core.linf.LINF]."""
 
     @property
     def name(self) -> NormName:

@@ -1,10 +1,10 @@
 """Per-sample classification losses on logits, written once against the array API.
 
-Each built-in loss is a :class:`LogitLoss`: its value together with its closed-form gradient
-with respect to the logits. The NumPy backend, which has no autograd, uses both. The
-PyTorch backend differentiates the margin's value with autograd and runs cross-entropy as a
-native autograd function with the same closed-form gradient, so both backends optimise the
-same function.
+Each built-in loss is a [`LogitLoss`][signattack.core.losses.LogitLoss]: its value together with its
+closed-form gradient with respect to the logits. The NumPy backend, which has no autograd, uses
+both. The PyTorch backend differentiates the margin's value with autograd and runs cross-entropy as
+a native autograd function with the same closed-form gradient, so both backends optimise the same
+function.
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ BUILTIN_LOSSES: dict[str, LogitLoss] = {"ce": CROSS_ENTROPY, "margin": MARGIN, "
 
 
 def resolve_loss(loss: object) -> LossFunction:
-    """The loss function for ``"ce"``, ``"margin"``, a :class:`LogitLoss` or a callable.
+    """The loss function for ``"ce"``, ``"margin"``, a
+    [`LogitLoss`][signattack.core.losses.LogitLoss] or a callable.
 
     Raises:
         ValueError: ``loss`` is an unknown name.

@@ -1,18 +1,17 @@
 """Norms: the geometry an attack works in, named once.
 
-An attack asks its norm for everything that depends on how a perturbation is measured:
-the distance of a perturbation, whether a point lies in the ball (judged in the inputs'
-own dtype), the steepest-ascent direction of a gradient, the feasible set of one call
-(the ball around each sample intersected with the box) with its projection and its random
-points, the rounding of integer images that stays inside the ball, and FAB's projection
-onto a hyperplane within the box. Every check of a perturbation in the library (the
-attacks' results, :func:`~signattack.evaluate`, its checkpoints and exports,
-:func:`~signattack.evaluation.verify`, the report's largest perturbation, the units
-warning) asks the norm, so that a new norm is one file (its :class:`Norm`) and one line
-in :func:`norm_of`.
+An attack asks its norm for everything that depends on how a perturbation is measured: the distance
+of a perturbation, whether a point lies in the ball (judged in the inputs' own dtype), the
+steepest-ascent direction of a gradient, the feasible set of one call (the ball around each sample
+intersected with the box) with its projection and its random points, the rounding of integer images
+that stays inside the ball, and FAB's projection onto a hyperplane within the box. Every check of a
+perturbation in the library (the attacks' results, `evaluate`, its checkpoints and exports,
+[`verify`][signattack.evaluation.verify], the report's largest perturbation, the units warning) asks
+the norm, so that a new norm is one file (its [`Norm`][signattack.core.norms.Norm]) and one line in
+[`norm_of`][signattack.core.norms.norm_of].
 
-Two norms ship: :data:`~signattack.core.linf.LINF` (``"linf"``) and
-:data:`~signattack.core.l2.L2` (``"l2"``).
+Two norms ship: [`LINF`][signattack.core.linf.LINF] (``"linf"``) and [`L2`][signattack.core.l2.L2]
+(``"l2"``).
 """
 
 from __future__ import annotations
@@ -21,18 +20,22 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from signattack._typing import Amount, Array, device_of, namespace
 
+__all__ = ["Feasible", "Norm", "NormName", "norm_of", "widest_float"]
+
 NormName: TypeAlias = Literal["linf", "l2"]
 """The names the library's norms answer to: ``"linf"`` and ``"l2"``."""
 
 
 class Feasible(Protocol):
     """The feasible set of one call: the ball of radius ``eps`` around each sample of
-    ``x``, intersected with the box. Made once per call by :meth:`Norm.feasible`."""
+    ``x``, intersected with the box. Made once per call by
+    [`Norm.feasible`][signattack.core.norms.Norm.feasible]."""
 
     def project(self, v: Array) -> Array:
         """The point of the set closest to ``v`` in the norm's own geometry (for L-inf the
-        element-wise clip, for L2 the Euclidean projection onto ball and box), in ``v``'s
-        dtype, inside the set exactly as :meth:`Norm.within` judges it."""
+        element-wise clip, for L2 the Euclidean projection onto ball and box), in ``v``'s dtype,
+        inside the set exactly as [`Norm.within`][signattack.core.norms.Norm.within] judges
+        it."""
         ...
 
     def random_point(self, draws: Array) -> Array:
@@ -97,11 +100,11 @@ class Norm(Protocol):
 
 
 def norm_of(norm: Norm | str) -> Norm:
-    """The :class:`Norm` for a name (``"linf"``, ``"l2"``; ``"Linf"``, ``"L2"``, ``"inf"``
-    are accepted) or a norm itself.
+    """The [`Norm`][signattack.core.norms.Norm] for a name (``"linf"``, ``"l2"``; ``"Linf"``,
+    ``"L2"``, ``"inf"`` are accepted) or a norm itself.
 
     Raises:
-        TypeError: ``norm`` is neither a string nor a :class:`Norm`.
+        TypeError: ``norm`` is neither a string nor a [`Norm`][signattack.core.norms.Norm].
         ValueError: An unknown name.
     """
     from signattack.core.l2 import L2  # the norms import this protocol
@@ -120,7 +123,10 @@ def norm_of(norm: Norm | str) -> Norm:
 
 
 def widest_float(like: Array) -> object:
-    """The library's default real floating dtype on ``like``'s device: ``float64``, or
-    ``float32`` where that is the widest (JAX without 64-bit mode)."""
+    """The widest real floating dtype of ``like``'s library on its device: ``float64``, or
+    ``float32`` where that is the widest (JAX without 64-bit mode). Not the library's default
+    (torch's is ``float32``, which would round float64 inputs' distances)."""
     xp = namespace(like)
-    return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["real floating"]
+    info = xp.__array_namespace_info__()
+    found = info.dtypes(device=device_of(like), kind="real floating")
+    return found.get("float64", found["float32"])

@@ -1,14 +1,14 @@
 """What an iterative attack writes: its update rule, and what a rule starts from and ends at.
 
-An attack is an :class:`UpdateRule`: where it starts, where the model is evaluated next, how
-it moves given what the model said there, and which point it returns. The one loop that runs
-every rule (:func:`signattack.attacks.loop.iterate`) and the backends that may compile a rule
-(:class:`TraceableRule`) both read these protocols, so they live here, below both, with no
-framework in them.
+An attack is an [`UpdateRule`][signattack.core.rules.UpdateRule]: where it starts, where the model
+is evaluated next, how it moves given what the model said there, and which point it returns. The one
+loop that runs every rule ([`signattack.attacks.loop.iterate`][signattack.attacks.loop.iterate]) and
+the backends that may compile a rule ([`TraceableRule`][signattack.core.rules.TraceableRule]) both
+read these protocols, so they live here, below both, with no framework in them.
 
-A rule says whether it needs the input gradient (``needs_gradient``): a gradient-free rule
-(a random search) sees the losses alone, and the loop then runs forward passes only, so the
-model need not be differentiable at all.
+A rule says whether it needs the input gradient (``needs_gradient``): a gradient-free rule (a random
+search) sees the losses alone, and the loop then runs forward passes only, so the model need not be
+differentiable at all.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class UpdateRule(Protocol[State]):
     """How an attack moves: the only thing an iterative attack has to write.
 
     Attributes:
-        needs_gradient: Whether :meth:`update` reads the input gradient. ``False`` makes the
+        needs_gradient: Whether `update` reads the input gradient. ``False`` makes the
             loop evaluate the model without a backward pass and hand ``grad=None``.
     """
 
@@ -85,7 +85,7 @@ class UpdateRule(Protocol[State]):
         self, state: State, step: int, losses: Array, grad: Array | None, fooled: Array
     ) -> State:
         """The state after step ``step``, given the losses, the input gradient (``None`` for a
-        rule that does not need it) and success (``(batch,)`` booleans) at :meth:`point`."""
+        rule that does not need it) and success (``(batch,)`` booleans) at `point`."""
         ...
 
     def finish(self, state: State, final: Evaluated | None) -> Array:
@@ -96,7 +96,7 @@ class UpdateRule(Protocol[State]):
 
 class TraceableRule(Protocol[State]):
     """An update rule that a backend may compile: a dataclass of arrays and numbers whose
-    :meth:`point` and :meth:`update` are pure array code (no host synchronisation, no
+    `point` and `update` are pure array code (no host synchronisation, no
     Python branch on a value or on the step, which may be a traced integer), and which
     needs the gradient."""
 

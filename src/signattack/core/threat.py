@@ -1,7 +1,7 @@
 """The threat model: the box inputs live in, the loss an attack climbs, the model's mode.
 
-One validated value, :class:`ThreatModel`, that attacks, probes and the evaluation share:
-it is checked once, where it is made, and passed around whole.
+One validated value, [`ThreatModel`][signattack.core.threat.ThreatModel], that attacks, probes and
+the evaluation share: it is checked once, where it is made, and passed around whole.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class ThreatModel:
         model_mode: ``"eval"`` or ``"train"`` switch an ``nn.Module`` for the call and back;
             ``"unchanged"`` leaves it as it is.
         norm: The norm of the ball, ``"linf"`` (default) or ``"l2"`` (or a
-            :class:`~signattack.core.norms.Norm`); stored as the norm itself.
+            [`Norm`][signattack.core.norms.Norm]); stored as the norm itself.
 
     Raises:
         TypeError: A field has the wrong type.
@@ -56,12 +56,12 @@ class ThreatModel:
 
     @property
     def box(self) -> Bounds:
-        """The bounds as :class:`~signattack.Bounds`."""
+        """The bounds as [`Bounds`][signattack.Bounds]."""
         return Bounds(*self.bounds)
 
     @property
     def geometry(self) -> Norm:
-        """The norm, typed as a :class:`~signattack.core.norms.Norm`."""
+        """The norm, typed as a [`Norm`][signattack.core.norms.Norm]."""
         return norm_of(self.norm)
 
     @property

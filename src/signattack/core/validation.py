@@ -19,6 +19,8 @@ import numpy as np
 
 from signattack._host import to_values
 from signattack._typing import Array, Namespace, is_array, namespace
+from signattack.core.linf import LINF
+from signattack.core.norms import Norm
 
 __all__ = ["Bounds", "UnitsWarning"]
 
@@ -96,7 +98,7 @@ def generator(rng: object, seed: int | None) -> np.random.Generator:
     entropy when ``None``). No global random state is read or changed.
 
     Raises:
-        TypeError: As :func:`check_rng`.
+        TypeError: As `check_rng`.
     """
     check_rng(rng)
     if isinstance(rng, np.random.Generator):
@@ -119,7 +121,7 @@ def _is_jax_key(value: object) -> bool:
 
 
 def _key_bits(key: object) -> list[int]:
-    """The words of a JAX key (``key`` passed :func:`_is_jax_key`)."""
+    """The words of a JAX key (``key`` passed `_is_jax_key`)."""
     import jax
 
     if isinstance(key, jax.Array) and "key" in str(key.dtype):
@@ -128,7 +130,8 @@ def _key_bits(key: object) -> list[int]:
 
 
 def check_bounds(bounds: object) -> Bounds:
-    """Return ``bounds`` as :class:`Bounds` if it is a pair of finite numbers ``lo < hi``."""
+    """Return ``bounds`` as [`Bounds`][signattack.core.validation.Bounds] if it is a pair of finite
+    numbers ``lo < hi``."""
     if is_array(bounds) and bounds.shape == (2,):
         bounds = tuple(to_values(bounds))
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
@@ -148,7 +151,7 @@ def check_choice(name: str, value: _Choice, choices: Collection[str]) -> _Choice
 
 
 def check_choice_message(name: str, value: object, choices: Collection[str]) -> str:
-    """The message of :func:`check_choice`'s error."""
+    """The message of `check_choice`'s error."""
     expected = ", ".join(repr(choice) for choice in sorted(choices))
     return f"{name} must be one of {expected}, got {value!r}"
 
@@ -228,51 +231,93 @@ def _caller_level() -> int:
 
 
 def warn_units(
-    x_range: tuple[float, float], floating: bool, bounds: Bounds, eps: float | None = None
+    x_range: tuple[float, float],
+    floating: bool,
+    bounds: Bounds,
+    eps: float | None = None,
+    *,
+    norm: Norm = LINF,
+    size: int = 1,
 ) -> None:
-    """Warn with a :class:`UnitsWarning` when inputs, box and eps seem to disagree on units.
+    """Warn with a [`UnitsWarning`][signattack.core.validation.UnitsWarning] when inputs, box and
+    eps seem to disagree on units.
 
-    Two signs of a units mistake: floating inputs that all lie in ``[0, 1]`` while the box is
-    at least ten times wider (images scaled to ``[0, 1]``, pixel-unit bounds), and an eps
-    larger than the whole box (nothing is left to constrain the attack).
+    Two signs of a units mistake: floating inputs that all lie in ``[0, 1]`` while the box is at
+    least ten times wider (images scaled to ``[0, 1]``, pixel-unit bounds), and an eps larger than
+    the whole box measured in ``norm`` (nothing is left to constrain the attack: see
+    `warn_wide_eps`).
 
     Args:
         x_range: The smallest and the largest input value.
         floating: Whether the inputs have a floating dtype.
         bounds: The pixel box.
         eps: The largest radius of the call, if there is one.
+        norm: The norm the radius is measured in.
+        size: The number of values in one sample (its pixels times its channels).
     """
     width = bounds.upper - bounds.lower
     smallest, largest = x_range
     if floating and smallest >= 0.0 and 0.0 < largest <= 1.0 and width >= 10.0:
         warnings.warn(
             f"x lies in [0, 1] but bounds are [{bounds.lower:g}, {bounds.upper:g}]: images "
-            "scaled to [0, 1] need bounds=(0, 1) and eps in the same units (eps=8/255 for 8 "
-            "pixel levels); if the box is meant, silence this with warnings.filterwarnings("
+            f"scaled to [0, 1] need bounds=(0, 1) and eps in the same units ({_example(norm)}); "
+            "if the box is meant, silence this with warnings.filterwarnings("
             '"ignore", category=signattack.UnitsWarning)',
             UnitsWarning,
             stacklevel=_caller_level(),
         )
     if eps is not None:
-        warn_wide_eps(eps, bounds)
+        warn_wide_eps(eps, bounds, norm=norm, size=size)
 
 
-def warn_wide_eps(eps: float, bounds: Bounds) -> None:
-    """Warn with a :class:`UnitsWarning` when the radius ``eps`` (the largest of a call's
-    radii) is larger than the whole box: nothing is left for the ball to constrain."""
-    if eps > bounds.upper - bounds.lower:
-        warnings.warn(
-            f"eps = {eps:g} is larger than the whole box [{bounds.lower:g}, {bounds.upper:g}], "
-            "so the ball constrains nothing: give eps in the box's units (eps=8/255 for 8 "
-            "pixel levels with bounds=(0, 1)); silence this with warnings.filterwarnings("
-            '"ignore", category=signattack.UnitsWarning)',
-            UnitsWarning,
-            stacklevel=_caller_level(),
+def _example(norm: Norm) -> str:
+    """A radius in ``[0, 1]`` units, as people write it for ``norm``."""
+    if norm.name == "linf":
+        return "eps=8/255 for 8 pixel levels"
+    return f"eps=0.5 for RobustBench's {norm.title} 0.5, which is 127.5 on (0, 255)"
+
+
+def box_diameter(bounds: Bounds, norm: Norm = LINF, size: int = 1) -> float:
+    """The distance, measured in ``norm``, between the opposite corners of the box of
+    samples of ``size`` values: ``upper - lower`` under L-inf, ``(upper - lower) *
+    sqrt(size)`` under L2. No radius larger than it constrains anything."""
+    width = np.full((1, max(size, 1)), bounds.upper - bounds.lower, dtype=np.float64)
+    return float(to_values(norm.distance(width))[0])
+
+
+def warn_wide_eps(eps: float, bounds: Bounds, *, norm: Norm = LINF, size: int = 1) -> None:
+    """Warn with a [`UnitsWarning`][signattack.core.validation.UnitsWarning] when the radius ``eps``
+    (the largest of a call's radii) is larger than the whole box measured in ``norm`` (its
+    `box_diameter` for samples of ``size`` values): nothing is left for the ball to constrain.
+
+    Under L-inf that is ``eps > upper - lower``. An L2 radius is naturally larger than an L-inf one
+    (RobustBench's L2 radius 0.5 on ``[0, 1]`` is 127.5 on ``[0, 255]``; its ImageNet radius 3 is
+    765 there, three times the box's width), so it is judged per value: ``eps / sqrt(size) > upper -
+    lower``.
+    """
+    diameter = box_diameter(bounds, norm, size)
+    if not eps > diameter:
+        return
+    width = bounds.upper - bounds.lower
+    measured = f"measured in {norm.title}"
+    if diameter != width:  # a norm that sums over the values: say what it is per value
+        per_value = eps * width / diameter
+        measured += (
+            f" (the box's diagonal over the {size} values of a sample is {diameter:.4g}: "
+            f"eps is {per_value:.4g} per value, more than the box's width {width:g})"
         )
+    warnings.warn(
+        f"eps = {eps:g} is larger than the whole box [{bounds.lower:g}, {bounds.upper:g}] "
+        f"{measured}, so the ball constrains nothing: give eps in the box's units "
+        f"({_example(norm)} with bounds=(0, 1)); silence this with "
+        'warnings.filterwarnings("ignore", category=signattack.UnitsWarning)',
+        UnitsWarning,
+        stacklevel=_caller_level(),
+    )
 
 
 def check_logits_form(logits: Array, y: Array) -> None:
-    """The part of :func:`check_logits` that reads no value: type, shape and dtype. It holds
+    """The part of `check_logits` that reads no value: type, shape and dtype. It holds
     for traced arrays inside a compiled function.
 
     Raises:

@@ -1,32 +1,30 @@
 """Robustness evaluation at scale: accuracy against eps over whole datasets.
 
-:func:`evaluate` attacks every batch of a dataset at every eps and returns a
-:class:`RobustnessReport`. It wastes no work: eps values are visited in increasing order, and
-a sample that is already misclassified (clean, or at a smaller eps) counts as broken at every
-larger eps without being attacked again, since the smaller ball lies inside the larger one.
-With a checkpoint path it saves its progress atomically after every batch, and an
-interrupted run resumes where it stopped and ends with exactly the results of an
-uninterrupted one; the checkpoint is bound to the model, the data, the attack, the radii and
-the library version that produced it, and a resume with anything else is refused. Under
-``torchrun`` each process evaluates its share of the batches and the results are combined
-with ``torch.distributed``; the report equals the single-process one, and when one process
-fails, all of them stop.
+[`evaluate`][signattack.evaluation.evaluate] attacks every batch of a dataset at every eps and
+returns a [`RobustnessReport`][signattack.evaluation.RobustnessReport]. It wastes no work: eps
+values are visited in increasing order, and a sample that is already misclassified (clean, or at a
+smaller eps) counts as broken at every larger eps without being attacked again, since the smaller
+ball lies inside the larger one. With a checkpoint path it saves its progress atomically after every
+batch, and an interrupted run resumes where it stopped and ends with exactly the results of an
+uninterrupted one; the checkpoint is bound to the model, the data, the attack, the radii and the
+library version that produced it, and a resume with anything else is refused. Under ``torchrun``
+each process evaluates its share of the batches and the results are combined with
+``torch.distributed``; the report equals the single-process one, and when one process fails, all of
+them stop.
 
-:func:`smallest_breaking_eps` finds, per sample, the smallest eps at which the attack
-succeeds, by bisection: a whole robustness curve from one run.
+[`smallest_breaking_eps`][signattack.evaluation.smallest_breaking_eps] finds, per sample, the
+smallest eps at which the attack succeeds, by bisection: a whole robustness curve from one run.
 
-The modules, one concern each: :mod:`~signattack.evaluation.report` (the result),
-:mod:`~signattack.evaluation.sweep` (the sweep), :mod:`~signattack.evaluation.checkpoint`
-and :mod:`~signattack.evaluation.identity` (resuming, and what a checkpoint is bound to),
-:mod:`~signattack.evaluation.distributed` (several processes),
-:mod:`~signattack.evaluation.bisection`, :mod:`~signattack.evaluation.standard` (the attacks
-and their presets), :mod:`~signattack.evaluation.adversarial` (the exported adversarial
-examples) and :mod:`~signattack.evaluation.verification` (evaluating the model at them
-again); the clean pass and the one decision rule for clean and attacked predictions live
-in ``_judging``, RobustBench's entry in ``_robustbench``. Works with any backend; torch is
-imported only where it is already in use.
+The modules, one concern each: `report` (the result), `sweep` (the sweep), `checkpoint` and
+`identity` (resuming, and what a checkpoint is bound to), `distributed` (several processes),
+`bisection`, `standard` (the attacks and their presets; the fast preset in ``_fast``), `adversarial`
+(the exported adversarial examples) and `verification` (evaluating the model at them again); the
+clean pass and the one decision rule for clean and attacked predictions live in ``_judging``,
+RobustBench's entry in ``_robustbench``. Works with any backend; torch is imported only where it is
+already in use.
 """
 
+from signattack.evaluation._fast import Audit, EscalatingSquare, audit, fast_attacks
 from signattack.evaluation.adversarial import Adversarial, load_adversarial
 from signattack.evaluation.bisection import smallest_breaking_eps
 from signattack.evaluation.distributed import PeerFailure
@@ -49,10 +47,14 @@ __all__ = [
     "AttackSpec",
     "AttackSuite",
     "Attacks",
+    "Audit",
+    "EscalatingSquare",
     "PeerFailure",
     "RobustnessReport",
     "Verification",
+    "audit",
     "evaluate",
+    "fast_attacks",
     "gradient_attacks",
     "load_adversarial",
     "rand_attacks",

@@ -1,5 +1,6 @@
-"""A report as RobustBench's model cards hold it: eps in their units, and
-``autoattack_acc`` only for AutoAttack's standard suite at its published settings."""
+"""A report as RobustBench's model cards hold it: the threat model (``Linf``, ``L2``), eps
+in their units, and ``autoattack_acc`` only for AutoAttack's standard suite at its published
+settings for that norm."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from signattack._io import Json, parse
+from signattack.core.norms import Norm
 from signattack.evaluation._units import robustbench_eps
 from signattack.evaluation.standard import attack_record, standard_attacks
 
@@ -31,6 +33,9 @@ class _Report(Protocol):
     def bounds(self) -> tuple[float, float] | None: ...
 
     @property
+    def norm(self) -> Norm: ...
+
+    @property
     def samples(self) -> int: ...
 
     @property
@@ -40,12 +45,13 @@ class _Report(Protocol):
     def robust_accuracy(self) -> dict[float, float]: ...
 
 
-def runs_autoattack(metadata: Mapping[str, Json]) -> bool:
+def runs_autoattack(metadata: Mapping[str, Json], norm: Norm) -> bool:
     """Whether a report's metadata records AutoAttack's standard suite at its published
-    settings: exactly the attacks, in order and with every setting, that
-    :func:`standard_attacks` makes for the recorded box and seed (APGD-CE and APGD-T with
-    100 steps and 9 targets, FAB-T, Square with 5000 queries), or, where the evaluation
-    found the model randomized and switched, its :func:`rand_attacks`. Decided from the
+    settings for ``norm``: exactly the attacks, in order and with every setting, that
+    [`standard_attacks`][signattack.evaluation.standard_attacks] makes for the recorded box, seed
+    and norm (APGD-CE and APGD-T with 100 steps and 9 targets, FAB-T, Square with 5000 queries), or,
+    where the evaluation found the model randomized and switched, its
+    [`rand_attacks`][signattack.evaluation.rand_attacks]. Decided from the
     recorded settings alone, so that a report read back from JSON decides the same."""
     attacks, box = metadata.get("attacks"), metadata.get("bounds")
     if not isinstance(attacks, list) or not attacks or not isinstance(attacks[0], dict):
@@ -57,19 +63,33 @@ def runs_autoattack(metadata: Mapping[str, Json]) -> bool:
     if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float))):
         return False
     try:
-        suite = standard_attacks(bounds=(lower, upper), seed=seed)
+        suite = standard_attacks(bounds=(lower, upper), seed=seed, norm=norm)
     except (TypeError, ValueError):  # a box or a seed that no preset takes
         return False
     published = suite.randomized if metadata.get("randomized_model") is True else suite
     if published is None:  # pragma: no cover - the standard suite has a randomized version
         return False
-    expected = [attack_record(attack)["settings"] for attack in published]
-    recorded = [entry.get("settings") if isinstance(entry, dict) else None for entry in attacks]
+    expected = [_verdicts(attack_record(attack)["settings"]) for attack in published]
+    recorded = [
+        _verdicts(entry.get("settings")) if isinstance(entry, dict) else None for entry in attacks
+    ]
     return parse(json.dumps(expected)) == parse(json.dumps(recorded))
 
 
+def _verdicts(settings: Json) -> Json:
+    """An attack's recorded settings less those that cannot change a verdict: early stopping
+    leaves a sample at the step that breaks it (the presets stop early since 0.2, and a report
+    written before still ran the published suite)."""
+    fields = settings.get("fields") if isinstance(settings, dict) else None
+    if not isinstance(settings, dict) or not isinstance(fields, dict):
+        return settings
+    return {**settings, "fields": {name: v for name, v in fields.items() if name != "early_stop"}}
+
+
 def robustbench_entry(report: _Report, eps: float | None = None) -> dict[str, Json]:
-    """:meth:`RobustnessReport.to_robustbench`: the entry RobustBench's model cards hold.
+    """[`RobustnessReport.to_robustbench`][signattack.evaluation.RobustnessReport.to_robustbench]:
+    the entry RobustBench's model cards hold, with the threat model of the report's norm
+    (``"Linf"``, ``"L2"``).
 
     Raises:
         ValueError: ``eps`` is not one of the report's radii, or the report records no box.
@@ -86,16 +106,18 @@ def robustbench_entry(report: _Report, eps: float | None = None) -> dict[str, Js
     version = report.metadata.get("signattack", "unknown")
     accuracy = f"{100 * report.robust_accuracy[radius]:.2f}"
     entry: dict[str, Json] = {"clean_acc": f"{100 * report.clean_accuracy:.2f}"}
-    if runs_autoattack(report.metadata):
+    norm = report.norm
+    if runs_autoattack(report.metadata, norm):
         entry["autoattack_acc"] = accuracy
-        ran = "AutoAttack's standard suite at its published settings"
+        ran = f"AutoAttack's standard {norm.title} suite at its published settings"
     else:
         entry["robust_acc"] = accuracy
         entry["robust_acc_attacks"] = report.attack
         ran = f"{report.attack}, not AutoAttack's standard suite (no autoattack_acc)"
     return {
         **entry,
-        "eps": robustbench_eps(radius, bounds),
+        "threat_model": norm.robustbench,
+        "eps": robustbench_eps(radius, bounds, norm),
         "n_examples": report.samples,
         "evaluation": (
             f"signattack {version}: {ran}; a signattack evaluation whose members "

@@ -1,18 +1,26 @@
 """How an evaluation is given its attacks: an attack, a factory ``eps -> attack``, or a
-sequence of them (the types :data:`AttackSpec` and :data:`Attacks`), and the attack a spec
-makes at a radius. Below everything else of the evaluation: it imports only the attacks."""
+sequence of them (the types [`AttackSpec`][signattack.evaluation._specs.AttackSpec] and
+[`Attacks`][signattack.evaluation._specs.Attacks]), and the attack a spec makes at a radius, and the
+norm an attack says it works in (`norm_said`, read from its ``threat``) and the one norm a suite
+shares (`shared_norm`). Below everything else
+of the evaluation: it imports only the attacks and the core."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from signattack.attacks import Attack, EpsAttack
+from signattack.core.linf import LINF
+from signattack.core.norms import Norm
+from signattack.core.threat import ThreatModel
 
 AttackFactory = Callable[[float], Attack]
 """A factory ``eps -> attack``."""
 
 AttackSpec = EpsAttack | AttackFactory
-"""An attack to run at every eps: an attack whose radius is replaced (:class:`EpsAttack`:
+"""An attack to run at every eps: an attack whose radius is replaced
+([`EpsAttack`][signattack.EpsAttack]:
 every attack of signattack), or a factory ``eps -> attack``."""
 
 Attacks = AttackSpec | Sequence[AttackSpec]
@@ -53,3 +61,56 @@ def attack_at(spec: AttackSpec, eps: float) -> Attack:
             f"got {type(attack).__name__} for eps={eps:g}"
         )
     return attack
+
+
+@runtime_checkable
+class _Threatened(Protocol):
+    """An attack that says its threat model (its box, loss, mode and norm)."""
+
+    @property
+    def threat(self) -> ThreatModel: ...
+
+
+@runtime_checkable
+class _Named(Protocol):
+    """An attack that says the name papers give it."""
+
+    @property
+    def name(self) -> str: ...
+
+
+def norm_said(attack: Attack) -> Norm | None:
+    """The norm of ``attack``'s ball, read from its ``threat``; ``None`` where it says none
+    (an attack of another library, made by a factory)."""
+    if isinstance(attack, _Threatened):
+        threat = attack.threat
+        if isinstance(threat, ThreatModel):
+            return threat.geometry
+    return None
+
+
+def shared_norm(attacks: Sequence[Attack]) -> Norm:
+    """The one norm the attacks of an evaluation share: every ball is checked, every
+    perturbation measured and every file labelled in it. L-inf where no attack says one.
+
+    Raises:
+        ValueError: Two attacks work in different norms (the message names each attack
+            and its norm): one evaluation never mixes them, since its radii, its largest
+            perturbation and its report would mean two things at once.
+    """
+    said = [(attack, norm_said(attack)) for attack in attacks]
+    norms = {norm.name: norm for _, norm in said if norm is not None}
+    if len(norms) > 1:
+        named = ", ".join(
+            f"{_label(attack)} ({norm.title})" for attack, norm in said if norm is not None
+        )
+        raise ValueError(
+            f"the attacks of one evaluation must share one norm, got {named}: evaluate "
+            "each norm on its own (standard_attacks(norm=...) builds a suite per norm)"
+        )
+    return next(iter(norms.values()), LINF)
+
+
+def _label(attack: Attack) -> str:
+    named = attack.name if isinstance(attack, _Named) else None
+    return named if isinstance(named, str) and named else type(attack).__name__

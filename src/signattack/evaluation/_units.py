@@ -1,29 +1,45 @@
-"""Radii as their users write them: ``8/255`` on a box of width one, and RobustBench's
-``[0, 1]`` units whatever the box."""
+"""Radii as their users write them: ``8/255`` on a box of width one, RobustBench's
+``[0, 1]`` units whatever the box, and the norm they are measured in: an L-inf radius is a
+number of 8-bit levels per pixel, an L2 radius a length, written as a decimal."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+
+from signattack._io import Json
+from signattack.core.linf import LINF
+from signattack.core.norms import Norm, NormName, norm_of
 
 LEVELS = 255
-"""Pixel levels of an 8-bit image: a radius of a ``[0, 1]`` box is shown as ``k/255``."""
+"""Pixel levels of an 8-bit image: an L-inf radius of a ``[0, 1]`` box is shown as ``k/255``."""
+
+_LABELS: dict[str, str] = {"linf": "|d|", "l2": "||d||_2"}
 
 
-def radius_text(eps: float, bounds: tuple[float, float] | None) -> str:
-    """``eps`` as its user thinks of it: ``8/255`` for a box of width one where ``eps`` is a
-    whole number of 8-bit levels, else ``8`` or ``0.03``."""
-    if bounds is not None and math.isclose(bounds[1] - bounds[0], 1.0) and eps > 0:
+def radius_text(
+    eps: float, bounds: tuple[float, float] | None, norm: Norm | NormName | None = None
+) -> str:
+    """``eps`` as its user thinks of it: under L-inf (the default), ``8/255`` for a box of
+    width one where ``eps`` is a whole number of 8-bit levels, else ``8`` or ``0.03``;
+    under L2 always a decimal (``0.5``, ``127.5``): an L2 radius is no number of levels."""
+    geometry = LINF if norm is None else norm_of(norm)
+    linf = geometry.name == "linf"
+    if linf and bounds is not None and math.isclose(bounds[1] - bounds[0], 1.0) and eps > 0:
         levels = eps * LEVELS
         if math.isclose(levels, round(levels), rel_tol=1e-6):
             return f"{round(levels)}/{LEVELS}"
     return f"{eps:g}"
 
 
-def robustbench_eps(eps: float, bounds: tuple[float, float]) -> str:
+def robustbench_eps(
+    eps: float, bounds: tuple[float, float], norm: Norm | NormName | None = None
+) -> str:
     """``eps`` in RobustBench's units, whatever box the inputs lived in: a share of the
-    box's width, as for images in ``[0, 1]`` (``16`` on ``[0, 255]`` is ``16/255``, ``16/255``
-    on ``[-1, 1]`` is ``8/255``), written ``k/255`` where it is a whole number of 8-bit
-    levels, else as a decimal.
+    box's width, as for images in ``[0, 1]``. Under L-inf (the default) ``16`` on
+    ``[0, 255]`` is ``16/255`` and ``16/255`` on ``[-1, 1]`` is ``8/255``, written ``k/255``
+    where it is a whole number of 8-bit levels, else as a decimal; under L2 always a decimal,
+    as RobustBench writes it: ``127.5`` on ``[0, 255]`` is ``0.5``.
 
     Raises:
         ValueError: The box has no finite, positive width.
@@ -31,4 +47,30 @@ def robustbench_eps(eps: float, bounds: tuple[float, float]) -> str:
     width = bounds[1] - bounds[0]
     if not (math.isfinite(width) and width > 0):
         raise ValueError(f"bounds must have a finite width > 0, got {bounds!r}")
-    return radius_text(eps / width, (0.0, 1.0))
+    return radius_text(eps / width, (0.0, 1.0), norm)
+
+
+def norm_label(norm: Norm | NormName) -> str:
+    """How a report writes the size of a perturbation ``d = x_adv - x`` in ``norm``:
+    ``|d|`` under L-inf (the largest change of one input element, as reports always
+    wrote it), ``||d||_2`` under L2."""
+    name = norm_of(norm).name
+    return _LABELS.get(name, f"||d||_{name}")
+
+
+def recorded_norm(metadata: Mapping[str, Json]) -> Norm:
+    """The norm ``metadata`` records (L-inf where it records none).
+
+    Raises:
+        ValueError: It records something that names no norm.
+    """
+    recorded = metadata.get("norm")
+    if recorded is None:
+        return LINF
+    if not isinstance(recorded, str):
+        raise ValueError(f"metadata['norm'] must be 'linf' or 'l2', got {type(recorded).__name__}")
+    try:
+        return norm_of(recorded)
+    except ValueError:
+        message = f"metadata['norm'] must be 'linf' or 'l2', got {recorded[:40]!r}"
+        raise ValueError(message) from None

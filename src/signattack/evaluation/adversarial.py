@@ -1,21 +1,25 @@
 """The adversarial examples of an evaluation, exported and verified.
 
-RobustBench's external evaluations ask for the adversarial examples as one array of the
-test set's size, and re-evaluating a saved ``x_adv`` is where a number is found not to
-reproduce (the model's mode, randomness). :func:`~signattack.evaluation.evaluate` with
-``adversarial=`` writes, per radius, the point that decided each sample (the adversarial
-point where an attack broke it, at that radius or a smaller one; the clean input where none
-did) with the clean inputs, the labels and the report; :func:`verify` evaluates the model
-there again and says whether it gives the report's numbers, and whether every point lies in
-its ball and the box.
+RobustBench's external evaluations ask for the adversarial examples as one array of the test set's
+size, and re-evaluating a saved ``x_adv`` is where a number is found not to reproduce (the model's
+mode, randomness). [`evaluate`][signattack.evaluation.evaluate] with ``adversarial=`` writes, per
+radius, the point that decided each sample (the adversarial point where an attack broke it, at that
+radius or a smaller one; the clean input where none did) with the clean inputs, the labels and the
+report; [`verify`][signattack.evaluation.verify] evaluates the model there again and says whether it
+gives the report's numbers, and whether every point lies in its ball and the box.
 
-The file is a NumPy ``.npz`` (any framework), or a ``.pt`` dictionary of tensors for
-``torch.load``: ``x`` (clean inputs), ``y`` (labels), ``eps`` (the radii), ``x_adv_<i>``
-(the points at radius ``eps[i]``, in the inputs' dtype), ``report`` (the report's JSON),
-``dtype`` (the inputs' dtype as their library names it) and ``library`` (``torch``, ``jax``
-or ``numpy``). NumPy has no ``bfloat16``: a ``.npz`` keeps ``bfloat16`` points as the
-``float32`` numbers they are (exactly), and ``dtype`` says ``bfloat16``, so that
-:func:`verify` re-evaluates them in ``bfloat16``.
+The file is a NumPy ``.npz`` (any framework), or a ``.pt`` dictionary of tensors for ``torch.load``:
+``x`` (clean inputs), ``y`` (labels), ``eps`` (the radii), ``x_adv_<i>`` (the points at radius
+``eps[i]``, in the inputs' dtype), ``report`` (the report's JSON), ``dtype`` (the inputs' dtype as
+their library names it), ``library`` (``torch``, ``jax`` or ``numpy``), ``norm`` (``linf`` or
+``l2``: the ball the points were held to, which [`verify`][signattack.evaluation.verify] checks; a
+file without it, written before the L2 threat model, is L-inf) and ``record`` (JSON: how to rebuild
+the evaluation. From Python what is knowable: the model's class and digest, the box, the norm, the
+radii, the data's digest; from the command line also its flags, which ``signattack verify FILE``
+rebuilds the model from. On synthetic stand-in data it says so. A file written before it has none).
+NumPy has no ``bfloat16``: a ``.npz`` keeps ``bfloat16`` points as the ``float32`` numbers they are
+(exactly), and ``dtype`` says ``bfloat16``, so that [`verify`][signattack.evaluation.verify]
+re-evaluates them in ``bfloat16``.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ from signattack._host import (
     to_numpy,
     to_values,
 )
-from signattack._io import escaped, parse, write_atomically
-from signattack.evaluation.report import RobustnessReport
+from signattack._io import Json, escaped, parse, write_atomically
+from signattack.core.norms import NormName, norm_of
+from signattack.evaluation.report import RobustnessReport, stand_in_note
 
 if TYPE_CHECKING:
     from signattack.evaluation.identity import Identity
@@ -130,7 +135,7 @@ class Collected:
 
     def add(self, x: object, y: object, points: list[HostArray]) -> None:
         """Keep a batch: its inputs and labels (arrays of any library, as the data gave
-        them) and its points at every radius (host arrays, as :func:`to_numpy` gives).
+        them) and its points at every radius (host arrays, as `to_numpy` gives).
 
         Raises:
             ValueError: The points are not one array of the inputs' shape per radius.
@@ -150,32 +155,84 @@ class Collected:
 
     def save(self, path: Path, report: RobustnessReport) -> Path:
         """Write everything to ``path`` atomically, then remove the batches kept beside it."""
-        arrays: dict[str, HostArray] = {
-            "x": np.concatenate(self.clean),
-            "y": np.concatenate(self.labels),
-            "eps": np.asarray(report.eps, dtype=np.float64),
-        }
-        for index, points in enumerate(self.points):
-            arrays[f"x_adv_{index}"] = np.concatenate(points)
-        dtype = self.dtype or dtype_name(arrays["x"])
-        if path.suffix == ".pt":
-            import torch
-
-            tensors: dict[str, object] = {k: torch.from_numpy(v) for k, v in arrays.items()}
-            if dtype == "bfloat16":  # torch has it: the file holds what the model took
-                for key in ("x", *(f"x_adv_{i}" for i in range(len(self.points)))):
-                    tensors[key] = torch.from_numpy(arrays[key]).to(torch.bfloat16)
-            tensors.update(report=report.to_json(), dtype=dtype, library=self.library)
-            buffer = io.BytesIO()
-            torch.save(tensors, buffer)
-            data = buffer.getvalue()
-        else:
-            texts = {"report": report.to_json(), "dtype": dtype, "library": self.library}
-            named = {key: np.asarray(text) for key, text in texts.items()}
-            data = npz_bytes({**arrays, **named}, compressed=True)
-        write_atomically(path, data)
+        x = np.concatenate(self.clean)
+        points = [np.concatenate(points) for points in self.points]
+        dtype = self.dtype or dtype_name(x)
+        write_export(path, x, np.concatenate(self.labels), points, report, dtype, self.library)
         _remove_parts(parts_of(path))
         return path
+
+
+def export_record(report: RobustnessReport, command: Mapping[str, Json] | None = None) -> str:
+    """The export's ``record``, as JSON: what the report knows of the evaluation (the
+    model's class and digest, the box, the norm, the radii, the data), whether the data is
+    synthetic stand-in data, and the ``command`` that rebuilds it, where one made it."""
+    record: dict[str, Json] = {
+        "made_by": "python" if command is None else "command line",
+        "model": report.metadata.get("model"),
+        "bounds": None if report.bounds is None else list(report.bounds),
+        "norm": report.norm.name,
+        "eps": list(report.eps),
+        "data": report.metadata.get("data"),
+    }
+    stand_in = stand_in_note(report.metadata)
+    if stand_in is not None:
+        record = {"synthetic_data": True, "warning": stand_in, **record}
+    if command is not None:
+        record["command"] = dict(command)
+    return json.dumps(record, allow_nan=False)
+
+
+def write_export(
+    path: Path,
+    x: HostArray,
+    y: HostArray,
+    points: list[HostArray],
+    report: RobustnessReport,
+    dtype: str,
+    library: str,
+    command: Mapping[str, Json] | None = None,
+) -> None:
+    """Write an export to ``path`` atomically: the arrays, the report and its record."""
+    arrays: dict[str, HostArray] = {"x": x, "y": y, "eps": np.asarray(report.eps, np.float64)}
+    arrays.update({f"x_adv_{index}": kept for index, kept in enumerate(points)})
+    texts = {
+        "report": report.to_json(),
+        "dtype": dtype,
+        "library": library,
+        "norm": report.norm.name,
+        "record": export_record(report, command),
+    }
+    if path.suffix == ".pt":
+        import torch
+
+        tensors: dict[str, object] = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        if dtype == "bfloat16":  # torch has it: the file holds what the model took
+            for key in ("x", *(f"x_adv_{i}" for i in range(len(points)))):
+                tensors[key] = torch.from_numpy(arrays[key]).to(torch.bfloat16)
+        tensors.update(texts)
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        data = buffer.getvalue()
+    else:
+        named = {key: np.asarray(text) for key, text in texts.items()}
+        data = npz_bytes({**arrays, **named}, compressed=True)
+    write_atomically(path, data)
+
+
+def add_command(path: Path, report: RobustnessReport, command: Mapping[str, Json]) -> None:
+    """Write the export at ``path`` again with the ``command`` that rebuilds its evaluation
+    in its record, and ``report`` (the evaluation's, with what the command line adds to its
+    metadata) in place of its own.
+
+    Raises:
+        ValueError: The file is not an export, or ``report`` is not of its samples and radii.
+    """
+    saved = load_adversarial(path)
+    if report.eps != saved.report.eps or report.samples != saved.report.samples:
+        raise ValueError(f"the report is not the one of the export {str(path)!r}")
+    points = list(saved.points.values())
+    write_export(path, saved.x, saved.y, points, report, saved.dtype, saved.library, command)
 
 
 @dataclass(frozen=True)
@@ -190,6 +247,10 @@ class Adversarial:
         dtype: The inputs' dtype as their library names it (``bfloat16`` inputs are held
             as the ``float32`` numbers they are).
         library: The inputs' library: ``torch``, ``jax`` or ``numpy``.
+        norm: The norm of the balls the points were held to: ``"linf"`` (also for a file
+            that records none) or ``"l2"``.
+        record: How to rebuild the evaluation (see the module's description); ``None`` for
+            a file written before exports recorded it.
     """
 
     x: HostArray
@@ -198,6 +259,8 @@ class Adversarial:
     report: RobustnessReport
     dtype: str = ""
     library: str = "numpy"
+    norm: NormName = "linf"
+    record: Mapping[str, Json] | None = None
 
 
 def load_adversarial(path: str | os.PathLike[str]) -> Adversarial:
@@ -287,7 +350,37 @@ def _checked(stored: Mapping[str, HostArray | str]) -> Adversarial:
     library = stored_text(stored, "library", "numpy")
     if library not in ("torch", "jax", "numpy"):
         raise ValueError(f"library must be 'torch', 'jax' or 'numpy', got {library[:40]!r}")
-    return Adversarial(x, y, points, report, dtype, library)
+    norm = _norm(stored, report)
+    return Adversarial(x, y, points, report, dtype, library, norm, _record(stored))
+
+
+def _record(stored: Mapping[str, HostArray | str]) -> dict[str, Json] | None:
+    """The record of how to rebuild the evaluation, where the file holds one."""
+    if "record" not in stored:
+        return None
+    try:
+        record = parse(stored_text(stored, "record"))
+    except ValueError:  # a JSON error is a ValueError too
+        record = None
+    if not isinstance(record, dict):
+        raise ValueError("its record is not a JSON object")
+    return record
+
+
+def _norm(stored: Mapping[str, HostArray | str], report: RobustnessReport) -> NormName:
+    """The norm the file records, which its report must record too (a file and a report
+    that record none are L-inf)."""
+    named = stored_text(stored, "norm", report.norm.name)
+    try:
+        norm = norm_of(named).name
+    except ValueError:
+        raise ValueError(f"norm must be 'linf' or 'l2', got {named[:40]!r}") from None
+    if named != norm or norm != report.norm.name:
+        raise ValueError(
+            f"it says the points were held to the {named[:40]!r} ball, its report says "
+            f"{report.norm.name!r}"
+        )
+    return norm
 
 
 def _in_bfloat16(values: HostArray) -> bool:

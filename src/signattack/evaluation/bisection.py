@@ -13,6 +13,7 @@ from signattack.attacks import PerSampleAttack
 from signattack.backends.batch import widest_float
 from signattack.core.validation import check_real, check_steps
 from signattack.evaluation._judging import clean_predictions, moves_of
+from signattack.evaluation._specs import shared_norm
 from signattack.evaluation.standard import threat_of, traits_of
 
 __all__ = ["smallest_breaking_eps"]
@@ -29,18 +30,19 @@ def smallest_breaking_eps(
 ) -> npt.NDArray[np.float64]:
     """Per sample, the smallest eps at which ``attack`` succeeds, by bisection.
 
-    Each iteration attacks the whole batch once, every sample at the middle of its own
-    interval (per-sample eps), and halves the interval: after ``iterations`` steps the
-    answer is within ``eps_max / 2**iterations``. Samples misclassified without attack get
-    0; samples the attack cannot break at ``eps_max`` get ``inf``. The accuracy at eps is
-    then the share of samples whose smallest breaking eps exceeds it.
+    Each iteration attacks the whole batch once, every sample at the middle of its own interval
+    (per-sample eps), and halves the interval: after ``iterations`` steps the answer is within
+    ``eps_max / 2**iterations``. The radii are those of the attack's norm (L-inf for the sign
+    attacks, L2 for an L2 attack). Samples misclassified without attack get 0; samples the attack
+    cannot break at ``eps_max`` get ``inf``. The accuracy at eps is then the share of samples whose
+    smallest breaking eps exceeds it.
 
     Args:
         model: As for the attacks.
         x: Inputs ``(batch, ...)``.
         y: Labels ``(batch,)``.
-        attack: The attack; its ``eps`` is replaced per sample (an :class:`FGSM` runs as
-            its one-step :class:`IteratedSign`).
+        attack: The attack; its ``eps`` is replaced per sample (an [`FGSM`][signattack.FGSM] runs as
+            its one-step [`IteratedSign`][signattack.IteratedSign]).
         eps_max: The largest radius considered.
         iterations: Bisection steps.
 
@@ -66,7 +68,7 @@ def smallest_breaking_eps(
         )
     # One decision rule, the attack's: the mean logits of its passes, clean and attacked;
     # a point that is the clean input is the clean pass's to judge.
-    draws = traits_of(attack).eot
+    draws, norm = traits_of(attack).eot, shared_norm([attack])
     predictions, labels = clean_predictions(model, x, y, threat_of([attack]), draws=draws)
     clean = to_flags(predictions == labels)
     runnable = as_model(model)  # a backend has accepted it
@@ -75,7 +77,7 @@ def smallest_breaking_eps(
     def breaks(radii: list[float]) -> list[bool]:
         per_sample = xp.asarray(radii, dtype=wide, device=where)
         outcome = attack.run_per_sample(runnable, x, labels, per_sample)
-        moves = moves_of(outcome.x_adv, x)
+        moves = moves_of(outcome.x_adv, x, norm)
         wrong = to_flags(outcome.predictions != labels)
         return [bad and move > 0 for bad, move in zip(wrong, moves, strict=True)]
 

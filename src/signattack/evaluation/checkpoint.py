@@ -1,12 +1,13 @@
 """Resumable evaluations: per-batch results on disk, bound to the evaluation that made them.
 
-A checkpoint is a JSON file holding the evaluation's identity (library version, model,
+A checkpoint is a JSON file holding the evaluation's identity (library version, norm, model,
 attack, radii) and, per finished batch, a digest of that batch's inputs and labels with its
 per-sample results. A run resumes only from its own checkpoint: every part of the identity
-must match, every reused batch must have the digest of the batch now passed, and the data
-must not have fewer batches (or, once a pass finished, another number of them). Anything
-else raises a ``ValueError`` that names the file and what differs. Every entry is checked on
-load, so a damaged or edited file is refused instead of reported.
+must match (a checkpoint that records no norm is an L-inf one), every reused batch must have
+the digest of the batch now passed, and the data must not have fewer batches (or, once a
+pass finished, another number of them). Anything else raises a ``ValueError`` that names
+the file and what differs. Every entry is checked on load, so a damaged or edited file is
+refused instead of reported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from signattack._io import Json, finite_nonnegative, parse, write_atomically
+from signattack.core.norms import norm_of
 from signattack.evaluation.identity import Identity
 
 __all__: list[str] = []  # internal: nothing here is public API
@@ -30,17 +32,20 @@ rounded (relative ``2**-8`` each in ``bfloat16``, the coarsest)."""
 
 
 def outside_ball(moved_by: float, radius: float) -> bool:
-    """Whether a measured largest perturbation ``moved_by`` lies outside the L-inf ball of
-    ``radius``, beyond the rounding :data:`LARGEST_SLACK` allows.
-
-    The evaluation's one rule for it, measured in the widest float: the sweep's check of
-    every attack and the checkpoint's check of every stored batch call it, and nothing else
-    (the place to use a dtype-aware check instead).
+    """Whether a stored largest perturbation ``moved_by`` (measured in the evaluation's
+    norm, in the widest float) lies outside the ball of ``radius``, beyond the rounding
+    `LARGEST_SLACK` allows: the checkpoint's check of every stored batch. The points
+    themselves are judged by the norm, in their own dtype, when the attack returns them
+    (`check_ball`).
     """
     return moved_by > radius * (1 + LARGEST_SLACK)
 
 
 _START_AFRESH = "delete it, or pass another checkpoint path, to start afresh"
+
+_UNRECORDED: dict[str, Json] = {"norm": "linf"}
+"""What a checkpoint that lacks a part of the identity was written with: every checkpoint
+before the L2 threat model is an L-inf one."""
 
 
 class _Damaged(Exception):
@@ -52,14 +57,14 @@ class BatchResult:
     """The per-sample results of one batch at every eps.
 
     Attributes:
-        digest: The batch's digest (:func:`~signattack.evaluation.identity.batch_digest`),
+        digest: The batch's digest (`batch_digest`),
             or ``""`` when no checkpoint is kept.
         clean: Per sample, classified correctly without attack.
         robust: Per eps, per sample, still classified correctly under the attack.
         largest: Per eps, the largest perturbation the attack produced in this batch.
         attacked: Per eps, how many samples of this batch were attacked.
         broken: Per eps, per attack in order, how many samples it broke.
-        problems: What :func:`~signattack.probes.check_gradients` found on this batch
+        problems: What [`check_gradients`][signattack.probes.check_gradients] found on this batch
             (checked on the first batch only).
     """
 
@@ -91,11 +96,12 @@ class BatchResult:
 
     @classmethod
     def from_dict(cls, data: Json, radii: tuple[float, ...], attacks: int) -> BatchResult:
-        """The result :meth:`to_dict` wrote, checked entry by entry.
+        """The result [`to_dict`][signattack.evaluation.RobustnessReport.to_dict] wrote, checked
+        entry by entry.
 
-        Beyond types and lengths, the results must be consistent: a sample broken at one
-        eps is broken at every larger eps, and the samples attacked at an eps are exactly
-        those that survived the previous one.
+        Beyond types and lengths, the results must be consistent: a sample broken at one eps is
+        broken at every larger eps, and the samples attacked at an eps are exactly those that
+        survived the previous one.
 
         Raises:
             _Damaged: Anything is missing, of the wrong type or inconsistent.
@@ -221,7 +227,7 @@ class Checkpoint:
             return cls(path, identity)
         document = _read(path)
         for part, value in identity.to_dict().items():
-            there = document.identity.get(part)
+            there = document.identity.get(part, _UNRECORDED.get(part))
             if there != value:
                 raise ValueError(
                     f"checkpoint {path} belongs to another evaluation: "
@@ -350,11 +356,26 @@ def _read(path: Path) -> _Document:
     return _Document(identity, total, batches)
 
 
+def _title(name: object) -> str:
+    """A recorded norm's name as people write it (``L-inf``, ``L2``), or as recorded."""
+    if isinstance(name, str):
+        try:
+            return norm_of(name).title
+        except ValueError:
+            return repr(name[:40])
+    return f"unknown ({type(name).__name__})"
+
+
 def _difference(part: str, there: object, here: object) -> str:
     if part == "version":
         return f"it was written by signattack {there}, this is {here}"
     if part == "eps":
         return f"the eps differ ({there} there, {here} here)"
+    if part == "norm":
+        return (
+            f"it was written for an evaluation in the {_title(there)} norm, this one is in "
+            f"the {_title(here)} norm"
+        )
     if part == "model":
         return "the model differs (its class, parameters or buffers)"
     if part in ("attack", "attacks"):

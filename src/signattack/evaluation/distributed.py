@@ -1,10 +1,10 @@
 """Several processes under ``torchrun``: who does which batch, and failing together.
 
-Every process iterates over all the batches and evaluates those whose index it owns
-(``index % world == rank``). After each round of ``world`` batches the processes exchange a
-status, so that when one of them fails, the others learn it at the end of the round and
-stop too, instead of waiting in a collective until the backend's timeout. The failing
-process raises its own error; the others raise :class:`PeerFailure`, which names it.
+Every process iterates over all the batches and evaluates those whose index it owns (``index % world
+== rank``). After each round of ``world`` batches the processes exchange a status, so that when one
+of them fails, the others learn it at the end of the round and stop too, instead of waiting in a
+collective until the backend's timeout. The failing process raises its own error; the others raise
+[`PeerFailure`][signattack.evaluation.distributed.PeerFailure], which names it.
 
 Works without torch: outside a process group there is one process and nothing to exchange.
 """

@@ -2,9 +2,10 @@
 
 A checkpoint may only be resumed by the evaluation that wrote it. "The same evaluation" means
 the same model (its class and a digest of its parameters and buffers), the same attack (its
-settings, described without memory addresses), the same radii, the same data (a digest of
-every batch's inputs and labels) and the same library version. Everything here is computed
-so that it is equal in every process and on every run, and differs where they differ.
+settings, described without memory addresses), the same norm, the same radii, the same data
+(a digest of every batch's inputs and labels) and the same library version. Everything here
+is computed so that it is equal in every process and on every run, and differs where they
+differ.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from signattack._io import Json
 from signattack._typing import Array, is_array
 from signattack._version import __version__
 from signattack.attacks import EpsAttack
+from signattack.core.norms import NormName, norm_of
+from signattack.evaluation._specs import attack_at, shared_norm
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,6 +68,12 @@ def _module_state(module: nn.Module) -> dict[str, Json]:
         digest.update(name.encode())
         digest.update(_array_digest(tensors[name]).encode())
     return {"module": _qualified(type(module)), "state": digest.hexdigest()}
+
+
+_LATER_FIELDS: dict[str, object] = {"norm": "linf"}
+"""Settings that attacks gained after their descriptions were first written, with the value
+every earlier description meant: left out of a description where they hold that value, so
+that checkpoints and reports of earlier versions still describe the same attacks."""
 
 
 def stable(value: object, depth: int = 0) -> Json:
@@ -111,7 +120,11 @@ def stable(value: object, depth: int = 0) -> Json:
         return {"function": _qualified(value)}
     fields = field_values(value)
     if fields is not None:
-        described = {name: inner(item) for name, item in fields.items()}
+        described = {
+            name: inner(item)
+            for name, item in fields.items()
+            if not (name in _LATER_FIELDS and item == _LATER_FIELDS[name])
+        }
         return {"class": _qualified(type(value)), "fields": described}
     attributes: object = getattr(value, "__dict__", None)
     if isinstance(attributes, dict):
@@ -132,7 +145,7 @@ def describe(value: object) -> str:
 
     Dataclasses show their class and the settings that differ from the defaults, with
     ``eps`` left out (the radius varies): ``IteratedSign(steps=5)``; functions, partials and
-    callable objects show their names. Only for display: :func:`stable` is what identifies.
+    callable objects show their names. Only for display: `stable` is what identifies.
     """
     fields = field_values(value)
     if fields is None:
@@ -199,10 +212,12 @@ class Identity:
 
     Attributes:
         version: The library's version.
-        model: The model's description (:func:`stable`) or ``{"name": model_name}``.
+        model: The model's description (`stable`) or ``{"name": model_name}``.
         attack: The attacks' settings (radius left out) or ``{"name": name}``.
         eps: The radii, increasing.
         attacks: The number of attacks run in order.
+        norm: The norm the attacks share (``"linf"``, ``"l2"``): a checkpoint of one
+            norm never resumes an evaluation of another, whatever the attacks are named.
     """
 
     version: str
@@ -210,6 +225,7 @@ class Identity:
     attack: Json
     eps: tuple[float, ...]
     attacks: int
+    norm: NormName = "linf"
 
     @classmethod
     def of(
@@ -227,8 +243,10 @@ class Identity:
 
         Raises:
             ValueError: The model or an attack has no description that is the same in
-                another process, and no name was given for it.
+                another process, and no name was given for it; the attacks do not share
+                one norm.
         """
+        norm = shared_norm([attack_at(spec, eps[0]) for spec in specs]).name
         try:
             model_part: Json = {"name": model_name} if model_name is not None else stable(model)
         except Unstable as error:
@@ -248,12 +266,13 @@ class Identity:
                 f"{error}: pass name='...' naming this exact attack (a lambda or closure "
                 "cannot be told apart from another one)"
             ) from None
-        return cls(__version__, model_part, attack_part, eps, len(specs))
+        return cls(__version__, model_part, attack_part, eps, len(specs), norm)
 
     def to_dict(self) -> dict[str, Json]:
         """The identity as JSON, as the checkpoint stores it."""
         return {
             "version": self.version,
+            "norm": self.norm,
             "model": self.model,
             "attack": self.attack,
             "eps": list(self.eps),
@@ -265,6 +284,15 @@ def _radius_free(specs: Sequence[object]) -> list[object]:
     """The attacks with radius 0: the radius of a ready-made attack is replaced at every eps,
     so it is no part of the identity."""
     return [spec.with_eps(0.0) if isinstance(spec, EpsAttack) else spec for spec in specs]
+
+
+def _recorded_norm(attacks: Sequence[Json]) -> NormName:
+    """The norm the attack records name (``"linf"`` where none names one)."""
+    for record in attacks:
+        named = record.get("norm") if isinstance(record, dict) else None
+        if isinstance(named, str):
+            return norm_of(named).name
+    return "linf"
 
 
 def _frameworks() -> dict[str, Json]:
@@ -284,6 +312,7 @@ def run_metadata(
     *,
     model_name: str | None,
     bounds: tuple[float, float] | None,
+    norm: NormName | None = None,
     model_mode: str,
     decision_draws: int,
     samples: int,
@@ -295,7 +324,10 @@ def run_metadata(
     randomized: bool,
 ) -> dict[str, Json]:
     """What a report records of the evaluation that made it, ``attacks`` being the record
-    of each attack it ran: see :attr:`~signattack.evaluation.RobustnessReport.metadata`."""
+    of each attack it ran: see `metadata`.
+    ``norm`` is the norm the attacks share; where not given, the one their records name
+    (they share one: the evaluation refuses a suite that mixes them), L-inf where none
+    does."""
     import platform
     import time
 
@@ -310,6 +342,7 @@ def run_metadata(
         "model": model_part,
         "data": {"samples": samples, "batches": batches, "digest": data_digest},
         "bounds": None if bounds is None else list(bounds),
+        "norm": norm if norm is not None else _recorded_norm(attacks),
         "model_mode": model_mode,
         "attacks": list(attacks),
         "decision_draws": decision_draws,

@@ -1,4 +1,5 @@
-"""The result of an evaluation: :class:`RobustnessReport`, with its table, files and plot."""
+"""The result of an evaluation: [`RobustnessReport`][signattack.evaluation.report.RobustnessReport],
+with its table, files and plot."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from signattack._io import (
     text_table,
     write_atomically,
 )
-from signattack.evaluation._units import radius_text
+from signattack.core.norms import Norm
+from signattack.evaluation._units import norm_label, radius_text, recorded_norm
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,7 +37,21 @@ __all__ = ["RobustnessReport"]
 T = TypeVar("T")
 
 REPORT_FORMAT = 2
-"""The version of :meth:`RobustnessReport.to_dict`'s layout (1 had no ``metadata``)."""
+"""The version of
+[`RobustnessReport.to_dict`][signattack.evaluation.report.RobustnessReport.to_dict]'s layout (1 had
+no ``metadata``)."""
+
+STAND_IN = "SYNTHETIC STAND-IN DATA, not CIFAR-10: never report these numbers"
+"""What every output of a report made on synthetic stand-in data says first."""
+
+
+def stand_in_note(metadata: Mapping[str, Json]) -> str | None:
+    """`STAND_IN` where ``metadata`` records stand-in data (``data.synthetic`` true:
+    the command line sets it for a folder
+    [`write_synthetic_cifar10`][signattack.data.write_synthetic_cifar10]
+    marked), else ``None``. The one rule every output of a report and an export asks."""
+    data = metadata.get("data")
+    return STAND_IN if isinstance(data, dict) and data.get("synthetic") is True else None
 
 
 def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
@@ -66,28 +82,33 @@ class RobustnessReport:
         attack: A description of the attack.
         clean_correct: Per sample: classified correctly without attack.
         robust_correct: Per eps, per sample: still classified correctly under the attack.
-        max_perturbation: Per eps, the largest ``|x_adv - x|_inf`` the attack actually
-            produced; above eps would mean a broken threat model.
+        max_perturbation: Per eps, the largest ``||x_adv - x||`` the attack actually
+            produced, in the evaluation's norm
+            ([`norm`][signattack.evaluation.RobustnessReport.norm]); above eps would mean a broken
+            threat model.
         attacked: Per eps, how many samples were attacked (the others were already broken).
         broken_by: Per eps, per attack in the order they ran, how many samples it broke.
         warnings: Signs of gradient masking on the first batch
-            (:func:`~signattack.probes.check_gradients`, run when an attack asks for a
+            ([`check_gradients`][signattack.probes.check_gradients], run when an attack asks for a
             gradient), each saying what to do: with any, every robust accuracy here may be an
             overestimate.
         metadata: What was evaluated and how, for a reader of the numbers: the library and
-            framework versions, the model, the data (samples, batches, a digest), the box,
-            each attack's settings, seed and passes per decision, the passes per decision
-            of the evaluation, the device, the wall time, the batches taken from a
-            checkpoint. JSON values; a non-finite number is kept as its text (``"nan"``).
-            Not compared: two runs of one evaluation are equal reports.
+            framework versions, the model, the data (samples, batches, a digest), the box, whether
+            the data is synthetic stand-in data (``data.synthetic``: every output then says so
+            first, a CSV in a first column ``note``), the norm (``"linf"`` or ``"l2"``; a report without one is L-inf), each attack's
+            settings, seed and passes per decision, the passes per decision of the evaluation, the
+            device, the wall time, the batches taken from a checkpoint. JSON values; a non-finite
+            number is kept as its text (``"nan"``). Not compared: two runs of one evaluation are
+            equal reports.
 
-    The report cannot be changed: its mappings are read-only copies of what it was given,
-    every value read from :attr:`metadata` is a fresh copy, and every export is made anew.
+    The report cannot be changed: its mappings are read-only copies of what it was given, every
+    value read from `metadata` is a fresh copy, and every export is made anew.
 
     Raises:
         TypeError, ValueError: A field is not what it says above (the message names it):
-            no sample or no radius, radii not increasing, an accuracy list of another
-            length, a perturbation that is NaN, infinite or negative, a count out of range.
+            no sample or no radius, radii not increasing, an accuracy list of another length, a
+            perturbation that is NaN, infinite or negative, a count out of range, a
+            ``metadata["norm"]`` that names no norm.
     """
 
     eps: tuple[float, ...]
@@ -108,6 +129,7 @@ class RobustnessReport:
             raise TypeError(f"attack must be a str, got {type(self.attack).__name__}")
         if not isinstance(self.metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
+        recorded_norm(self.metadata)
         clean = as_flags("clean_correct", self.clean_correct, None)
         samples = len(clean)
         if not samples:
@@ -156,10 +178,17 @@ class RobustnessReport:
                 return float(lower), float(upper)
         return None
 
+    @property
+    def norm(self) -> Norm:
+        """The norm every radius and perturbation of the report is measured in, as the
+        metadata records it (L-inf where it records none: reports before the L2 threat
+        model)."""
+        return recorded_norm(self.metadata)
+
     def interval(self, eps: float | None = None, level: float = 0.95) -> tuple[float, float]:
         """The Wilson confidence interval of the robust accuracy at ``eps`` (of the clean
-        accuracy for ``None``) over the :attr:`samples`: how far another draw of as many
-        test samples could move it.
+        accuracy for ``None``) over the [`samples`][signattack.evaluation.RobustnessReport.samples]:
+        how far another draw of as many test samples could move it.
 
         Raises:
             ValueError: ``eps`` is not one of the report's radii, or ``level`` not in (0, 1).
@@ -171,8 +200,9 @@ class RobustnessReport:
         return wilson_interval(sum(self.robust_correct[eps]), self.samples, level)
 
     def radius(self, eps: float) -> str:
-        """``eps`` in its user's units (``8/255`` on a ``[0, 1]`` box)."""
-        return radius_text(eps, self.bounds)
+        """``eps`` in its user's units (``8/255`` on a ``[0, 1]`` box under L-inf; a
+        decimal under L2)."""
+        return radius_text(eps, self.bounds, self.norm)
 
     def _rows(self, level: float) -> list[list[str]]:
         """The summary: per line, the radius, accuracy, its interval, the largest move, the
@@ -200,18 +230,30 @@ class RobustnessReport:
     def _header(self, level: float) -> list[str]:
         several = any(len(counts) > 1 for counts in self.broken_by.values())
         ci = f"{level:.0%} CI"
-        return ["eps", "accuracy", ci, "max |d|", "attacked"] + (["broken by"] if several else [])
+        largest = f"max {norm_label(self.norm)}"
+        return ["eps", "accuracy", ci, largest, "attacked"] + (["broken by"] if several else [])
 
     def table(self, level: float = 0.95) -> str:
-        """Accuracy against eps as aligned text, with confidence intervals, then the attacks
-        once and any warnings."""
+        """Accuracy against eps as aligned text, with confidence intervals (the largest
+        perturbation's column names the norm), then the attacks once and any warnings; on
+        synthetic stand-in data, a first line that says so (as in every format)."""
         lines = text_table(self._header(level), self._rows(level), left={0, 5})
-        return "\n".join([*lines, *self._notes("text")])
+        stand_in = stand_in_note(self.metadata)
+        first = [stand_in] if stand_in is not None else []
+        return "\n".join([*first, *lines, *self._notes("text")])
 
     def _notes(self, form: TextFormat) -> list[str]:
         """The attacks and the warnings, each a line, escaped for ``form``."""
         notes = [f"attacks: {self.attack}"] if self.attack else []
         return [escaped(note, form) for note in notes + [f"warning: {w}" for w in self.warnings]]
+
+    def _title(self, form: TextFormat) -> list[str]:
+        """The stand-in data's warning as the first line of a table file, if it applies."""
+        stand_in = stand_in_note(self.metadata)
+        if stand_in is None:
+            return []
+        line = escaped(stand_in, form)
+        return [f"**{line}**", ""] if form == "markdown" else [line, ""]
 
     def _cells(self, level: float, form: TextFormat) -> list[list[str]]:
         """The header and the rows, every cell escaped for ``form``: attack names come from
@@ -223,7 +265,7 @@ class RobustnessReport:
     def to_markdown(self, level: float = 0.95) -> str:
         """The summary as a Markdown table, to paste into a README or a notebook."""
         header, *rows = self._cells(level, "markdown")
-        lines = ["| " + " | ".join(header) + " |"]
+        lines = [*self._title("markdown"), "| " + " | ".join(header) + " |"]
         lines.append(
             "| " + " | ".join("---" if i in (0, 5) else "---:" for i in range(len(header))) + " |"
         )
@@ -238,6 +280,7 @@ class RobustnessReport:
         return (
             "\n".join(
                 [
+                    *self._title("latex"),
                     rf"\begin{{tabular}}{{{columns}}}",
                     r"\toprule",
                     body[0],
@@ -250,10 +293,20 @@ class RobustnessReport:
             + "\n"
         )
 
+    def _noted(self, rows: list[list[object]]) -> str:
+        """``rows`` (a header, then data) as CSV; on synthetic stand-in data with a first
+        column ``note`` that holds the stand-in's warning in every row, so that a reader of
+        any row (or a spreadsheet, or ``pandas.read_csv``) sees it and the file stays plain
+        CSV."""
+        stand_in = stand_in_note(self.metadata)
+        if stand_in is not None:
+            rows = [["note", *rows[0]], *([stand_in, *row] for row in rows[1:])]
+        return csv_text(rows)
+
     def to_summary_csv(self, level: float = 0.95) -> str:
         """One row per radius (and one for clean): accuracy, its interval's ends, the
         largest perturbation, the samples attacked, and one column per attack of the samples
-        it broke."""
+        it broke. On synthetic stand-in data, a first column ``note`` says so in every row."""
         names = list(dict.fromkeys(n for counts in self.broken_by.values() for n in counts))
         header = ["eps", "eps_shown", "accuracy", "ci_low", "ci_high", "max_perturbation"]
         low, high = self.interval(None, level)
@@ -269,23 +322,26 @@ class RobustnessReport:
                 [repr(eps), self.radius(eps), accuracy, low, high, largest, self.attacked[eps]]
                 + [counts.get(name, 0) for name in names]
             )
-        return csv_text(rows)
+        return self._noted(rows)
 
     def to_robustbench(self, eps: float | None = None) -> dict[str, Json]:
         """The entry RobustBench's model cards hold, at ``eps`` (by default the largest
         radius), honestly named: a signattack evaluation, not AutoAttack's own code.
 
-        ``eps`` is written in RobustBench's units, a share of the box's width as for images
-        in ``[0, 1]``: ``16`` on ``[0, 255]`` is ``"16/255"``, ``8/255`` on ``[0, 1]`` stays
-        ``"8/255"``, ``16/255`` on ``[-1, 1]`` is ``"8/255"``; a radius that is no whole number
-        of 8-bit levels is written as a decimal.
+        ``threat_model`` is the report's [`norm`][signattack.evaluation.RobustnessReport.norm] as
+        RobustBench writes it (``"Linf"``, ``"L2"``). ``eps`` is written in RobustBench's units, a
+        share of the box's width as for images in ``[0, 1]``: under L-inf ``16`` on ``[0, 255]`` is
+        ``"16/255"``, ``8/255`` on ``[0, 1]`` stays ``"8/255"``, ``16/255`` on ``[-1, 1]`` is
+        ``"8/255"``, and a radius that is no whole number of 8-bit levels is written as a decimal;
+        under L2 always a decimal: ``127.5`` on ``[0, 255]`` is ``"0.5"``.
 
-        ``autoattack_acc`` is filled only when :attr:`metadata` records AutoAttack's
-        standard suite at its published settings (the members and settings
-        :func:`~signattack.evaluation.standard_attacks` makes, or its randomized version
-        where the evaluation switched to it); any other evaluation gets ``robust_acc`` and
-        ``robust_acc_attacks`` (what ran) instead, so that no entry passes for AutoAttack's.
-        A report read back from JSON decides the same.
+        ``autoattack_acc`` is filled only when `metadata` records AutoAttack's standard suite for
+        the report's norm at its published settings (the members and settings
+        [`standard_attacks`][signattack.evaluation.standard_attacks] makes, or its randomized
+        version where the evaluation switched to it); any other evaluation gets ``robust_acc`` and
+        ``robust_acc_attacks`` (what ran) instead, so that no entry passes for AutoAttack's. A
+        report read back from JSON decides the same. An entry of a report made on synthetic stand-in
+        data starts with ``synthetic_data: true`` and a ``warning`` never to report it.
 
         Raises:
             ValueError: ``eps`` is not one of the report's radii, or the report records no
@@ -293,12 +349,15 @@ class RobustnessReport:
         """
         from signattack.evaluation._robustbench import robustbench_entry
 
-        return robustbench_entry(self, eps)
+        entry = robustbench_entry(self, eps)
+        stand_in = stand_in_note(self.metadata)
+        return entry if stand_in is None else {"synthetic_data": True, "warning": stand_in, **entry}
 
     def __repr__(self) -> str:
         accuracies = ", ".join(f"{self.radius(e)}: {self.robust_accuracy[e]:.1%}" for e in self.eps)
+        stand_in = "" if stand_in_note(self.metadata) is None else ", SYNTHETIC STAND-IN DATA"
         return (
-            f"RobustnessReport({self.samples} samples, clean {self.clean_accuracy:.1%}, "
+            f"RobustnessReport({self.samples} samples{stand_in}, clean {self.clean_accuracy:.1%}, "
             f"robust at eps {accuracies})"
         )
 
@@ -326,21 +385,22 @@ class RobustnessReport:
         }
 
     def to_json(self) -> str:
-        """:meth:`to_dict` as a JSON document."""
+        """[`to_dict`][signattack.evaluation.RobustnessReport.to_dict] as a JSON document."""
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def to_csv(self) -> str:
-        """One row per sample: index, clean correctness, correctness at each eps."""
+        """One row per sample: index, clean correctness, correctness at each eps. On
+        synthetic stand-in data, a first column ``note`` says so in every row."""
         header: list[object] = ["sample", "clean", *[f"eps={e:g}" for e in self.eps]]
         rows = [header] + [
             [index, int(clean), *[int(self.robust_correct[e][index]) for e in self.eps]]
             for index, clean in enumerate(self.clean_correct)
         ]
-        return csv_text(rows)
+        return self._noted(rows)
 
     @classmethod
     def from_dict(cls, data: Json) -> RobustnessReport:
-        """The report that :meth:`to_dict` wrote.
+        """The report that [`to_dict`][signattack.evaluation.RobustnessReport.to_dict] wrote.
 
         Raises:
             ValueError: ``data`` is not such a report: a key is missing, a value has the
@@ -401,7 +461,8 @@ class RobustnessReport:
 
     def curves(self) -> dict[str, list[float]]:
         """Accuracy per radius after each attack in order (the last is the robust accuracy),
-        from the counts each attack broke: what :meth:`plot` draws."""
+        from the counts each attack broke: what
+        [`plot`][signattack.evaluation.RobustnessReport.plot] draws."""
         names = list(dict.fromkeys(n for counts in self.broken_by.values() for n in counts))
         if len(names) <= 1:
             return {names[0] if names else self.attack: [self.robust_accuracy[e] for e in self.eps]}
@@ -417,9 +478,9 @@ class RobustnessReport:
 
     def plot(self, path: str | Path | None = None) -> Figure:
         """Accuracy against the radius (needs matplotlib): one curve per attack when several
-        ran (the accuracy after it and the ones before), the clean accuracy marked, radii in
-        the user's units; returns the figure, saved to ``path``. See
-        :func:`signattack.plots.plot_report`."""
+        ran (the accuracy after it and the ones before), the clean accuracy marked, radii in the
+        user's units; returns the figure, saved to ``path``. See
+        [`signattack.plots.plot_report`][signattack.plots.plot_report]."""
         from signattack.plots import plot_report
 
         return plot_report(self, path=path)

@@ -1,12 +1,12 @@
 """The attacks an evaluation runs: how they are given, what the evaluation asks of each
-(:func:`traits_of`), the threat model they share, and the presets of a trustworthy L-inf
-evaluation with their published settings."""
+(`traits_of`), the threat model they share (one box, one mode, one norm), and the
+presets of a trustworthy evaluation, L-inf or L2, with their published settings."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypedDict, runtime_checkable
 
 from signattack._io import Json
 from signattack.attacks import (
@@ -17,12 +17,15 @@ from signattack.attacks import (
     EpsAttack,
     Square,
 )
+from signattack.core.norms import Norm, NormName, norm_of
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
 from signattack.evaluation._specs import (
     AttackFactory,
     Attacks,
     AttackSpec,
+    norm_said,
+    shared_norm,
 )
 from signattack.evaluation._units import radius_text
 from signattack.evaluation.identity import Unstable, describe, stable
@@ -73,7 +76,7 @@ class _Declaring(Protocol):
 @dataclass(frozen=True)
 class AttackTraits:
     """What an evaluation asks of an attack it made (never of the spec or the factory that
-    made it): see :func:`traits_of`.
+    made it): see `traits_of`.
 
     Attributes:
         name: The name a paper gives it (``APGD-CE``, ``APGD-T``, ``FAB-T``, ``Square``),
@@ -85,6 +88,9 @@ class AttackTraits:
         seed: Its seed, or ``None``.
         eot: The passes whose mean logits make each of its predictions (``1`` where it
             does not say).
+        norm: The norm of its ball, read from its ``threat``, or ``None`` where it does
+            not say (an evaluation then judges it in the norm the others share, L-inf
+            where none says).
     """
 
     name: str
@@ -94,11 +100,12 @@ class AttackTraits:
     model_mode: ModelMode | None
     seed: int | None
     eot: int
+    norm: Norm | None = None
 
 
 def traits_of(attack: Attack) -> AttackTraits:
     """What the evaluation asks of ``attack``: the one place that reads an attack's name,
-    description, gradient needs, box, model mode, seed and passes per decision.
+    description, gradient needs, box, model mode, norm, seed and passes per decision.
 
     Raises:
         ValueError: The attack's ``eot`` is not an integer ``>= 1``.
@@ -118,12 +125,13 @@ def traits_of(attack: Attack) -> AttackTraits:
         model_mode=attack.threat.model_mode if isinstance(attack, _Threatened) else None,
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         eot=eot,
+        norm=norm_said(attack),
     )
 
 
 def attack_record(attack: Attack) -> dict[str, Json]:
     """What a report's metadata records of an attack it ran: its traits and its settings
-    (:func:`~signattack.evaluation.identity.stable`, radius 0; ``None`` where they have no
+    (`stable`, radius 0; ``None`` where they have no
     stable description)."""
     traits = traits_of(attack)
     plain = attack.with_eps(0.0) if isinstance(attack, EpsAttack) else attack
@@ -138,6 +146,7 @@ def attack_record(attack: Attack) -> dict[str, Json]:
         "seed": traits.seed,
         "eot": traits.eot,
         "gradient_free": traits.gradient_free,
+        "norm": None if traits.norm is None else traits.norm.name,
     }
 
 
@@ -148,14 +157,17 @@ def decision_draws(traits: Sequence[AttackTraits]) -> int:
 
 
 def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
-    """The threat model the attacks share, for judging unattacked inputs: their box and their
-    model's mode (the clean pass runs as the attacks judge their own predictions), with
-    cross-entropy, the loss every label defines (a targeted attack's loss needs targets);
-    ``None`` if no attack has a box (factories of foreign attacks).
+    """The threat model the attacks share, for judging unattacked inputs: their box, their
+    model's mode (the clean pass runs as the attacks judge their own predictions) and their
+    norm (`shared_norm`), with cross-entropy, the loss
+    every label defines (a targeted attack's loss needs targets); ``None`` if no attack has
+    a box (factories of foreign attacks).
 
     Raises:
-        ValueError: Two attacks have different boxes or different model modes.
+        ValueError: Two attacks have different boxes, model modes or norms (the message
+            names the attacks and their norms).
     """
+    norm = shared_norm(attacks)
     traits = [traits_of(attack) for attack in attacks]
     boxes = {t.bounds for t in traits if t.bounds is not None}
     if len(boxes) > 1:
@@ -168,7 +180,7 @@ def threat_of(attacks: Sequence[Attack]) -> ThreatModel | None:
         )
     if not boxes:
         return None
-    return ThreatModel(boxes.pop(), "ce", modes.pop() if modes else "eval")
+    return ThreatModel(boxes.pop(), "ce", modes.pop() if modes else "eval", norm)
 
 
 def attack_names(traits: Sequence[AttackTraits]) -> list[str]:
@@ -198,8 +210,9 @@ def masking_warnings(
     bounds: tuple[float, float] | None,
 ) -> tuple[str, ...]:
     """A warning per radius at which a gradient-free attack broke more than
-    :data:`MASKING_THRESHOLD` of the samples that the gradient attacks before it left
+    `MASKING_THRESHOLD` of the samples that the gradient attacks before it left
     robust (each attack as the evaluation made it, a factory's included)."""
+    norm = next((t.norm for t in traits if t.norm is not None), None)
     free = [t.gradient_free for t in traits]
     checked = [index for index in range(len(traits)) if free[index] and not all(free[:index])]
     found = []
@@ -208,7 +221,7 @@ def masking_warnings(
             broken = counts[names[index]]
             if broken > MASKING_THRESHOLD * samples:
                 found.append(
-                    f"at eps {radius_text(eps, bounds)}, {names[index]} broke {broken} of "
+                    f"at eps {radius_text(eps, bounds, norm)}, {names[index]} broke {broken} of "
                     f"{samples} samples "
                     f"({broken / samples:.1%}) that the gradient attacks before it left "
                     "robust: the model likely masks its gradients (a quantized or "
@@ -222,11 +235,11 @@ def masking_warnings(
 
 
 class AttackSuite(tuple[EpsAttack, ...]):
-    """A named sequence of attacks, run in order by :func:`~signattack.evaluation.evaluate`.
+    """A named sequence of attacks, run in order by [`evaluate`][signattack.evaluation.evaluate].
 
-    It is a tuple of its attacks; ``randomized``, where given, is the suite that the
-    evaluation runs instead when it finds the model randomized (two identical forward
-    passes that differ), as AutoAttack runs its "rand" version.
+    It is a tuple of its attacks; ``randomized``, where given, is the suite that the evaluation runs
+    instead when it finds the model randomized (two identical forward passes that differ), as
+    AutoAttack runs its "rand" version.
 
     Attributes:
         name: The preset's name.
@@ -251,10 +264,26 @@ class AttackSuite(tuple[EpsAttack, ...]):
         return f"AttackSuite({self.name!r}, {list(self)!r})"
 
 
-def _checked(steps: int, bounds: Bounds | tuple[float, float], seed: int) -> Bounds:
+def _checked(
+    steps: int, bounds: Bounds | tuple[float, float], seed: int, norm: Norm | str
+) -> tuple[Bounds, NormName]:
+    """The preset's box and norm name, after checking its settings."""
     check_steps(steps)
     check_seed(seed)
-    return check_bounds(bounds)
+    return check_bounds(bounds), norm_of(norm).name
+
+
+class _Shared(TypedDict):
+    """The settings every APGD member of a preset shares."""
+
+    bounds: Bounds
+    seed: int
+    eot: int
+    norm: NormName
+
+
+def _settings(bounds: Bounds, seed: int, eot: int, norm: NormName) -> _Shared:
+    return {"bounds": bounds, "seed": seed, "eot": eot, "norm": norm}
 
 
 def gradient_attacks(
@@ -263,28 +292,41 @@ def gradient_attacks(
     bounds: Bounds | tuple[float, float] = (0.0, 255.0),
     seed: int = 0,
     eot: int = 1,
+    norm: NormName | Norm = "linf",
 ) -> AttackSuite:
     """APGD-CE, then APGD-T with 9 target classes: the two gradient members of AutoAttack.
 
-    They decide almost every sample of a model whose gradients are informative, in a
-    fraction of the standard suite's time, but a model that masks its gradients fools them:
-    :func:`standard_attacks` adds Square, which asks for none.
+    They decide almost every sample of a model whose gradients are informative, in a fraction of the
+    standard suite's time, but a model that masks its gradients fools them:
+    [`standard_attacks`][signattack.evaluation.standard.standard_attacks] adds Square, which asks
+    for none.
 
     Args:
         steps: Iterations of each run (100 in the paper).
         bounds: The pixel box of the model's inputs.
         seed: Seed of the random starts, for reproducible evaluations.
         eot: Passes averaged per gradient, for a randomized model.
+        norm: The norm of the ball: ``"linf"`` or ``"l2"`` (AutoAttack's L2 suite has the
+            same members and settings, each under L2).
+
+    Each member runs with ``early_stop=True``: a sample leaves the batch at the first step that
+    breaks it, and later restarts and target classes attack the samples still robust only; every
+    verdict is the one of the full runs, at fewer model passes.
 
     Returns:
-        ``AttackSuite("gradient", [APGD(0, steps, loss="ce"), APGDT(0, steps)])``.
+        ``AttackSuite("gradient", [APGD(0, steps, loss="ce"), APGDT(0, steps)])``, each
+        with ``early_stop=True`` and ``norm=norm``.
+
+    Raises:
+        TypeError, ValueError: A setting is not what it says above (the message names it).
     """
-    box = _checked(steps, bounds, seed)
+    box, name = _checked(steps, bounds, seed, norm)
+    shared = _settings(box, seed, eot, name)
     return AttackSuite(
         "gradient",
         [
-            APGD(0.0, steps, loss="ce", bounds=box, seed=seed, eot=eot),
-            APGDT(0.0, steps, target_classes=9, bounds=box, seed=seed, eot=eot),
+            APGD(0.0, steps, loss="ce", early_stop=True, **shared),
+            APGDT(0.0, steps, target_classes=9, early_stop=True, **shared),
         ],
     )
 
@@ -295,6 +337,7 @@ def rand_attacks(
     bounds: Bounds | tuple[float, float] = (0.0, 255.0),
     seed: int = 0,
     eot: int = 20,
+    norm: NormName | Norm = "linf",
 ) -> AttackSuite:
     """AutoAttack's "rand" version for randomized defenses: APGD-CE, then APGD-DLR, each
     gradient the mean of ``eot`` passes (EOT).
@@ -308,18 +351,23 @@ def rand_attacks(
         bounds: The pixel box of the model's inputs.
         seed: Seed of the random starts.
         eot: Passes averaged per gradient and per decision (20 in the paper).
+        norm: The norm of the ball: ``"linf"`` or ``"l2"``.
 
     Returns:
         ``AttackSuite("rand", [APGD(0, steps, loss="ce", eot=eot), APGD(0, steps,
-        loss="dlr", eot=eot)])``.
+        loss="dlr", eot=eot)])``, each with ``early_stop=True`` and ``norm=norm``.
+
+    Raises:
+        TypeError, ValueError: A setting is not what it says above (the message names it).
     """
-    box = _checked(steps, bounds, seed)
+    box, name = _checked(steps, bounds, seed, norm)
     check_steps(eot, "eot")
+    shared = _settings(box, seed, eot, name)
     return AttackSuite(
         "rand",
         [
-            APGD(0.0, steps, loss="ce", bounds=box, seed=seed, eot=eot),
-            APGD(0.0, steps, loss="dlr", bounds=box, seed=seed, eot=eot),
+            APGD(0.0, steps, loss="ce", early_stop=True, **shared),
+            APGD(0.0, steps, loss="dlr", early_stop=True, **shared),
         ],
     )
 
@@ -330,16 +378,22 @@ def standard_attacks(
     queries: int = 5000,
     bounds: Bounds | tuple[float, float] = (0.0, 255.0),
     seed: int = 0,
+    norm: NormName | Norm = "linf",
 ) -> AttackSuite:
-    """AutoAttack's standard L-inf suite (Croce & Hein, 2020) with its members' settings:
-    APGD-CE, APGD-T with 9 target classes, FAB-T with 9 target classes, then Square with
+    """AutoAttack's standard suite (Croce & Hein, 2020), L-inf or L2, with its members'
+    settings: APGD-CE, APGD-T with 9 target classes, FAB-T with 9 target classes, then Square with
     5000 queries, each run only on the samples the previous ones left robust. Pass it to
     ``evaluate``.
 
-    A sample counts as robust only if every member fails on it, and the evaluation's report
-    flags Square breaking samples that the gradient attacks left robust (a sign of gradient
-    masking). On a model that the evaluation finds randomized, :func:`rand_attacks` runs
-    instead.
+    AutoAttack runs the same members with the same settings under both norms (its
+    ``version="standard"``); ``norm="l2"`` gives each of them ``norm="l2"``. An L2 radius is in the
+    box's units like an L-inf one: RobustBench's L2 ``0.5`` on images in ``[0, 1]`` is ``eps=0.5``
+    with ``bounds=(0, 1)``, and ``127.5`` on the default ``[0, 255]`` box.
+
+    A sample counts as robust only if every member fails on it, and the evaluation's report flags
+    Square breaking samples that the gradient attacks left robust (a sign of gradient masking). On a
+    model that the evaluation finds randomized,
+    [`rand_attacks`][signattack.evaluation.standard.rand_attacks] runs instead.
 
     Args:
         steps: Iterations of each APGD and FAB-T run (100 in the paper).
@@ -347,18 +401,24 @@ def standard_attacks(
         bounds: The pixel box of the model's inputs.
         seed: Seed of the random starts and of Square's search, for reproducible
             evaluations.
+        norm: The norm of the ball: ``"linf"`` (default) or ``"l2"``.
 
     Returns:
-        The :class:`AttackSuite` ``"standard"``: ``APGD(0, steps, loss="ce")``,
-        ``APGDT(0, steps, target_classes=9)``, ``FABT(0, steps, target_classes=9)``,
-        ``Square(0, queries)``.
+        The [`AttackSuite`][signattack.evaluation.standard.AttackSuite] ``"standard"``: ``APGD(0,
+            steps, loss="ce")``,
+        ``APGDT(0, steps, target_classes=9)`` (both with ``early_stop=True``: the same
+        verdicts at fewer passes), ``FABT(0, steps, target_classes=9)``,
+        ``Square(0, queries)``, each with ``norm=norm``.
+
+    Raises:
+        TypeError, ValueError: A setting is not what it says above (the message names it).
     """
-    box = _checked(steps, bounds, seed)
+    box, name = _checked(steps, bounds, seed, norm)
     check_steps(queries, "queries")
-    gradient = gradient_attacks(steps, bounds=box, seed=seed)
-    fab = FABT(0.0, steps, target_classes=9, bounds=box, seed=seed)
+    gradient = gradient_attacks(steps, bounds=box, seed=seed, norm=name)
+    fab = FABT(0.0, steps, target_classes=9, bounds=box, seed=seed, norm=name)
     return AttackSuite(
         "standard",
-        [*gradient, fab, Square(0.0, queries, bounds=box, seed=seed)],
-        randomized=rand_attacks(steps, bounds=box, seed=seed),
+        [*gradient, fab, Square(0.0, queries, bounds=box, seed=seed, norm=name)],
+        randomized=rand_attacks(steps, bounds=box, seed=seed, norm=name),
     )

@@ -1,8 +1,8 @@
-"""The sweep over a dataset: :func:`evaluate`.
+"""The sweep over a dataset: [`evaluate`][signattack.evaluation.sweep.evaluate].
 
-Radii are visited in increasing order, and a sample that is already misclassified (clean, or
-at a smaller eps) counts as broken at every larger eps without being attacked again, since
-the smaller ball lies inside the larger one.
+Radii are visited in increasing order, and a sample that is already misclassified (clean, or at a
+smaller eps) counts as broken at every larger eps without being attacked again, since the smaller
+ball lies inside the larger one.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from signattack._host import HostArray, copy_of, put_rows, to_flags, to_numpy
 from signattack._lazy import moved_attributes
+from signattack._progress import Stages
 from signattack._progress import progress as progress_of
 from signattack._typing import Array, ArrayT, Model, as_model, device_of, is_array, namespace
 from signattack.attacks import EpsAttack
@@ -29,11 +30,11 @@ from signattack.evaluation._judging import (
     broken_by_rule,
     check_ball,
     clean_predictions,
-    gradient_problems,
     is_randomized,
     moves_of,
 )
 from signattack.evaluation._specs import attack_at, specs_of
+from signattack.evaluation._units import radius_text
 from signattack.evaluation.adversarial import Collected, check_path, store_points, stored_points
 from signattack.evaluation.checkpoint import BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
@@ -46,6 +47,7 @@ from signattack.evaluation.standard import (
     masking_warnings,
     traits_of,
 )
+from signattack.masking import gradient_diagnoses, units_problem
 
 if TYPE_CHECKING:  # not imported at run time, so that the old names below warn
     from signattack.evaluation._specs import Attacks
@@ -82,7 +84,7 @@ def _attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random
 
     It depends on the seed, the radius and the attack's place in the suite alone, not on
     the batch: the attacks key every draw by the sample itself as well
-    (:mod:`signattack.core.streams`), so a sample's verdict is the same whatever batch,
+    (`signattack.core.streams`), so a sample's verdict is the same whatever batch,
     order or process it lands in, and a resumed or sharded run draws what an uninterrupted
     single-process run draws.
     """
@@ -90,6 +92,48 @@ def _attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random
         return None
     radius_bits = int.from_bytes(struct.pack("<d", radius), "little")
     return np.random.default_rng([seed, radius_bits, attack_index])
+
+
+class _Lines:
+    """The progress lines of one evaluation: after each attack at each radius of a batch,
+    the attack, the samples it broke, the robust accuracy so far at that radius (over this
+    process's batches), the time spent and an estimate of the time left."""
+
+    def __init__(self, show: bool | None, batches: int | None, ranks: Ranks) -> None:
+        self.stages = Stages(show if ranks.rank == 0 else False)  # the first process alone
+        self.batches = None if batches is None else sum(map(ranks.owns, range(batches)))
+        self.robust: dict[float, int] = {}
+        self.samples = self.ran = self.passed = 0
+
+    def attacked(self, plan: Plan, index: tuple[int, int, int], broke: int, tried: int) -> None:
+        """After the attack ``index`` (batch, radius, attack) broke ``broke`` of ``tried``,
+        leaving `robust_here` of the batch robust."""
+        batch, radius, attack = index
+        self.ran += 1
+        self.passed += 1
+        stages = len(plan.radii) * len(plan.specs)
+        left = None if self.batches is None else self.batches * stages - self.passed
+        robust = self.robust.get(plan.radii[radius], 0) + self.robust_here
+        samples = self.samples + self.size
+        box = None if plan.threat is None else (plan.threat.box.lower, plan.threat.box.upper)
+        of = "" if self.batches is None else f" of {self.batches}"
+        self.stages.done(
+            f"eps {radius_text(plan.radii[radius], box, plan.norm)}, "
+            f"{attack_names(plan.traits)[attack]}: broke {broke} of {tried}; robust accuracy "
+            f"so far {robust / samples:.1%} ({robust} of {samples}); batch {batch + 1}{of}",
+            self.ran,
+            left,
+        )
+
+    def begin(self, size: int) -> None:
+        self.size, self.robust_here = size, 0
+
+    def finished(self, plan: Plan, result: BatchResult, attacked: bool) -> None:
+        """After a batch, attacked here or taken from the checkpoint."""
+        for radius, robust in zip(plan.radii, result.robust, strict=True):
+            self.robust[radius] = self.robust.get(radius, 0) + sum(robust)
+        self.samples += result.size
+        self.passed += 0 if attacked else len(plan.radii) * len(plan.specs)
 
 
 def _evaluate_batch(
@@ -100,9 +144,10 @@ def _evaluate_batch(
     batch_index: int,
     digest: str,
     keep: bool = False,
+    lines: _Lines | None = None,
 ) -> tuple[BatchResult, list[HostArray] | None]:
     """The batch's result, and with ``keep`` the point that decided each sample at each
-    radius (on the host, in ``x``'s dtype)."""
+    radius (on the host, in ``x``'s dtype); ``lines`` says how each attack did."""
     xp = namespace(x)
     decided = copy_of(x) if keep else None
     points: list[HostArray] = []
@@ -110,11 +155,16 @@ def _evaluate_batch(
     predictions, y = clean_predictions(model, x, y, plan.threat, draws=plan.draws)
     correct = to_flags(predictions == y)
     runnable = as_model(model)  # a backend has accepted it
-    probe = batch_index == 0 and plan.gradients
-    problems = gradient_problems(runnable, x, y, plan.threat) if probe else ()
+    problems: tuple[str, ...] = ()
+    if batch_index == 0 and plan.threat is not None:  # the first batch is probed
+        units = units_problem(runnable, x, y, plan.threat)
+        gradients = gradient_diagnoses(runnable, x, y, plan.threat) if plan.gradients else ()
+        problems = (*gradients, *(() if units is None else (units,)))
     clean = tuple(correct)
     robust, largest, attacked, broken = [], [], [], []
-    for radius in plan.radii:
+    if lines is not None:
+        lines.begin(len(correct))
+    for radius_index, radius in enumerate(plan.radii):
         attacked.append(sum(correct))
         distance = 0.0
         counts = []
@@ -122,6 +172,9 @@ def _evaluate_batch(
             still = [index for index, flag in enumerate(correct) if flag]
             if not still:
                 counts.append(0)
+                if lines is not None:
+                    lines.robust_here = 0
+                    lines.attacked(plan, (batch_index, radius_index, attack_index), 0, 0)
                 continue
             index = xp.asarray(_static_shape(still, x), device=where)
             x_part, y_part = take_samples(x, index), take_samples(y, index)
@@ -135,7 +188,7 @@ def _evaluate_batch(
                 outcome = attack.run(runnable, x_part, y_part)
             count = len(still)
             adversarial, labels = outcome.x_adv[:count, ...], y_part[:count, ...]  # no padding
-            moves = moves_of(adversarial, x_part[:count, ...])
+            moves = moves_of(adversarial, x_part[:count, ...], plan.norm)
             check_ball(adversarial, x_part[:count, ...], radius, plan, asked.description)
             distance = max(distance, *moves)
             predicted = outcome.predictions[:count, ...]
@@ -147,6 +200,10 @@ def _evaluate_batch(
                 hit = [i for i, broke in enumerate(fooled) if broke]
                 put_rows(decided, [still[i] for i in hit], to_numpy(adversarial), hit)
             counts.append(sum(fooled))
+            if lines is not None:
+                lines.robust_here = sum(correct)
+                stage = (batch_index, radius_index, attack_index)
+                lines.attacked(plan, stage, sum(fooled), len(still))
         if decided is not None:
             points.append(copy_of(decided))  # a larger ball starts from these points
         robust.append(tuple(correct))
@@ -208,56 +265,59 @@ def evaluate(
 ) -> RobustnessReport:
     """Clean and robust accuracy of ``model`` on ``data`` at every eps.
 
-    Every sample is checked before any is attacked: inputs finite and inside the attack's
-    bounds, labels classes of the model. With several attacks, each runs in order on the
-    samples the previous ones left robust: a sample is robust at an eps only if every attack
-    fails on it, and the report says which attack broke how many (``broken_by``).
+    Every sample is checked before any is attacked: inputs finite and inside the attack's bounds,
+    labels classes of the model. With several attacks, each runs in order on the samples the
+    previous ones left robust: a sample is robust at an eps only if every attack fails on it, and
+    the report says which attack broke how many (``broken_by``).
 
-    One decision rule makes every prediction, clean or attacked: the class of the mean
-    logits of as many passes as the suite's attack that averages most (its largest ``eot``;
-    one pass for a deterministic suite), as an attack with that ``eot`` decides. The breaks
-    an attack with fewer passes claims are decided again by that rule, and a point equal to
-    the clean input is never a break. Everything the evaluation needs of an attack (name,
-    box, mode, seed, passes, whether it asks for gradients) is read from the attack made at
-    each radius, so a factory counts as the attack it makes; the gradient checks run only
-    when an attack asks for a gradient.
+    One decision rule makes every prediction, clean or attacked: the class of the mean logits of as
+    many passes as the suite's attack that averages most (its largest ``eot``; one pass for a
+    deterministic suite), as an attack with that ``eot`` decides. The breaks an attack with fewer
+    passes claims are decided again by that rule, and a point equal to the clean input is never a
+    break. Everything the evaluation needs of an attack (name, box, mode, seed, passes, whether it
+    asks for gradients) is read from the attack made at each radius, so a factory counts as the
+    attack it makes; the gradient checks run only when an attack asks for a gradient.
 
     Args:
         model: As for the attacks (``nn.Module``, callable on tensors, or NumPy model).
         data: A ``DataLoader`` or any iterable of ``(x, y)`` batches, in the same order on
             every pass (no shuffling).
         attack: An attack whose ``eps`` is replaced by each radius (``IteratedSign``,
-            ``FGSM``, ``APGD``, ``APGDT``: any :class:`~signattack.attacks.EpsAttack`), a
+            ``FGSM``, ``APGD``, ``APGDT``: any [`EpsAttack`][signattack.attacks.EpsAttack]), a
             factory ``eps -> attack``, or a sequence of them run in order
-            (:func:`standard_attacks` is the worst-case preset).
+            ([`standard_attacks`][signattack.evaluation.standard_attacks] is the worst-case preset).
             ``IteratedSign(..., early_stop=True)`` saves further work.
         eps: The radii, any order, no repeats.
         checkpoint: A JSON file for progress: written atomically after every batch, read on
-            start to skip finished batches. It is bound to this evaluation: the model (its
-            class and a digest of its parameters and buffers), the attack's settings, the
-            radii, every batch's inputs and labels, and the library's version. Under
-            ``torchrun`` each process uses its own file (``.rank<r>`` is appended).
+            start to skip finished batches. It is bound to this evaluation: the model (its class and
+            a digest of its parameters and buffers), the attack's settings, the radii, every batch's
+            inputs and labels, and the library's version. Under ``torchrun`` each process uses its
+            own file (``.rank<r>`` is appended).
         progress: ``True`` or ``False`` to show progress or not; by default a bar when
-            stderr is a terminal, and elsewhere (a log file, a pipe) a line every 30 s once
-            the evaluation has run that long.
+            stderr is a terminal or in a notebook, and elsewhere (a log file, a pipe) a line every
+            30 s once the evaluation has run that long. Shown as well: after each attack at each
+            radius, a line with the attack, the samples it broke, the robust accuracy so far, the
+            time spent and an estimate of the time left (elsewhere, at most one every 30 s). Under
+            ``torchrun`` only the first process shows progress.
         name: Names the attack in the report and the checkpoint, instead of its
-            description. Needed to checkpoint a factory that has no stable description (a
-            lambda or a closure); give each different attack its own name.
+            description. Needed to checkpoint a factory that has no stable description (a lambda or
+            a closure); give each different attack its own name.
         model_name: Identifies the model in the checkpoint instead of a digest of its
             state. Needed to checkpoint a model that is a lambda or a closure.
         adversarial: A ``.npz`` or ``.pt`` file to write, at the end, the point that decided
             each sample at each radius, with the clean inputs, the labels and the report:
-            RobustBench's ``x_adv``, and what :func:`~signattack.evaluation.verify`
-            re-evaluates. With a checkpoint, each batch's points are kept beside the file
-            (``FILE.parts/``) so that a resumed run writes them all. One process only.
+            RobustBench's ``x_adv``, and what [`verify`][signattack.evaluation.verify] re-evaluates.
+            With a checkpoint, each batch's points are kept beside the file (``FILE.parts/``) so
+            that a resumed run writes them all. One process only.
 
     Returns:
-        The :class:`RobustnessReport` of exactly the samples of ``data``, in order.
+        The [`RobustnessReport`][signattack.evaluation.sweep.RobustnessReport] of exactly the
+            samples of ``data``, in order.
 
     Raises:
         ValueError: ``eps`` is empty, negative or repeats; the data is empty, a batch is
-            empty, an input lies outside the bounds or a label is not a class of the model;
-            the checkpoint is damaged or belongs to another evaluation.
+            empty, an input lies outside the bounds or a label is not a class of the model; the
+            checkpoint is damaged or belongs to another evaluation.
         TypeError: ``data`` does not yield ``(x, y)`` pairs of arrays.
         PeerFailure: Under ``torchrun``, another process failed.
     """
@@ -299,7 +359,9 @@ def evaluate(
         results: dict[int, BatchResult] = {}
         plan = Plan.of(specs, radii)  # once
         total = len(data) if isinstance(data, Sized) else None  # a DataLoader, a list
-        batches = progress_of(_batches(data), "evaluating", "batches", progress, total=total)
+        shown = progress if ranks.rank == 0 else False  # the first process speaks for all
+        batches = progress_of(_batches(data), "evaluating", "batches", shown, total=total)
+        lines = _Lines(progress, total, ranks)
         for index, x, y in batches:
             seen += 1
             if index == 0:
@@ -315,14 +377,16 @@ def evaluate(
                     points = stored_points(parts, index, digest, identity)
                     if points is None:  # finished without its points kept: attack it again
                         result = None
-                resumed += result is not None
+                taken = result is not None
+                resumed += taken
                 if result is None:
                     result, points = _evaluate_batch(
-                        model, x, y, plan, index, digest, collected is not None
+                        model, x, y, plan, index, digest, collected is not None, lines
                     )
                     if parts is not None and points is not None:
                         store_points(parts, index, digest, points, identity)
                     done.record(index, result)
+                lines.finished(plan, result, attacked=not taken)
                 if collected is not None and points is not None:
                     collected.add(x, y, points)
                 results[index] = result

@@ -1,5 +1,6 @@
 """Evaluate a model again at the adversarial examples an evaluation exported:
-:func:`verify` and what it finds, :class:`Verification`."""
+[`verify`][signattack.evaluation.verification.verify] and what it finds,
+[`Verification`][signattack.evaluation.verification.Verification]."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from signattack._host import HostArray, dtype_name, from_host, largest_difference, to_flags
+from signattack._host import HostArray, dtype_name, from_host, to_flags
 from signattack._typing import Array, is_array, namespace
-from signattack.core.kernels import within_linf_ball
+from signattack.core.norms import NormName, norm_of
 from signattack.core.threat import MODEL_MODES, ModelMode, ThreatModel
 from signattack.core.validation import check_steps
-from signattack.evaluation._units import radius_text
+from signattack.evaluation._units import norm_label, radius_text
 from signattack.evaluation.adversarial import load_adversarial
 from signattack.evaluation.report import RobustnessReport
 
@@ -27,12 +28,16 @@ class Verification:
     Attributes:
         robust_accuracy: Per radius, the accuracy at the saved points.
         reported: Per radius, the report's robust accuracy.
-        largest: Per radius, the largest ``|x_adv - x|_inf`` of the saved points.
-        inside: Per radius, whether every point lies in its ball and the box.
+        largest: Per radius, the largest ``||x_adv - x||`` of the saved points, in
+            [`norm`][signattack.evaluation.RobustnessReport.norm].
+        inside: Per radius, whether every point lies in its ball (in
+            [`norm`][signattack.evaluation.RobustnessReport.norm]) and the box.
         bounds: The box the evaluation recorded, if it recorded one.
         problems: Where the report's own evidence disagrees with the saved points or with
-            itself (a largest perturbation below what the points show, counts of attacked
-            and broken samples that do not add up); empty when it agrees.
+            itself (a largest perturbation below what the points show, counts of attacked and broken
+            samples that do not add up); empty when it agrees.
+        norm: The norm of the balls, as the export records it (``"linf"`` where it
+            records none).
     """
 
     robust_accuracy: dict[float, float]
@@ -41,6 +46,7 @@ class Verification:
     inside: dict[float, bool]
     bounds: tuple[float, float] | None
     problems: tuple[str, ...] = ()
+    norm: NormName = "linf"
 
     @property
     def reproduced(self) -> bool:
@@ -55,15 +61,18 @@ class Verification:
     def summary(self) -> str:
         """One line per radius, and the verdict."""
         lines = []
+        norm = norm_of(self.norm)
+        ball = "the ball" if norm.name == "linf" else f"the {norm.title} ball"
         for eps, accuracy in self.robust_accuracy.items():
-            radius = radius_text(eps, self.bounds)
+            radius = radius_text(eps, self.bounds, norm)
             same = "the same as" if accuracy == self.reported[eps] else "NOT the"
             valid = "all within" if self.inside[eps] else "NOT all within"
-            region = "the ball and the box" if self.bounds is not None else "the ball (no box)"
-            moved = radius_text(self.largest[eps], self.bounds)
+            region = f"{ball} and the box" if self.bounds is not None else f"{ball} (no box)"
+            moved = radius_text(self.largest[eps], self.bounds, norm)
             lines.append(
                 f"eps {radius}: {accuracy:.2%} robust at the saved points, {same} reported "
-                f"{self.reported[eps]:.2%}; largest |d| {moved}, {valid} {region}"
+                f"{self.reported[eps]:.2%}; largest {norm_label(norm)} {moved}, {valid} "
+                f"{region}"
             )
         lines.extend(f"NOT consistent: {problem}" for problem in self.problems)
         if self.reproduced:
@@ -76,25 +85,29 @@ class Verification:
 def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256) -> Verification:
     """Evaluate ``model`` again at the adversarial examples of ``path`` and compare.
 
-    The model runs as the evaluation ran it: its recorded mode (``eval`` by default), the
-    same backend and checks (inputs in the box, labels classes of the model), inputs of the
-    recorded library and dtype (``bfloat16`` included): tensors on its device for a
-    ``torch.nn.Module``. A randomized model gives other predictions on every pass and cannot
-    reproduce a number exactly. Whether a point lies in its ball and the box is judged as
-    the attacks' projection judges it, in the inputs' dtype: ``|x_adv - x| <= eps``
-    computed in ``float16`` for ``float16`` inputs, in whole levels for integer images.
+    The model runs as the evaluation ran it: its recorded mode (``eval`` by default), the same
+    backend and checks (inputs in the box, labels classes of the model), inputs of the recorded
+    library and dtype (``bfloat16`` included): tensors on its device for a ``torch.nn.Module``. A
+    randomized model gives other predictions on every pass and cannot reproduce a number exactly.
+    Whether a point lies in its ball (in the norm the export records, L-inf for a file that records
+    none) and the box is judged as the evaluation judged the attacks' points
+    ([`within`][signattack.core.norms.Norm.within]): under L-inf ``|x_adv - x| <= eps`` computed in
+    ``float16`` for ``float16`` inputs, in whole levels for integer images.
 
     Raises:
         TypeError: ``path`` is not a path, or ``batch_size`` is not an int.
         ValueError: The file is not a file of adversarial examples, ``batch_size < 1``, or
             the inputs' dtype has no counterpart in the model's library.
     """
+    from signattack.evaluation._judging import inside_ball, moves_of
+
     size = check_steps(batch_size, "batch_size")
     saved = load_adversarial(path)
     report = saved.report
+    norm = norm_of(saved.norm)
     bounds = report.bounds
     mode = report.metadata.get("model_mode", "eval")
-    threat = None if bounds is None else ThreatModel(bounds, "ce", _mode(mode))
+    threat = None if bounds is None else ThreatModel(bounds, "ce", _mode(mode), norm)
     recorded = report.metadata.get("decision_draws", 1)
     draws = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else 1
     library, device = _library(model, saved.library)
@@ -103,7 +116,7 @@ def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256
     largest: dict[float, float] = {}
     inside: dict[float, bool] = {}
     for eps, points in saved.points.items():
-        largest[eps] = largest_difference(points, saved.x)
+        largest[eps] = max(moves_of(points, saved.x, norm), default=0.0)
         inside[eps] = True
         flags: list[bool] = []
         for start in range(0, len(saved.y), size):
@@ -116,7 +129,7 @@ def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256
                     (saved.y, dtype_name(saved.y)),
                 )
             )
-            valid = all(to_flags(within_linf_ball(at, x, eps, bounds)))
+            valid = all(inside_ball(at, x, eps, norm, bounds))
             inside[eps] = inside[eps] and valid
             if not valid and bounds is not None:  # judged, and counted where the model can run
                 at = namespace(at).clip(at, bounds[0], bounds[1])
@@ -131,7 +144,7 @@ def verify(model: object, path: str | os.PathLike[str], *, batch_size: int = 256
             )
     reported = {e: report.robust_accuracy[e] for e in report.eps}
     problems = tuple(disagree) + _disagreements(report, largest)
-    return Verification(robust, reported, largest, inside, bounds, problems)
+    return Verification(robust, reported, largest, inside, bounds, problems, norm.name)
 
 
 def _disagreements(report: RobustnessReport, largest: Mapping[float, float]) -> tuple[str, ...]:

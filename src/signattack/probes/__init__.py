@@ -1,11 +1,17 @@
 """Probes: look at the loss around inputs (any backend) and around weights (PyTorch).
 
-Input space: :func:`input_gradient`, :func:`direction`, :func:`loss_along`,
-:func:`loss_surface`, :func:`linearization_gap` and :func:`check_gradients`.
+Input space: [`input_gradient`][signattack.probes.input_gradient],
+[`direction`][signattack.probes.direction], [`loss_along`][signattack.probes.loss_along],
+[`loss_surface`][signattack.probes.loss_surface],
+[`linearization_gap`][signattack.probes.linearization_gap] and
+[`check_gradients`][signattack.probes.check_gradients].
 
-Weight space, loaded with PyTorch on first use: :func:`scale_invariance`,
-:func:`effective_learning_rates`, :func:`filter_normalized_direction`,
-:func:`loss_slice_1d`, :func:`loss_slice_2d` and :func:`restored`.
+Weight space, loaded with PyTorch on first use:
+[`scale_invariance`][signattack.probes.scale_invariance],
+[`effective_learning_rates`][signattack.probes.effective_learning_rates],
+[`filter_normalized_direction`][signattack.probes.filter_normalized_direction],
+[`loss_slice_1d`][signattack.probes.loss_slice_1d],
+[`loss_slice_2d`][signattack.probes.loss_slice_2d] and [`restored`][signattack.probes.restored].
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 
 from signattack._typing import Array, ArrayT, Model, device_of, is_array, namespace, returned
 from signattack.backends.batch import Batch, open_threat, widest_float
-from signattack.core.kernels import ball_box_limits, sign_step, signed_unit
+from signattack.core.linf import LINF
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
 from signattack.core.validation import check_choice, check_choice_message, check_real
@@ -95,7 +95,7 @@ def _random(kind: DirectionName, like: Array, seed: int | None) -> Array:
 def _direction(batch: Batch, kind: DirectionName, seed: int | None) -> Array:
     if kind == "signed_gradient":
         _, grad, _ = batch.value_and_grad(batch.x, batch.labels)
-        return signed_unit(grad, batch.x.dtype)
+        return LINF.direction(grad, batch.x.dtype)
     return _random(kind, batch.x, seed)
 
 
@@ -111,8 +111,8 @@ def input_gradient(
 ) -> ArrayT:
     """Gradient of the per-sample loss with respect to the input: ``grad_x L(x, y)``.
 
-    The map to draw for "where does the loss look": large entries are the pixels a
-    signed-gradient attack moves first.
+    The map to draw for "where does the loss look": large entries are the pixels a signed-gradient
+    attack moves first.
 
     Args:
         model: As for the attacks.
@@ -121,7 +121,7 @@ def input_gradient(
         loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
         bounds: The pixel box, for validating ``x``.
         model_mode: How to run an ``nn.Module``.
-        threat: The three above as one :class:`~signattack.core.ThreatModel` (an attack's
+        threat: The three above as one [`ThreatModel`][signattack.core.ThreatModel] (an attack's
             ``threat``), instead of the keywords.
 
     Returns:
@@ -179,14 +179,15 @@ def loss_along(
         model: As for the attacks.
         x: Inputs ``(batch, ...)`` inside ``bounds``.
         y: Integer labels ``(batch,)``.
-        along: The direction ``d``: an array of ``x``'s shape, or a :data:`DirectionName`
-            (see :func:`direction`).
+        along: The direction ``d``: an array of ``x``'s shape, or a
+            [`DirectionName`][signattack.probes.input_space.DirectionName] (see
+            [`direction`][signattack.probes.input_space.direction]).
         radii: Radii in input units; ``0`` gives the clean loss.
         seed: Seed of a random direction.
         loss: ``"ce"``, ``"margin"`` or a per-sample loss callable.
         bounds: The pixel box; points are clipped into it.
         model_mode: How to run an ``nn.Module``.
-        threat: The three above as one :class:`~signattack.core.ThreatModel` (an attack's
+        threat: The three above as one [`ThreatModel`][signattack.core.ThreatModel] (an attack's
             ``threat``), instead of the keywords.
 
     Returns:
@@ -249,14 +250,14 @@ def loss_surface(
 ) -> LossSurface[ArrayT]:
     """The loss on the plane of the signed gradient and an orthogonal random direction.
 
-    ``d_grad = sign(grad_x L)`` and ``d_orth`` is a Rademacher direction with its component
-    along ``d_grad`` removed (per sample), both scaled to L-inf norm 1; every point is
-    clipped into the box. This is the picture of Tramer et al. (2018, Fig. 1): a sharp
-    curvature near ``x`` that sends a single gradient step the wrong way shows as a loss
-    rising faster along ``d_orth`` than along ``d_grad`` close to the origin.
+    ``d_grad = sign(grad_x L)`` and ``d_orth`` is a Rademacher direction with its component along
+    ``d_grad`` removed (per sample), both scaled to L-inf norm 1; every point is clipped into the
+    box. This is the picture of Tramer et al. (2018, Fig. 1): a sharp curvature near ``x`` that
+    sends a single gradient step the wrong way shows as a loss rising faster along ``d_orth`` than
+    along ``d_grad`` close to the origin.
 
     Returns:
-        The :class:`LossSurface`.
+        The [`LossSurface`][signattack.probes.input_space.LossSurface].
     """
     gradient_radii = tuple(check_real("gradient_radii", r, minimum=-np.inf) for r in gradient_radii)
     orthogonal_radii = tuple(
@@ -318,19 +319,20 @@ def linearization_gap(
 ) -> LinearizationGap[ArrayT]:
     """How well the first-order Taylor model predicts the FGSM step of size ``eps``.
 
-    The signed gradient maximises the linearised loss ``L(x) + grad . delta`` over the
-    eps-ball, at ``delta = eps * sign(grad)`` with value ``eps * |grad|_1``. The gap between
-    that prediction and the real increase measures how linear the loss is at this scale.
+    The signed gradient maximises the linearised loss ``L(x) + grad . delta`` over the eps-ball, at
+    ``delta = eps * sign(grad)`` with value ``eps * |grad|_1``. The gap between that prediction and
+    the real increase measures how linear the loss is at this scale.
 
     Returns:
-        The :class:`LinearizationGap`, arrays of shape ``(batch,)``.
+        The [`LinearizationGap`][signattack.probes.input_space.LinearizationGap], arrays of shape
+            ``(batch,)``.
     """
     eps = check_real("eps", eps)
     with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         xp = namespace(batch.x)
         clean, grad, _ = batch.value_and_grad(batch.x, batch.labels)
-        low, high = ball_box_limits(batch.x, eps, *batch.bounds)
-        stepped = sign_step(batch.x, grad, eps, low, high)
+        feasible = LINF.feasible(batch.x, eps, *batch.bounds)
+        stepped = feasible.project(batch.x + eps * LINF.direction(grad, batch.x.dtype))
         actual = _losses_at(batch, stepped) - clean
         predicted = xp.sum(grad * (stepped - batch.x), axis=_sample_axes(batch.x))
         return LinearizationGap(
@@ -406,12 +408,13 @@ def check_gradients(
 ) -> GradientReport:
     """Look for gradient masking before trusting a gradient-based robustness number.
 
-    Checks exactly-zero input gradients, NaN/Inf, randomness between two identical calls,
-    and outputs that are probabilities rather than logits. With ``warn``, each problem is
-    also raised as a :class:`GradientMaskingWarning` that says what to do.
+    Checks exactly-zero input gradients, NaN/Inf, randomness between two identical calls, and
+    outputs that are probabilities rather than logits. With ``warn``, each problem is also raised as
+    a [`GradientMaskingWarning`][signattack.probes.input_space.GradientMaskingWarning] that says
+    what to do.
 
     Returns:
-        The :class:`GradientReport`.
+        The [`GradientReport`][signattack.probes.input_space.GradientReport].
     """
     with _open(model, x, y, loss, bounds, model_mode, threat) as batch:
         xp = namespace(batch.x)
@@ -435,6 +438,9 @@ def check_gradients(
         probabilities=in_unit and sums_to_one,
     )
     if warn:
-        for problem in report.problems():
+        from signattack.masking import diagnosed  # masking builds on the probes
+
+        given = threat if threat is not None else ThreatModel(bounds, loss, model_mode)
+        for problem in diagnosed(report, model, x, y, given):
             warnings.warn(problem, GradientMaskingWarning, stacklevel=2)
     return report

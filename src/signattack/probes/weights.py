@@ -173,11 +173,11 @@ def filter_normalized_direction(
 ) -> list[torch.Tensor]:
     """A random direction in weight space, normalised filter by filter (Li et al., 2018).
 
-    Each parameter gets Gaussian noise; for a tensor of two or more dimensions every filter
-    (slice along dim 0) is rescaled to the norm of the same filter of the weight, which makes
-    slices comparable across networks with different weight scales. With
-    ``skip_bn_and_bias`` the direction is zero on BN-affine parameters and biases (see
-    :func:`~signattack.params.param_groups`); otherwise one-dimensional parameters are
+    Each parameter gets Gaussian noise; for a tensor of two or more dimensions every filter (slice
+    along dim 0) is rescaled to the norm of the same filter of the weight, which makes slices
+    comparable across networks with different weight scales. With ``skip_bn_and_bias`` the direction
+    is zero on BN-affine parameters and biases (see
+    [`param_groups`][signattack.params.param_groups]); otherwise one-dimensional parameters are
     rescaled to their own norm as a whole.
 
     Returns:
@@ -280,14 +280,15 @@ def loss_slice_1d(
         data: One ``(x, y)`` batch or an iterable of them.
         alphas: Coordinates along ``d``; ``0`` is the trained model.
         direction: ``d``, one tensor per parameter; default
-            :func:`filter_normalized_direction` with ``skip_bn_and_bias`` and ``seed``.
+            [`filter_normalized_direction`][signattack.probes.weights.filter_normalized_direction]
+            with ``skip_bn_and_bias`` and ``seed``.
         skip_bn_and_bias: Leave BN-affine parameters and biases out of the default ``d``.
         seed: Seed of the default direction.
         loss: ``loss(logits, labels)``, a scalar mean; cross-entropy by default.
         model_mode: How to run the model (eval by default).
 
     Returns:
-        A :class:`LossSlice` with empty ``betas``.
+        A [`LossSlice`][signattack.probes.weights.LossSlice] with empty ``betas``.
     """
     alphas = _coordinates("alphas", alphas)
     d = direction or filter_normalized_direction(
@@ -310,10 +311,11 @@ def loss_slice_2d(
     loss: TorchLoss = _mean_cross_entropy,
     model_mode: ModelMode = "eval",
 ) -> LossSlice:
-    """Mean loss at ``w + alpha * d1 + beta * d2`` on a grid; see :func:`loss_slice_1d`.
+    """Mean loss at ``w + alpha * d1 + beta * d2`` on a grid; see
+    [`loss_slice_1d`][signattack.probes.weights.loss_slice_1d].
 
-    The default directions are two filter-normalised random directions (seeds ``seed`` and
-    ``seed + 1``).
+    The default directions are two filter-normalised random directions (seeds ``seed`` and ``seed +
+    1``).
     """
     alphas, betas = _coordinates("alphas", alphas), _coordinates("betas", betas)
     if directions is None:

@@ -1,0 +1,324 @@
+"""A fast preset beside the standard suite: the same members, spent where they decide.
+
+[`fast_attacks`][signattack.evaluation._fast.fast_attacks] runs APGD-CE; then APGD-T on a few target
+classes with fewer steps;
+then [`EscalatingSquare`][signattack.evaluation._fast.EscalatingSquare], a short Square probe that
+runs the full Square only where
+the probe breaks samples that the gradient attacks left robust, the sign of a model that
+masks its gradients. [`audit`][signattack.evaluation._fast.audit] runs it and the standard suite on
+a seeded share of the
+samples and bounds how often the fast verdict is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar, cast
+
+import numpy as np
+
+from signattack._typing import Array, ArrayT, Model, device_of, namespace, returned
+from signattack.attacks import APGD, APGDT, AttackResult, Square
+from signattack.attacks.apgd import Ranking
+from signattack.attacks.base import BallAttack
+from signattack.attacks.loop import spread
+from signattack.core.kernels import take_samples
+from signattack.core.norms import Norm, NormName
+from signattack.core.threat import PIXEL_BOUNDS, ModelMode
+from signattack.core.validation import Bounds, check_real, generator
+from signattack.evaluation.report import RobustnessReport, wilson_interval
+from signattack.evaluation.standard import (
+    Attacks,
+    AttackSuite,
+    _checked,
+    rand_attacks,
+    standard_attacks,
+)
+from signattack.evaluation.sweep import evaluate
+
+
+@dataclass(frozen=True)
+class EscalatingSquare(BallAttack):
+    """Square (Andriushchenko et al., 2020) in two stages: a probe of ``probe`` queries per
+    sample, then the full search of ``queries`` on the samples the probe left robust, only
+    where the probe broke at least one sample.
+
+    Run after gradient attacks (as [`fast_attacks`][signattack.evaluation._fast.fast_attacks] runs
+    it, on the samples they left
+    robust), a probe that breaks anything has found what the gradients missed: the sign of
+    a model that masks its gradients, where the full search is worth its queries. Where the
+    probe breaks nothing, the call costs ``probe`` queries per sample instead of ``queries``.
+    A sample the model misclassifies before any query counts as broken by the probe.
+
+    Args:
+        eps: Radius of the ball.
+        probe: The probe's queries per sample, ``>= 1``.
+        queries: The full search's queries per sample, ``>= probe``.
+        bounds: The pixel box.
+        seed: Seed of both searches (each draws per sample from streams of its own).
+        model_mode: How to run an ``nn.Module``.
+        norm: The norm of the ball: ``"linf"`` (default) or ``"l2"``.
+
+    Raises:
+        TypeError: A parameter has the wrong type.
+        ValueError: A parameter is out of range, or ``probe > queries``.
+    """
+
+    eps: float
+    probe: int = 300
+    queries: int = 5000
+    _: KW_ONLY
+    bounds: Bounds | tuple[float, float] = PIXEL_BOUNDS
+    seed: int | None = None
+    model_mode: ModelMode = "eval"
+    norm: NormName = "linf"
+    gradient_free: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self._check("margin", counts=("probe", "queries"))
+        if self.probe > self.queries:
+            raise ValueError(
+                f"probe must be at most queries ({self.queries}), got probe={self.probe!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        """``Square probe`` (``Square probe (L2)`` under L2)."""
+        norm = self.threat.geometry
+        return "Square probe" if norm.name == "linf" else f"Square probe ({norm.title})"
+
+    def _square(self, queries: int) -> Square:
+        return Square(
+            self.eps,
+            queries,
+            bounds=self.bounds,
+            seed=self.seed,
+            model_mode=self.model_mode,
+            norm=self.norm,
+        )
+
+    def run(
+        self,
+        model: Model[ArrayT],
+        x: ArrayT,
+        y: ArrayT,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> AttackResult[ArrayT]:
+        """The probe's result, or, where it broke a sample, the full search's on the samples
+        it left robust; the loss trace has ``queries + 1`` rows (the probe's last row
+        repeated after its end), ``queries`` the two searches' sum per sample."""
+        draws = generator(rng, self.seed)
+        first = self._square(self.probe).run(model, x, y, rng=draws)
+        success = _array(first.success)
+        xp = namespace(success)
+        left = xp.logical_not(success)
+        index = xp.nonzero(left)[0]
+        count = int(index.shape[0])
+        trace = returned(_extended(_array(first.losses), self.queries + 1), x)
+        if count in (0, int(left.shape[0])):  # the probe broke everything, or nothing
+            return dataclasses.replace(first, losses=trace)
+        part_x = returned(take_samples(_array(x), index), x)
+        part_y = returned(take_samples(_array(y), index), y)
+        full = self._square(self.queries).run(model, part_x, part_y, rng=draws)
+
+        def merged(new: ArrayT, old: ArrayT, axis: int = 0) -> ArrayT:
+            return returned(spread(left, _array(new), _array(old), axis=axis), x)
+
+        queries = first.queries
+        if queries is not None and full.queries is not None:
+            more = merged(full.queries, returned(xp.zeros_like(_array(queries)), x))
+            queries = returned(_array(queries) + _array(more), x)
+        return AttackResult(
+            merged(full.x_adv, first.x_adv),
+            merged(full.losses, trace, axis=1),
+            merged(full.predictions, first.predictions),
+            merged(full.success, first.success),
+            queries=queries,
+            forward_passes=_total(first.forward_passes, full.forward_passes),
+            backward_passes=_total(first.backward_passes, full.backward_passes),
+        )
+
+
+def _array(value: object) -> Array:
+    """An array of a result, typed as the library's arrays."""
+    return cast(Array, value)
+
+
+def _extended(trace: Array, rows: int) -> Array:
+    """``trace`` with its last row repeated to ``rows`` rows."""
+    xp = namespace(trace)
+    missing = rows - int(trace.shape[0])
+    if missing <= 0:
+        return trace
+    tail = xp.broadcast_to(trace[-1:, ...], (missing, *trace.shape[1:]))
+    return xp.concat([trace, tail], axis=0)
+
+
+def _total(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def fast_attacks(
+    steps: int = 100,
+    *,
+    target_classes: int = 3,
+    target_steps: int = 50,
+    ranking: Ranking = "logits",
+    probe: int = 300,
+    queries: int = 5000,
+    bounds: Bounds | tuple[float, float] = (0.0, 255.0),
+    seed: int = 0,
+    norm: NormName | Norm = "linf",
+) -> AttackSuite:
+    """A fast preset beside [`standard_attacks`][signattack.evaluation.standard_attacks]: about a
+    tenth
+    of its model passes, the same robust accuracy on a model whose gradients inform.
+
+    APGD-CE; then APGD-T against ``target_classes`` target classes (the paper's ranking by
+    the clean logits, or with ``ranking="boundary"`` the nearest by the linearised distance
+    to their decision boundary, ``|z_y - z_t| / ||grad(z_y - z_t)||_*``: see
+    [`APGDT`][signattack.APGDT]), with ``target_steps`` steps; then
+    [`EscalatingSquare`][signattack.evaluation._fast.EscalatingSquare]: a Square probe of ``probe``
+    queries that runs the full
+    ``queries`` only where it breaks a sample the gradient attacks left robust (a sign of
+    gradient masking, which the report flags). Every APGD member stops on a sample the
+    moment it breaks it. On the digits networks (normal and PGD-trained, radii 16 and 32)
+    it gave the standard suite's robust accuracy at 0.09-0.10 times its passes (docs: "A
+    fast screening"). It is a screening: report final numbers with
+    [`standard_attacks`][signattack.evaluation.standard_attacks], and bound what it misses with
+    [`audit`][signattack.evaluation._fast.audit].
+
+    Args:
+        steps: Iterations of the APGD-CE run.
+        target_classes: The target classes APGD-T attacks.
+        target_steps: Iterations of each APGD-T run.
+        ranking: How APGD-T ranks the target classes: ``"logits"`` or ``"boundary"``.
+        probe: Queries of the Square probe.
+        queries: Queries of the full Square search where the probe escalates.
+        bounds: The pixel box of the model's inputs.
+        seed: Seed of the random starts and of Square's search.
+        norm: The norm of the ball: ``"linf"`` (default) or ``"l2"``.
+
+    Returns:
+        The [`AttackSuite`][signattack.evaluation.AttackSuite] ``"fast"``: ``APGD(0, steps,
+            loss="ce")``,
+        ``APGDT(0, target_steps, target_classes=target_classes, ranking=ranking)`` (both
+        with ``early_stop=True``), ``EscalatingSquare(0, probe, queries)``, each with
+        ``norm=norm``; for a randomized model, [`rand_attacks`][signattack.evaluation.rand_attacks].
+
+    Raises:
+        TypeError, ValueError: A setting is not what it says above (the message names it).
+    """
+    box, name = _checked(steps, bounds, seed, norm)
+    return AttackSuite(
+        "fast",
+        [
+            APGD(0.0, steps, loss="ce", early_stop=True, bounds=box, seed=seed, norm=name),
+            APGDT(
+                0.0,
+                target_steps,
+                target_classes=target_classes,
+                ranking=ranking,
+                early_stop=True,
+                bounds=box,
+                seed=seed,
+                norm=name,
+            ),
+            EscalatingSquare(0.0, probe, queries, bounds=box, seed=seed, norm=name),
+        ],
+        randomized=rand_attacks(steps, bounds=box, seed=seed, norm=name),
+    )
+
+
+@dataclass(frozen=True)
+class Audit:
+    """How far a fast evaluation can be trusted:
+    [`fast_attacks`][signattack.evaluation._fast.fast_attacks] against
+    [`standard_attacks`][signattack.evaluation.standard_attacks] on the same seeded share of the
+    samples.
+
+    Attributes:
+        audited: Samples in the share.
+        missed: Samples the fast suite left robust that the standard suite broke: the
+            robustness the fast suite overstates.
+        extra: Samples the fast suite broke that the standard suite left robust.
+        rate: ``missed / audited`` (``0.0`` where no sample was audited).
+        upper: The upper end of the 95% Wilson interval of ``rate``: with that confidence,
+            the fast suite overstates robust accuracy by at most this share of the samples.
+        fast: The fast suite's report on the share.
+        standard: The standard suite's report on the share.
+    """
+
+    audited: int
+    missed: int
+    extra: int
+    rate: float
+    upper: float
+    fast: RobustnessReport
+    standard: RobustnessReport
+
+
+def audit(
+    model: Model[ArrayT],
+    data: Iterable[tuple[ArrayT, ArrayT]],
+    eps: float,
+    share: float = 0.1,
+    seed: int = 0,
+    *,
+    bounds: Bounds | tuple[float, float] = (0.0, 255.0),
+    norm: NormName | Norm = "linf",
+    fast: Attacks | None = None,
+    standard: Attacks | None = None,
+) -> Audit:
+    """Run [`fast_attacks`][signattack.evaluation._fast.fast_attacks] and
+    [`standard_attacks`][signattack.evaluation.standard_attacks] (seed
+    ``seed``) at radius ``eps`` on a seeded share of the samples, and state how often the
+    fast verdict differs, with a confidence bound.
+
+    Sample ``i`` of ``data`` (counted over the batches, in order) is audited where the
+    first draw of ``numpy.random.default_rng([seed, i])`` is below ``share``: the same
+    samples whatever the batch size. ``fast`` and ``standard`` replace the two suites (the
+    presets made with ``bounds``, ``seed`` and ``norm`` by default).
+
+    Raises:
+        TypeError, ValueError: ``share`` outside ``(0, 1]``, or a setting the presets refuse.
+    """
+    share = check_real("share", share)
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1], got {share!r}")
+    if fast is None:
+        fast = fast_attacks(bounds=bounds, seed=seed, norm=norm)
+    if standard is None:
+        standard = standard_attacks(bounds=bounds, seed=seed, norm=norm)
+    chosen: list[tuple[ArrayT, ArrayT]] = []
+    first = 0
+    for x, y in data:
+        size = int(_array(y).shape[0])
+        picked = [
+            i for i in range(size) if np.random.default_rng([seed, first + i]).random() < share
+        ]
+        first += size
+        if picked:
+            where = namespace(_array(x)).asarray(picked, device=device_of(_array(x)))
+            part = take_samples(_array(x), where), take_samples(_array(y), where)
+            chosen.append((returned(part[0], x), returned(part[1], y)))
+    if not chosen:
+        raise ValueError(f"share {share!r} of {first} samples chose none to audit")
+    on_fast = evaluate(model, chosen, fast, [eps], progress=False)
+    on_standard = evaluate(model, chosen, standard, [eps], progress=False)
+    pairs = list(zip(on_fast.robust_correct[eps], on_standard.robust_correct[eps], strict=True))
+    missed = sum(1 for quick, full in pairs if quick and not full)
+    extra = sum(1 for quick, full in pairs if full and not quick)
+    audited = len(pairs)
+    return Audit(
+        audited,
+        missed,
+        extra,
+        missed / audited,
+        wilson_interval(missed, audited)[1],
+        on_fast,
+        on_standard,
+    )
