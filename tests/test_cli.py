@@ -43,6 +43,8 @@ def files(tmp_path):
     return {"corrupt": corrupt, "not_npz": not_npz, "unlabeled": unlabeled, "progress": progress}
 
 
+PRESETS_OR_NAMES = r"--attacks must be a preset \(standard, fast, gradient, rand\) or comma"
+
 CASES = [
     ("--weights", "{tmp}/missing.pt", "--weights must be a file of saved weights"),
     ("--weights", "{corrupt}", "--weights .*corrupt.pt is not a file of weights"),
@@ -75,8 +77,12 @@ CASES = [
     ("--resume-file", "{progress}", "checkpoint .*progress.json is not a signattack checkpoint"),
     ("--resume-file", "{tmp}", "--resume-file must be a file, got the folder"),
     ("--limit", "0", "--data digits must hold samples, got none"),
-    ("--attacks", "apgd,pgd", r"--attacks must be a preset \(standard, gradient, rand\) or comma"),
-    ("--attacks", "", r"--attacks must be a preset \(standard, gradient, rand\) or comma"),
+    (
+        "--attacks",
+        "apgd,pgd",
+        r"--attacks must be a preset \(standard, fast, gradient, rand\) or comma",
+    ),
+    ("--attacks", "", r"--attacks must be a preset \(standard, fast, gradient, rand\) or comma"),
 ]
 
 
@@ -252,6 +258,7 @@ def test_weights_saved_from_a_wrapper_get_a_short_reason(tmp_path, capsys):
     from signattack.models import DigitsCNN
 
     state = {f"module.{k}": v for k, v in DigitsCNN().state_dict().items()}
+    state["module.extra"] = torch.zeros(1)  # one entry the model lacks: nothing to strip
     weights = tmp_path / "wrapped.pt"
     torch.save(state, weights)
     assert _status([*BASE, "--weights", str(weights)]) == 2

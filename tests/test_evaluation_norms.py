@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from signattack import APGD, APGDT, FABT, AttackResult, IteratedSign, LinearClassifier, Square
+from signattack.core.norms import norm_of
 from signattack.core.threat import ThreatModel
 from signattack.evaluation import (
     RobustnessReport,
@@ -329,3 +331,80 @@ def test_torch_inputs_are_measured_in_l2_too():
     )
     assert report.max_perturbation[0.5] == pytest.approx(0.5, rel=1e-6)
     assert report.metadata["norm"] == "l2"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Titled(_ExactL2):
+    """An attack whose name already says its norm, as the library's L2 attacks' do."""
+
+    @property
+    def name(self) -> str:
+        return f"Exact ({norm_of(self.norm).title})"
+
+
+def test_a_mixed_suite_names_each_norm_once():
+    model, x, y, unit = _problem()
+    mixed = [_Titled(unit), _Titled(unit, norm="linf")]
+    with pytest.raises(ValueError, match="one norm") as refused:
+        evaluate(model, [(x, y)], mixed, [0.5])
+    assert "Exact (L2), Exact (L-inf)" in str(refused.value)
+    assert "(L2) (L2)" not in str(refused.value)
+
+
+@pytest.mark.parametrize("spelled", ["L2", " l2", "l-2"])
+def test_a_checkpoint_whose_norm_is_spelled_otherwise_resumes(tmp_path, spelled):
+    model, x, y, unit = _problem()
+    data = [(x[:5], y[:5]), (x[5:], y[5:])]
+    path = tmp_path / "progress.json"
+    first = evaluate(model, data, _ExactL2(unit), [0.1], checkpoint=path)
+    stored = json.loads(path.read_text())
+    stored["identity"]["norm"] = spelled
+    path.write_text(json.dumps(stored))
+    assert evaluate(model, data, _ExactL2(unit), [0.1], checkpoint=path) == first
+    # a spelling of the other norm is still another norm
+    stored["identity"]["norm"] = "Linf"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"L-inf norm.*L2 norm"):
+        evaluate(model, data, _ExactL2(unit), [0.1], checkpoint=path)
+
+
+def test_verify_shows_the_digits_that_tell_a_move_from_the_report(l2_run, tmp_path):
+    model, _, _, _, report, export = l2_run
+    stored = dict(np.load(export))
+    x = stored["x"]
+    largest = report.max_perturbation[0.5]
+    beyond = largest * (1 + 9.8e-7)  # past verify's tolerance (2**-20), equal to 6 digits
+    assert f"{beyond:g}" == f"{largest:g}"
+    row = np.zeros_like(x[0])
+    row[0] = -beyond if x[0, 0] > 0.5 else beyond
+    stored["x_adv_1"] = stored["x_adv_1"].copy()
+    stored["x_adv_1"][0] = x[0] + row
+    tampered = tmp_path / "tampered.npz"
+    np.savez(tampered, **stored)
+    found = verify(model, tampered)
+    message = next(p for p in found.problems if "move an input" in p)
+    told = re.search(r"by ([0-9.e+-]+), the report says at most ([0-9.e+-]+)$", message)
+    assert told is not None, message
+    moved, bound = (float(number) for number in told.groups())
+    assert moved > bound, message  # the move and the report's bound, told apart
+    assert moved == pytest.approx(beyond, rel=1e-9)
+    assert bound == pytest.approx(largest, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b'{"a": 1}', "not an npz archive"),
+        (b"", "empty"),
+        (b"\x80\x04K\x01.", "a pickle"),
+        (b"\x93NUMPY\x01\x00", "single NumPy array"),
+    ],
+)
+def test_a_file_that_is_no_npz_archive_is_named_for_what_it_is(tmp_path, content, said):
+    path = tmp_path / "points.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="cannot be read") as refused:
+        load_adversarial(path)
+    assert said in str(refused.value)
+    if said != "a pickle":
+        assert "pickled" not in str(refused.value)

@@ -374,3 +374,23 @@ def test_a_one_sample_batch_under_l2():
     assert result.distances is not None
     assert result.distances.shape == (size,)
     np.testing.assert_array_equal(result.success, result.distances <= 100.0)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_distances_are_measured_not_rounded_to_a_half_precision_input(norm):
+    """A bfloat16 distance holds three digits: 68.10 would read 68.0, and 14.97 would read
+    15.0, above a radius of 14.99 that the point is within."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).to(torch.bfloat16)
+    x = (torch.rand(6, 1, 8, 8) * 255).round().to(torch.bfloat16)
+    y = model(x).argmax(1)
+    result = FABT(255.0, steps=5, norm=norm, seed=0, target_classes=3).run(model, x, y)
+    moved = (result.x_adv.double() - x.double()).flatten(1)
+    measured = moved.norm(dim=1) if norm == "l2" else moved.abs().amax(dim=1)
+    assert result.distances.dtype == torch.float64
+    found = result.success
+    assert found.any()
+    torch.testing.assert_close(result.distances[found], measured[found], rtol=1e-12, atol=0)
+    for eps in measured[found].tolist():
+        at = FABT(eps, steps=5, norm=norm, seed=0, target_classes=3).run(model, x, y)
+        assert torch.equal(at.success, at.distances <= eps)

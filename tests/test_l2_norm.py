@@ -338,3 +338,16 @@ def test_jax_compiles_the_projection():
     assert np.all(distance <= eps.ravel())  # the check within makes, one radius per sample
     expected = L2.feasible(x, eps, 0.0, 1.0).project(v)
     np.testing.assert_allclose(np.asarray(projected), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_the_random_start_of_an_odd_sized_sample_is_isotropic(size):
+    """The last element of an odd-sized sample has no partner draw: it must not borrow one
+    that the first pair also uses (that biased its mean by ten standard errors)."""
+    samples = 100_000
+    x = np.full((samples, size), 127.5)
+    draws = np.random.default_rng(0).uniform(-1.0, 1.0, size=(samples, size))
+    moved = L2.feasible(x, 10.0, 0.0, 255.0).random_point(draws) - x
+    spread = moved.std(axis=0) / np.sqrt(samples)
+    assert (np.abs(moved.mean(axis=0)) < 5 * spread).all()
+    np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 10.0, rtol=1e-9)

@@ -214,3 +214,29 @@ def test_real_data_is_not_called_a_stand_in(folder, capsys):
     assert "STAND-IN" not in capsys.readouterr().out
     assert report.read_text().startswith("| eps |")
     assert "synthetic_data" not in json.loads(entry.read_text())
+
+
+def test_verify_from_another_folder_says_where_to_run_it(folder, capsys, monkeypatch):
+    export = folder / "x.npz"
+    assert _evaluate(folder, "cifar10:data", "--adversarial", str(export)) == 0
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["verify", str(export)]) == 2
+    err = capsys.readouterr().err
+    assert f"made in the folder {str(folder)!r}" in err, err
+    assert "run verify from there" in err, err
+    assert "No module named" not in err, err
+
+
+def test_the_recorded_weights_given_again_after_a_change_are_called_changed(folder, capsys):
+    export = folder / "x.npz"
+    assert _evaluate(folder, "cifar10:data", "--adversarial", str(export)) == 0
+    torch.save({"linear.weight": torch.zeros(10, 3072), "linear.bias": torch.zeros(10)}, "w.pt")
+    capsys.readouterr()
+    for given in ("w.pt", str(folder / "w.pt"), "./w.pt"):
+        assert main(["verify", str(export), "--weights", given]) == 2
+        err = capsys.readouterr().err
+        assert "changed since it ran" in err, err
+        assert "differs" not in err, err

@@ -40,13 +40,16 @@ def integer(text: str) -> int:
 
 def numbers(text: str, flag: str, count: int | None = None) -> list[float]:
     """``text`` as comma-separated numbers, each a decimal or a fraction (``8/255``) read
-    exactly and rounded once to the nearest float; ``inf`` and ``nan`` as Python reads them."""
+    exactly and rounded once to the nearest float; ``inf`` and ``nan`` as Python reads them.
+    A finite number too large for a float (``1e400``) is refused, never read as ``inf``."""
     values, why, empty = [], "", False
     for part in (part.strip() for part in text.split(",")):
         try:
             values.append(float(Fraction(part)))
         except ZeroDivisionError:
             why = why or f": {part!r} divides by zero"
+        except OverflowError:
+            why = why or f": {part!r} is beyond the range of a float (about 1.8e308)"
         except ValueError:
             try:
                 values.append(float(part))

@@ -83,15 +83,52 @@ def factory_arguments(pairs: list[str]) -> dict[str, object]:
     """``--model-arg NAME=VALUE`` as keyword arguments; a value is a Python literal
     (``10``, ``True``, ``'x'``, ``(1, 2)``) or else the text itself."""
     arguments: dict[str, object] = {}
+    given: dict[str, str] = {}
     for pair in pairs:
         name, equals, text = pair.partition("=")
-        if not equals or not name.strip().isidentifier():
+        name = name.strip()
+        if not equals or not name.isidentifier():
             raise UsageError(f"--model-arg must look like NAME=VALUE, got {pair!r}")
+        if not text.strip():
+            raise UsageError(
+                f"--model-arg must look like NAME=VALUE, got {pair!r}: the value is empty "
+                f"(write {name}='' for an empty text)"
+            )
+        if name in given:
+            raise UsageError(
+                f"--model-arg names {name} twice, got {given[name]!r} and {pair!r}: give each "
+                "argument once"
+            )
+        given[name] = pair
         try:
-            arguments[name.strip()] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            arguments[name.strip()] = text
+            arguments[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            arguments[name] = text
     return arguments
+
+
+def _checked_spec(spec: str) -> tuple[str, str]:
+    """``--model``'s module and factory: a dotted module name (``nets``,
+    ``torchvision.models``) and a function's name, or a one-line error that says so."""
+    module_name, _, factory_name = spec.partition(":")
+    expected = (
+        "expected module:factory with a module name as Python imports it (nets, "
+        "torchvision.models: no folder, no .py) and the name of a function in it"
+    )
+    if not module_name or not factory_name:
+        raise UsageError(f"--model must look like module:factory, got {spec!r}: {expected}")
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        hint = ""
+        if "/" in module_name or "\\" in module_name or module_name.startswith("."):
+            hint = ": run from the module's folder (or install it) and name the module alone"
+        raise UsageError(f"--model {spec!r} names no importable module, {expected}{hint}")
+    if module_name.endswith(".py") or not factory_name.isidentifier():
+        raise UsageError(f"--model {spec!r} is not module:factory, {expected}")
+    return module_name, factory_name
+
+
+def _shown_arguments(arguments: dict[str, object]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in arguments.items()) or "no arguments"
 
 
 def _load(
@@ -99,15 +136,16 @@ def _load(
 ) -> nn.Module:
     import torch
 
-    module_name, _, factory_name = spec.partition(":")
-    if not module_name or not factory_name:
-        raise UsageError(f"--model must look like module:factory, got {spec!r}")
+    module_name, factory_name = _checked_spec(spec)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # a console script does not see the current folder
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
-        raise UsageError(f"--model {spec!r} could not be loaded: {error}") from None
+        where = ""
+        if isinstance(error, ModuleNotFoundError) and error.name == module_name.split(".")[0]:
+            where = f": --model names a module of the current folder ({os.getcwd()}) or installed"
+        raise UsageError(f"--model {spec!r} could not be loaded: {error}{where}") from None
     if not callable(factory):
         raise UsageError(f"--model {spec!r} must name a callable, got {type(factory).__name__}")
     try:
@@ -121,7 +159,15 @@ def _load(
         ) from None
     except ValueError:  # no signature to inspect (some builtins): just call it
         pass
-    model = factory(**arguments)
+    try:
+        model = factory(**arguments)
+    except Exception as error:
+        reason = " ".join(str(error).split())[:300] or "no message"
+        raise UsageError(
+            f"--model {spec!r} failed when called with {_shown_arguments(arguments)} (from "
+            f"--model-arg): {type(error).__name__}: {reason}; check --model-arg NAME=VALUE "
+            "(a value is a Python literal: 10, True, 'text')"
+        ) from error
     if not isinstance(model, torch.nn.Module):
         raise UsageError(
             f"--model {spec!r} must return a torch.nn.Module, got {type(model).__name__}"

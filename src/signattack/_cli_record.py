@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Mapping
 from importlib.machinery import PathFinder
 from pathlib import Path
@@ -74,6 +75,8 @@ def rebuilt(args: argparse.Namespace, path: Path, record: Mapping[str, Json] | N
         if given is None or given == []:
             setattr(args, name, _recorded_value(name, recorded))
             filled.add(name)
+        elif name == "weights" and _same_file(given, recorded):
+            _check_weights(given, command.get("weights_sha256"))
         elif not _same(name, given, recorded, command):
             raise UsageError(
                 f"{flag} {_shown(name, given)} differs from the evaluation's "
@@ -84,8 +87,45 @@ def rebuilt(args: argparse.Namespace, path: Path, record: Mapping[str, Json] | N
         raise UsageError(_flags_needed(path, None))
     if "weights" in filled and args.weights is not None:
         _check_weights(args.weights, command.get("weights_sha256"))
+    _check_folder(str(args.model), path, command.get("folder"))
     if "model" in filled:
         _check_factory(str(args.model), path)
+
+
+def _same_file(given: object, recorded: Json) -> bool:
+    """Whether ``--weights`` names the recorded file itself (resolved: a relative path, a
+    link), whatever it now holds."""
+    if not isinstance(given, Path) or not isinstance(recorded, str):
+        return False
+    try:
+        return given.resolve() == Path(recorded).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _check_folder(spec: str, path: Path, folder: Json) -> None:
+    """Refuse, with where to run, a model whose module lies in the folder the evaluation ran
+    in and is neither in the current folder nor installed: verify imports it from the
+    current folder, as evaluate did, and never adds another folder to the import path."""
+    top = spec.partition(":")[0].split(".")[0]
+    if not isinstance(folder, str) or not top.isidentifier():
+        return
+    here = Path.cwd()
+    try:
+        elsewhere = Path(folder).resolve() != here.resolve()
+    except (OSError, RuntimeError):
+        return
+    if (
+        elsewhere
+        and PathFinder.find_spec(top, [str(here)]) is None
+        and PathFinder.find_spec(top, [folder]) is not None
+        and PathFinder.find_spec(top, [p for p in sys.path if p not in ("", str(here), folder)])
+        is None
+    ):
+        raise UsageError(
+            f"{str(path)!r} was made in the folder {folder!r}, which holds its --model "
+            f"{spec!r} (module {top!r}): run verify from there (cd {folder})"
+        )
 
 
 def _recorded_value(name: str, recorded: Json) -> object:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,20 +37,71 @@ def read_state(checkpoint: Path, spec: str, model: nn.Module) -> dict[str, objec
             f"--weights {checkpoint} is not a file of weights saved with torch.save "
             f"(damaged, truncated or another format: {type(error).__name__})"
         ) from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a training checkpoint that holds more than the weights
-    if not isinstance(state, dict):
-        raise UsageError(
-            f"--weights {checkpoint} must hold a state dict, got {type(state).__name__}"
+    state, entry = _unwrapped(state, checkpoint)
+    where = f"--weights {checkpoint}" + (f" (its {entry!r} entry)" if entry else "")
+    stripped = _stripped(model.state_dict(), state)
+    if stripped is not None:
+        prefix, state = stripped
+        print(
+            f"signattack: note: {where}: read its keys without the prefix {prefix!r} "
+            "(saved from a wrapper: DataParallel, torch.compile or a Lightning-style module)",
+            file=sys.stderr,
         )
     try:
         model.load_state_dict(state)
     except RuntimeError:
         raise UsageError(
-            f"--weights {checkpoint} does not fit the model from {spec}: "
-            + _misfit(model.state_dict(), state)
+            f"{where} does not fit the model from {spec}: " + _misfit(model.state_dict(), state)
         ) from None
     return state
+
+
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+"""Where a training checkpoint keeps the weights, when its top level is not a state dict
+(PyTorch Lightning and RobustBench's ``state_dict``, the PyTorch tutorials'
+``model_state_dict``, timm's and torchvision's reference scripts' ``model``)."""
+
+WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
+"""Prefixes a wrapper adds to every key (DataParallel's ``module.``, a Lightning or
+RobustBench module's ``model.``, torch.compile's ``_orig_mod.``)."""
+
+
+def _unwrapped(state: object, checkpoint: Path) -> tuple[dict[str, object], str | None]:
+    """The state dict ``state`` holds: itself, or a checkpoint's entry under one of
+    [`CHECKPOINT_KEYS`][] where its top level holds other dicts; and the key it came from."""
+    if not isinstance(state, dict):
+        raise UsageError(
+            f"--weights {checkpoint} must hold a state dict, got {type(state).__name__}"
+        )
+    if not any(isinstance(value, dict) for value in state.values()):
+        return state, None
+    for key in CHECKPOINT_KEYS:
+        if isinstance(state.get(key), dict):
+            return state[key], key
+    held = ", ".join(repr(key) for key in list(state)[:6])
+    raise UsageError(
+        f"--weights {checkpoint} is a checkpoint (it holds {held}) with no state dict under "
+        f"{', '.join(repr(key) for key in CHECKPOINT_KEYS)}: save model.state_dict() alone"
+    )
+
+
+def _stripped(
+    expected: dict[str, object], found: dict[str, object]
+) -> tuple[str, dict[str, object]] | None:
+    """``found`` without the wrapper prefixes every key carries (``module.``, then perhaps
+    ``model.``), where the keys left are exactly the model's; else ``None``."""
+    if set(found) == set(expected):
+        return None
+    removed, keys = "", list(found)
+    while keys:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in keys)), None)
+        if prefix is None:
+            break
+        removed += prefix
+        keys = [key[len(prefix) :] for key in keys]
+        if set(keys) == set(expected) and len(keys) == len(found):
+            return removed, dict(zip(keys, found.values(), strict=True))
+    return None
 
 
 def _misfit(expected: dict[str, object], found: dict[str, object]) -> str:
@@ -77,6 +129,13 @@ def _misfit(expected: dict[str, object], found: dict[str, object]) -> str:
     cause = _wrapper_prefix(set(expected), set(found))
     if cause is not None:
         return f"{text}: {cause}"
+    shared = [p for p in WRAPPER_PREFIXES if found and all(key.startswith(p) for key in found)]
+    if shared:
+        inner = {key[len(shared[0]) :] for key in found}
+        text += (
+            f": every key of the file starts with {shared[0]!r} (a wrapper's prefix), and "
+            f"without it {len(inner ^ set(expected))} keys still differ from the model's"
+        )
     if misshapen:
         text += ": the model's settings (its number of classes?) differ from the trained one's"
     return text

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NUMBER_LISTS = ("--bounds", "--input-range", "--eps")
+_NUMBER_LISTS = ("--bounds", "--input-range", "--eps", "--mean", "--std")
 """Options whose value may start with a minus sign (``--bounds -1,1``)."""
 
 

@@ -18,6 +18,7 @@ PyTorch tensors and network are in `signattack.digits`). NumPy only; no framewor
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import shutil
 import tarfile
@@ -160,7 +161,11 @@ def fetch_cifar10(folder: str | Path) -> Path:
     Raises:
         TypeError: ``folder`` is not a path.
         ValueError: The download does not match the published MD5, or the archive holds
-            anything but the batch files' folder; nothing is left behind.
+            anything but the batch files' folder (a link, a path that leaves it, a name that is
+            both a file and a folder); ``folder`` holds the synthetic stand-in
+            ([`write_synthetic_cifar10`][signattack.data.write_synthetic_cifar10]), which is
+            not CIFAR-10; ``folder/cifar-10-batches-py`` is a link to nothing. Nothing is left
+            behind, not even ``folder`` where this call created it.
         FileExistsError: ``folder/cifar-10-batches-py`` exists without the batch files.
         OSError: The download failed (no network, say); nothing is left behind.
     """
@@ -172,14 +177,47 @@ def fetch_cifar10(folder: str | Path) -> Path:
     except FileNotFoundError:
         pass
     else:
+        if (found / SYNTHETIC_MARK).exists():
+            raise ValueError(
+                f"{root} holds the synthetic stand-in for CIFAR-10 written by "
+                f"write_synthetic_cifar10 ({found / SYNTHETIC_MARK} marks it), not CIFAR-10: "
+                "name another folder, or remove the stand-in first"
+            )
         if all((found / name).is_file() for name in (*_TRAIN_FILES, *_TEST_FILES)):
             return found
     target = root / _FOLDER
+    if target.is_symlink() and not target.exists():
+        raise ValueError(
+            f"{target} is a link to {os.readlink(target)!r}, which does not exist: remove the "
+            "link or name another folder; nothing was downloaded"
+        )
     if target.exists():
         raise FileExistsError(
             f"{target} exists but lacks CIFAR-10 batch files: remove it or name another folder"
         )
+    created = _created_folders(root)
+    try:
+        _download(root, target)
+    except BaseException:
+        for made in created:  # deepest first; only the folders this call made, if left empty
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
+    return target
+
+
+def _created_folders(root: Path) -> list[Path]:
+    """Create ``root`` and its missing parents; the ones created, deepest first."""
+    missing = [path for path in (root, *root.parents) if not path.exists()]
     root.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _download(root: Path, target: Path) -> None:
+    """Download, check and extract the archive through a scratch folder in ``root``, then
+    move the batch files' folder to ``target`` in one rename."""
     with tempfile.TemporaryDirectory(dir=root, prefix=".cifar10-") as scratch:
         archive = Path(scratch) / "cifar-10-python.tar.gz"
         digest = hashlib.md5(usedforsecurity=False)
@@ -194,7 +232,6 @@ def fetch_cifar10(folder: str | Path) -> Path:
             )
         _extract(archive, Path(scratch) / "extracted")
         (Path(scratch) / "extracted" / _FOLDER).rename(target)
-    return target
 
 
 def _extract(archive: Path, into: Path) -> None:
@@ -215,6 +252,7 @@ def _extract(archive: Path, into: Path) -> None:
                         f"the CIFAR-10 archive holds {member.name!r}, expected only regular "
                         f"files under {_FOLDER}/; nothing was extracted"
                     )
+            _check_layout(members)
             into.mkdir()
             for member in members:
                 if member.isdir():
@@ -232,6 +270,20 @@ def _extract(archive: Path, into: Path) -> None:
         ) from None
     if not (into / _FOLDER / "test_batch").is_file():
         raise ValueError(f"the CIFAR-10 archive lacks {_FOLDER}/test_batch")
+
+
+def _check_layout(members: Sequence[tarfile.TarInfo]) -> None:
+    """Refuse an archive that names one path both a file and a folder (a file, then
+    something under it; or a folder and a file of one name)."""
+    files = {Path(m.name) for m in members if m.isfile()}
+    folders = {Path(m.name) for m in members if m.isdir()}
+    folders |= {parent for m in members for parent in Path(m.name).parents}
+    both = sorted(files & folders)
+    if both:
+        raise ValueError(
+            f"the CIFAR-10 archive holds {both[0].as_posix()!r} both as a file and as a folder, "
+            f"expected only regular files under {_FOLDER}/; nothing was extracted"
+        )
 
 
 def _read_batch(path: Path) -> tuple[Images, Labels]:

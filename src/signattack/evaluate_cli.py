@@ -198,8 +198,21 @@ _FLAG_WORDS = {
         "pass --bounds lower,upper in the data's units (and --input-range for a model that "
         "takes another range)"
     ),
+    "(APGD-T and FAB-T in standard_attacks() use them)": (
+        "(--attacks apgd-t and fab-t, in --attacks standard, use them)"
+    ),
+    "standard_attacks()": "--attacks standard",
+    "loss='margin'": "--loss margin",
+    'loss="margin"': "--loss margin",
+    "loss='dlr'": "--attacks apgd-dlr",
+    'loss="dlr"': "--attacks apgd-dlr",
+    "run the model in float64": (
+        "have the --model factory return a network that computes in float64 "
+        "(x.double() in its forward)"
+    ),
 }
-"""The library's advice in Python words, as the command line's user reads it."""
+"""The library's advice in Python words, as the command line's user reads it: the longer
+phrases first, then the words they hold."""
 
 
 def _in_flags(text: str) -> str:
@@ -212,6 +225,24 @@ def _in_flags(text: str) -> str:
     for python, flags in {**_FLAG_WORDS, **ranges}.items():
         text = text.replace(python, flags)
     return text
+
+
+def _check_distinct_as_shown(
+    text: str, eps: list[float], bounds: tuple[float, float], norm: str
+) -> None:
+    """Refuse radii that differ only past the precision the table prints them at
+    (``4/255,0.0156862745098039``): two rows that read the same."""
+    from signattack.evaluation._units import radius_text
+
+    shown: dict[str, float] = {}
+    for value in eps:
+        label = radius_text(value, bounds, "l2" if norm == "l2" else "linf")
+        if label in shown:
+            raise UsageError(
+                f"--eps must be radii that differ as printed, got {text!r}: {shown[label]!r} "
+                f"and {value!r} both print as {label}; give each radius once"
+            )
+        shown[label] = value
 
 
 def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
@@ -227,6 +258,7 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
         raise UsageError(
             f"--bounds must be finite lower,upper with lower < upper, got {args.bounds!r}"
         )
+    _check_distinct_as_shown(args.eps, eps, (bounds[0], bounds[1]), args.norm)
     if args.step_size is not None and not 0 <= args.step_size < float("inf"):
         raise UsageError(f"--step-size must be a finite number >= 0, got {args.step_size!r}")
     attacks = _attacks(args, (bounds[0], bounds[1]))

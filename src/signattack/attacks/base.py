@@ -56,11 +56,12 @@ class AttackResult(Generic[ArrayT]):
             sample, ``(batch,)`` integers; ``None`` for gradient attacks.
         distances: For a minimum-norm attack ([`FABT`][signattack.FABT]), the distance in
             the attack's norm (``attack.threat.geometry``) of the closest adversarial point found
-            per sample, ``(batch,)``, within the radius or not (``0`` where the clean input is
-            misclassified, ``inf`` where none was found); ``None`` for the others. Where ``success``
-            holds it is the distance of the point returned (rounded, for integer images); elsewhere
-            the input comes back unchanged and the distance exceeds ``eps``, so that ``success ==
-            (distances <= eps)``.
+            per sample, ``(batch,)`` in the widest float of the input's library (measured, not
+            rounded to a half-precision input's dtype), within the radius or not (``0`` where the
+            clean input is misclassified, ``inf`` where none was found); ``None`` for the others.
+            Where ``success`` holds it is the distance of the point returned (rounded, for integer
+            images); elsewhere the input comes back unchanged and the distance exceeds ``eps``, so
+            that ``success == (distances <= eps)``.
         forward_passes: The cost of the call at the model: how many samples went through
             its forward pass, over the whole batch, every step, restart, EOT draw and the final
             evaluation (an evaluation of ``n`` samples counts ``n``). Early stopping lowers it: a

@@ -386,7 +386,8 @@ def _closest_result(batch: Batch, runs: Runs, eps: float, caller: ArrayT) -> Att
     radius = batch.radius(eps)
     point = batch.rounded(radius)(runs.x)
     predictions = xp.argmax(batch.logits(point), axis=1)
-    reached = batch.norm.distance(point - batch.x)
+    wide = widest_float(point)  # the difference itself, unrounded in half precision
+    reached = batch.norm.distance(xp.astype(point, wide) - xp.astype(batch.x, wide))
     success = xp.logical_and(
         xp.not_equal(predictions, batch.labels),
         xp.logical_and(reached <= radius, _within(batch, point, radius)),
@@ -394,7 +395,7 @@ def _closest_result(batch: Batch, runs: Runs, eps: float, caller: ArrayT) -> Att
     point = xp.where(xp.reshape(success, _per_sample(point)), point, batch.x)
     found = -runs.best
     beyond = xp.where(found > radius, found, math.inf)
-    distances = _reported(xp.where(success, reached, beyond), success, eps, batch.x.dtype)
+    distances = _reported(xp.where(success, reached, beyond), success, eps)
     return attack_result(
         batch.passes,
         returned(batch.to_input(point, radius), caller),
@@ -405,19 +406,15 @@ def _closest_result(batch: Batch, runs: Runs, eps: float, caller: ArrayT) -> Att
     )
 
 
-def _reported(distances: Array, success: Array, eps: float, dtype: object) -> Array:
-    """The distances (widest float) in ``dtype``, so that ``success == (distances <= eps)``
-    holds there, with ``eps`` rounded to ``dtype`` as a comparison rounds it: a distance
-    within the radius rounds to nearest (monotone, so it stays at most ``eps``), one beyond
-    it rounds up and above ``eps`` (an upper bound of the smallest radius stays one)."""
+def _reported(distances: Array, success: Array, eps: float) -> Array:
+    """The distances as measured, in the widest float (a half-precision dtype would round a
+    distance of 68.10 to 68.0, or one of 14.97 above a radius of 14.99): the distance of the
+    point returned where ``success`` holds, and where it does not, the closest distance found
+    but never below ``eps``, so that ``success == (distances <= eps)`` holds exactly."""
     xp = namespace(distances)
     where = device_of(distances)
-    nearest = xp.astype(distances, dtype)
-    up = xp.full(nearest.shape, math.inf, dtype=dtype, device=where)
-    rounded_up = xp.where(
-        xp.astype(nearest, distances.dtype) < distances, xp.nextafter(nearest, up), nearest
+    beyond = xp.nextafter(
+        xp.asarray(eps, dtype=distances.dtype, device=where),
+        xp.asarray(math.inf, dtype=distances.dtype, device=where),
     )
-    above = xp.nextafter(
-        xp.asarray(eps, dtype=dtype, device=where), xp.asarray(math.inf, dtype=dtype, device=where)
-    )
-    return xp.where(success, nearest, xp.maximum(rounded_up, above))
+    return xp.where(success, distances, xp.maximum(distances, beyond))

@@ -237,7 +237,9 @@ class SquareL2Draws:
 
         def bumps(side: int) -> Array:
             bump = _pseudo_gaussian(side)
-            return _on_device(x, np.concatenate([bump.ravel(), bump.T.ravel()]), wide)
+            return _on_device(
+                x, np.concatenate([np.ravel(bump), np.ravel(np.transpose(bump))]), wide
+            )
 
         turns = streams.draw((*purpose, "turns"), lambda s: s.integers(0, 2, size=queries))
         return cls(
@@ -262,9 +264,10 @@ def _tiles(
     bump = _pseudo_gaussian(side)
     signs = streams.draw((*purpose, "tile signs"), _signs((channels, down, across)))
     turned = streams.draw((*purpose, "tile turns"), lambda s: s.integers(0, 2, (down, across)))
-    turn = turned[:, :, None, :, None] == 1  # (batch, down, 1, across, 1)
-    bumps = np.where(turn, bump.T[None, None, :, None, :], bump[None, None, :, None, :])
-    grid = signs[:, :, :, None, :, None] * bumps[:, None, ...]
+    turn = np.expand_dims(np.equal(turned, 1), (2, 4))  # (batch, down, 1, across, 1)
+    upright = np.reshape(bump, (1, 1, side, 1, side))
+    bumps = np.where(turn, np.swapaxes(upright, 2, 4), upright)  # (batch, down, s, across, s)
+    grid = np.expand_dims(signs, (3, 5)) * np.expand_dims(bumps, 1)
     tiles = np.zeros((len(signs), channels, height, width))
     top, left = (height - down * side) // 2, (width - across * side) // 2
     tiles[:, :, top : top + down * side, left : left + across * side] = grid.reshape(

@@ -19,6 +19,13 @@ import math
 from collections.abc import Callable
 
 from signattack._typing import Amount, Array, device_of, namespace
+from signattack.core.norms import (
+    beyond,
+    check_pair,
+    check_radii,
+    integer_pairs,
+    widest_float,
+)
 
 __all__ = [
     "ball_box_limits",
@@ -58,7 +65,7 @@ def ball_box_limits(x: Array, eps: Amount, lower: float, upper: float) -> tuple[
 
 
 def within_linf_ball(
-    x_adv: Array, x: Array, eps: float, bounds: tuple[float, float] | None = None
+    x_adv: Array, x: Array, eps: Amount, bounds: tuple[float, float] | None = None
 ) -> Array:
     """Per sample, whether ``x_adv`` lies in the eps-ball around ``x`` (and in the box
     ``bounds``), judged as the attacks' projection judges it, in the inputs' own dtype.
@@ -68,41 +75,53 @@ def within_linf_ball(
     guarantees for every point it admits; the box ends are rounded to the dtype as the attacks' clip
     rounds them. Hence every point an attack returns passes in every dtype (``float16`` and
     ``bfloat16`` included), and a point fails when it lies outside by more than the dtype's rounding
-    of ``x +/- eps``. Integer inputs: ``|x_adv - x| <= floor(eps)`` exactly, in integers, and the
-    box narrowed to the integers inside it. NaN fails; ``eps = inf`` admits any number.
+    of ``x +/- eps``. Integer inputs: ``|x_adv - x| <= floor(eps)`` exactly, in integers, decided
+    without a difference that could wrap (a radius beyond the widest integer is compared in the
+    widest float), and the box narrowed to the integers inside it. NaN fails;
+    ``eps = inf`` admits any number.
 
     Args:
         x_adv: The points, ``(batch, ...)``, of ``x``'s library, dtype and shape.
         x: The clean inputs.
-        eps: The radius, ``>= 0``.
+        eps: The radius, ``>= 0``, or one per sample, shape ``(batch,)``.
         bounds: The box ``(lower, upper)``, or ``None`` for no box.
 
     Returns:
         ``(batch,)`` booleans on ``x``'s device.
+
+    Raises:
+        ValueError: ``eps`` is negative, NaN or of another shape, or ``x`` has no batch axis.
     """
+    check_pair(x_adv, x)
+    radii = check_radii(eps, x.shape[0])
     xp = namespace(x_adv, x)
     where = device_of(x)
+    rows = (x.shape[0], math.prod(x.shape[1:]))
     if xp.isdtype(x.dtype, "integral"):
-        wide = xp.__array_namespace_info__().default_dtypes(device=where)["indexing"]
-        largest = int(xp.iinfo(wide).max)
-        values, clean = xp.astype(x_adv, wide), xp.astype(x, wide)
-        radius = largest if math.isinf(eps) else min(math.floor(eps), largest)
-        inside = xp.abs(values - clean) <= radius
+        larger, smaller, top = integer_pairs(x_adv, x)
+        radius = [min(math.floor(r), top) if math.isfinite(r) else top for r in radii]
+        limit = xp.reshape(xp.asarray(radius, dtype=larger.dtype, device=where), (-1, 1))
+        inside = ~beyond(larger, smaller, limit, top)
+        if any(r > top for r in radii):  # beyond the widest integer: measured in floats
+            wide = xp.asarray(radii, dtype=widest_float(x), device=where)
+            gap = xp.astype(larger, wide.dtype) - xp.astype(smaller, wide.dtype)
+            far = xp.reshape(wide > top, (-1, 1))
+            inside = xp.where(far, gap <= xp.reshape(wide, (-1, 1)), inside)
         if bounds is not None:
             limits = xp.iinfo(x.dtype)
             lower = _integer_end(bounds[0], math.ceil, int(limits.min), int(limits.max))
             upper = _integer_end(bounds[1], math.floor, int(limits.min), int(limits.max))
+            values = xp.reshape(xp.astype(x_adv, larger.dtype), rows)
             inside = inside & (values >= lower) & (values <= upper)
     else:
-        radius_array = xp.asarray(eps, dtype=x.dtype, device=where)
-        inside = xp.abs(x_adv - x) <= radius_array
+        radius_array = xp.reshape(xp.asarray(radii, dtype=x.dtype, device=where), (-1, 1))
+        values = xp.reshape(x_adv, rows)
+        inside = xp.abs(values - xp.reshape(x, rows)) <= radius_array
         if bounds is not None:
             lower_array = xp.asarray(bounds[0], dtype=x.dtype, device=where)
             upper_array = xp.asarray(bounds[1], dtype=x.dtype, device=where)
-            inside = inside & (x_adv >= lower_array) & (x_adv <= upper_array)
-    if inside.ndim <= 1:
-        return inside
-    return xp.all(inside, axis=tuple(range(1, inside.ndim)))
+            inside = inside & (values >= lower_array) & (values <= upper_array)
+    return xp.all(inside, axis=1)
 
 
 def _integer_end(value: float, rounding: Callable[[float], int], least: int, most: int) -> int:

@@ -28,7 +28,16 @@ from typing import Protocol, cast
 
 from signattack._typing import Amount, Array, Namespace, device_of, moved, namespace
 from signattack.core.kernels import _integer_end, clip
-from signattack.core.norms import NormName, widest_float
+from signattack.core.norms import (
+    NormName,
+    beyond,
+    check_batched,
+    check_pair,
+    check_radii,
+    integer_pairs,
+    shaped_radius,
+    widest_float,
+)
 
 _CHECK_ULPS = 8
 """The projection's result is held ``8`` units in the last place (of the widest float)
@@ -179,8 +188,10 @@ class L2Feasible:
         clipped to the box and projected. ``g`` comes from the uniform ``draws`` by
         Box-Muller: with ``q = (1 - w) / 2`` in ``(0, 1]`` from the first half of a
         sample's draws and ``a = (w' + 1) / 2`` from the second, ``sqrt(-2 log q)
-        cos(2 pi a)`` and ``sqrt(-2 log q) sin(2 pi a)``; an odd last element takes its
-        angle from the sample's first draw. An infinite ``eps`` reaches the box's far
+        cos(2 pi a)`` and ``sqrt(-2 log q) sin(2 pi a)``; an odd last element splits its own
+        draw's bits into two uniforms (the high half give ``q``, the low half ``a``: 26 bits each
+        in float64),
+        independent of the others. An infinite ``eps`` reaches the box's far
         corner in ``g``'s direction (``x`` itself where the box has no ends)."""
         xp = _xp(self.x)
         wide, center = self.center.dtype, self.center
@@ -196,8 +207,12 @@ class L2Feasible:
             length[:, :half] * xp.cos(angle[:, half : 2 * half]),
             length[:, :half] * xp.sin(angle[:, half : 2 * half]),
         ]
-        if size % 2:
-            parts.append(length[:, size - 1 :] * xp.cos(angle[:, :1]))
+        if size % 2:  # the last draw split into two independent uniforms of half its bits
+            scale = 2.0 ** ((1 - round(math.log2(float(xp.finfo(wide).eps)))) // 2)
+            last = (uniform[:, size - 1 :] + 1.0) / 2.0 * scale
+            high = xp.floor(last)
+            odd_length = xp.sqrt(-2.0 * xp.log(1.0 - high / scale))
+            parts.append(odd_length * xp.cos(math.tau * (last - high)))
         gauss = xp.concat(parts, axis=1)
         norms = _norms_finite(gauss)
         direction = gauss / xp.where(norms > 0, norms, 1.0)
@@ -262,21 +277,26 @@ class Euclidean:
         return "L2"
 
     def distance(self, delta: Array) -> Array:
+        check_batched(delta, "delta")
         xp = namespace(delta)
         norms = _norms(xp.astype(_rows(delta), widest_float(delta)))
         return xp.reshape(norms, (delta.shape[0],))
 
     def within(
-        self, x_adv: Array, x: Array, eps: float, bounds: tuple[float, float] | None = None
+        self, x_adv: Array, x: Array, eps: Amount, bounds: tuple[float, float] | None = None
     ) -> Array:
         """Floats: ``||wide(x_adv) - wide(x)||_2 <= eps`` summed as the projection checks
         it, box ends rounded to the inputs' dtype. Integers: the sum of squared integer
-        differences ``<= eps**2`` exactly, box narrowed to the integers inside it. NaN
-        fails; ``eps = inf`` admits any point (inside the box)."""
+        differences ``<= eps**2`` exactly, no difference wrapping (where the sum could
+        overflow the widest integer, it runs in the widest float), box narrowed to the
+        integers inside it. NaN fails; ``eps = inf`` admits any point (inside the box).
+        ``eps``: a number ``>= 0`` or one per sample, shape ``(batch,)``."""
+        check_pair(x_adv, x)
+        radii = check_radii(eps, x.shape[0])
         xp = namespace(x_adv, x)
         where = device_of(x)
         if xp.isdtype(x.dtype, "integral"):
-            inside = _within_integers(_rows(x_adv), _rows(x), eps)
+            inside = _within_integers(x_adv, x, radii)
             if bounds is not None:
                 limits = xp.iinfo(x.dtype)
                 least, most = int(limits.min), int(limits.max)
@@ -287,7 +307,8 @@ class Euclidean:
             return inside
         wide = widest_float(x)
         gap = xp.astype(_rows(x_adv), wide) - xp.astype(_rows(x), wide)
-        inside = xp.reshape(_norms(gap), (x.shape[0],)) <= xp.asarray(eps, dtype=wide)
+        radius = xp.asarray(radii, dtype=wide, device=where)
+        inside = xp.reshape(_norms(gap), (x.shape[0],)) <= radius
         if bounds is not None:
             lower_end = xp.asarray(bounds[0], dtype=x.dtype, device=where)
             upper_end = xp.asarray(bounds[1], dtype=x.dtype, device=where)
@@ -296,6 +317,8 @@ class Euclidean:
         return inside
 
     def feasible(self, x: Array, eps: Amount, lower: float, upper: float) -> L2Feasible:
+        check_batched(x, "x")
+        eps = shaped_radius(eps, x)
         xp = namespace(x)
         wide = widest_float(x)
         where = device_of(x)
@@ -349,25 +372,28 @@ class Euclidean:
         return xp.reshape(fits, (integers.shape[0],) + (1,) * (integers.ndim - 1))
 
 
-def _within_integers(values: Array, clean: Array, eps: float) -> Array:
-    """``sum_i (values_i - clean_i)^2 <= eps^2`` exactly, per row, in the widest integer
-    dtype: differences are capped at ``floor(eps) + 1`` (already outside), so the sum
-    overflows only where ``(floor(eps) + 1)^2`` times the row length does not fit; there
-    the sum runs in the widest float."""
-    xp = namespace(values, clean)
-    where = device_of(clean)
-    if math.isinf(eps):
-        return xp.full((values.shape[0],), True, dtype=xp.bool, device=where)
-    wide = xp.__array_namespace_info__().default_dtypes(device=where)["indexing"]
-    largest = int(xp.iinfo(wide).max)
-    exact = Fraction(eps)
-    limit = math.floor(exact * exact)
-    cap = math.floor(eps) + 1
-    gap = xp.minimum(xp.abs(xp.astype(values, wide) - xp.astype(clean, wide)), cap)
-    if cap * cap * max(values.shape[1], 1) <= largest:
-        return xp.sum(gap * gap, axis=1) <= min(limit, largest)
-    real = xp.astype(gap, widest_float(clean))
-    return xp.sum(real * real, axis=1) <= float(limit)
+def _within_integers(x_adv: Array, x: Array, radii: list[float]) -> Array:
+    """``sum_i (x_adv_i - x_i)^2 <= eps^2`` per row, exactly, in the widest integer dtype:
+    differences are capped at ``floor(eps) + 1`` (already outside) without computing one
+    that could wrap (`beyond`), so the sum overflows only where ``(floor(eps) + 1)^2`` times
+    the row length does not fit; there the sum runs in the widest float, on differences
+    taken in floats."""
+    xp = namespace(x_adv, x)
+    where = device_of(x)
+    larger, smaller, top = integer_pairs(x_adv, x)
+    caps = [top if math.isinf(r) else min(math.floor(r) + 1, top) for r in radii]
+    every = xp.asarray([math.isinf(r) for r in radii], dtype=xp.bool, device=where)
+    if max(caps, default=0) ** 2 * max(larger.shape[1], 1) <= top:
+        cap = xp.reshape(xp.asarray(caps, dtype=larger.dtype, device=where), (-1, 1))
+        far = beyond(larger, smaller, cap, top)
+        gap = xp.where(far, cap, larger - xp.where(far, larger, smaller))
+        limits = [math.floor(Fraction(r) ** 2) if math.isfinite(r) else 0 for r in radii]
+        limit = xp.asarray(limits, dtype=larger.dtype, device=where)
+        return every | (xp.sum(gap * gap, axis=1) <= limit)
+    wide = widest_float(x)
+    real = xp.astype(larger, wide) - xp.astype(smaller, wide)
+    radius = xp.asarray(radii, dtype=wide, device=where)
+    return every | (xp.reshape(_norms(real), (-1,)) <= radius)
 
 
 L2 = Euclidean()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from signattack._typing import Amount, Array, device_of, moved, namespace
 from signattack.core.kernels import ball_box_limits, clip, signed_unit, within_linf_ball
-from signattack.core.norms import NormName, widest_float
+from signattack.core.norms import NormName, check_batched, shaped_radius, widest_float
 
 __all__ = ["LINF", "Linf", "LinfFeasible"]
 
@@ -54,6 +54,7 @@ class Linf:
         return "Linf"
 
     def distance(self, delta: Array) -> Array:
+        check_batched(delta, "delta")
         xp = namespace(delta)
         wide = xp.abs(xp.astype(delta, widest_float(delta)))
         flat = xp.reshape(wide, (wide.shape[0], -1))
@@ -62,11 +63,13 @@ class Linf:
         return xp.max(flat, axis=1)
 
     def within(
-        self, x_adv: Array, x: Array, eps: float, bounds: tuple[float, float] | None = None
+        self, x_adv: Array, x: Array, eps: Amount, bounds: tuple[float, float] | None = None
     ) -> Array:
         return within_linf_ball(x_adv, x, eps, bounds)
 
     def feasible(self, x: Array, eps: Amount, lower: float, upper: float) -> LinfFeasible:
+        check_batched(x, "x")
+        eps = shaped_radius(eps, x)
         low, high = ball_box_limits(x, eps, lower, upper)
         return LinfFeasible(x, eps, low, high)
 

@@ -101,14 +101,20 @@ def shared_norm(attacks: Sequence[Attack]) -> Norm:
     said = [(attack, norm_said(attack)) for attack in attacks]
     norms = {norm.name: norm for _, norm in said if norm is not None}
     if len(norms) > 1:
-        named = ", ".join(
-            f"{_label(attack)} ({norm.title})" for attack, norm in said if norm is not None
-        )
+        named = ", ".join(_in_norm(attack, norm) for attack, norm in said if norm is not None)
         raise ValueError(
             f"the attacks of one evaluation must share one norm, got {named}: evaluate "
             "each norm on its own (standard_attacks(norm=...) builds a suite per norm)"
         )
     return next(iter(norms.values()), LINF)
+
+
+def _in_norm(attack: Attack, norm: Norm) -> str:
+    """The attack's name with its norm, which is said once: ``APGD-CE (L2)``, never
+    ``APGD-CE (L2) (L2)`` where the name already says it."""
+    label = _label(attack)
+    said = f"({norm.title})"
+    return label if said in label else f"{label} {said}"
 
 
 def _label(attack: Attack) -> str:

@@ -283,7 +283,7 @@ def load_adversarial(path: str | os.PathLike[str]) -> Adversarial:
     except Exception as error:  # what np.load and torch.load raise varies by damage
         raise ValueError(
             f"adversarial {str(source)!r} is not a file of adversarial examples written by "
-            f"evaluate: it cannot be read ({_reason(error, source.suffix)})"
+            f"evaluate: it cannot be read ({_reason(error, source)})"
         ) from None
     missing = [key for key in ("x", "y", "eps", "report") if key not in stored]
     if missing:
@@ -297,18 +297,37 @@ def load_adversarial(path: str | os.PathLike[str]) -> Adversarial:
         raise ValueError(f"adversarial {str(source)!r} is damaged: {error}") from None
 
 
-def _reason(error: Exception, suffix: str) -> str:
+def _reason(error: Exception, source: Path) -> str:
     """Why a file could not be read, in one line of our own words: never the reader's advice
-    (``torch.load`` suggests ``weights_only=False``, which would run a pickle's code)."""
-    if suffix == ".pt":
+    (``torch.load`` suggests ``weights_only=False``, which would run a pickle's code), and
+    what the file is where it is no npz archive (NumPy reads any other file as a pickle)."""
+    if source.suffix == ".pt":
         return (
             f"{type(error).__name__}: it holds something other than tensors and strings, or is "
             "damaged; it is loaded with weights_only=True, so no code in it is ever run"
         )
+    kind = _not_npz(source)
+    if kind is not None:
+        return kind
     if isinstance(error, ValueError) and "pickle" in str(error):
         return "it holds pickled objects, which are never loaded"
     first = str(error).splitlines()[0] if str(error) else ""
     return escaped(f"{type(error).__name__}: {first}", "text")[:200]
+
+
+def _not_npz(source: Path) -> str | None:
+    """What ``source`` is where its first bytes are no zip archive's (an ``.npz`` is one)."""
+    try:
+        with source.open("rb") as handle:
+            start = handle.read(16)
+    except OSError:
+        return None
+    if start.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return None
+    kinds = {b"\x93NUMPY": "a single NumPy array (.npy)", b"\x80": "a pickle (never loaded)"}
+    said = next((kind for magic, kind in kinds.items() if start.startswith(magic)), None)
+    what = said or ("empty" if not start else f"something else, starting {start!r}")
+    return f"it is {what}, not an npz archive (a zip archive)"
 
 
 def _checked(stored: Mapping[str, HostArray | str]) -> Adversarial:

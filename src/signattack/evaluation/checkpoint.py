@@ -227,7 +227,7 @@ class Checkpoint:
             return cls(path, identity)
         document = _read(path)
         for part, value in identity.to_dict().items():
-            there = document.identity.get(part, _UNRECORDED.get(part))
+            there = _spelled(part, document.identity.get(part, _UNRECORDED.get(part)))
             if there != value:
                 raise ValueError(
                     f"checkpoint {path} belongs to another evaluation: "
@@ -354,6 +354,17 @@ def _read(path: Path) -> _Document:
             f"wrong type); {_START_AFRESH}"
         )
     return _Document(identity, total, batches)
+
+
+def _spelled(part: str, recorded: Json | None) -> Json | None:
+    """A recorded part as the identity spells it: a norm by its name (``"L2"`` and
+    ``"Linf"`` are ``"l2"`` and ``"linf"``: a spelling is not another norm)."""
+    if part == "norm" and isinstance(recorded, str):
+        try:
+            return norm_of(recorded).name
+        except ValueError:
+            return recorded
+    return recorded
 
 
 def _title(name: object) -> str:

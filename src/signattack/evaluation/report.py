@@ -95,9 +95,10 @@ class RobustnessReport:
         metadata: What was evaluated and how, for a reader of the numbers: the library and
             framework versions, the model, the data (samples, batches, a digest), the box, whether
             the data is synthetic stand-in data (``data.synthetic``: every output then says so
-            first, a CSV in a first column ``note``), the norm (``"linf"`` or ``"l2"``; a report without one is L-inf), each attack's
-            settings, seed and passes per decision, the passes per decision of the evaluation, the
-            device, the wall time, the batches taken from a checkpoint. JSON values; a non-finite
+            first, a CSV in a first column ``note``), the norm (``"linf"`` or ``"l2"``; a report
+            without one is L-inf), each attack's settings, seed and passes per decision, the passes
+            per decision of the evaluation, the device, the wall time, the batches taken from a
+            checkpoint. JSON values; a non-finite
             number is kept as its text (``"nan"``). Not compared: two runs of one evaluation are
             equal reports.
 

@@ -163,9 +163,10 @@ def _disagreements(report: RobustnessReport, largest: Mapping[float, float]) -> 
         moved = max(moved, report.max_perturbation[eps])
         shown = largest[eps]
         if shown > moved * (1 + 2.0**-20) + 1e-12:
+            points, stated = _distinct(shown, moved)
             found.append(
-                f"eps {eps:g}: the points move an input by {shown:g}, the report says at most "
-                f"{moved:g}"
+                f"eps {eps:g}: the points move an input by {points}, the report says at most "
+                f"{stated}"
             )
         robust = sum(report.robust_correct[eps])
         broken = sum(report.broken_by.get(eps, {}).values())
@@ -179,6 +180,16 @@ def _disagreements(report: RobustnessReport, largest: Mapping[float, float]) -> 
             )
         robust_before = robust
     return tuple(found)
+
+
+def _distinct(first: float, second: float) -> tuple[str, str]:
+    """Two different numbers written with the fewest of 6, 10 or 17 significant digits
+    that tell them apart (``127.50013`` and ``127.5``, never ``127.5`` and ``127.5``)."""
+    for digits in (6, 10, 17):
+        shown = f"{first:.{digits}g}", f"{second:.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return repr(first), repr(second)
 
 
 def _mode(recorded: object) -> ModelMode:
