@@ -7,12 +7,12 @@ from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 from signattack._typing import Amount, Array, namespace
-from signattack.attacks.projected import ProjectedGradient
+from signattack.attacks.projected import PointIsState, ProjectedGradient
 from signattack.backends.batch import Batch
 from signattack.core.l2 import L2
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.norms import Feasible, Norm
-from signattack.core.rules import Evaluated, Start, required
+from signattack.core.rules import required
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import Bounds
 
@@ -20,7 +20,7 @@ __all__ = ["L2PGD", "L2Steps"]
 
 
 @dataclass(frozen=True)
-class L2Steps:
+class L2Steps(PointIsState):
     """L2PGD's update rule: ``x_{k+1} = P(x_k + a * g_k / ||g_k||_2)``, with ``P`` the
     Euclidean projection onto the L2 ball of radius ``eps`` around ``x`` intersected with
     the box ``[lower, upper]`` ([`project`][signattack.core.norms.Feasible.project] of
@@ -43,20 +43,6 @@ class L2Steps:
     lower: float
     upper: float
     step: Amount
-    traceable: ClassVar[bool] = True
-    needs_gradient: ClassVar[bool] = True
-    memoryless: ClassVar[bool] = True
-    """The next state depends on the state and its gradient alone: with early stopping, a
-    sample whose path has become periodic leaves the batch (see
-    [`iterate`][signattack.attacks.iterate])."""
-
-    def start(self, start: Start) -> Array:
-        """The first iterate."""
-        return start.begin
-
-    def point(self, state: Array) -> Array:
-        """The iterate."""
-        return state
 
     def update(
         self, state: Array, step: int, losses: Array, grad: Array | None, fooled: Array
@@ -68,10 +54,6 @@ class L2Steps:
         # multiplied at higher precision, and one radius given both ways would part.
         size = namespace(state).asarray(self.step, dtype=state.dtype)
         return feasible.project(state + size * direction)
-
-    def finish(self, state: Array, final: Evaluated | None) -> Array:
-        """The last iterate."""
-        return state
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import abstractmethod
-from typing import TypeGuard
+from typing import ClassVar, TypeGuard
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from signattack.backends.batch import Batch, Passes, open_threat
 from signattack.core.linf import LINF, LinfFeasible
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.norms import Feasible
-from signattack.core.rules import Start, UpdateRule
+from signattack.core.rules import Evaluated, Start, UpdateRule
 from signattack.core.validation import check_real, check_rng, generator, warn_wide_eps
 
 __all__ = ["ProjectedGradient"]
@@ -41,6 +41,29 @@ __all__ = ["ProjectedGradient"]
 def _same_library(value: object, xp: object) -> TypeGuard[Array]:
     """Whether ``value`` is an array of the array library ``xp``."""
     return is_array(value) and namespace(value) is xp
+
+
+class PointIsState:
+    """The part every projected-gradient rule shares: the state is the iterate itself, the
+    first one is the start's and the last one is returned. Memoryless: the next state
+    depends on the state and its gradient alone, so with early stopping a sample whose path
+    has become periodic leaves the batch (see [`iterate`][signattack.attacks.iterate])."""
+
+    traceable: ClassVar[bool] = True
+    needs_gradient: ClassVar[bool] = True
+    memoryless: ClassVar[bool] = True
+
+    def start(self, start: Start) -> Array:
+        """The first iterate."""
+        return start.begin
+
+    def point(self, state: Array) -> Array:
+        """The iterate."""
+        return state
+
+    def finish(self, state: Array, final: Evaluated | None) -> Array:
+        """The last iterate."""
+        return state
 
 
 class ProjectedGradient(BallAttack):

@@ -11,13 +11,13 @@ import numpy as np
 
 from signattack._typing import Amount, Array, ArrayT, Model
 from signattack.attacks.base import AttackResult
-from signattack.attacks.projected import ProjectedGradient
+from signattack.attacks.projected import PointIsState, ProjectedGradient
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip
 from signattack.core.linf import LINF, LinfFeasible
 from signattack.core.losses import LossFunction, LossName
 from signattack.core.norms import Feasible
-from signattack.core.rules import Evaluated, Start, required
+from signattack.core.rules import required
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode, ThreatModel
 from signattack.core.validation import Bounds
 
@@ -25,7 +25,7 @@ __all__ = ["FGSM", "IteratedSign", "SignSteps"]
 
 
 @dataclass(frozen=True)
-class SignSteps:
+class SignSteps(PointIsState):
     """IteratedSign's update rule: ``x_{k+1} = clip_[low, high](x_k + a * sign(g_k))``.
 
     The state is the iterate itself; the attack returns the last one. The rule is pure array
@@ -40,20 +40,6 @@ class SignSteps:
     low: Array
     high: Array
     step: Amount
-    traceable: ClassVar[bool] = True
-    needs_gradient: ClassVar[bool] = True
-    memoryless: ClassVar[bool] = True
-    """The next state depends on the state and its gradient alone: with early stopping, a
-    sample whose path has become periodic leaves the batch (see
-    [`iterate`][signattack.attacks.iterate])."""
-
-    def start(self, start: Start) -> Array:
-        """The first iterate."""
-        return start.begin
-
-    def point(self, state: Array) -> Array:
-        """The iterate."""
-        return state
 
     def update(
         self, state: Array, step: int, losses: Array, grad: Array | None, fooled: Array
@@ -61,10 +47,6 @@ class SignSteps:
         """One projected signed-gradient step."""
         direction = LINF.direction(required(grad), state.dtype)
         return clip(state + self.step * direction, self.low, self.high)  # LinfFeasible.project
-
-    def finish(self, state: Array, final: Evaluated | None) -> Array:
-        """The last iterate."""
-        return state
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from signattack.evaluation._specs import (
     AttackFactory,
     Attacks,
     AttackSpec,
+    _Named,
+    _Threatened,
     norm_said,
     shared_norm,
 )
@@ -47,22 +49,6 @@ class _Averaging(Protocol):
 
     @property
     def eot(self) -> int: ...
-
-
-@runtime_checkable
-class _Threatened(Protocol):
-    """An attack that says how it runs the model."""
-
-    @property
-    def threat(self) -> ThreatModel: ...
-
-
-@runtime_checkable
-class _Named(Protocol):
-    """An attack that says the name papers give it (``APGD-CE``, ``FAB-T``)."""
-
-    @property
-    def name(self) -> str: ...
 
 
 @runtime_checkable
