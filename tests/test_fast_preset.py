@@ -178,3 +178,14 @@ def test_the_audit_counts_what_the_fast_suite_misses_on_the_same_samples_whateve
     assert 0 < same.upper < 1
     with pytest.raises(ValueError, match="share"):
         audit(model, [(images, y)], 6.0, share=0.0, fast=strong, standard=strong)
+
+
+def test_the_fast_preset_names_target_steps_and_the_audit_needs_a_seed():
+    from signattack.evaluation import audit, fast_attacks
+
+    with pytest.raises(ValueError, match="target_steps must be >= 1"):
+        fast_attacks(target_steps=0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x, y = torch.rand(4, 4) * 255, torch.zeros(4, dtype=torch.long)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        audit(model, [(x, y)], 8.0, share=0.5, seed=None)

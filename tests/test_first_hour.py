@@ -108,7 +108,7 @@ def test_a_quantizer_is_masking_and_gets_straight_through():
     y = model(x).argmax(1)
     report = evaluate(model, [(x, y)], IteratedSign(0.0, 1, bounds=(0, 1)), [0.01])
     text = _zero_gradient_warning(report)
-    assert "no margin gradient either: masked gradients" in text
+    assert "no margin gradient either: the gradient vanishes inside the model, masked" in text
     assert "straight_through(step)" in text
     assert "saturates" not in text
 
@@ -341,3 +341,30 @@ def test_a_factory_that_wraps_the_saved_network_is_named(command, tmp_path, caps
     err = _weights_error(tmp_path, capsys, DigitsCNN().state_dict(), "firsthour:wrapped")
     assert "the model's keys are the file's under '1.'" in err
     assert "--model wraps the network" in err
+
+
+def test_an_attack_that_runs_long_shows_a_bar_of_its_steps_unless_silenced(monkeypatch, capsys):
+    """Square's queries (or any attack's steps) get a bar within the evaluation's progress,
+    after a delay that short attacks never reach; ``progress=False`` silences it."""
+    from signattack import Square
+
+    monkeypatch.setattr("signattack._progress.in_notebook", lambda: True)
+    monkeypatch.setattr("signattack._progress.STEP_BAR_DELAY", 0.0)
+    model, x, y = _problem()
+    attack = Square(0.0, queries=40, bounds=(0, 1), seed=0)
+    evaluate(model, [(x, y)], attack, [0.05], progress=True)
+    assert "attack steps" in capsys.readouterr().err
+    evaluate(model, [(x, y)], attack, [0.05], progress=False)
+    assert "attack steps" not in capsys.readouterr().err
+    attack.run(model, x, y)  # outside an evaluation: no bar
+    assert "attack steps" not in capsys.readouterr().err
+
+
+def test_the_fast_preset_takes_a_small_query_budget_and_the_steps(command):
+    from signattack._cli_attacks import selected_attacks
+    from signattack.cli import _parser
+
+    arguments = [*command, "--eps", "1", "--attacks", "fast", "--steps", "2", "--queries", "30"]
+    apgd, targets, square = selected_attacks(_parser().parse_args(arguments), (0.0, 255.0))
+    assert (apgd.steps, targets.steps) == (2, 2)
+    assert (square.probe, square.queries) == (30, 30)

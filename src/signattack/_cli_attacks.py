@@ -94,7 +94,10 @@ def selected_attacks(args: argparse.Namespace, box: tuple[float, float]) -> Sequ
                     "--eot: the fast preset takes no EOT passes; for a randomized model use "
                     "--attacks rand or standard"
                 )
-            attacks = fast_attacks(**common, **_given(queries=args.queries))
+            budget = _given(queries=args.queries, target_steps=args.steps)
+            if args.queries is not None:  # the probe never exceeds the whole search
+                budget["probe"] = min(300, args.queries)
+            attacks = fast_attacks(**common, **budget)
         elif preset is not None:
             build = gradient_attacks if preset == "gradient" else rand_attacks
             attacks = build(**common, **_given(eot=args.eot))

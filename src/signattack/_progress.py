@@ -11,12 +11,45 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 Item = TypeVar("Item")
 
 INTERVAL = 30.0
 """Seconds between two progress lines when there is neither a terminal nor a notebook."""
+
+STEP_BAR_DELAY = 2.0
+"""Seconds an attack's steps run before their bar appears: short attacks show none."""
+
+_STEP_BARS: ContextVar[bool] = ContextVar("step_bars", default=False)
+
+
+@contextmanager
+def step_bars(show: bool) -> Iterator[None]:
+    """Within the block, attacks that run long show a bar of their steps (Square's queries,
+    each FAB-T or APGD-T target's steps) in a terminal or a notebook, where ``show``."""
+    token = _STEP_BARS.set(show)
+    try:
+        yield
+    finally:
+        _STEP_BARS.reset(token)
+
+
+def steps(count: int, what: str = "attack steps") -> Iterable[int]:
+    """``range(count)``, with a bar that appears after `STEP_BAR_DELAY` seconds inside a
+    [`step_bars`][] block in a terminal or a notebook, and disappears when done."""
+    if not _STEP_BARS.get() or not (in_notebook() or sys.stderr.isatty()):
+        return range(count)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the demo extra
+        return range(count)
+    bar: Iterable[int] = tqdm(
+        range(count), desc=what, unit="steps", leave=False, delay=STEP_BAR_DELAY
+    )
+    return bar
 
 
 def in_notebook() -> bool:

@@ -345,13 +345,15 @@ def zero_gradient_problem(zero_fraction: float, found: ZeroGradients) -> str:
     if masked or not found.zero:
         who = f"the other {masked}" if found.saturated else "they"
         text += (
-            f"; {who} have no margin gradient either: masked gradients "
+            f"; {who} have no margin gradient either: the gradient vanishes inside the "
+            "model, masked "
             if found.zero
             else ": the model may mask gradients "
         ) + (
-            "(hard thresholds, rounding, argmax). Sign attacks cannot move those pixels: "
-            "attack through signattack.straight_through(step) for a non-differentiable "
-            "step, and check with a gradient-free attack (signattack.Square, in "
-            "standard_attacks())"
+            "(hard thresholds, rounding, argmax) or saturated (tanh or sigmoid units driven "
+            "far out of their range, as inputs in the wrong units drive them: check the "
+            "box first). Sign attacks cannot move those pixels: for a non-differentiable "
+            "step attack through signattack.straight_through(step), and check with a "
+            "gradient-free attack (signattack.Square, in standard_attacks())"
         )
     return text + "."

@@ -25,6 +25,7 @@ from typing import Generic, TypeGuard, TypeVar, cast
 
 from signattack._fields import field_values, replaced
 from signattack._lazy import moved_attributes
+from signattack._progress import steps as progress_steps
 from signattack._typing import Array, is_array, namespace
 from signattack.backends.batch import Batch
 from signattack.core.kernels import take_samples
@@ -285,7 +286,7 @@ def _eager_steps(
         cycles = _Cycles(steps, state)
     rows: list[Array] = []
     left: _Left | None = None  # with early stopping: the samples still attacked
-    for step in range(steps):
+    for step in progress_steps(steps):
         point = rule.point(state)
         grad: Array | None
         if left is None:

@@ -27,7 +27,7 @@ from signattack.attacks.loop import spread
 from signattack.core.kernels import take_samples
 from signattack.core.norms import Norm, NormName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
-from signattack.core.validation import Bounds, check_real, generator
+from signattack.core.validation import Bounds, check_real, check_seed, check_steps, generator
 from signattack.evaluation.report import RobustnessReport, wilson_interval
 from signattack.evaluation.standard import (
     Attacks,
@@ -213,6 +213,7 @@ def fast_attacks(
         TypeError, ValueError: A setting is not what it says above (the message names it).
     """
     box, name = _checked(steps, bounds, seed, norm)
+    check_steps(target_steps, "target_steps")
     return AttackSuite(
         "fast",
         [
@@ -286,6 +287,8 @@ def audit(
     Raises:
         TypeError, ValueError: ``share`` outside ``(0, 1]``, or a setting the presets refuse.
     """
+    if check_seed(seed) is None:  # the samples are chosen by numpy.random.default_rng([seed, i])
+        raise TypeError("seed must be an int >= 0: the audit's share is chosen by it, got None")
     share = check_real("share", share)
     if not 0 < share <= 1:
         raise ValueError(f"share must lie in (0, 1], got {share!r}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from signattack._host import HostArray, copy_of, put_rows, to_flags, to_numpy
 from signattack._lazy import moved_attributes
-from signattack._progress import Stages
+from signattack._progress import Stages, step_bars
 from signattack._progress import progress as progress_of
 from signattack._typing import Array, ArrayT, Model, as_model, device_of, is_array, namespace
 from signattack.attacks import EpsAttack
@@ -380,9 +380,10 @@ def evaluate(
                 taken = result is not None
                 resumed += taken
                 if result is None:
-                    result, points = _evaluate_batch(
-                        model, x, y, plan, index, digest, collected is not None, lines
-                    )
+                    with step_bars(shown is not False):  # within attacks that run long
+                        result, points = _evaluate_batch(
+                            model, x, y, plan, index, digest, collected is not None, lines
+                        )
                     if parts is not None and points is not None:
                         store_points(parts, index, digest, points, identity)
                     done.record(index, result)
