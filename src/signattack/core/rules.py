@@ -69,6 +69,12 @@ class UpdateRule(Protocol[State]):
     Attributes:
         needs_gradient: Whether `update` reads the input gradient. ``False`` makes the
             loop evaluate the model without a backward pass and hand ``grad=None``.
+
+    A rule may also declare ``memoryless: ClassVar[bool] = True`` when its state is the point
+    the model sees and `update` and `finish` read only the state and the gradient: with early
+    stopping the loop then lets a sample whose iterate returns to where it was one or two
+    steps before leave the batch, with the result of the full loop (a fixed point or a
+    2-cycle repeats for ever). A rule that does not declare it never leaves early that way.
     """
 
     needs_gradient: ClassVar[bool]
