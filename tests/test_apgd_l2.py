@@ -88,6 +88,7 @@ def problems(draw):
     return attack, model, x, y
 
 
+@pytest.mark.filterwarnings("ignore::signattack.UnitsWarning")  # radii beyond the diagonal, on purpose
 @settings(max_examples=30)
 @given(problem=problems())
 def test_apgd_l2_keeps_the_ball_the_box_and_the_dtype_exactly(problem):
