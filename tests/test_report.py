@@ -144,7 +144,9 @@ def test_a_radius_at_which_nothing_was_left_shows_a_dash_not_zero():
 def test_markdown_latex_and_summary_csv_hold_the_same_numbers(report, tmp_path):
     markdown = report.to_markdown().splitlines()
     assert len(markdown) == 2 + 1 + len(report.eps)
-    assert markdown[0] == "| eps | accuracy | 95% CI | max \\|d\\| | attacked | broken by |"
+    assert markdown[0] == (
+        "| eps | accuracy | 95% CI | max \\|d\\| | attacked | passes/sample | broken by |"
+    )
     latex = report.to_latex()
     assert latex.startswith("\\begin{tabular}")
     assert "\\toprule" in latex

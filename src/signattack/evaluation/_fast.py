@@ -28,6 +28,7 @@ from signattack.core.kernels import take_samples
 from signattack.core.norms import Norm, NormName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import Bounds, check_real, check_seed, check_steps, generator
+from signattack.evaluation._cost import PassCount, total
 from signattack.evaluation.report import RobustnessReport, wilson_interval
 from signattack.evaluation.standard import (
     Attacks,
@@ -51,6 +52,12 @@ class EscalatingSquare(BallAttack):
     a model that masks its gradients, where the full search is worth its queries. Where the
     probe breaks nothing, the call costs ``probe`` queries per sample instead of ``queries``.
     A sample the model misclassifies before any query counts as broken by the probe.
+
+    The escalation is decided per call, so under
+    [`evaluate`][signattack.evaluation.evaluate] per batch: unlike the library's other attacks,
+    whose verdicts depend on the sample alone, a sample the probe leaves robust gets the full
+    search only where a batch-mate was broken by the probe, and its verdict can change with
+    the batch it lands in. Report final numbers with the standard suite, whose verdicts do not.
 
     Args:
         eps: Radius of the ball.
@@ -187,7 +194,8 @@ def fast_attacks(
     gradient masking, which the report flags). Every APGD member stops on a sample the
     moment it breaks it. On the digits networks (normal and PGD-trained, radii 16 and 32)
     it gave the standard suite's robust accuracy at 0.09-0.10 times its passes (docs: "A
-    fast screening"). It is a screening: report final numbers with
+    fast screening"). It is a screening (and the probe's escalation is decided per batch, so
+    a verdict can depend on the batch a sample lands in): report final numbers with
     [`standard_attacks`][signattack.evaluation.standard_attacks], and bound what it misses with
     [`audit`][signattack.evaluation._fast.audit].
 
@@ -249,8 +257,8 @@ class Audit:
         rate: ``missed / audited`` (``0.0`` where no sample was audited).
         upper: The upper end of the 95% Wilson interval of ``rate``: with that confidence,
             the fast suite overstates robust accuracy by at most this share of the samples.
-        fast: The fast suite's report on the share.
-        standard: The standard suite's report on the share.
+        fast: The fast suite's report on the share (with its cost).
+        standard: The standard suite's report on the share (with its cost).
     """
 
     audited: int
@@ -260,6 +268,13 @@ class Audit:
     upper: float
     fast: RobustnessReport
     standard: RobustnessReport
+
+    @property
+    def passes(self) -> PassCount | None:
+        """The model's passes the audit made, both suites' on the share, booked apart from
+        any evaluation's (``None`` where some count is not known)."""
+        costs = (self.fast.cost, self.standard.cost)
+        return total(None if cost is None else cost.total for cost in costs)
 
 
 def audit(

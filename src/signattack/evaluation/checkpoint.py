@@ -18,6 +18,7 @@ from pathlib import Path
 
 from signattack._io import Json, finite_nonnegative, parse, write_atomically
 from signattack.core.norms import norm_of
+from signattack.evaluation._cost import NOTHING, BatchCost
 from signattack.evaluation.identity import Identity
 
 __all__: list[str] = []  # internal: nothing here is public API
@@ -48,6 +49,10 @@ _UNRECORDED: dict[str, Json] = {"norm": "linf"}
 before the L2 threat model is an L-inf one."""
 
 
+Broken = tuple[tuple[int, ...], ...]
+"""Per eps, per attack, the samples it broke."""
+
+
 class _Damaged(Exception):
     """An entry of a checkpoint that is not what this module writes."""
 
@@ -66,6 +71,8 @@ class BatchResult:
         broken: Per eps, per attack in order, how many samples it broke.
         problems: What [`check_gradients`][signattack.probes.check_gradients] found on this batch
             (checked on the first batch only).
+        cost: The model's passes on this batch: per eps, per attack, and the evaluation's
+            own; ``None`` where not known (a checkpoint written before they were counted).
     """
 
     digest: str
@@ -75,6 +82,7 @@ class BatchResult:
     attacked: tuple[int, ...]
     broken: tuple[tuple[int, ...], ...]
     problems: tuple[str, ...] = ()
+    cost: BatchCost | None = None
 
     @property
     def size(self) -> int:
@@ -92,6 +100,7 @@ class BatchResult:
             "attacked": list(self.attacked),
             "broken": [list(row) for row in self.broken],
             "problems": list(self.problems),
+            "cost": None if self.cost is None else self.cost.to_dict(),
         }
 
     @classmethod
@@ -118,8 +127,8 @@ class BatchResult:
             "broken",
             "problems",
         }
-        if set(data) != expected:
-            raise _Damaged(f"a batch entry must have the keys {sorted(expected)}")
+        if set(data) - {"cost"} != expected:  # no cost: written before passes were counted
+            raise _Damaged(f"a batch entry must have the keys {sorted(expected)} and cost")
         digest, size = data["digest"], data["size"]
         if not isinstance(digest, str):
             raise _Damaged("digest must be a string")
@@ -150,7 +159,23 @@ class BatchResult:
                 raise _Damaged("broken counts do not match the samples that were broken")
             survivors = row
         problems = _sentences(data["problems"])
-        return cls(digest, clean, robust, largest, attacked, broken, problems)
+        cost = None
+        if data.get("cost") is not None:
+            try:
+                cost = BatchCost.from_dict(data["cost"], len(radii), attacks)
+            except (TypeError, ValueError) as error:
+                raise _Damaged(str(error)) from None
+            _check_idle(cost, attacked, broken)
+        return cls(digest, clean, robust, largest, attacked, broken, problems, cost)
+
+
+def _check_idle(cost: BatchCost, attacked: tuple[int, ...], broken: Broken) -> None:
+    """Refuse passes stated for an attack that had no sample left to attack."""
+    for row, handed, fooled in zip(cost.attacks, attacked, broken, strict=True):
+        for count, some in zip(row, fooled, strict=True):
+            if handed == 0 and count is not None and count != NOTHING:
+                raise _Damaged("cost states passes of an attack that had no sample to attack")
+            handed -= some
 
 
 def _shown(value: Json) -> str:

@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar, cast
 
 from signattack._io import (
     Json,
@@ -27,6 +27,15 @@ from signattack._io import (
     write_atomically,
 )
 from signattack.core.norms import Norm
+from signattack.evaluation._cost import (
+    COST_HEADER,
+    Cost,
+    PassCount,
+    checked_cost,
+    cost_note,
+    cost_rows,
+    per_sample,
+)
 from signattack.evaluation._units import norm_label, radius_text, recorded_norm
 
 if TYPE_CHECKING:
@@ -98,9 +107,13 @@ class RobustnessReport:
             first, a CSV in a first column ``note``), the norm (``"linf"`` or ``"l2"``; a report
             without one is L-inf), each attack's settings, seed and passes per decision, the passes
             per decision of the evaluation, the device, the wall time, the batches taken from a
-            checkpoint. JSON values; a non-finite
-            number is kept as its text (``"nan"``). Not compared: two runs of one evaluation are
-            equal reports.
+            checkpoint, and the model's passes in total (``passes``: forward, backward,
+            forward-equivalents and those per sample; ``null`` where not known). JSON values; a
+            non-finite number is kept as its text (``"nan"``). Not compared: two runs of one
+            evaluation are equal reports.
+        cost: The model's passes, per eps and attack (the names of ``broken_by``) and the
+            evaluation's own ([`Cost`][signattack.evaluation._cost.Cost]); ``None`` where the
+            report records none (reports before passes were counted). Not compared.
 
     The report cannot be changed: its mappings are read-only copies of what it was given, every
     value read from `metadata` is a fresh copy, and every export is made anew.
@@ -109,7 +122,8 @@ class RobustnessReport:
         TypeError, ValueError: A field is not what it says above (the message names it):
             no sample or no radius, radii not increasing, an accuracy list of another length, a
             perturbation that is NaN, infinite or negative, a count out of range, a
-            ``metadata["norm"]`` that names no norm.
+            ``metadata["norm"]`` that names no norm, a cost whose radii or attack names are
+            not the report's or whose counts are not ``int >= 0``.
     """
 
     eps: tuple[float, ...]
@@ -121,6 +135,7 @@ class RobustnessReport:
     broken_by: Mapping[float, Mapping[str, int]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     metadata: Mapping[str, Json] = field(default_factory=dict, compare=False)
+    cost: Cost | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         eps = tuple(as_distance("eps", value) for value in as_tuple("eps", self.eps))
@@ -151,6 +166,8 @@ class RobustnessReport:
             ),
             "metadata": ReadOnly(_mapping(json_copy(self.metadata, "metadata")), copies=True),
         }
+        broken_by = cast("Mapping[float, Mapping[str, int]]", fields["broken_by"])
+        fields["cost"] = checked_cost(self.cost, eps, broken_by)
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
@@ -168,6 +185,35 @@ class RobustnessReport:
     def robust_accuracy(self) -> dict[float, float]:
         """Per eps, the share of samples classified correctly under the attack."""
         return {e: sum(correct) / self.samples for e, correct in self.robust_correct.items()}
+
+    @property
+    def forward_equivalents(self) -> int | None:
+        """Every model pass of the evaluation in forward passes, a backward pass counting
+        two (``forward + 2 * backward``, as AutoAttack's cost is usually stated); ``None``
+        where some count is not known. See
+        [`cost_table`][signattack.evaluation.RobustnessReport.cost_table]."""
+        spent = None if self.cost is None else self.cost.total
+        return None if spent is None else spent.forward_equivalents
+
+    @property
+    def forward_equivalents_per_sample(self) -> float | None:
+        """[`forward_equivalents`][signattack.evaluation.RobustnessReport.forward_equivalents]
+        per sample evaluated."""
+        spent = self.forward_equivalents
+        return None if spent is None else spent / self.samples
+
+    def cost_table(self) -> str:
+        """The model's passes per eps and attack as aligned text: forward, backward,
+        forward-equivalents, and those per sample the attack was handed; then the
+        evaluation's own and the total, per sample evaluated (``unknown`` where not known).
+
+        Raises:
+            ValueError: The report records no cost.
+        """
+        if self.cost is None:
+            raise ValueError("this report records no cost: it was made before passes were counted")
+        rows = cost_rows(self.cost, self.attacked, self.broken_by, self.samples, self.radius)
+        return "\n".join(text_table(COST_HEADER, rows, left={0, 1}))
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -211,6 +257,8 @@ class RobustnessReport:
         several = any(len(counts) > 1 for counts in self.broken_by.values())
         low, high = self.interval(None, level)
         rows = [["clean", f"{self.clean_accuracy:.2%}", _span(low, high), "", ""]]
+        if self.cost is not None:  # the clean row: the evaluation's own passes
+            rows[0].append(per_sample(self.cost.evaluation, self.samples))
         for eps in self.eps:
             low, high = self.interval(eps, level)
             idle = self.attacked[eps] == 0
@@ -221,6 +269,8 @@ class RobustnessReport:
                 "-" if idle else self.radius(self.max_perturbation[eps]),
                 f"{self.attacked[eps]}",
             ]
+            if self.cost is not None:
+                row.append(per_sample(self.cost.at(eps), self.samples))
             if several:
                 row.append(", ".join(f"{n} {c}" for n, c in self.broken_by[eps].items()))
             rows.append(row)
@@ -232,13 +282,21 @@ class RobustnessReport:
         several = any(len(counts) > 1 for counts in self.broken_by.values())
         ci = f"{level:.0%} CI"
         largest = f"max {norm_label(self.norm)}"
-        return ["eps", "accuracy", ci, largest, "attacked"] + (["broken by"] if several else [])
+        passes = ["passes/sample"] if self.cost is not None else []
+        return ["eps", "accuracy", ci, largest, "attacked", *passes] + (
+            ["broken by"] if several else []
+        )
+
+    def _left(self, level: float) -> set[int]:
+        """The columns of text, left-aligned: the radius and what broke the samples."""
+        header = self._header(level)
+        return {0} | ({header.index("broken by")} if "broken by" in header else set())
 
     def table(self, level: float = 0.95) -> str:
         """Accuracy against eps as aligned text, with confidence intervals (the largest
         perturbation's column names the norm), then the attacks once and any warnings; on
         synthetic stand-in data, a first line that says so (as in every format)."""
-        lines = text_table(self._header(level), self._rows(level), left={0, 5})
+        lines = text_table(self._header(level), self._rows(level), left=self._left(level))
         stand_in = stand_in_note(self.metadata)
         first = [stand_in] if stand_in is not None else []
         return "\n".join([*first, *lines, *self._notes("text")])
@@ -246,6 +304,8 @@ class RobustnessReport:
     def _notes(self, form: TextFormat) -> list[str]:
         """The attacks and the warnings, each a line, escaped for ``form``."""
         notes = [f"attacks: {self.attack}"] if self.attack else []
+        if self.cost is not None:
+            notes.append(cost_note(self.cost, self.samples))
         return [escaped(note, form) for note in notes + [f"warning: {w}" for w in self.warnings]]
 
     def _title(self, form: TextFormat) -> list[str]:
@@ -268,7 +328,9 @@ class RobustnessReport:
         header, *rows = self._cells(level, "markdown")
         lines = [*self._title("markdown"), "| " + " | ".join(header) + " |"]
         lines.append(
-            "| " + " | ".join("---" if i in (0, 5) else "---:" for i in range(len(header))) + " |"
+            "| "
+            + " | ".join("---" if i in self._left(level) else "---:" for i in range(len(header)))
+            + " |"
         )
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines) + "\n"
@@ -276,7 +338,8 @@ class RobustnessReport:
     def to_latex(self, level: float = 0.95) -> str:
         """The summary as a LaTeX ``tabular`` (booktabs rules), to paste into a paper."""
         cells = self._cells(level, "latex")
-        columns = "l" + "r" * (len(cells[0]) - 1) if len(cells[0]) < 6 else "lrrrrl"
+        left = self._left(level)
+        columns = "".join("l" if i in left else "r" for i in range(len(cells[0])))
         body = [" & ".join(row) + r" \\" for row in cells]
         return (
             "\n".join(
@@ -311,9 +374,13 @@ class RobustnessReport:
         names = list(dict.fromkeys(n for counts in self.broken_by.values() for n in counts))
         header = ["eps", "eps_shown", "accuracy", "ci_low", "ci_high", "max_perturbation"]
         low, high = self.interval(None, level)
+        cost = self.cost
+        spent = [] if cost is None else ["forward_passes", "backward_passes", "forward_equivalents"]
         rows: list[list[object]] = [
-            [*header, "attacked", *(f"broken_by:{name}" for name in names)],
-            ["0", "clean", self.clean_accuracy, low, high, "", "", *[""] * len(names)],
+            [*header, "attacked", *spent, *(f"broken_by:{name}" for name in names)],
+            ["0", "clean", self.clean_accuracy, low, high, "", ""]
+            + ([] if cost is None else _passes(cost.evaluation))
+            + [""] * len(names),
         ]
         for eps in self.eps:
             low, high = self.interval(eps, level)
@@ -321,6 +388,7 @@ class RobustnessReport:
             accuracy, largest = self.robust_accuracy[eps], self.max_perturbation[eps]
             rows.append(
                 [repr(eps), self.radius(eps), accuracy, low, high, largest, self.attacked[eps]]
+                + ([] if cost is None else _passes(cost.at(eps)))
                 + [counts.get(name, 0) for name in names]
             )
         return self._noted(rows)
@@ -383,6 +451,7 @@ class RobustnessReport:
             "robust_correct": {str(e): list(c) for e, c in self.robust_correct.items()},
             "broken_by": {str(e): dict(counts) for e, counts in self.broken_by.items()},
             "warnings": list(self.warnings),
+            "cost": None if self.cost is None else self.cost.to_dict(),
         }
 
     def to_json(self) -> str:
@@ -444,6 +513,7 @@ class RobustnessReport:
                     as_text("each warning", w) for w in _entries(data.get("warnings", []))
                 ),
                 metadata=_mapping(data.get("metadata", {})),
+                cost=None if data.get("cost") is None else Cost.from_dict(data["cost"], eps),
             )
             _check_stated(data, report)
             return report
@@ -505,6 +575,13 @@ def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
             raise ValueError(
                 f"its {what} accuracy says {value!r}, its per-sample flags give {computed[what]!r}"
             )
+
+
+def _passes(count: PassCount | None) -> list[object]:
+    """Forward, backward and forward-equivalent passes as CSV cells (empty: not known)."""
+    if count is None:
+        return ["", "", ""]
+    return [count.forward, count.backward, count.forward_equivalents]
 
 
 def _span(low: float, high: float) -> str:

@@ -25,6 +25,9 @@ from signattack.attacks import EpsAttack
 from signattack.backends.registry import padded_count
 from signattack.core.kernels import take_samples
 from signattack.core.validation import check_real
+from signattack.evaluation._cost import NOTHING, BatchCost, Meter, PassCount, of_result, summed
+from signattack.evaluation._cost import total as total_of
+from signattack.evaluation._cost import totals_json as cost_totals
 from signattack.evaluation._judging import (
     Plan,
     broken_by_rule,
@@ -152,14 +155,17 @@ def _evaluate_batch(
     decided = copy_of(x) if keep else None
     points: list[HostArray] = []
     where = device_of(x)
-    predictions, y = clean_predictions(model, x, y, plan.threat, draws=plan.draws)
+    meter = Meter()  # the evaluation's own passes; the attacks count theirs
+    own = meter.around(model, x)
+    predictions, y = clean_predictions(own, x, y, plan.threat, draws=plan.draws)
     correct = to_flags(predictions == y)
     runnable = as_model(model)  # a backend has accepted it
     problems: tuple[str, ...] = ()
     if batch_index == 0 and plan.threat is not None:  # the first batch is probed
-        units = units_problem(runnable, x, y, plan.threat)
-        gradients = gradient_diagnoses(runnable, x, y, plan.threat) if plan.gradients else ()
+        units = units_problem(own, x, y, plan.threat)
+        gradients = gradient_diagnoses(as_model(own), x, y, plan.threat) if plan.gradients else ()
         problems = (*gradients, *(() if units is None else (units,)))
+    spent: list[tuple[PassCount | None, ...]] = []
     clean = tuple(correct)
     robust, largest, attacked, broken = [], [], [], []
     if lines is not None:
@@ -168,10 +174,12 @@ def _evaluate_batch(
         attacked.append(sum(correct))
         distance = 0.0
         counts = []
+        passes: list[PassCount | None] = []
         for attack_index, spec in enumerate(plan.specs):
             still = [index for index, flag in enumerate(correct) if flag]
             if not still:
                 counts.append(0)
+                passes.append(NOTHING)
                 if lines is not None:
                     lines.robust_here = 0
                     lines.attacked(plan, (batch_index, radius_index, attack_index), 0, 0)
@@ -187,12 +195,13 @@ def _evaluate_batch(
             else:
                 outcome = attack.run(runnable, x_part, y_part)
             count = len(still)
+            passes.append(of_result(outcome, asked.description))
             adversarial, labels = outcome.x_adv[:count, ...], y_part[:count, ...]  # no padding
             moves = moves_of(adversarial, x_part[:count, ...], plan.norm)
             check_ball(adversarial, x_part[:count, ...], radius, plan, asked.description)
             distance = max(distance, *moves)
             predicted = outcome.predictions[:count, ...]
-            fooled = broken_by_rule(model, predicted, adversarial, labels, moves, asked.eot, plan)
+            fooled = broken_by_rule(own, predicted, adversarial, labels, moves, asked.eot, plan)
             for sample, broke in zip(still, fooled, strict=True):
                 if broke:
                     correct[sample] = False
@@ -209,8 +218,10 @@ def _evaluate_batch(
         robust.append(tuple(correct))
         largest.append(distance)
         broken.append(tuple(counts))
+        spent.append(tuple(passes))
+    cost = BatchCost(tuple(spent), meter.spent())
     result = BatchResult(
-        digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken), problems
+        digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken), problems, cost
     )
     return result, points if keep else None
 
@@ -357,6 +368,7 @@ def evaluate(
         device = "unknown"
         switched = False
         results: dict[int, BatchResult] = {}
+        outside = Meter()  # the passes outside every batch: the randomness check
         plan = Plan.of(specs, radii)  # once
         total = len(data) if isinstance(data, Sized) else None  # a DataLoader, a list
         shown = progress if ranks.rank == 0 else False  # the first process speaks for all
@@ -366,7 +378,8 @@ def evaluate(
             seen += 1
             if index == 0:
                 device = str(device_of(x))
-                if randomized is not None and is_randomized(model, x, y, plan.threat):
+                checked = outside.around(model, x)
+                if randomized is not None and is_randomized(checked, x, y, plan.threat):
                     plan, switched = Plan.of(randomized, radii), True  # the preset's version
             digests.append(batch_digest(x, y))
             if ranks.owns(index):
@@ -399,7 +412,8 @@ def evaluate(
     except BaseException:
         ranks.fail()
         raise
-    merged = {k: v for part in ranks.gather(results) for k, v in part.items()}
+    gathered = ranks.gather((results, outside.spent()))  # every process's, summed below
+    merged = {k: v for part, _ in gathered for k, v in part.items()}
     if seen == 0:
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
@@ -409,6 +423,7 @@ def evaluate(
         for i, e in enumerate(radii)
     }
     samples = sum(batch.size for batch in ordered)
+    cost = summed([b.cost for b in ordered], radii, names, total_of(p for _, p in gathered))
     threat = plan.threat
     box = None if threat is None else (threat.box.lower, threat.box.upper)
     metadata = run_metadata(
@@ -426,6 +441,7 @@ def evaluate(
         resumed=resumed,
         randomized=switched,
     )
+    metadata["passes"] = cost_totals(cost, samples)
     report = RobustnessReport(
         eps=radii,
         attack=name if name is not None else " + ".join(t.description for t in plan.traits),
@@ -440,6 +456,7 @@ def evaluate(
         warnings=merged[0].problems + masking_warnings(plan.traits, names, broken_by, samples, box),
         broken_by=broken_by,
         metadata=metadata,
+        cost=cost,
     )
     if collected is not None and output is not None:
         collected.save(output, report)
