@@ -53,7 +53,7 @@ def _drive(rule, losses_per_step, shape=(3, 4)):
 
 def test_the_step_halves_when_the_loss_stalls_and_holds_while_it_climbs():
     marks = checkpoints(100)
-    rule = AutoSteps(torch.full((3, 4), -8.0), torch.full((3, 4), 8.0), 8.0, 0.75, marks)
+    rule = AutoSteps(0.75, marks)
     climbing = [np.full(3, float(k)) for k in range(100)]
     stalling = [np.zeros(3) for _ in range(100)]
     _, climb = _drive(rule, climbing)
@@ -67,7 +67,7 @@ def test_the_step_halves_when_the_loss_stalls_and_holds_while_it_climbs():
 
 def test_condition_two_halves_a_step_that_stopped_improving():
     marks = (10, 20)
-    rule = AutoSteps(torch.full((1, 2), -8.0), torch.full((1, 2), 8.0), 8.0, 0.75, marks)
+    rule = AutoSteps(0.75, marks)
     # Up to w_1 = 10 the loss rises at 9 of 10 steps and reaches a new best: no halving.
     # Up to w_2 = 20 it rises at 9 of 10 steps again (condition 1 does not hold) but stays
     # below its best of 9: condition 2 halves the step.

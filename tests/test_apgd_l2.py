@@ -47,10 +47,9 @@ def test_an_unknown_norm_is_refused_by_name(kind, norm, error):
         kind(4.0, norm=norm)
 
 
-def test_the_rule_needs_the_feasible_set_of_a_norm_other_than_linf():
-    limits = torch.zeros(1, 2), torch.ones(1, 2)
-    with pytest.raises(ValueError, match="feasible must be the L2 feasible set"):
-        AutoSteps(*limits, 1.0, 0.75, (3,), norm=L2)
+def test_the_rule_needs_the_box_of_a_norm_other_than_linf():
+    with pytest.raises(ValueError, match="bounds must be the box"):
+        AutoSteps(0.75, (3,), norm=L2)
 
 
 # The ball and the box, exactly.
@@ -88,7 +87,9 @@ def problems(draw):
     return attack, model, x, y
 
 
-@pytest.mark.filterwarnings("ignore::signattack.UnitsWarning")  # radii beyond the diagonal, on purpose
+@pytest.mark.filterwarnings(
+    "ignore::signattack.UnitsWarning"
+)  # radii beyond the diagonal, on purpose
 @settings(max_examples=30)
 @given(problem=problems())
 def test_apgd_l2_keeps_the_ball_the_box_and_the_dtype_exactly(problem):

@@ -218,7 +218,8 @@ def _sharded(model, x, y, attack, eps, size: int, world: int) -> _Verdicts:
     class Shard(Ranks):
         def gather(self, payload):
             owned = [i for i in range(len(batches)) if i % world == self.rank]
-            assert sorted(payload) == owned, "each process hands over its own batches only"
+            results, _ = payload  # the batches' results, and the passes spent outside them
+            assert sorted(results) == owned, "each process hands over its own batches only"
             handed[self.rank] = payload
             if self.rank:
                 raise _Handed

@@ -141,7 +141,7 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     names = [
         "APGD(steps=2, seed=0, early_stop=True)",
         "APGDT(steps=2, seed=0, early_stop=True)",
-        "FABT(steps=2, seed=0)",
+        "FABT(steps=2, seed=0, minimal=False)",
         "Square(queries=30, seed=0)",
     ]
     assert written["attack"] == " + ".join(names)

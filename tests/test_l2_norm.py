@@ -351,3 +351,98 @@ def test_the_random_start_of_an_odd_sized_sample_is_isotropic(size):
     spread = moved.std(axis=0) / np.sqrt(samples)
     assert (np.abs(moved.mean(axis=0)) < 5 * spread).all()
     np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 10.0, rtol=1e-9)
+
+
+def _sorted_reference(x, v, eps, lower, upper):
+    """The projection with the ratio from one sort of the breakpoints (the compiled path's
+    way), in float64, as a reference for the active-set search the eager path takes."""
+    from signattack.core import l2
+
+    x, v = np.asarray(x, np.float64), np.asarray(v, np.float64)
+    feasible = L2.feasible(x, eps, lower, upper)
+    delta = np.clip(v, x - 1e150, x + 1e150) - x
+    gap = np.clip(x + delta, lower, upper) - x
+    size_of, cap = np.abs(delta), np.minimum(np.abs(gap), np.abs(delta))
+    top = np.maximum(size_of.max(axis=1, keepdims=True), 1e-300)
+    goal = (np.minimum(feasible.radius, top * np.sqrt(x.shape[1] + 1.0)) / top) ** 2
+    breaks = cap / np.maximum(size_of, 5e-324)
+    ratio = l2._sorted_ratio(breaks, size_of / top, cap / top, goal)
+    inside = np.linalg.norm(gap, axis=1, keepdims=True) <= feasible.radius
+    return np.where(inside, np.clip(v, lower, upper), np.clip(x + ratio * delta, lower, upper))
+
+
+@settings(max_examples=40)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.sampled_from([1, 2, 5, 64, 300]),
+    spread=st.sampled_from([0.01, 0.3, 3.0, 300.0]),
+    eps=st.sampled_from([1e-4, 0.05, 0.5, 3.0, 50.0]),
+    edges=st.booleans(),
+)
+def test_the_active_set_search_agrees_with_the_sort_where_the_box_binds_or_not(
+    seed, size, spread, eps, edges
+):
+    # x on the box's faces (edges) makes many breakpoints 0 and ties; a small spread lets
+    # the ball alone bind (the fast path), a large one stops most elements at the box
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (6, size))
+    if edges:
+        x = np.where(rng.uniform(size=x.shape) < 0.5, np.round(x), x)
+    v = x + rng.normal(0, spread, x.shape)
+    projected = L2.feasible(x, eps, 0.0, 1.0).project(v)
+    expected = _sorted_reference(x, v, eps, 0.0, 1.0)
+    assert bool(L2.within(projected, x, eps, (0.0, 1.0)).all())
+    gap = np.linalg.norm(projected - expected, axis=1)
+    assert np.all(gap <= 1e-9 * eps + 1e-12)
+
+
+@settings(max_examples=10)
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@given(seed=st.integers(0, 2**32 - 1), eps=st.sampled_from([0.02, 0.4, 3.0]))
+def test_projection_in_every_dtype_is_the_float64_one_rounded_towards_x(dtype, seed, eps):
+    rng = np.random.default_rng(seed)
+    x = _tensor(rng.uniform(0, 1, (5, 40)), dtype)
+    v = _tensor(rng.uniform(0, 1, (5, 40)) + rng.normal(0, 0.5, (5, 40)), dtype)
+    projected = L2.feasible(x, eps, 0.0, 1.0).project(v)
+    assert projected.dtype == v.dtype
+    assert bool(L2.within(projected, x, eps, (0.0, 1.0)).all())
+    x64, v64 = _float64(x), _float64(v)
+    expected = _sorted_reference(x64, v64, eps, 0.0, 1.0)
+    unit = float(torch.finfo(dtype).eps if isinstance(dtype, torch.dtype) else np.finfo(dtype).eps)
+    assert np.all(np.abs(_float64(projected) - expected) <= 2 * unit * np.abs(expected) + 1e-9)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_nan_and_infinite_entries_are_projected_as_the_point_x_and_far_away(library):
+    x = np.array([[0.5, 0.5, 0.5], [0.2, 0.4, 0.6]])
+    v = np.array([[np.nan, 0.9, 0.5], [np.inf, -np.inf, 0.6]])
+    if library == "torch":
+        x, v = torch.from_numpy(x), torch.from_numpy(v)
+    projected = _float64(L2.feasible(x, 0.3, 0.0, 1.0).project(v))
+    assert np.all(np.isfinite(projected))
+    assert bool(L2.within(projected, _float64(x), 0.3, (0.0, 1.0)).all())
+    # the NaN entry stays at x; the other moves 0.3 towards 0.9 (the whole radius)
+    np.testing.assert_allclose(projected[0], [0.5, 0.8, 0.5], rtol=1e-12)
+    # infinities pull equally hard on both elements until the box stops them
+    np.testing.assert_allclose(projected[1], [0.2 + 0.3 / np.sqrt(2), 0.4 - 0.3 / np.sqrt(2), 0.6])
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, np.uint8])
+def test_integer_attacks_project_inside_the_ball_through_their_float_copy(dtype):
+    # integer inputs reach the projection as float32 copies; the point, rounded by the
+    # norm, stays in the ball and the box in the caller's integer dtype
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 256, (16, 30))
+    v = x + rng.normal(0, 60.0, x.shape)
+    xf, vf = x.astype(np.float32), v.astype(np.float32)
+    if isinstance(dtype, torch.dtype):
+        xf, vf = torch.from_numpy(xf), torch.from_numpy(vf)
+    for eps in (0.5, 7.0, 40.0):
+        projected = L2.feasible(xf, eps, 0.0, 255.0).project(vf)
+        step = L2.round_step(projected - xf, eps)
+        landed = xf + step
+        integers = landed.to(dtype) if isinstance(landed, torch.Tensor) else landed.astype(dtype)
+        original = (
+            torch.from_numpy(x).to(dtype) if isinstance(dtype, torch.dtype) else x.astype(dtype)
+        )
+        assert bool(L2.within(integers, original, eps, (0.0, 255.0)).all())

@@ -20,6 +20,17 @@ def field_values(value: object) -> dict[str, object] | None:
     return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
 
 
+def init_values(value: object) -> dict[str, object] | None:
+    """The fields of a dataclass instance that its constructor takes, by name, in order;
+    ``None`` for anything else. What [`replaced`][signattack._fields.replaced] may change: a
+    field the constructor does not take is derived from the others and made again."""
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return None
+    return {
+        field.name: getattr(value, field.name) for field in dataclasses.fields(value) if field.init
+    }
+
+
 def field_defaults(value: object) -> dict[str, object]:
     """The default of every field of a dataclass (or its instance) that has one, by name;
     a default factory is called."""

@@ -144,7 +144,9 @@ def _run_apgd(
         begin = random_start(feasible, part.x, streams.take(to_numpy(index)), (*purpose, restart))
         low, high = _limits(feasible, part.x, radius, batch.bounds)
         sign = -1.0 if targeted else 1.0
-        rule = AutoSteps(low, high, radius, rho, marks, sign, norm=norm, feasible=feasible)
+        rule = AutoSteps(
+            rho, marks, sign, norm=norm, bounds=(batch.bounds.lower, batch.bounds.upper)
+        )
         outcome = iterate(
             part,
             rule,

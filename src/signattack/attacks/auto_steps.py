@@ -11,9 +11,8 @@ import math
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
-from signattack._typing import Amount, Array, device_of, namespace
-from signattack.core.kernels import clip
-from signattack.core.linf import LINF
+from signattack._typing import Array, device_of, namespace
+from signattack.core.linf import LINF, LinfFeasible
 from signattack.core.norms import Feasible, Norm
 from signattack.core.rules import Evaluated, Start, required
 
@@ -43,8 +42,10 @@ def checkpoints(steps: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class _AutoState:
-    """Per sample: APGD's iterate, its momentum, step size and the best points so far."""
+    """Per sample: APGD's iterate, its momentum, step size and the best points so far, and the
+    feasible set it is projected onto (the sample's own ball and the box)."""
 
+    feasible: Feasible
     x: Array
     previous: Array
     eta: Array
@@ -67,49 +68,55 @@ class AutoSteps:
     L-inf, ``g / ||g||_2`` under L2) and every point is projected onto ``feasible``, the eps-ball
     intersected with the box.
 
+    Every per-sample array lives in the state (``per_sample``): the feasible set of each
+    sample, from the start's limits under L-inf (``[low, high]``) and from the norm's
+    ``feasible(x, eps, *bounds)`` under another norm; the initial step size is ``2 * eps``
+    of the start's radius.
+
     Attributes:
-        low: Lower element-wise limits of the feasible set: the set itself under L-inf, a
-            box that holds it under another norm.
-        high: Upper limits.
-        eps: The radius, for the initial step size ``2 * eps``.
         rho: The share of improving steps below which condition 1 halves the step.
         marks: The checkpoints, from [`checkpoints`][signattack.attacks.auto_steps.checkpoints].
         direction: ``+1`` to ascend the loss, ``-1`` to descend it (targeted).
         norm: The norm of the ball ([`LINF`][signattack.core.linf.LINF] by default).
-        feasible: The feasible set of the call (from ``norm.feasible``) that every point is
-            projected onto; ``None`` for the L-inf set ``[low, high]``.
+        bounds: The box ``(lower, upper)``, for the feasible set of a norm other than L-inf
+            (the L-inf set is the start's ``[low, high]``).
 
     Raises:
-        ValueError: ``feasible`` is missing for a norm other than L-inf.
+        ValueError: ``bounds`` are missing for a norm other than L-inf.
     """
 
-    low: Array
-    high: Array
-    eps: Amount
     rho: float
     marks: tuple[int, ...]
     direction: float = 1.0
     _: KW_ONLY
     norm: Norm = LINF
-    feasible: Feasible | None = None
+    bounds: tuple[float, float] | None = None
     needs_gradient: ClassVar[bool] = True
+    per_sample: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if self.feasible is None and self.norm.name != "linf":
+        if self.bounds is None and self.norm.name != "linf":
             raise ValueError(
-                f"feasible must be the {self.norm.title} feasible set of the call "
-                "(from norm.feasible) for a norm other than L-inf, got None"
+                f"bounds must be the box (lower, upper) of the {self.norm.title} feasible set "
+                "for a norm other than L-inf, got None"
             )
+
+    def _feasible(self, start: Start) -> Feasible:
+        """Each sample's feasible set: the start's limits under L-inf, the norm's set else."""
+        if self.norm.name == "linf" or self.bounds is None:
+            return LinfFeasible(start.x, start.eps, start.low, start.high)
+        return self.norm.feasible(start.x, start.eps, *self.bounds)
 
     def start(self, start: Start) -> _AutoState:
         """Everything at the first point; the best objective so far is ``-inf``."""
         xp = namespace(start.begin)
         size = start.begin.shape[0]
         shape = (size,) + (1,) * (start.begin.ndim - 1)
-        eta = xp.zeros(shape, dtype=start.begin.dtype) + 2 * self.eps
+        eta = xp.zeros(shape, dtype=start.begin.dtype) + 2 * start.eps
         lowest = xp.full((size,), -math.inf, dtype=start.begin.dtype)
         no = xp.zeros((size,), dtype=xp.bool)
         return _AutoState(
+            feasible=self._feasible(start),
             x=start.begin,
             previous=start.begin,
             eta=_on(eta, start.begin),
@@ -146,15 +153,10 @@ class AutoSteps:
         if step in self.marks:
             state, x, grad = self._check(state, step, grad)
         alpha = 1.0 if step == 0 else MOMENTUM
-        z = self._project(x + state.eta * self.direction * self.norm.direction(grad, x.dtype))
-        moved = self._project(x + alpha * (z - x) + (1 - alpha) * (x - state.previous))
+        project = state.feasible.project
+        z = project(x + state.eta * self.direction * self.norm.direction(grad, x.dtype))
+        moved = project(x + alpha * (z - x) + (1 - alpha) * (x - state.previous))
         return dataclasses.replace(state, x=moved, previous=x)
-
-    def _project(self, v: Array) -> Array:
-        """``v`` projected onto the feasible set."""
-        if self.feasible is None:
-            return clip(v, self.low, self.high)
-        return self.feasible.project(v)
 
     def finish(self, state: _AutoState, final: Evaluated | None) -> Array:
         """A fooling point where one was found, else the point of the highest objective."""

@@ -93,9 +93,16 @@ class FabSteps:
         eta: The extrapolation of both projections (overshooting the boundary).
         beta: How far back towards the original point to step after a success.
         norm: The norm of the projections and the distances: L-inf (default) or L2.
+        within: A radius: a sample is decided (``decided``) once the closest adversarial
+            point it holds lies within it, and the loop stops attacking it there; ``None``
+            (default) never decides, and the search keeps looking for closer points.
+
+    Every per-sample array lives in the state (``per_sample``): the loop may take it down to
+    the samples still attacked.
     """
 
     needs_gradient: ClassVar[bool] = True
+    per_sample: ClassVar[bool] = True
 
     lower: float
     upper: float
@@ -103,6 +110,20 @@ class FabSteps:
     eta: float = 1.05
     beta: float = 0.9
     norm: Norm = LINF
+    within: float | None = None
+
+    @property
+    def decides(self) -> bool:
+        """Whether the rule says when a sample is decided: where it is given a radius."""
+        return self.within is not None
+
+    def decided(self, state: _FabState) -> Array:
+        """``(batch,)`` booleans: the samples that hold an adversarial point within the
+        radius ``within`` (none where it is ``None``)."""
+        if self.within is None:
+            xp = namespace(state.distance)
+            return xp.zeros_like(state.distance, dtype=xp.bool)
+        return state.distance <= self.within
 
     def start(self, start: Start) -> _FabState:
         xp = namespace(start.x)
@@ -225,6 +246,21 @@ class FABT(BallAttack):
         model_mode: How to run an ``nn.Module``.
         norm: The norm of the ball and the distances: ``"linf"`` (default) or ``"l2"``
             (the paper's L2 version: projections, distances and restarts in L2).
+        minimal: Whether the distances are asked for (default): each run keeps moving every
+            sample's adversarial point towards the clean input for all its ``steps``, and the
+            result carries the ``distances``. ``False`` asks for the verdict within ``eps``
+            alone (what a robustness evaluation reads): a run stops attacking a sample as soon
+            as it holds an adversarial point within ``eps`` (fewer model passes) and
+            ``distances`` come back ``None``. What changes then is the point returned for a
+            sample broken within ``eps``: it is the first point within ``eps`` the run found,
+            not the closest one it would reach, so it may be another point of the ball, and its
+            loss trace stays at its value from that step on. Every sample's verdict
+            (``success``) is the same: a sample holds a point within ``eps`` that fools the
+            model, judged at the point returned (rounded inside the ball for integer images),
+            exactly where it does without the saving; a point that fools the model within
+            ``eps`` is an equally valid verdict whichever it is. (On integer images the rounded
+            point is judged in both cases; the two runs judge different points there, which
+            agree on every sample unless rounding a point inside the ball undoes its success.)
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -246,6 +282,7 @@ class FABT(BallAttack):
     seed: int | None = None
     model_mode: ModelMode = "eval"
     norm: NormName = "linf"
+    minimal: bool = True
 
     @property
     def name(self) -> str:
@@ -254,7 +291,7 @@ class FABT(BallAttack):
         return "FAB-T" if norm.name == "linf" else f"FAB-T ({norm.title})"
 
     def __post_init__(self) -> None:
-        self._check(TARGETED_MARGIN, counts=("steps", "restarts", "target_classes"))
+        self._check(TARGETED_MARGIN, "minimal", counts=("steps", "restarts", "target_classes"))
         check_real("alpha_max", self.alpha_max, minimum=0.0)
         if self.alpha_max > 1:
             raise ValueError(f"alpha_max must be in [0, 1], got {self.alpha_max!r}")
@@ -296,7 +333,7 @@ class FABT(BallAttack):
                 runs = self._targets(batch, runs, labels, streams, rank)
             if runs is None:  # pragma: no cover - target_classes >= 1 and classes >= 2
                 raise RuntimeError("FABT ran no target class")
-            return _closest_result(batch, runs, self.eps, x)
+            return _closest_result(batch, runs, self.eps, x, minimal=self.minimal)
 
     def _targets(
         self, batch: Batch, runs: Runs, labels: Array, streams: SampleStreams, rank: int
@@ -308,7 +345,12 @@ class FABT(BallAttack):
         norm = batch.norm
         radius = batch.radius(self.eps)
         rule = FabSteps(
-            *batch.bounds, alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, norm=norm
+            *batch.bounds,
+            alpha_max=self.alpha_max,
+            eta=self.eta,
+            beta=self.beta,
+            norm=norm,
+            within=None if self.minimal else radius,
         )
         for restart in range(self.restarts):
             todo, index, count = still_robust(batch, runs)
@@ -376,12 +418,15 @@ def _within(batch: Batch, point: Array, radius: float) -> Array:
     return batch.norm.within(point, batch.x, radius, (batch.bounds.lower, batch.bounds.upper))
 
 
-def _closest_result(batch: Batch, runs: Runs, eps: float, caller: ArrayT) -> AttackResult[ArrayT]:
+def _closest_result(
+    batch: Batch, runs: Runs, eps: float, caller: ArrayT, *, minimal: bool
+) -> AttackResult[ArrayT]:
     """The chosen points evaluated once more as the caller gets them. Where the model is
     fooled there (and the point lies within the radius): the point and its distance.
     Elsewhere: the input itself, unchanged, and the distance of the closest point found
     beyond the radius (``inf`` where none was), so that ``success`` holds exactly where
-    ``distances <= eps``, in the dtype of the distances (``x``'s working dtype)."""
+    ``distances <= eps``, in the dtype of the distances (``x``'s working dtype); no
+    distances where they were not asked for (not ``minimal``)."""
     xp = namespace(batch.x)
     radius = batch.radius(eps)
     point = batch.rounded(radius)(runs.x)
@@ -402,7 +447,7 @@ def _closest_result(batch: Batch, runs: Runs, eps: float, caller: ArrayT) -> Att
         returned(runs.trace, caller),
         returned(predictions, caller),
         returned(success, caller),
-        distances=returned(distances, caller),
+        distances=returned(distances, caller) if minimal else None,
     )
 
 

@@ -6,6 +6,9 @@ is evaluated next, how it moves, and which point it returns.
 step at the rule's point (and one backward pass, where the rule needs the gradient), the loss trace,
 the success of every sample at every point it visited, and early stopping, which is a mask on the
 batch: a sample that succeeds leaves the batch the model sees, and its state stays as it was. A rule
+that keeps every per-sample array in its state (``per_sample``) has that state taken down to the
+samples still attacked as well, so that `update` works on those alone, and may say that a sample is
+decided (``decided``): it then leaves the batch too, with its state. A rule
 that says it is ``traceable`` (pure array code: see
 [`TraceableRule`][signattack.core.rules.TraceableRule]) runs as one compiled computation on a
 backend that can compile loops (JAX); early stopping there is a mask over the whole batch.
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeGuard, TypeVar, cast
 
-from signattack._fields import field_values, replaced
+from signattack._fields import init_values, replaced
 from signattack._lazy import moved_attributes
 from signattack._progress import steps as progress_steps
 from signattack._typing import Array, is_array, namespace
@@ -72,9 +75,10 @@ def merge_where(mask: Array, new: T, old: T) -> T:
     """``new`` where ``mask`` (``(batch,)`` booleans) holds, ``old`` elsewhere.
 
     Works on arrays with the batch first, and on dataclasses of them (fields that are not
-    arrays with the batch first are taken from ``new``).
+    arrays with the batch first are taken from ``new``; fields the constructor does not take
+    are derived, and made again).
     """
-    fields, previous = field_values(new), field_values(old)
+    fields, previous = init_values(new), init_values(old)
     if fields is not None and previous is not None:
         merged = {name: merge_where(mask, value, previous[name]) for name, value in fields.items()}
         return replaced(new, merged)
@@ -112,7 +116,10 @@ def iterate(
         loss_labels: What the loss takes as labels, when not ``batch.labels`` (targeted DLR
             takes classes and targets).
         early_stop: Freeze each sample once it succeeds and drop it from the batch the
-            model sees; costs one host synchronisation a step. Under a rule that says it is
+            model sees (and, under a ``per_sample`` rule, from the state `update` sees);
+            costs one host synchronisation a step. A rule that ``decides`` drops each sample
+            it says is decided, with or without early stopping, at the same cost. Under a
+            rule that says it is
             ``memoryless`` (the next state depends on the state and its gradient alone), a sample
             whose iterate returns exactly to one of the last two (a fixed point or a 2-cycle) leaves
             too, with the losses and the last iterate its cycle leads to: the same result, fewer
@@ -138,7 +145,9 @@ def iterate(
         if _traceable(rule)
         else None
     )
-    if compiled is None:
+    if compiled is None and _per_sample(rule) and (early_stop or _deciding(rule)):
+        rows, state = _compact_steps(batch, rule, state, labels, steps, succeeded, early_stop)
+    elif compiled is None:
         rows, state = _eager_steps(batch, rule, state, labels, steps, succeeded, early_stop)
     else:
         rows, state = [compiled.rows[index, ...] for index in range(steps)], compiled.state
@@ -158,6 +167,44 @@ def _traceable(rule: UpdateRule[State]) -> TypeGuard[TraceableRule[State]]:
     loop differentiates, so the rule must need the gradient)."""
     traceable = bool(getattr(rule, "traceable", False)) and dataclasses.is_dataclass(rule)
     return traceable and _needs_gradient(rule)
+
+
+def _per_sample(rule: UpdateRule[State]) -> bool:
+    """Whether ``rule`` keeps every per-sample array in its state (its fields are shared by
+    every sample), so that the loop may take its state down to the samples still attacked."""
+    return bool(getattr(rule, "per_sample", False))
+
+
+def _deciding(rule: UpdateRule[State]) -> bool:
+    """Whether ``rule`` may say that a sample is decided (see
+    [`UpdateRule`][signattack.core.rules.UpdateRule]); only a ``per_sample`` rule is asked."""
+    return bool(getattr(rule, "decides", False))
+
+
+def take_state(state: T, index: Array, size: int) -> T:
+    """The samples ``index`` of a rule's state of ``size`` samples: every array with the batch
+    first (in a dataclass of them, field by field) taken at ``index``; anything else (a shared
+    value, an array broadcast along the batch) is kept."""
+    fields = init_values(state)
+    if fields is not None:
+        taken = {name: take_state(value, index, size) for name, value in fields.items()}
+        return replaced(state, taken)
+    if not is_array(state) or state.ndim == 0 or state.shape[0] != size:
+        return state
+    return cast(T, take_samples(state, index))
+
+
+def put_state(mask: Array, part: T, full: T) -> T:
+    """``full`` with the samples where ``mask`` (``(batch,)`` booleans) holds replaced, in
+    order, by those of ``part`` (one per ``True``), array by array; shared values from
+    ``full``."""
+    fields, parts = init_values(full), init_values(part)
+    if fields is not None and parts is not None:
+        merged = {name: put_state(mask, parts[name], value) for name, value in fields.items()}
+        return replaced(full, merged)
+    if not (is_array(full) and is_array(part)) or full.ndim == 0 or full.shape[0] != mask.shape[0]:
+        return full
+    return cast(T, spread(mask, part, full))
 
 
 def _needs_gradient(rule: UpdateRule[State]) -> bool:
@@ -321,6 +368,63 @@ def _eager_steps(
         return rows, state
     cycles.rest(rows)
     return rows, cast(State, cycles.last(cast(Array, state)))
+
+
+def _compact_steps(
+    batch: Batch,
+    rule: UpdateRule[State],
+    state: State,
+    labels: Array,
+    steps: int,
+    succeeded: Callable[[Array, Array | None], Array],
+    early_stop: bool,
+) -> tuple[list[Array], State]:
+    """The loop of a ``per_sample`` rule with early stopping or decisions: the model and
+    `update` see the samples still attacked alone (their state taken down with
+    `take_state`), and a sample that leaves (fooled under ``early_stop``, with the state it
+    was fooled in; decided, with the state that decided it) has its state written back into
+    the whole batch's (`put_state`). One host synchronisation a step; the rows of losses are
+    over the whole batch, a sample's last loss repeated after it left."""
+    xp = namespace(batch.x)
+    gradient = _needs_gradient(rule)
+    decided = cast(Callable[[State], Array], rule.decided) if _deciding(rule) else None  # type: ignore[attr-defined]
+    whole = state  # the state of every sample; a sample's part is current once it left
+    live: Array | None = None  # the mask of the samples still attacked (None: all)
+    index: Array | None = None  # their positions
+    rows: list[Array] = []
+    for step in progress_steps(steps):
+        wanted = labels if index is None else take_samples(labels, index)
+        point = rule.point(state)
+        if gradient:
+            losses, grad, predictions = batch.value_and_grad(point, wanted)
+        else:
+            (losses, predictions), grad = batch.evaluate(point, wanted), None
+        fooled = succeeded(predictions, index)
+        rows.append(losses if live is None else spread(live, losses, rows[-1]))
+        moved = rule.update(state, step, losses, grad, fooled)
+        stay = xp.logical_not(fooled) if early_stop else xp.ones_like(fooled)
+        if early_stop:  # a fooled sample keeps the state it was fooled in
+            moved = merge_where(stay, moved, state)
+        if decided is not None:
+            stay = xp.logical_and(stay, xp.logical_not(decided(moved)))
+        kept = xp.nonzero(stay)[0]  # one sync a step
+        if int(kept.shape[0]) == int(stay.shape[0]):
+            state = moved
+            continue
+        full = xp.ones_like(batch.labels, dtype=xp.bool) if live is None else live
+        leaving = spread(full, xp.logical_not(stay), xp.zeros_like(full))
+        size = int(stay.shape[0])
+        gone = take_state(moved, xp.nonzero(xp.logical_not(stay))[0], size)
+        whole = put_state(leaving, gone, whole)
+        live = spread(full, stay, xp.zeros_like(full))
+        index = xp.nonzero(live)[0]
+        state = take_state(moved, kept, size)
+        if int(kept.shape[0]) == 0:
+            break
+    rows.extend([rows[-1]] * (steps - len(rows)))
+    if live is None:
+        return rows, state
+    return rows, put_state(live, state, whole)
 
 
 def spread(mask: Array, part: Array, full: Array, axis: int = 0) -> Array:

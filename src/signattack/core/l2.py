@@ -10,8 +10,9 @@ box, so its projection is not a clip: with ``d = v - x`` the projection of ``v``
 with ``t = 1`` where ``clip(v)`` lies in the ball, else the ``t`` for which ``||p(t) - x||_2 = eps``
 (``t = 1 / (1 + lambda)``, ``lambda`` the multiplier of the ball). ``||p(t) - x||^2 = sum_i min(t
 |d_i|, c_i)^2``, ``c_i`` the room to the box side ``d_i`` points at, is piecewise quadratic in ``t``
-with breakpoints ``c_i / |d_i|``: one sort of the breakpoints and two cumulative sums give ``t``
-exactly, with no iteration count (docs: "The L2 ball and the box").
+with breakpoints ``c_i / |d_i|``: the active set of the box, grown from below in a few
+rounds, or one sort of the breakpoints and two cumulative sums, gives ``t`` exactly (docs:
+"The L2 ball and the box").
 
 Every sum of squares runs in the library's widest float on values scaled by their largest magnitude,
 so nothing overflows or underflows, and every check
@@ -22,9 +23,11 @@ own check of what it returns) sums in one helper, `_norms`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol, cast
+
+import array_api_compat
 
 from signattack._typing import Amount, Array, Namespace, device_of, moved, namespace
 from signattack.core.kernels import _integer_end, clip
@@ -136,6 +139,16 @@ class L2Feasible:
     radius: Array
     low: Array
     high: Array
+    near_low: Array = field(init=False, repr=False, compare=False)
+    """``center - far``: how far below ``x`` a value is still taken as it is."""
+    near_high: Array = field(init=False, repr=False, compare=False)
+    """``center + far``: how far above ``x`` a value is still taken as it is."""
+
+    def __post_init__(self) -> None:
+        xp = namespace(self.center)
+        far = math.sqrt(float(xp.finfo(self.center.dtype).max)) / 4.0
+        object.__setattr__(self, "near_low", self.center - far)
+        object.__setattr__(self, "near_high", self.center + far)
 
     def project(self, v: Array) -> Array:
         """The Euclidean projection of ``v`` onto ball and box, in ``v``'s dtype, inside
@@ -146,26 +159,35 @@ class L2Feasible:
             return v
         wide, center, radius = self.center.dtype, self.center, self.radius
         unit = float(xp.finfo(wide).eps)
-        far = math.sqrt(float(xp.finfo(wide).max)) / 4.0
-        flat = xp.astype(_rows(v), wide)
-        flat = xp.where(xp.isnan(flat), center, clip(flat, center - far, center + far))
+        eager = _eager(v)
+        flat = clip(xp.astype(_rows(v), wide), self.near_low, self.near_high)
+        # the clip keeps NaN, and a row's sum of finite values this near x cannot overflow
+        if not eager or bool(xp.any(xp.isnan(xp.sum(flat, axis=1)))):
+            flat = xp.where(xp.isnan(flat), center, flat)
         clipped = clip(flat, self.low, self.high)
         check = radius * (1.0 - _CHECK_ULPS * unit)
         delta = flat - center
-        room = xp.where(delta >= 0, self.high - center, center - self.low)
-        t = _ball_ratio(delta, room, radius * (1.0 - 2 * _CHECK_ULPS * unit))
-        scaled = xp.sign(delta) * xp.minimum(t * xp.abs(delta), room)
-        inside = _norms_finite(clipped - center) <= check
-        first = self._land(xp.where(inside, clipped, center + scaled), v.dtype)
+        gap = clipped - center
+        inside = _norms_finite(gap) <= check
+        t = _ball_ratio(delta, gap, inside, radius * (1.0 - 2 * _CHECK_ULPS * unit))
+        point = clipped
+        if not eager or not bool(xp.all(inside)):
+            point = clip(center + t * delta, self.low, self.high)
+            if not eager or bool(xp.any(inside)):
+                point = xp.where(inside, clipped, point)
+        first = self._land(point, v.dtype)
         moved_by = xp.astype(first, wide) - center
         reached = _norms_finite(moved_by)
+        if eager and bool(xp.all(reached <= check)):
+            return xp.reshape(first, v.shape)
         # Where rounding left the first answer outside: the same direction, shortened by
         # the summation's and the addition's rounding; where even that fails: x itself.
         slack = 2.0 * unit * math.sqrt(flat.shape[1]) * xp.max(xp.abs(center), axis=1)
         target = radius * (1.0 - 4 * _CHECK_ULPS * unit) - xp.reshape(slack, (-1, 1))
         target = xp.where(xp.isfinite(target) & (target > 0), target, 0.0)
         shrink = xp.minimum(target / xp.where(reached > 0, reached, 1.0), 1.0)
-        second = self._land(center + moved_by * shrink, v.dtype)
+        shorter = clip(center + moved_by * shrink, self.low, self.high)
+        second = self._land(shorter, v.dtype)
         fits = _norms_finite(xp.astype(second, wide) - center) <= check
         origin = xp.astype(_rows(self.x), v.dtype)
         result = xp.where(reached <= check, first, xp.where(fits, second, origin))
@@ -175,7 +197,8 @@ class L2Feasible:
         """``point`` (wide, inside the box) in ``dtype``, every element whose rounding
         moved it farther from ``x`` moved one unit in the last place back towards ``x``."""
         xp = _xp(point)
-        point = clip(point, self.low, self.high)
+        if dtype == point.dtype:
+            return point
         landed = xp.astype(point, dtype)
         back = xp.astype(landed, point.dtype)
         center = self.center
@@ -223,34 +246,94 @@ class L2Feasible:
         return self.project(xp.reshape(xp.astype(start, self.x.dtype), self.x.shape))
 
 
-def _ball_ratio(delta: Array, room: Array, radius: Array) -> Array:
-    """Per row, the ``t`` in ``[0, 1]`` with ``sum_i min(t |delta_i|, room_i)^2 =
-    radius^2`` (``1`` where even ``t = 1`` stays inside), ``(batch, 1)``.
+_SEARCH_STEPS = 12
+"""Rounds of the active-set search before the rows it has not settled take the sort."""
 
-    The room is capped at ``|delta_i|`` (a cap ``t <= 1`` never reaches), so every
-    breakpoint ``s_i = room_i / |delta_i|`` lies in ``[0, 1]``; sorted, the squared norm at
-    ``t`` between the ``k``-th and the next breakpoint is ``C_k + t^2 D_k``, ``C_k`` the
-    squared rooms of the elements stopped by the box, ``D_k`` the squared ``delta`` of the
-    rest."""
+
+def _eager(a: Array) -> bool:
+    """Whether ``a``'s values may steer Python's control flow: not for JAX, whose arrays
+    may be traced under ``jax.jit``; there every branch is taken and the results chosen."""
+    return not array_api_compat.is_jax_array(a)
+
+
+def _ball_ratio(delta: Array, gap: Array, inside: Array, radius: Array) -> Array:
+    """Per row, the ``t`` in ``[0, 1]`` with ``sum_i min(t |delta_i|, c_i)^2 = radius^2``,
+    ``c_i = min(|gap_i|, |delta_i|)`` the room the box leaves element ``i`` (``1`` where
+    ``inside``: even ``t = 1`` stays in the ball), ``(batch, 1)``.
+
+    Every breakpoint ``s_i = c_i / |delta_i|`` lies in ``[0, 1]``; between two of them the
+    squared norm is ``C + t^2 D``, ``C`` the squared rooms of the elements stopped by the box,
+    ``D`` the squared ``delta`` of the rest. Sums run on values scaled by the row's largest
+    ``|delta_i|``. NumPy and PyTorch take `_active_set_ratio` (a few passes, settled rows
+    checked on the host), JAX `_sorted_ratio` (no branch on values, for ``jax.jit``)."""
     xp = _xp(delta)
-    rows, size = delta.shape
-    where = device_of(delta)
     size_of = xp.abs(delta)
-    cap = xp.minimum(room, size_of)
+    cap = xp.minimum(xp.abs(gap), size_of)
     top = xp.max(size_of, axis=1, keepdims=True)
     top = xp.where(top > 0, top, 1.0)
-    breaks = xp.where(size_of > 0, cap / xp.where(size_of > 0, size_of, 1.0), 1.0)
+    goal = xp.minimum(radius, top * math.sqrt(delta.shape[1] + 1.0)) / top
+    goal = goal * goal
+    # the smallest positive float: a zero |delta_i| (then c_i = 0) gives the breakpoint 0
+    tiny = float(xp.finfo(delta.dtype).smallest_normal) * float(xp.finfo(delta.dtype).eps)
+    breaks = cap / xp.maximum(size_of, tiny)
+    moving, stopped = size_of / top, cap / top
+    if not _eager(delta):
+        return xp.where(inside, 1.0, _sorted_ratio(breaks, moving, stopped, goal))
+    ratio, settled = _active_set_ratio(breaks, moving, stopped, goal, inside)
+    if bool(xp.all(settled)):
+        return ratio
+    return xp.where(settled, ratio, _sorted_ratio(breaks, moving, stopped, goal))
+
+
+def _active_set_ratio(
+    breaks: Array, moving: Array, stopped: Array, goal: Array, inside: Array
+) -> tuple[Array, Array]:
+    """The ratio by the active set of the box, from below: with ``C`` and ``D`` the sums of
+    the elements stopped at ``t`` (``s_i <= t``), ``t' = sqrt((goal - C) / D)``. Then
+    ``C + t^2 D`` bounds the squared norm from above, so ``t' <= t*``, and ``t'`` only grows,
+    stopping one more element at least until no breakpoint lies in ``(t, t']``: the exact
+    ratio, on the segment the sort finds, in at most one round per breakpoint (two to four
+    on attack steps; one where the box binds nothing). It starts from ``sqrt(goal / D)``
+    with nothing stopped, a lower bound too. Returns the ratio and, per row, whether it
+    settled within `_SEARCH_STEPS` rounds. Eager arrays only (it updates its own
+    temporaries in place)."""
+    xp = _xp(breaks)
+    tiny = float(xp.finfo(breaks.dtype).smallest_normal)
+    fixed_part, free_part = stopped * stopped, moving * moving
+    total = xp.maximum(xp.sum(free_part, axis=1, keepdims=True), tiny)
+    ratio = xp.where(inside, 1.0, xp.sqrt(xp.minimum(goal, total) / total))  # at most 1
+    count = xp.full(ratio.shape, -1.0, dtype=ratio.dtype, device=device_of(ratio))
+    for _ in range(_SEARCH_STEPS + 1):
+        held = xp.astype(breaks <= ratio, breaks.dtype)  # a product is cheaper than a where
+        now = xp.sum(held, axis=1, keepdims=True)
+        settled = xp.equal(now, count)  # the same elements stopped: the same ratio again
+        if bool(xp.all(settled)):
+            break
+        count = now
+        fixed = xp.sum(held * fixed_part, axis=1, keepdims=True)
+        held -= 1.0  # minus the moving elements' indicator
+        held *= free_part
+        free = xp.maximum(-xp.sum(held, axis=1, keepdims=True), tiny)
+        step = xp.sqrt(xp.minimum(xp.maximum(goal - fixed, 0.0), free) / free)
+        ratio = xp.maximum(step, ratio)
+    return ratio, settled
+
+
+def _sorted_ratio(breaks: Array, moving: Array, stopped: Array, goal: Array) -> Array:
+    """The ratio by one sort of the breakpoints and two cumulative sums: ``C_k`` and ``D_k``
+    of the segment after the ``k``-th breakpoint for every ``k`` at once, the segment the
+    squared norm crosses ``goal`` on, and ``t`` there (``1`` where it never does)."""
+    xp = _xp(breaks)
+    rows = breaks.shape[0]
     order = xp.argsort(breaks, axis=1)
     breaks = xp.take_along_axis(breaks, order, axis=1)
-    moving = xp.take_along_axis(size_of / top, order, axis=1)
-    stopped = breaks * moving  # cap / top, in sorted order
-    zero = xp.zeros((rows, 1), dtype=delta.dtype, device=where)
+    moving = xp.take_along_axis(moving, order, axis=1)
+    stopped = xp.take_along_axis(stopped, order, axis=1)
+    zero = xp.zeros((rows, 1), dtype=breaks.dtype, device=device_of(breaks))
     before = xp.concat([zero, xp.cumulative_sum(stopped * stopped, axis=1)], axis=1)
     rest = xp.flip(xp.cumulative_sum(xp.flip(moving * moving, axis=1), axis=1), axis=1)
     rest = xp.concat([rest, zero], axis=1)
     at_breaks = before[:, 1:] + breaks * breaks * rest[:, 1:]
-    goal = xp.minimum(radius, top * math.sqrt(size + 1.0)) / top
-    goal = goal * goal
     count = xp.sum(xp.astype(at_breaks <= goal, xp.int32), axis=1, keepdims=True)
     count = xp.astype(count, order.dtype)
     fixed = xp.take_along_axis(before, count, axis=1)

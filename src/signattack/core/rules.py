@@ -70,6 +70,23 @@ class UpdateRule(Protocol[State]):
         needs_gradient: Whether `update` reads the input gradient. ``False`` makes the
             loop evaluate the model without a backward pass and hand ``grad=None``.
 
+    Per-sample data lives in the state. A rule that declares ``per_sample: ClassVar[bool] =
+    True`` promises that its state holds every array it reads that differs from sample to
+    sample, each with the batch first (in a dataclass of them, field by field), and no other
+    array with the batch first, while its own fields (and anything in the state that is not
+    such an array) are shared by every sample. With early stopping, or with decisions, the loop
+    then hands `start`'s state taken down to the samples still attacked to `point` and
+    `update` (every such array taken at their positions), and writes a sample's state back
+    into the whole batch's when it leaves, so that a sample's state does not depend on which
+    of its batch-mates are still attacked. A rule that does not declare it gets the whole
+    batch's state every step (the model still sees the samples attacked only).
+
+    A ``per_sample`` rule may say that a sample is decided: with ``decides`` true (a class
+    variable or a property) the loop calls ``decided(state) -> Array`` (``(batch,)``
+    booleans) on the state after every update, and a sample decided there leaves the batch
+    with that state, whether or not the loop stops early (FAB-T, when it holds a point within
+    the radius and no distance is asked for).
+
     A rule may also declare ``memoryless: ClassVar[bool] = True`` when its state is the point
     the model sees and `update` and `finish` read only the state and the gradient: with early
     stopping the loop then lets a sample whose iterate returns to where it was one or two

@@ -76,14 +76,19 @@ def runs_autoattack(metadata: Mapping[str, Json], norm: Norm) -> bool:
     return parse(json.dumps(expected)) == parse(json.dumps(recorded))
 
 
+_SAVINGS = ("early_stop", "minimal")
+"""Settings that save passes and keep every verdict."""
+
+
 def _verdicts(settings: Json) -> Json:
     """An attack's recorded settings less those that cannot change a verdict: early stopping
-    leaves a sample at the step that breaks it (the presets stop early since 0.2, and a report
-    written before still ran the published suite)."""
+    leaves a sample at the step that breaks it, and FAB-T without ``minimal`` at the first point
+    it finds within eps (the presets do both since 0.2, and a report written before still ran
+    the published suite)."""
     fields = settings.get("fields") if isinstance(settings, dict) else None
     if not isinstance(settings, dict) or not isinstance(fields, dict):
         return settings
-    return {**settings, "fields": {name: v for name, v in fields.items() if name != "early_stop"}}
+    return {**settings, "fields": {name: v for name, v in fields.items() if name not in _SAVINGS}}
 
 
 def robustbench_entry(report: _Report, eps: float | None = None) -> dict[str, Json]:

@@ -70,7 +70,7 @@ def _module_state(module: nn.Module) -> dict[str, Json]:
     return {"module": _qualified(type(module)), "state": digest.hexdigest()}
 
 
-_LATER_FIELDS: dict[str, object] = {"norm": "linf"}
+_LATER_FIELDS: dict[str, object] = {"norm": "linf", "minimal": True}
 """Settings that attacks gained after their descriptions were first written, with the value
 every earlier description meant: left out of a description where they hold that value, so
 that checkpoints and reports of earlier versions still describe the same attacks."""

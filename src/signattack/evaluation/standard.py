@@ -393,7 +393,9 @@ def standard_attacks(
         The [`AttackSuite`][signattack.evaluation.standard.AttackSuite] ``"standard"``: ``APGD(0,
             steps, loss="ce")``,
         ``APGDT(0, steps, target_classes=9)`` (both with ``early_stop=True``: the same
-        verdicts at fewer passes), ``FABT(0, steps, target_classes=9)``,
+        verdicts at fewer passes), ``FABT(0, steps, target_classes=9, minimal=False)`` (it
+        leaves a sample at the first point it finds within eps: the same verdicts at fewer
+        passes),
         ``Square(0, queries)``, each with ``norm=norm``.
 
     Raises:
@@ -402,7 +404,7 @@ def standard_attacks(
     box, name = _checked(steps, bounds, seed, norm)
     check_steps(queries, "queries")
     gradient = gradient_attacks(steps, bounds=box, seed=seed, norm=name)
-    fab = FABT(0.0, steps, target_classes=9, bounds=box, seed=seed, norm=name)
+    fab = FABT(0.0, steps, target_classes=9, bounds=box, seed=seed, norm=name, minimal=False)
     return AttackSuite(
         "standard",
         [*gradient, fab, Square(0.0, queries, bounds=box, seed=seed, norm=name)],
