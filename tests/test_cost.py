@@ -338,3 +338,112 @@ def test_the_audit_books_its_passes_apart():
     assert found.standard.cost is not None
     assert found.passes == PassCount(*model.counts())
     assert found.passes == found.fast.cost.total + found.standard.cost.total  # type: ignore[operator]
+
+
+def _clear_linear(features: int = 4, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and inputs whose classes are decided by a wide margin (about 9 logits), so
+    that every backend and dtype classifies every sample alike."""
+    weight = np.full((classes, features), 0.01)
+    weight[np.arange(classes), np.arange(classes)] = 0.05
+    x = np.full((8, features), 20.0)
+    x[np.arange(8), np.arange(8) % classes] = 200.0
+    return weight, x
+
+
+class CountingLinear:
+    """A NumPy model (``z = W x``) that counts the samples of its calls and vjps."""
+
+    def __init__(self, weight: np.ndarray) -> None:
+        self.weight = weight
+        self.forward_count = self.backward_count = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.forward_count += x.shape[0]
+        return x @ self.weight.T
+
+    def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> np.ndarray:
+        self.backward_count += x.shape[0]
+        return cotangent @ self.weight
+
+
+STEPS, BATCH = 3, 4
+
+
+def _by_hand() -> tuple[PassCount, PassCount]:
+    """The attack's and the evaluation's own passes of `IteratedSign` with `STEPS` steps on
+    two batches of `BATCH` samples, every sample classified right: per batch the attack
+    makes a forward and backward pass a step and a final forward pass; the evaluation a
+    clean pass per batch and, on the first, the units check (one pass: the accuracy is
+    high) and the gradient probe (two forward passes and one with a gradient)."""
+    attack = PassCount(2 * (STEPS + 1) * BATCH, 2 * STEPS * BATCH)
+    own = PassCount(2 * BATCH + BATCH + 3 * BATCH, BATCH)
+    return attack, own
+
+
+def _check_by_hand(report: RobustnessReport) -> None:
+    attack, own = _by_hand()
+    assert report.clean_correct == (True,) * 2 * BATCH
+    assert report.attacked == {8.0: 2 * BATCH}
+    assert report.cost is not None
+    assert dict(report.cost.attacks[8.0]) == {"IteratedSign": attack}
+    assert report.cost.evaluation == own
+    assert report.cost.total == attack + own
+
+
+def test_the_evaluations_own_passes_on_numpy_are_counted_exactly():
+    weight, x = _clear_linear()
+    model = CountingLinear(weight)
+    y = np.argmax(x @ weight.T, axis=1)
+    data = [(x[:BATCH], y[:BATCH]), (x[BATCH:], y[BATCH:])]
+    report = evaluate(model, data, IteratedSign(0.0, STEPS, step_size=2.0), [8.0], progress=False)
+    _check_by_hand(report)
+    assert _spent(report) == (model.forward_count, model.backward_count)
+
+
+@pytest.mark.slow  # JAX compiles the clean pass, the probe and the loop: about 7 s
+def test_the_evaluations_own_passes_on_jax_are_counted_exactly():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    weight, x = _clear_linear()
+    w = jnp.asarray(weight, dtype=jnp.float32)
+
+    def model(batch: Any) -> Any:
+        return batch @ w.T
+
+    jx = jnp.asarray(x, dtype=jnp.float32)
+    y = jnp.argmax(model(jx), axis=1)
+    data = [(jx[:BATCH], y[:BATCH]), (jx[BATCH:], y[BATCH:])]
+    report = evaluate(model, data, IteratedSign(0.0, STEPS, step_size=2.0), [8.0], progress=False)
+    _check_by_hand(report)
+    assert report.forward_equivalents == sum(_by_hand(), PassCount(0, 0)).forward_equivalents
+
+
+def test_the_evaluations_own_passes_on_a_registered_backend_are_counted_exactly():
+    pytest.importorskip("array_api_strict")
+    from test_backends import StrictLinear, _is_strict, open_strict, xp
+
+    from signattack import register_backend
+    from signattack.backends import unregister_backend
+
+    weight, x = _clear_linear()
+    model = StrictLinear(weight, np.zeros(weight.shape[0]))
+    y = np.argmax(x @ weight.T, axis=1)
+    halves = [slice(0, BATCH), slice(BATCH, None)]
+    data = [(xp.asarray(x[part]), xp.asarray(y[part])) for part in halves]
+    register_backend(_is_strict, open_strict, name="strict for the cost")
+    try:
+        report = evaluate(
+            model, data, IteratedSign(0.0, STEPS, step_size=2.0), [8.0], progress=False
+        )
+    finally:
+        unregister_backend("strict for the cost")
+    _check_by_hand(report)
+
+
+def test_a_counted_model_runs_only_inside_a_batch():
+    from signattack.backends.batch import CountedModel, Passes
+
+    weight, x = _clear_linear()
+    counted = CountedModel(CountingLinear(weight), Passes())
+    with pytest.raises(TypeError, match="runs only inside open_batch"):
+        counted(x)

@@ -147,16 +147,43 @@ class Passes:
     Attributes:
         forward: Samples through the model's forward pass.
         backward: Samples through its backward pass (input gradients).
+        also: A count that every pass counted here is added to as well (a
+            `CountedModel`'s).
     """
 
     forward: int = 0
     backward: int = 0
+    also: Passes | None = field(default=None, repr=False, compare=False)
 
     def count(self, samples: int, *, backward: bool) -> None:
         """Add ``samples`` forward passes, and as many backward ones with ``backward``."""
         self.forward += samples
         if backward:
             self.backward += samples
+        if self.also is not None:
+            self.also.count(samples, backward=backward)
+
+
+@dataclass(frozen=True)
+class CountedModel:
+    """A model handed to `open_batch` together with a count of its passes: every batch
+    opened on it runs ``model`` itself and adds each of its passes to ``passes`` as well,
+    counted where an attack's are (at every call of the model, with the samples of the
+    call; a compiled loop at the call of the compiled computation), so the count is exact
+    on every backend, JAX and registered ones included.
+
+    Only `open_batch` runs it: its own call raises (a pass made outside a batch could not
+    be counted).
+    """
+
+    model: object
+    passes: Passes
+
+    def __call__(self, x: object) -> object:
+        raise TypeError(
+            "a CountedModel runs only inside open_batch, which counts its passes; "
+            f"call its model ({type(self.model).__name__}) instead"
+        )
 
 
 def _unshared(x: Array) -> Array:
@@ -420,8 +447,9 @@ def open_batch(
 
     Warns with a [`UnitsWarning`][signattack.UnitsWarning] where ``x``, ``bounds`` and the largest
     radius ``eps`` (measured in ``norm``: ``"linf"``, ``"l2"`` or a
-    [`Norm`][signattack.core.norms.Norm]) look like different units. The model is restored on exit,
-    also when validation fails. The model never sees the batch's own arrays (see
+    [`Norm`][signattack.core.norms.Norm]) look like different units. A `CountedModel` runs
+    its model, and the batch's passes are added to its count as well. The model is restored
+    on exit, also when validation fails. The model never sees the batch's own arrays (see
     [`Batch.logits`][signattack.backends.batch.Batch.logits]).
 
     Raises:
@@ -430,6 +458,9 @@ def open_batch(
             NaN or inf at any point it was evaluated at.
     """
     geometry = norm_of(norm)
+    counted = model.passes if isinstance(model, CountedModel) else None
+    if isinstance(model, CountedModel):
+        model = model.model
     with open_backend(model, x, loss, model_mode) as backend:
         if not is_array(x):  # a registered backend took something that is not an array
             raise TypeError(f"x must be an array, got {type(x).__name__}")
@@ -466,6 +497,7 @@ def open_batch(
             original=x,
             draws=draws,
             norm=geometry,
+            passes=Passes(also=counted),
         )
         yield batch
         batch.check_finite()

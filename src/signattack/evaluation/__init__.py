@@ -20,10 +20,13 @@ The modules, one concern each: `report` (the result), `sweep` (the sweep), `chec
 `bisection`, `standard` (the attacks and their presets; the fast preset in ``_fast``), `adversarial`
 (the exported adversarial examples) and `verification` (evaluating the model at them again); the
 clean pass and the one decision rule for clean and attacked predictions live in ``_judging``,
-RobustBench's entry in ``_robustbench``. Works with any backend; torch is imported only where it is
-already in use.
+RobustBench's entry in ``_robustbench``, the report's text formats in ``_tables``, and what an
+evaluation cost ([`Cost`][signattack.evaluation.Cost], counted in
+[`PassCount`][signattack.evaluation.PassCount]s) in ``_cost``. Works with any backend; torch is
+imported only where it is already in use.
 """
 
+from signattack.evaluation._cost import Cost, PassCount
 from signattack.evaluation._fast import Audit, EscalatingSquare, audit, fast_attacks
 from signattack.evaluation.adversarial import Adversarial, load_adversarial
 from signattack.evaluation.bisection import smallest_breaking_eps
@@ -48,7 +51,9 @@ __all__ = [
     "AttackSuite",
     "Attacks",
     "Audit",
+    "Cost",
     "EscalatingSquare",
+    "PassCount",
     "PeerFailure",
     "RobustnessReport",
     "Verification",

@@ -7,21 +7,19 @@ One sample through the model's forward pass is one forward pass, through its bac
 two forward ones, so totals are stated in forward-equivalents, ``forward + 2 * backward``,
 as AutoAttack's cost usually is. The counts are exact and the same on every machine.
 ``None`` is a count that is not known, never a made-up ``0``: an attack whose result does
-not count its passes, a checkpoint written before counts were kept, or the evaluation's
-own passes on a backend whose model calls cannot be counted from outside (JAX traces its
-model once per compilation).
+not count its passes, or a checkpoint written before counts were kept. The evaluation's own
+passes are counted where the attacks count theirs (`Meter`), so they are known on every
+backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import array_api_compat
 
 from signattack._io import Json, ReadOnly, as_text
 from signattack.attacks import AttackResult
+from signattack.backends.batch import CountedModel, Passes
 
 
 def _count(name: str, value: object) -> int:
@@ -65,7 +63,7 @@ class PassCount:
 
     @classmethod
     def of_json(cls, name: str, value: object) -> PassCount | None:
-        """What [`to_dict`][signattack.evaluation._cost.PassCount.to_dict] wrote, or ``None``
+        """What [`to_dict`][signattack.evaluation.PassCount.to_dict] wrote, or ``None``
         for JSON ``null`` (not known).
 
         Raises:
@@ -131,7 +129,7 @@ class BatchCost:
 
     @classmethod
     def from_dict(cls, data: Json, radii: int, attacks: int) -> BatchCost:
-        """What [`to_dict`][signattack.evaluation._cost.BatchCost.to_dict] wrote for
+        """What `to_dict` wrote for
         ``radii`` radii and ``attacks`` attacks.
 
         Raises:
@@ -209,7 +207,7 @@ class Cost:
 
     @classmethod
     def from_dict(cls, data: Json, eps: Sequence[float]) -> Cost:
-        """What [`to_dict`][signattack.evaluation._cost.Cost.to_dict] wrote for the radii
+        """What [`to_dict`][signattack.evaluation.Cost.to_dict] wrote for the radii
         ``eps``.
 
         Raises:
@@ -303,8 +301,8 @@ def cost_note(cost: Cost, samples: int) -> str:
     spent = cost.total
     if spent is None:
         return (
-            "cost: unknown (an attack did not count its model passes, the evaluation's own "
-            "could not be counted, or the batches were resumed from an older checkpoint)"
+            "cost: unknown (an attack did not count its model passes, or the batches were "
+            "resumed from a checkpoint written before passes were counted)"
         )
     return (
         f"cost: {spent.forward_equivalents:,} forward-equivalent model passes "
@@ -352,98 +350,20 @@ COST_HEADER = ["eps", "attack", "forward", "backward", "forward-equivalents", "p
 
 
 class Meter:
-    """The passes of the evaluation's own calls of a model, counted at the model: the
-    evaluation hands those calls `around` ``model`` instead of the model (the attacks get
-    the model itself and count their own passes)."""
+    """The passes of the evaluation's own calls of a model: the evaluation hands those calls
+    `around` ``model`` instead of the model (the attacks get the model itself and count their
+    own passes). Every batch opened on it counts its passes where an attack counts its own,
+    so the count is exact on every backend."""
 
     def __init__(self) -> None:
-        self.forward = self.backward = 0
-        self.counted = True
+        self.passes = Passes()
 
-    def around(self, model: object, x: object) -> object:
-        """``model`` behind a counter, for inputs like ``x``: the same module (its modes,
-        parameters and buffers are the model's own) or function, which counts the samples
-        of each forward pass and of each gradient taken through its output. Where its calls
-        cannot be counted (JAX, another registered array type, a model that is not
-        callable), the model itself, and the count is not known."""
-        if not callable(model):
-            self.counted = False
-            return model
-        if array_api_compat.is_torch_array(x):
-            import torch
+    def around(self, model: object, x: object = None) -> CountedModel:
+        """``model`` with this meter's count, for any backend (``x`` is not needed: the batch
+        opened on it picks the backend). Only a batch runs it
+        (`signattack.backends.batch.CountedModel`)."""
+        return CountedModel(model, self.passes)
 
-            if isinstance(model, torch.nn.Module):
-                return _counted_module()(model, self)
-            return _Counted(model, self)
-        if array_api_compat.is_numpy_array(x):
-            from signattack.backends.numpy_backend import NumpyModel
-
-            return (
-                _CountedNumpy(model, self)
-                if isinstance(model, NumpyModel)
-                else _Counted(model, self)
-            )
-        self.counted = False
-        return model
-
-    def saw(self, x: Any, out: Any) -> None:
-        """After a forward pass of ``x`` that returned ``out``."""
-        samples = int(x.shape[0])
-        self.forward += samples
-        if array_api_compat.is_torch_array(out) and out.requires_grad:
-
-            def backward(grad: Any) -> None:
-                self.backward += samples
-
-            out.register_hook(backward)  # type: ignore[no-untyped-call]
-
-    def spent(self) -> PassCount | None:
-        """The passes counted so far (``None`` where they could not be counted)."""
-        return PassCount(self.forward, self.backward) if self.counted else None
-
-
-class _Counted:
-    """A function model behind a `Meter`."""
-
-    def __init__(self, model: Callable[..., Any], meter: Meter) -> None:
-        self.model, self.meter = model, meter
-
-    def __call__(self, x: Any) -> Any:
-        out = self.model(x)
-        self.meter.saw(x, out)
-        return out
-
-    def __repr__(self) -> str:
-        return repr(self.model)
-
-
-class _CountedNumpy(_Counted):
-    """A NumPy model that states its own gradient (``vjp``) behind a `Meter`."""
-
-    def vjp(self, x: Any, cotangent: Any) -> Any:
-        self.meter.backward += int(x.shape[0])
-        return self.model.vjp(x, cotangent)  # type: ignore[attr-defined]
-
-
-_MODULE: list[type[Any]] = []
-
-
-def _counted_module() -> type[Any]:
-    """The ``nn.Module`` that holds a module behind a `Meter` (made once torch is in use:
-    this module does not import torch)."""
-    if not _MODULE:
-        import torch
-
-        class CountedModule(torch.nn.Module):
-            def __init__(self, model: torch.nn.Module, meter: Meter) -> None:
-                super().__init__()
-                self.model = model
-                self.meter = meter
-
-            def forward(self, x: torch.Tensor) -> Any:
-                out = self.model(x)
-                self.meter.saw(x, out)
-                return out
-
-        _MODULE.append(CountedModule)
-    return _MODULE[0]
+    def spent(self) -> PassCount:
+        """The passes counted so far."""
+        return PassCount(self.passes.forward, self.passes.backward)

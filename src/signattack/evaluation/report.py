@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,29 +13,29 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar, cast
 from signattack._io import (
     Json,
     ReadOnly,
-    TextFormat,
     as_count,
     as_distance,
     as_flags,
     as_text,
     as_tuple,
-    csv_text,
-    escaped,
     json_copy,
-    text_table,
     write_atomically,
 )
 from signattack.core.norms import Norm
-from signattack.evaluation._cost import (
-    COST_HEADER,
-    Cost,
-    PassCount,
-    checked_cost,
-    cost_note,
-    cost_rows,
-    per_sample,
+from signattack.evaluation._cost import Cost, checked_cost
+from signattack.evaluation._tables import STAND_IN as STAND_IN  # its former home
+from signattack.evaluation._tables import (
+    cost_breakdown,
+    latex_summary,
+    markdown_summary,
+    notebook_summary,
+    per_sample_csv,
+    summary_csv,
+    text_summary,
 )
-from signattack.evaluation._units import norm_label, radius_text, recorded_norm
+from signattack.evaluation._tables import stand_in_note as stand_in_note
+from signattack.evaluation._tables import wilson_interval as wilson_interval
+from signattack.evaluation._units import radius_text, recorded_norm
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,37 +48,6 @@ REPORT_FORMAT = 2
 """The version of
 [`RobustnessReport.to_dict`][signattack.evaluation.report.RobustnessReport.to_dict]'s layout (1 had
 no ``metadata``)."""
-
-STAND_IN = "SYNTHETIC STAND-IN DATA, not CIFAR-10: never report these numbers"
-"""What every output of a report made on synthetic stand-in data says first."""
-
-
-def stand_in_note(metadata: Mapping[str, Json]) -> str | None:
-    """`STAND_IN` where ``metadata`` records stand-in data (``data.synthetic`` true:
-    the command line sets it for a folder
-    [`write_synthetic_cifar10`][signattack.data.write_synthetic_cifar10]
-    marked), else ``None``. The one rule every output of a report and an export asks."""
-    data = metadata.get("data")
-    return STAND_IN if isinstance(data, dict) and data.get("synthetic") is True else None
-
-
-def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion: ``successes`` of ``trials`` at confidence
-    ``level``. Unlike the normal approximation, it stays inside ``[0, 1]`` and is honest at
-    0% and 100%."""
-    if trials <= 0:
-        raise ValueError(f"trials must be >= 1, got {trials}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-    share = successes / trials
-    middle = (share + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
-    half /= 1 + z * z / trials
-    # At 0% and 100% the end is exactly 0 or 1; rounding would leave it a hair inside.
-    low = 0.0 if successes == 0 else max(0.0, middle - half)
-    high = 1.0 if successes == trials else min(1.0, middle + half)
-    return low, high
 
 
 @dataclass(frozen=True)
@@ -112,7 +80,7 @@ class RobustnessReport:
             non-finite number is kept as its text (``"nan"``). Not compared: two runs of one
             evaluation are equal reports.
         cost: The model's passes, per eps and attack (the names of ``broken_by``) and the
-            evaluation's own ([`Cost`][signattack.evaluation._cost.Cost]); ``None`` where the
+            evaluation's own ([`Cost`][signattack.evaluation.Cost]); ``None`` where the
             report records none (reports before passes were counted). Not compared.
 
     The report cannot be changed: its mappings are read-only copies of what it was given, every
@@ -210,10 +178,7 @@ class RobustnessReport:
         Raises:
             ValueError: The report records no cost.
         """
-        if self.cost is None:
-            raise ValueError("this report records no cost: it was made before passes were counted")
-        rows = cost_rows(self.cost, self.attacked, self.broken_by, self.samples, self.radius)
-        return "\n".join(text_table(COST_HEADER, rows, left={0, 1}))
+        return cost_breakdown(self)
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -251,147 +216,26 @@ class RobustnessReport:
         decimal under L2)."""
         return radius_text(eps, self.bounds, self.norm)
 
-    def _rows(self, level: float) -> list[list[str]]:
-        """The summary: per line, the radius, accuracy, its interval, the largest move, the
-        samples attacked and what broke them (``-`` where nothing was left to attack)."""
-        several = any(len(counts) > 1 for counts in self.broken_by.values())
-        low, high = self.interval(None, level)
-        rows = [["clean", f"{self.clean_accuracy:.2%}", _span(low, high), "", ""]]
-        if self.cost is not None:  # the clean row: the evaluation's own passes
-            rows[0].append(per_sample(self.cost.evaluation, self.samples))
-        for eps in self.eps:
-            low, high = self.interval(eps, level)
-            idle = self.attacked[eps] == 0
-            row = [
-                self.radius(eps),
-                f"{self.robust_accuracy[eps]:.2%}",
-                _span(low, high),
-                "-" if idle else self.radius(self.max_perturbation[eps]),
-                f"{self.attacked[eps]}",
-            ]
-            if self.cost is not None:
-                row.append(per_sample(self.cost.at(eps), self.samples))
-            if several:
-                row.append(", ".join(f"{n} {c}" for n, c in self.broken_by[eps].items()))
-            rows.append(row)
-        if several:
-            rows[0].append("")
-        return rows
-
-    def _header(self, level: float) -> list[str]:
-        several = any(len(counts) > 1 for counts in self.broken_by.values())
-        ci = f"{level:.0%} CI"
-        largest = f"max {norm_label(self.norm)}"
-        passes = ["passes/sample"] if self.cost is not None else []
-        return ["eps", "accuracy", ci, largest, "attacked", *passes] + (
-            ["broken by"] if several else []
-        )
-
-    def _left(self, level: float) -> set[int]:
-        """The columns of text, left-aligned: the radius and what broke the samples."""
-        header = self._header(level)
-        return {0} | ({header.index("broken by")} if "broken by" in header else set())
-
     def table(self, level: float = 0.95) -> str:
         """Accuracy against eps as aligned text, with confidence intervals (the largest
-        perturbation's column names the norm), then the attacks once and any warnings; on
-        synthetic stand-in data, a first line that says so (as in every format)."""
-        lines = text_table(self._header(level), self._rows(level), left=self._left(level))
-        stand_in = stand_in_note(self.metadata)
-        first = [stand_in] if stand_in is not None else []
-        return "\n".join([*first, *lines, *self._notes("text")])
-
-    def _notes(self, form: TextFormat) -> list[str]:
-        """The attacks and the warnings, each a line, escaped for ``form``."""
-        notes = [f"attacks: {self.attack}"] if self.attack else []
-        if self.cost is not None:
-            notes.append(cost_note(self.cost, self.samples))
-        return [escaped(note, form) for note in notes + [f"warning: {w}" for w in self.warnings]]
-
-    def _title(self, form: TextFormat) -> list[str]:
-        """The stand-in data's warning as the first line of a table file, if it applies."""
-        stand_in = stand_in_note(self.metadata)
-        if stand_in is None:
-            return []
-        line = escaped(stand_in, form)
-        return [f"**{line}**", ""] if form == "markdown" else [line, ""]
-
-    def _cells(self, level: float, form: TextFormat) -> list[list[str]]:
-        """The header and the rows, every cell escaped for ``form``: attack names come from
-        their users."""
-        return [
-            [escaped(c, form) for c in row] for row in [self._header(level), *self._rows(level)]
-        ]
+        perturbation's column names the norm) and the passes per sample, then the attacks
+        once, the cost and any warnings; on synthetic stand-in data, a first line that says
+        so (as in every format)."""
+        return text_summary(self, level)
 
     def to_markdown(self, level: float = 0.95) -> str:
         """The summary as a Markdown table, to paste into a README or a notebook."""
-        header, *rows = self._cells(level, "markdown")
-        lines = [*self._title("markdown"), "| " + " | ".join(header) + " |"]
-        lines.append(
-            "| "
-            + " | ".join("---" if i in self._left(level) else "---:" for i in range(len(header)))
-            + " |"
-        )
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines) + "\n"
+        return markdown_summary(self, level)
 
     def to_latex(self, level: float = 0.95) -> str:
         """The summary as a LaTeX ``tabular`` (booktabs rules), to paste into a paper."""
-        cells = self._cells(level, "latex")
-        left = self._left(level)
-        columns = "".join("l" if i in left else "r" for i in range(len(cells[0])))
-        body = [" & ".join(row) + r" \\" for row in cells]
-        return (
-            "\n".join(
-                [
-                    *self._title("latex"),
-                    rf"\begin{{tabular}}{{{columns}}}",
-                    r"\toprule",
-                    body[0],
-                    r"\midrule",
-                    *body[1:],
-                    r"\bottomrule",
-                    r"\end{tabular}",
-                ]
-            )
-            + "\n"
-        )
-
-    def _noted(self, rows: list[list[object]]) -> str:
-        """``rows`` (a header, then data) as CSV; on synthetic stand-in data with a first
-        column ``note`` that holds the stand-in's warning in every row, so that a reader of
-        any row (or a spreadsheet, or ``pandas.read_csv``) sees it and the file stays plain
-        CSV."""
-        stand_in = stand_in_note(self.metadata)
-        if stand_in is not None:
-            rows = [["note", *rows[0]], *([stand_in, *row] for row in rows[1:])]
-        return csv_text(rows)
+        return latex_summary(self, level)
 
     def to_summary_csv(self, level: float = 0.95) -> str:
         """One row per radius (and one for clean): accuracy, its interval's ends, the
         largest perturbation, the samples attacked, and one column per attack of the samples
         it broke. On synthetic stand-in data, a first column ``note`` says so in every row."""
-        names = list(dict.fromkeys(n for counts in self.broken_by.values() for n in counts))
-        header = ["eps", "eps_shown", "accuracy", "ci_low", "ci_high", "max_perturbation"]
-        low, high = self.interval(None, level)
-        cost = self.cost
-        spent = [] if cost is None else ["forward_passes", "backward_passes", "forward_equivalents"]
-        rows: list[list[object]] = [
-            [*header, "attacked", *spent, *(f"broken_by:{name}" for name in names)],
-            ["0", "clean", self.clean_accuracy, low, high, "", ""]
-            + ([] if cost is None else _passes(cost.evaluation))
-            + [""] * len(names),
-        ]
-        for eps in self.eps:
-            low, high = self.interval(eps, level)
-            counts = self.broken_by.get(eps, {})
-            accuracy, largest = self.robust_accuracy[eps], self.max_perturbation[eps]
-            rows.append(
-                [repr(eps), self.radius(eps), accuracy, low, high, largest, self.attacked[eps]]
-                + ([] if cost is None else _passes(cost.at(eps)))
-                + [counts.get(name, 0) for name in names]
-            )
-        return self._noted(rows)
+        return summary_csv(self, level)
 
     def to_robustbench(self, eps: float | None = None) -> dict[str, Json]:
         """The entry RobustBench's model cards hold, at ``eps`` (by default the largest
@@ -432,8 +276,7 @@ class RobustnessReport:
 
     def _repr_markdown_(self) -> str:
         """The table, the attacks and the warnings: what a notebook shows."""
-        notes = "".join(f"\n- {note}" for note in self._notes("markdown"))
-        return self.to_markdown() + ("\n" + notes if notes else "")
+        return notebook_summary(self)
 
     def to_dict(self) -> dict[str, Json]:
         """Everything, JSON-ready (eps keys as strings)."""
@@ -461,12 +304,7 @@ class RobustnessReport:
     def to_csv(self) -> str:
         """One row per sample: index, clean correctness, correctness at each eps. On
         synthetic stand-in data, a first column ``note`` says so in every row."""
-        header: list[object] = ["sample", "clean", *[f"eps={e:g}" for e in self.eps]]
-        rows = [header] + [
-            [index, int(clean), *[int(self.robust_correct[e][index]) for e in self.eps]]
-            for index, clean in enumerate(self.clean_correct)
-        ]
-        return self._noted(rows)
+        return per_sample_csv(self)
 
     @classmethod
     def from_dict(cls, data: Json) -> RobustnessReport:
@@ -575,17 +413,6 @@ def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
             raise ValueError(
                 f"its {what} accuracy says {value!r}, its per-sample flags give {computed[what]!r}"
             )
-
-
-def _passes(count: PassCount | None) -> list[object]:
-    """Forward, backward and forward-equivalent passes as CSV cells (empty: not known)."""
-    if count is None:
-        return ["", "", ""]
-    return [count.forward, count.backward, count.forward_equivalents]
-
-
-def _span(low: float, high: float) -> str:
-    return f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def _member(data: dict[str, Json], key: str) -> Json:
