@@ -350,7 +350,12 @@ def test_two_processes_under_torchrun_give_the_single_process_result(weights, tm
         env=env,
         timeout=HANG_LIMIT,
     )
-    assert _numbers(double) == _numbers(single)
+    one, two = _numbers(single), _numbers(double)
+    # Each process checks once whether the model is randomized, outside the batches: the
+    # evaluation's own passes differ by that check; every attack's are the same.
+    own = one["cost"].pop("evaluation"), two["cost"].pop("evaluation")
+    assert two == one
+    assert own[1]["forward"] >= own[0]["forward"]
 
 
 def _numbers(report: Path) -> dict:

@@ -54,3 +54,9 @@ def replaced(value: T, changes: dict[str, object]) -> T:
     if not dataclasses.is_dataclass(value) or isinstance(value, type):
         raise TypeError(f"value must be a dataclass instance, got {type(value).__name__}")
     return dataclasses.replace(value, **changes)
+
+
+def set_field(instance: object, name: str, value: object) -> None:
+    """Set the field ``name`` of a frozen dataclass ``instance`` (in its ``__post_init__``, to a
+    checked or derived value): ``object.__setattr__``, whose value typeshed types as ``Any``."""
+    object.__setattr__(instance, name, value)

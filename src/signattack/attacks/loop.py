@@ -145,7 +145,7 @@ def iterate(
         if _traceable(rule)
         else None
     )
-    if compiled is None and _per_sample(rule) and (early_stop or _deciding(rule)):
+    if compiled is None and _per_sample(rule) and (early_stop or _decider(rule) is not None):
         rows, state = _compact_steps(batch, rule, state, labels, steps, succeeded, early_stop)
     elif compiled is None:
         rows, state = _eager_steps(batch, rule, state, labels, steps, succeeded, early_stop)
@@ -175,10 +175,15 @@ def _per_sample(rule: UpdateRule[State]) -> bool:
     return bool(getattr(rule, "per_sample", False))
 
 
-def _deciding(rule: UpdateRule[State]) -> bool:
-    """Whether ``rule`` may say that a sample is decided (see
+def _decider(rule: UpdateRule[State]) -> Callable[[State], Array] | None:
+    """``rule.decided`` where ``rule`` may say that a sample is decided (see
     [`UpdateRule`][signattack.core.rules.UpdateRule]); only a ``per_sample`` rule is asked."""
-    return bool(getattr(rule, "decides", False))
+    if not getattr(rule, "decides", False):
+        return None
+    decided: object = getattr(rule, "decided", None)
+    if not callable(decided):
+        raise TypeError(f"{type(rule).__name__} decides, so it must have a method decided(state)")
+    return cast(Callable[[State], Array], decided)
 
 
 def take_state(state: T, index: Array, size: int) -> T:
@@ -387,7 +392,7 @@ def _compact_steps(
     over the whole batch, a sample's last loss repeated after it left."""
     xp = namespace(batch.x)
     gradient = _needs_gradient(rule)
-    decided = cast(Callable[[State], Array], rule.decided) if _deciding(rule) else None  # type: ignore[attr-defined]
+    decided = _decider(rule)
     whole = state  # the state of every sample; a sample's part is current once it left
     live: Array | None = None  # the mask of the samples still attacked (None: all)
     index: Array | None = None  # their positions

@@ -22,8 +22,9 @@ own check of what it returns) sums in one helper, `_norms`.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol, cast
 
@@ -35,6 +36,7 @@ from signattack.core.norms import (
     NormName,
     beyond,
     check_batched,
+    check_ends,
     check_pair,
     check_radii,
     integer_pairs,
@@ -139,16 +141,14 @@ class L2Feasible:
     radius: Array
     low: Array
     high: Array
-    near_low: Array = field(init=False, repr=False, compare=False)
-    """``center - far``: how far below ``x`` a value is still taken as it is."""
-    near_high: Array = field(init=False, repr=False, compare=False)
-    """``center + far``: how far above ``x`` a value is still taken as it is."""
 
-    def __post_init__(self) -> None:
+    @functools.cached_property
+    def near(self) -> tuple[Array, Array]:
+        """``center - far`` and ``center + far``: how far below and above ``x`` a value is still
+        taken as it is (made once per feasible set)."""
         xp = namespace(self.center)
         far = math.sqrt(float(xp.finfo(self.center.dtype).max)) / 4.0
-        object.__setattr__(self, "near_low", self.center - far)
-        object.__setattr__(self, "near_high", self.center + far)
+        return self.center - far, self.center + far
 
     def project(self, v: Array) -> Array:
         """The Euclidean projection of ``v`` onto ball and box, in ``v``'s dtype, inside
@@ -160,7 +160,7 @@ class L2Feasible:
         wide, center, radius = self.center.dtype, self.center, self.radius
         unit = float(xp.finfo(wide).eps)
         eager = _eager(v)
-        flat = clip(xp.astype(_rows(v), wide), self.near_low, self.near_high)
+        flat = clip(xp.astype(_rows(v), wide), *self.near)
         # the clip keeps NaN, and a row's sum of finite values this near x cannot overflow
         if not eager or bool(xp.any(xp.isnan(xp.sum(flat, axis=1)))):
             flat = xp.where(xp.isnan(flat), center, flat)
@@ -401,6 +401,7 @@ class Euclidean:
 
     def feasible(self, x: Array, eps: Amount, lower: float, upper: float) -> L2Feasible:
         check_batched(x, "x")
+        check_ends(lower, upper)
         eps = shaped_radius(eps, x)
         xp = namespace(x)
         wide = widest_float(x)

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from signattack._typing import Amount, Array, device_of, moved, namespace
 from signattack.core.kernels import ball_box_limits, clip, signed_unit, within_linf_ball
-from signattack.core.norms import NormName, check_batched, shaped_radius, widest_float
+from signattack.core.norms import (
+    NormName,
+    check_batched,
+    check_ends,
+    shaped_radius,
+    widest_float,
+)
 
 __all__ = ["LINF", "Linf", "LinfFeasible"]
 
@@ -69,6 +75,7 @@ class Linf:
 
     def feasible(self, x: Array, eps: Amount, lower: float, upper: float) -> LinfFeasible:
         check_batched(x, "x")
+        check_ends(lower, upper)
         eps = shaped_radius(eps, x)
         low, high = ball_box_limits(x, eps, lower, upper)
         return LinfFeasible(x, eps, low, high)

@@ -198,6 +198,16 @@ def check_radii(eps: Amount, batch: int) -> list[float]:
     return values * batch if eps.ndim == 0 else values
 
 
+def check_ends(lower: float, upper: float) -> None:
+    """The ends of a feasible set's box: ``lower <= upper``, neither NaN.
+
+    Raises:
+        ValueError: They are not.
+    """
+    if not lower <= upper:
+        raise ValueError(f"the box must have lower <= upper, got lower={lower!r}, upper={upper!r}")
+
+
 def shaped_radius(eps: Amount, x: Array) -> Amount:
     """``eps`` as a feasible set takes it: a number ``>= 0`` (checked), or an array of one
     radius per sample of ``x``, shape ``(batch,)`` or ``(batch, 1, ...)``, returned shaped to

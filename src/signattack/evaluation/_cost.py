@@ -17,9 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from signattack._fields import set_field
 from signattack._io import Json, ReadOnly, as_text
 from signattack.attacks import AttackResult
 from signattack.backends.batch import CountedModel, Passes
+
+
+def _ours(attack: object) -> bool:
+    """Whether ``attack`` is an instance of a class the library defines."""
+    return type(attack).__module__.split(".")[0] == "signattack"
 
 
 def _count(name: str, value: object) -> int:
@@ -54,7 +60,9 @@ class PassCount:
         """``forward + 2 * backward``: a backward pass counts as two forward ones."""
         return self.forward + 2 * self.backward
 
-    def __add__(self, other: PassCount) -> PassCount:
+    def __add__(self, other: object) -> PassCount:
+        if not isinstance(other, PassCount):
+            return NotImplemented
         return PassCount(self.forward + other.forward, self.backward + other.backward)
 
     def to_dict(self) -> dict[str, Json]:
@@ -93,15 +101,17 @@ def total(counts: Iterable[PassCount | None]) -> PassCount | None:
     return summed
 
 
-def of_result(result: object, attack: str) -> PassCount | None:
+def of_result(result: object, attack: str, made_by: object) -> PassCount | None:
     """The passes an attack's result states (``forward_passes``, ``backward_passes`` of an
-    [`AttackResult`][signattack.attacks.AttackResult]); ``None`` where it does not count
-    them, or is another kind of result.
+    [`AttackResult`][signattack.attacks.AttackResult]), where ``made_by``, the attack that
+    returned it, is one of the library's, whose counts are made at the model; ``None`` where
+    it does not count them, or is another kind of result, or the attack is a user's (one that
+    may call the model more often than the result it returns says: "best of two attacks").
 
     Raises:
         TypeError, ValueError: The result states counts that are not ``int >= 0``.
     """
-    if not isinstance(result, AttackResult):
+    if not isinstance(result, AttackResult) or not _ours(made_by):
         return None
     forward, backward = result.forward_passes, result.backward_passes
     if forward is None or backward is None:
@@ -183,11 +193,18 @@ class Cost:
             checked[float(eps)] = ReadOnly(
                 {as_text(name, attack): _counted(name, n) for attack, n in row.items()}
             )
-        object.__setattr__(self, "attacks", ReadOnly(checked))
-        object.__setattr__(self, "evaluation", _counted("cost.evaluation", self.evaluation))
+        set_field(self, "attacks", ReadOnly(checked))
+        set_field(self, "evaluation", _counted("cost.evaluation", self.evaluation))
 
     def at(self, eps: float) -> PassCount | None:
-        """The passes of every attack at ``eps`` (``None``: some count is not known)."""
+        """The passes of every attack at ``eps`` (``None``: some count is not known).
+
+        Raises:
+            ValueError: ``eps`` is not one of the cost's radii.
+        """
+        if eps not in self.attacks:
+            radii = list(self.attacks)
+            raise ValueError(f"eps must be one of the cost's radii {radii}, got {eps!r}")
         return total(self.attacks[eps].values())
 
     @property

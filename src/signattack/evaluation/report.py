@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar, cast
 
+from signattack._fields import set_field
 from signattack._io import (
     Json,
     ReadOnly,
@@ -22,7 +23,7 @@ from signattack._io import (
     write_atomically,
 )
 from signattack.core.norms import Norm
-from signattack.evaluation._cost import Cost, checked_cost
+from signattack.evaluation._cost import Cost, checked_cost, totals_json
 from signattack.evaluation._tables import STAND_IN as STAND_IN  # its former home
 from signattack.evaluation._tables import (
     cost_breakdown,
@@ -137,7 +138,7 @@ class RobustnessReport:
         broken_by = cast("Mapping[float, Mapping[str, int]]", fields["broken_by"])
         fields["cost"] = checked_cost(self.cost, eps, broken_by)
         for name, value in fields.items():
-            object.__setattr__(self, name, value)
+            set_field(self, name, value)
 
     @property
     def samples(self) -> int:
@@ -233,8 +234,10 @@ class RobustnessReport:
 
     def to_summary_csv(self, level: float = 0.95) -> str:
         """One row per radius (and one for clean): accuracy, its interval's ends, the
-        largest perturbation, the samples attacked, and one column per attack of the samples
-        it broke. On synthetic stand-in data, a first column ``note`` says so in every row."""
+        largest perturbation, the samples attacked, the model's passes at that radius
+        (``forward_passes``, ``backward_passes``, ``forward_equivalents``; empty where not
+        known), and one column per attack of the samples it broke. On synthetic stand-in
+        data, a first column ``note`` says so in every row."""
         return summary_csv(self, level)
 
     def to_robustbench(self, eps: float | None = None) -> dict[str, Json]:
@@ -404,6 +407,7 @@ def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
         stated.update({f"robust at eps {e:g}": robust.get(str(e)) for e in report.eps})
     computed = {"clean": report.clean_accuracy}
     computed.update({f"robust at eps {e:g}": a for e, a in report.robust_accuracy.items()})
+    _check_stated_cost(data, report)
     for what, value in stated.items():
         if value is None:
             continue
@@ -413,6 +417,34 @@ def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
             raise ValueError(
                 f"its {what} accuracy says {value!r}, its per-sample flags give {computed[what]!r}"
             )
+
+
+def _check_stated_cost(data: dict[str, Json], report: RobustnessReport) -> None:
+    """Refuse a cost that cannot be: passes of an attack at a radius where no sample was
+    attacked, the evaluation's own passes fewer than its clean pass, or totals in the
+    metadata that the cost does not give."""
+    cost = report.cost
+    if cost is None:
+        return
+    for eps in report.eps:
+        for name, count in cost.attacks[eps].items():
+            if report.attacked[eps] == 0 and count is not None and count.forward:
+                raise ValueError(
+                    f"its cost states {count.forward} forward passes of {name} at eps {eps:g}, "
+                    "where no sample was attacked"
+                )
+    own = cost.evaluation
+    if own is not None and own.forward < report.samples:
+        raise ValueError(
+            f"its cost states {own.forward} forward passes of the evaluation's own, fewer than "
+            f"its clean pass over {report.samples} samples"
+        )
+    metadata = data.get("metadata")
+    stated = metadata.get("passes", None) if isinstance(metadata, dict) else None
+    if "passes" in (metadata if isinstance(metadata, dict) else {}):
+        expected = totals_json(cost, report.samples)
+        if json.dumps(stated, sort_keys=True) != json.dumps(expected, sort_keys=True):
+            raise ValueError(f"its metadata's passes say {stated!r}, its cost gives {expected!r}")
 
 
 def _member(data: dict[str, Json], key: str) -> Json:

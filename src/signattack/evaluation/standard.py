@@ -395,7 +395,8 @@ def standard_attacks(
         ``APGDT(0, steps, target_classes=9)`` (both with ``early_stop=True``: the same
         verdicts at fewer passes), ``FABT(0, steps, target_classes=9, minimal=False)`` (it
         leaves a sample at the first point it finds within eps: the same verdicts at fewer
-        passes),
+        passes on float inputs; on integer images, where rounding can undo a break, the two
+        points may round differently),
         ``Square(0, queries)``, each with ``norm=norm``.
 
     Raises:

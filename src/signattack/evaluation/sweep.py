@@ -195,7 +195,7 @@ def _evaluate_batch(
             else:
                 outcome = attack.run(runnable, x_part, y_part)
             count = len(still)
-            passes.append(of_result(outcome, asked.description))
+            passes.append(of_result(outcome, asked.description, attack))
             adversarial, labels = outcome.x_adv[:count, ...], y_part[:count, ...]  # no padding
             moves = moves_of(adversarial, x_part[:count, ...], plan.norm)
             check_ball(adversarial, x_part[:count, ...], radius, plan, asked.description)
