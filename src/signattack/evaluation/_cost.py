@@ -79,11 +79,14 @@ class PassCount:
         """
         if value is None:
             return None
-        if not isinstance(value, Mapping) or set(value) != {"forward", "backward"}:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{name} must be null or an object with forward and backward")
+        fields: Mapping[object, object] = value
+        if set(fields) != {"forward", "backward"}:
             raise ValueError(f"{name} must be null or an object with forward and backward")
         return cls(
-            _count(f"{name}.forward", value["forward"]),
-            _count(f"{name}.backward", value["backward"]),
+            _count(f"{name}.forward", fields["forward"]),
+            _count(f"{name}.backward", fields["backward"]),
         )
 
 
@@ -145,18 +148,27 @@ class BatchCost:
         Raises:
             TypeError, ValueError: Anything else.
         """
-        if not isinstance(data, dict) or set(data) != {"attacks", "evaluation"}:
-            raise ValueError("cost must be an object with attacks and evaluation")
-        rows = data["attacks"]
+        fields = _fields_of(data, "cost must be an object with attacks and evaluation")
+        rows: object = fields["attacks"]
         if not isinstance(rows, list) or len(rows) != radii:
             raise ValueError(f"cost.attacks must be a list of {radii} entries")
         table = []
-        for row in rows:
+        entries: list[object] = rows
+        for row in entries:
             if not isinstance(row, list) or len(row) != attacks:
                 raise ValueError(f"cost.attacks must hold lists of {attacks} entries")
-            table.append(tuple(PassCount.of_json("cost.attacks", count) for count in row))
-        evaluation = PassCount.of_json("cost.evaluation", data["evaluation"])
+            counts: list[object] = row
+            table.append(tuple(PassCount.of_json("cost.attacks", count) for count in counts))
+        evaluation = PassCount.of_json("cost.evaluation", fields["evaluation"])
         return cls(tuple(table), evaluation)
+
+
+def _fields_of(data: object, wrong: str) -> Mapping[object, object]:
+    """``data`` as an object with exactly ``attacks`` and ``evaluation``; ``wrong`` otherwise."""
+    if not isinstance(data, dict) or set(data) != {"attacks", "evaluation"}:
+        raise ValueError(wrong)
+    fields: Mapping[object, object] = data
+    return fields
 
 
 def _json(count: PassCount | None) -> Json:
@@ -230,18 +242,21 @@ class Cost:
         Raises:
             TypeError, ValueError: Anything else (the message names the entry).
         """
-        if not isinstance(data, dict) or set(data) != {"attacks", "evaluation"}:
-            raise ValueError("cost must be null or an object with attacks and evaluation")
-        rows = data["attacks"]
-        if not isinstance(rows, dict) or set(rows) != {str(e) for e in eps}:
+        fields = _fields_of(data, "cost must be null or an object with attacks and evaluation")
+        found: object = fields["attacks"]
+        if not isinstance(found, dict) or set(found) != {str(e) for e in eps}:
             raise ValueError(f"cost.attacks must have the keys {[str(e) for e in eps]}")
-        attacks = {}
+        rows: dict[object, object] = found
+        attacks: dict[float, Mapping[str, PassCount | None]] = {}
         for e in eps:
             row = rows[str(e)]
             if not isinstance(row, dict):
                 raise TypeError(f"cost.attacks[{e!r}] must be an object")
-            attacks[e] = {k: PassCount.of_json(f"cost.attacks[{e!r}]", v) for k, v in row.items()}
-        return cls(attacks, PassCount.of_json("cost.evaluation", data["evaluation"]))
+            counts: dict[object, object] = row
+            attacks[e] = {
+                str(k): PassCount.of_json(f"cost.attacks[{e!r}]", v) for k, v in counts.items()
+            }
+        return cls(attacks, PassCount.of_json("cost.evaluation", fields["evaluation"]))
 
 
 def _counted(name: str, value: object) -> PassCount | None:
