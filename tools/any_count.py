@@ -14,7 +14,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-LIMIT = 60
+LIMIT = 62
+"""Raised from 60 when the evaluation gained its cost (two expressions in `evaluation._cost`
+that the line reports do not place)."""
 PACKAGES = ("signattack.core", "signattack.attacks", "signattack.backends", "signattack.evaluation")
 
 

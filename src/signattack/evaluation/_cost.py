@@ -62,7 +62,7 @@ class PassCount:
 
     def __add__(self, other: object) -> PassCount:
         if not isinstance(other, PassCount):
-            return NotImplemented
+            raise TypeError(f"a PassCount adds to a PassCount, got {type(other).__name__}")
         return PassCount(self.forward + other.forward, self.backward + other.backward)
 
     def to_dict(self) -> dict[str, Json]:
@@ -165,9 +165,11 @@ class BatchCost:
 
 def _fields_of(data: object, wrong: str) -> Mapping[object, object]:
     """``data`` as an object with exactly ``attacks`` and ``evaluation``; ``wrong`` otherwise."""
-    if not isinstance(data, dict) or set(data) != {"attacks", "evaluation"}:
+    if not isinstance(data, dict):
         raise ValueError(wrong)
     fields: Mapping[object, object] = data
+    if set(fields) != {"attacks", "evaluation"}:
+        raise ValueError(wrong)
     return fields
 
 
@@ -244,9 +246,12 @@ class Cost:
         """
         fields = _fields_of(data, "cost must be null or an object with attacks and evaluation")
         found: object = fields["attacks"]
-        if not isinstance(found, dict) or set(found) != {str(e) for e in eps}:
-            raise ValueError(f"cost.attacks must have the keys {[str(e) for e in eps]}")
+        keys = [str(e) for e in eps]
+        if not isinstance(found, dict):
+            raise ValueError(f"cost.attacks must have the keys {keys}")
         rows: dict[object, object] = found
+        if set(rows) != set(keys):
+            raise ValueError(f"cost.attacks must have the keys {keys}")
         attacks: dict[float, Mapping[str, PassCount | None]] = {}
         for e in eps:
             row = rows[str(e)]

@@ -476,9 +476,10 @@ def _each(
     """A checked value per radius (with ``some``, for some of the radii), read-only."""
     if not isinstance(values, Mapping):
         raise TypeError(f"{name} must be a mapping from eps, got {type(values).__name__}")
-    if set(values) - set(eps) or (not some and set(values) != set(eps)):
-        raise ValueError(f"{name} must have the keys {list(eps)}, got {list(values)}")
-    return ReadOnly({e: check(f"{name}[{e!r}]", values[e]) for e in eps if e in values})
+    given: Mapping[object, object] = values
+    if set(given) - set(eps) or (not some and set(given) != set(eps)):
+        raise ValueError(f"{name} must have the keys {list(eps)}, got {list(given)}")
+    return ReadOnly({e: check(f"{name}[{e!r}]", given[e]) for e in eps if e in given})
 
 
 def _counts(name: str, counts: object, samples: int) -> ReadOnly[str, int]:
