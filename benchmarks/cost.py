@@ -15,6 +15,9 @@ to ``evaluation``. signattack's own counts (each result's ``forward_passes`` and
 
     python benchmarks/cost.py --json docs/benchmarks/cost.json
 
+``--relayout FILE`` rewrites a report in the current layout from the runs it records,
+without running anything.
+
 A forward-equivalent is a forward pass; a backward pass counts as two.
 """
 
@@ -284,26 +287,78 @@ def _task(task: tuple[str, float, int, int]) -> dict[str, Any]:
     }
 
 
-def _report(args: argparse.Namespace, runs: list[dict[str, Any]], done: bool) -> dict[str, Any]:
-    order = list(_NETWORKS)
-    runs = sorted(runs, key=lambda r: (order.index(r["network"]), r["eps"], r["seed"]))
+META = ("device", "threads", "torch", "samples", "seeds", "complete")
+"""What a report states besides its runs."""
+
+
+def layout(meta: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON of ``runs`` (in the order given) and ``meta`` (device, threads, torch,
+    samples, seeds, complete): the cost layout, read from ``runs``, and beside it the
+    parity table's rows (the cost in the attack cell), both from the same runs."""
     rows = [
         _row(r["network"], r["clean"], r["eps"], r["seed"], suite, r)
         for r in runs
         for suite in ("standard", "fast")
     ]
     return {
-        "parity": True,  # rendered as the parity table, the cost in the attack cell
+        "cost": True,  # rendered as the cost tables, from "runs"
+        "parity": True,
+        **{key: meta[key] for key in META},
+        "counts_agree": all(run["counts_agree"] for run in runs),
+        "rows": rows,
+        "runs": runs,
+    }
+
+
+def _report(args: argparse.Namespace, runs: list[dict[str, Any]], done: bool) -> dict[str, Any]:
+    order = list(_NETWORKS)
+    runs = sorted(runs, key=lambda r: (order.index(r["network"]), r["eps"], r["seed"]))
+    meta = {
         "device": platform.processor() or platform.machine(),
         "threads": 1,
         "torch": torch.__version__,
         "samples": args.samples,
         "seeds": args.seeds,
         "complete": done,
-        "counts_agree": all(run["counts_agree"] for run in runs),
-        "rows": rows,
-        "runs": runs,
     }
+    return layout(meta, runs)
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    """``report`` as the JSON at ``path``, whole or not at all: a file beside it is written,
+    then renamed over it."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(report, indent=2) + "\n")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def relayout(path: Path) -> None:
+    """Rewrite the report at ``path`` in the current layout, from the runs it records (the
+    benchmark is not run again); on any failure the file is left as it was."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"--relayout: expected a readable JSON report, got {path}: {error}"
+        ) from None
+    keys = (*META, "runs")
+    if not isinstance(report, dict) or not isinstance(report.get("runs"), list):
+        raise ValueError(f"--relayout: expected a cost report with a list of runs, got {path}")
+    missing = [key for key in keys if key not in report]
+    if missing:
+        raise ValueError(
+            f"--relayout: expected a cost report with {list(keys)}, got {path} without {missing}"
+        )
+    try:
+        relaid = layout(report, report["runs"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"--relayout: a run in {path} lacks what it should record: {error!r}"
+        ) from None
+    _write(path, relaid)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -316,7 +371,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     cli.add_argument("--jobs", type=int, default=1, help="processes, one thread each")
     cli.add_argument("--json", type=Path, help="written after every finished run")
+    cli.add_argument(
+        "--relayout",
+        type=Path,
+        metavar="FILE",
+        help="rewrite the report FILE in the current layout from its runs, and run nothing",
+    )
     args = cli.parse_args(argv)
+    if args.relayout is not None:
+        try:
+            relayout(args.relayout)
+        except ValueError as error:
+            cli.error(str(error))
+        print(f"wrote {args.relayout}")
+        return
     radii = [float(e) for e in args.eps.split(",")]
     trained = networks(0)
     unknown = set(args.networks or ()) - set(trained)
@@ -338,8 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             if args.json is not None:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
-                report = _report(args, runs, len(runs) == len(tasks))
-                args.json.write_text(json.dumps(report, indent=2) + "\n")
+                _write(args.json, _report(args, runs, len(runs) == len(tasks)))
     if args.json is not None:
         print(f"wrote {args.json}")
 

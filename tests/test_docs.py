@@ -332,3 +332,87 @@ def test_math_is_typeset_by_the_browser_without_network(site, tmp_path):
     assert measured["laid_out"] == measured["formulas"]
     assert measured["fraction_stacked"], "MathML fractions are not laid out as fractions"
     assert measured["scripts"] == 0  # no MathJax or KaTeX: nothing to fetch
+
+
+def _cost_suite(robust: float, per_member: dict[str, tuple[int, int]], seconds: float):
+    """One suite's record in a cost report: per member (forward-equivalents, samples
+    handed), 10 samples a run; the totals are the members' sums."""
+    total = sum(passes for passes, _ in per_member.values())
+    return {
+        "robust": robust,
+        "forward_equivalents": total,
+        "per_sample": total / 10,
+        "seconds": seconds,
+        "only_ours_breaks": 2,
+        "only_theirs_breaks": 1,
+        "time_ratio": 99.0,  # stated, not recomputed: the report's own measurement
+        "members": {
+            name: {"forward_equivalents": passes, "samples_handed": handed}
+            for name, (passes, handed) in per_member.items()
+        },
+    }
+
+
+def _cost_run(seed: int, apgd_t: tuple[int, int]):
+    return {
+        "network": "tiny",
+        "clean": 0.9,
+        "eps": 16.0,
+        "seed": seed,
+        "authors": _cost_suite(
+            0.5, {"evaluation": (20, 0), "APGD-CE": (300, 10), "APGD-T": apgd_t}, 1.0
+        ),
+        "standard": _cost_suite(0.4, {"evaluation": (30, 0), "APGD-CE": (270, 10)}, 2.0),
+        "fast": _cost_suite(0.4, {"evaluation": (30, 0), "Square probe": (50, 5)}, 0.5),
+    }
+
+
+def test_a_cost_report_renders_its_ratios_and_its_members_per_attacked_sample(
+    tmp_path, monkeypatch
+):
+    """The cost layout wins over the parity rows the same file carries; each suite's
+    forward-equivalents a sample come with their ratio to the authors', and a member's cost
+    is its passes over the samples it attacked, summed over the runs (not a mean of ratios)."""
+    markdown = pytest.importorskip("markdown")
+    pytest.importorskip("latex2mathml")
+    monkeypatch.syspath_prepend(str(ROOT))
+    from tools.signattack_markdown import SignattackDocs
+
+    report = {
+        "cost": True,
+        "parity": True,
+        "device": "cpu",
+        "threads": 1,
+        "torch": "2",
+        "samples": 10,
+        "seeds": [0, 1],
+        "complete": True,
+        "counts_agree": True,
+        "rows": [{"attack": "standard suite: 1 vs 2 forward-equivalents a sample"}],
+        "runs": [_cost_run(0, (200, 4)), _cost_run(1, (600, 8))],
+    }
+    (tmp_path / "cost.json").write_text(json.dumps(report))
+    page = markdown.markdown(
+        '{{ benchmark "cost.json" }}',
+        extensions=["tables", SignattackDocs(docs_dir=str(tmp_path))],
+    )
+    rows = [
+        [html.unescape(cell) for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", page, re.DOTALL)
+    ]
+    assert "forward-equivalents a sample" not in page  # not the parity layout's cell
+    runs = [row for row in rows if row[0] == "tiny"]
+    authors_per_sample = [(20 + 300 + 200) / 10, (20 + 300 + 600) / 10]
+    for row, authors in zip(runs, authors_per_sample, strict=True):
+        assert row[4:7] == ["50.0%", "40.0%", "40.0%"]  # robust: authors', standard, fast
+        assert row[7:9] == ["2 / 1", "2 / 1"]  # broken by signattack only / authors' only
+        assert row[9] == f"{authors:,.0f}"
+        assert row[10] == f"30 ({30 / authors:.2f}x)"
+        assert row[11] == f"8 ({8 / authors:.2f}x)"
+        assert row[12] == "99.00x / 99.00x"
+    members = {row[0]: row[1:] for row in rows if len(row) == 4 and row[0] != "member"}
+    assert members["APGD-CE"] == ["30", "27", ""]
+    assert members["APGD-T"] == [f"{800 / 12:,.0f}", "", ""]  # 67, not (50 + 75) / 2
+    assert members["Square probe"] == ["", "", "10"]
+    assert members["evaluation"] == ["2.0", "3.0", "3.0"]  # per sample evaluated
+    assert list(members)[-1] == "evaluation"

@@ -149,6 +149,84 @@ def _parity_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+COST_SUITES = {"authors": "the authors'", "standard": "standard suite", "fast": "fast preset"}
+"""The runs of the cost layout, in the order of its columns: the authors' first, the
+reference the others' ratios are taken to."""
+
+COST_OUTSIDE = "evaluation"
+"""The member the evaluation's own passes are charged to (clean pass, checks, verdicts)."""
+
+
+def _per_sample(run: dict[str, Any], reference: dict[str, Any]) -> str:
+    ratio = run["forward_equivalents"] / reference["forward_equivalents"]
+    return f"{run['per_sample']:,.0f} ({ratio:.2f}x)"
+
+
+def _member_table(data: dict[str, Any]) -> list[str]:
+    """Per member and suite, forward-equivalents per sample it was handed, over every run;
+    the evaluation's own passes per sample evaluated."""
+    totals: dict[str, dict[str, list[int]]] = {}
+    for run in data["runs"]:
+        for suite in COST_SUITES:
+            for member, tally in run[suite]["members"].items():
+                total = totals.setdefault(member, {}).setdefault(suite, [0, 0])
+                handed = data["samples"] if member == COST_OUTSIDE else tally["samples_handed"]
+                total[0] += tally["forward_equivalents"]
+                total[1] += handed
+    lines = [
+        f"*Per member, forward-equivalents per sample it attacked, over all {len(data['runs'])} "
+        "runs; the evaluation's own passes (clean pass, checks, verdicts) per sample "
+        "evaluated.*",
+        "",
+        "| member | " + " | ".join(COST_SUITES.values()) + " |",
+        "| --- |" + " ---: |" * len(COST_SUITES),
+    ]
+    members = sorted(totals, key=lambda member: member == COST_OUTSIDE)  # stable: it goes last
+    for member in members:
+        cells = []
+        for suite in COST_SUITES:
+            passes, samples = totals[member].get(suite, [0, 0])
+            digits = 1 if member == COST_OUTSIDE else 0
+            cells.append(f"{passes / samples:,.{digits}f}" if samples else "")
+        lines.append(f"| {member} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cost_tables(data: dict[str, Any]) -> str:
+    runs = data["runs"]
+    threads = f"{data['threads']} thread{'' if data['threads'] == 1 else 's'}"
+    seeds = ", ".join(str(seed) for seed in data["seeds"])
+    early = "" if data["complete"] else f" (stopped early, after {len(runs)} runs)"
+    agree = "match" if data["counts_agree"] else "do not all match"
+    lines = [
+        f"*{data['device']}, {threads} a run, torch {data['torch']}; the first "
+        f"{data['samples']} test digits, seeds {seeds}{early}. Robust accuracy of each; the "
+        "samples on which signattack's verdict differs from the authors' (broken by "
+        "signattack only / by the authors' only); forward-equivalents per sample (a backward "
+        "pass counts as two), with the ratio to the authors'; wall time relative to the "
+        f"authors'. The passes signattack's results report of themselves {agree} the counting "
+        "wrapper's.*",
+        "",
+        "| network | clean | eps | seed | the authors' | standard suite | fast preset "
+        "| differ, standard | differ, fast | authors' per sample | standard per sample "
+        "| fast per sample | time, standard / fast |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
+    ]
+    for run in runs:
+        authors, standard, fast = (run[suite] for suite in COST_SUITES)
+        lines.append(
+            f"| {run['network']} | {run['clean']:.1%} | {run['eps']:g} | {run['seed']} | "
+            f"{authors['robust']:.1%} | {standard['robust']:.1%} | {fast['robust']:.1%} | "
+            f"{standard['only_ours_breaks']} / {standard['only_theirs_breaks']} | "
+            f"{fast['only_ours_breaks']} / {fast['only_theirs_breaks']} | "
+            f"{authors['per_sample']:,.0f} | {_per_sample(standard, authors)} | "
+            f"{_per_sample(fast, authors)} | "
+            f"{standard['time_ratio']:.2f}x / {fast['time_ratio']:.2f}x |"
+        )
+    return "\n".join([*lines, "", *_member_table(data)])
+
+
 def _conditions_table(data: dict[str, Any]) -> str:
     lines = [
         f"*{data['device']}, torch {data['torch']}; the first {data['samples']} test digits, "
@@ -229,6 +307,8 @@ def _render(match: re.Match[str], docs: Path) -> str:
         return _square_table(data)
     if "fab" in data:
         return _fab_table(data)
+    if "cost" in data:  # also carries the parity layout's rows
+        return _cost_tables(data)
     if "parity" in data:
         return _parity_table(data)
     if "apgd_conditions" in data:
