@@ -145,7 +145,8 @@ def iterate(
         if _traceable(rule)
         else None
     )
-    if compiled is None and _per_sample(rule) and (early_stop or _decider(rule) is not None):
+    compact = _per_sample(rule) and (early_stop or _decider(rule) is not None)
+    if compiled is None and compact and not _cycling(batch, rule, early_stop):
         rows, state = _compact_steps(batch, rule, state, labels, steps, succeeded, early_stop)
     elif compiled is None:
         rows, state = _eager_steps(batch, rule, state, labels, steps, succeeded, early_stop)
@@ -234,19 +235,29 @@ turn (period 2), the paths signed steps of a fixed size settle into at the ball'
 
 
 def _memoryless(rule: UpdateRule[State]) -> bool:
-    """Whether ``rule`` says it is memoryless: its state is the point the model sees, and
-    [`update`][signattack.core.rules.UpdateRule.update] and ``finish`` read the state and the
-    gradient alone, so that on a deterministic model the same state always leads on to the
-    same states (a rule that does not say so is not)."""
+    """Whether ``rule`` says it is memoryless: its state is the point the model sees and
+    data that never changes, and [`update`][signattack.core.rules.UpdateRule.update] and
+    ``finish`` read the state and the gradient alone, so that on a deterministic model the
+    same point always leads on to the same states (a rule that does not say so is not)."""
     return bool(getattr(rule, "memoryless", False))
 
 
-class _Cycles:
+def _cycling(batch: Batch, rule: UpdateRule[State], early_stop: bool) -> bool:
+    """Whether the loop looks for samples whose path has become periodic (`_Cycles`): with
+    early stopping, one draw per step (a deterministic answer can be confirmed) and a
+    memoryless rule that decides nothing. The eager loop does it, on the whole batch's state
+    (an update of a memoryless rule treats every sample apart, so the state `update` sees
+    does not change what a sample's is)."""
+    return early_stop and batch.draws == 1 and _memoryless(rule) and _decider(rule) is None
+
+
+class _Cycles(Generic[State]):
     """With early stopping and a memoryless rule: the samples whose path has become periodic.
 
     A deterministic model at a point a sample already visited answers as it did there, so a
-    memoryless rule then retraces its steps: after ``s_{k+1} = s_{k+1-p}`` every later
-    state, loss and verdict repeats with period ``p``. Such a sample leaves the batch the
+    memoryless rule then retraces its steps: after ``s_{k+1} = s_{k+1-p}`` (the points equal;
+    the rest of a memoryless rule's state never changes) every later state, loss and verdict
+    repeats with period ``p``. Such a sample leaves the batch the
     model sees, as a fooled one does, and its remaining losses and its last state are read
     off the cycle: the result is the one the full loop computes. A repeat is taken as a
     cycle only where the model confirmed it, giving the same loss, bit for bit, at the same
@@ -254,11 +265,14 @@ class _Cycles:
     exactly (equal values: no tolerance).
     """
 
-    def __init__(self, steps: int, state: Array) -> None:
-        xp = namespace(state)
+    def __init__(self, steps: int, state: State, point: Callable[[State], Array]) -> None:
+        first = point(state)
+        xp = namespace(first)
         self.steps = steps
+        self.point = point
         self.states = [state]  # the last CYCLE_PERIODS + 2 states, the newest last
-        self.period = xp.zeros((state.shape[0],), dtype=xp.int32)
+        self.points = [first]  # their points
+        self.period = xp.zeros((first.shape[0],), dtype=xp.int32)
         self.ending = state  # where the periodic samples end, after the last step
 
     @property
@@ -274,18 +288,20 @@ class _Cycles:
             losses = xp.where(xp.equal(self.period, period), rows[len(rows) - period], losses)
         return losses
 
-    def see(self, rows: list[Array], state: Array, attacked: Array) -> None:
+    def see(self, rows: list[Array], state: State, attacked: Array) -> None:
         """Take the state after the step ``len(rows) - 1``, and mark the samples among
         ``attacked`` (evaluated at that step, not fooled there) whose path closed a cycle."""
-        xp = namespace(state)
+        xp = namespace(attacked)
         self.states = [*self.states[-CYCLE_PERIODS - 1 :], state]
+        self.points = [*self.points[-CYCLE_PERIODS - 1 :], self.point(state)]
+        points = self.points
         step = len(rows) - 1  # the step just taken: s_{step+1} is the newest state
         for period in range(1, CYCLE_PERIODS + 1):
             if step - period < 0:
                 break
             closed = xp.logical_and(attacked, xp.logical_not(self.periodic))
-            closed = xp.logical_and(closed, _equal(state, self.states[-1 - period]))
-            closed = xp.logical_and(closed, _equal(self.states[-2], self.states[-2 - period]))
+            closed = xp.logical_and(closed, _equal(points[-1], points[-1 - period]))
+            closed = xp.logical_and(closed, _equal(points[-2], points[-2 - period]))
             closed = xp.logical_and(closed, xp.equal(rows[step], rows[step - period]))
             # s_K = s_{K - p * j} for the smallest j that lands in s_{step+2-p} .. s_{step+1}.
             back = (period - (self.steps - step - 1) % period) % period
@@ -298,7 +314,7 @@ class _Cycles:
         while len(rows) < self.steps:
             rows.append(self.filled(rows, rows[-1]))
 
-    def last(self, state: Array) -> Array:
+    def last(self, state: State) -> State:
         """The state after the last step: on a cycle, where the cycle is then."""
         return merge_where(self.periodic, self.ending, state)
 
@@ -333,9 +349,7 @@ def _eager_steps(
         losses, predictions = batch.evaluate(x, y)  # forward passes only
         return losses, None, predictions
 
-    cycles: _Cycles | None = None
-    if early_stop and batch.draws == 1 and _memoryless(rule) and is_array(state):
-        cycles = _Cycles(steps, state)
+    cycles = _Cycles(steps, state, rule.point) if _cycling(batch, rule, early_stop) else None
     rows: list[Array] = []
     left: _Left | None = None  # with early stopping: the samples still attacked
     for step in progress_steps(steps):
@@ -361,7 +375,7 @@ def _eager_steps(
         if cycles is not None:  # the step first: a cycle closes at the state it leads to
             still = xp.logical_and(still, xp.logical_not(cycles.periodic))
             state = merge_where(still, rule.update(state, step, losses, grad, fooled), state)
-            cycles.see(rows, cast(Array, state), still)
+            cycles.see(rows, state, still)
             still = xp.logical_and(still, xp.logical_not(cycles.periodic))
         left = _Left(still, xp.nonzero(still)[0], losses, fooled)  # one sync a step
         if left.index.shape[0] == 0:
@@ -372,7 +386,7 @@ def _eager_steps(
         rows.extend([rows[-1]] * (steps - len(rows)))
         return rows, state
     cycles.rest(rows)
-    return rows, cast(State, cycles.last(cast(Array, state)))
+    return rows, cycles.last(state)
 
 
 def _compact_steps(

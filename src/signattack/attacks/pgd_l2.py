@@ -7,7 +7,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 from signattack._typing import Amount, Array, namespace
-from signattack.attacks.projected import PointIsState, ProjectedGradient
+from signattack.attacks.projected import Iterate, PointIsState, ProjectedGradient
 from signattack.backends.batch import Batch
 from signattack.core.l2 import L2
 from signattack.core.losses import LossFunction, LossName
@@ -26,34 +26,31 @@ class L2Steps(PointIsState):
     the box ``[lower, upper]`` ([`project`][signattack.core.norms.Feasible.project] of
     [`L2`][signattack.core.l2.L2]'s feasible set).
 
-    The state is the iterate; the attack returns the last one. The fields are arrays and
-    numbers only (pure array code), so a backend that compiles loops (JAX) runs all the
-    steps as one computation.
+    The state is an [`Iterate`][signattack.attacks.projected.Iterate]: the iterate with the
+    sample's centre ``x``, radius ``eps`` and signed step ``a`` (floats or per-sample arrays),
+    so the rule holds the box alone, which every sample shares (``per_sample``). The attack
+    returns the last iterate. The fields are numbers only and the state arrays (pure array
+    code), so a backend that compiles loops (JAX) runs all the steps as one computation.
 
     Attributes:
-        x: The clean inputs, the centres of the balls.
-        eps: The radius, a float or per-sample array.
         lower: Lower end of the box.
         upper: Upper end of the box.
-        step: The signed step ``a``, a float or per-sample array.
     """
 
-    x: Array
-    eps: Amount
     lower: float
     upper: float
-    step: Amount
 
     def update(
-        self, state: Array, step: int, losses: Array, grad: Array | None, fooled: Array
-    ) -> Array:
+        self, state: Iterate, step: int, losses: Array, grad: Array | None, fooled: Array
+    ) -> Iterate:
         """One step of size ``a`` along the normalised gradient, projected."""
-        direction = L2.direction(required(grad), state.dtype)
-        feasible = L2.feasible(self.x, self.eps, self.lower, self.upper)
+        point = state.point
+        direction = L2.direction(required(grad), point.dtype)
+        feasible = L2.feasible(state.centre, state.eps, self.lower, self.upper)
         # The step in the iterate's dtype, as a per-sample step is: a Python float would be
         # multiplied at higher precision, and one radius given both ways would part.
-        size = namespace(state).asarray(self.step, dtype=state.dtype)
-        return feasible.project(state + size * direction)
+        size = namespace(point).asarray(state.step, dtype=point.dtype)
+        return state.moved(feasible.project(point + size * direction))
 
 
 @dataclass(frozen=True)
@@ -140,6 +137,6 @@ class L2PGD(ProjectedGradient):
 
     def _rule(self, batch: Batch, feasible: Feasible, eps: Amount, step: Amount) -> L2Steps:
         """Normalised-gradient steps, projected onto the L2 ball and the box; the rule
-        holds the set's plain values (arrays and numbers: it may be compiled) and makes
-        ``feasible`` again from them."""
-        return L2Steps(batch.x, eps, batch.bounds.lower, batch.bounds.upper, step)
+        holds the box (numbers: it may be compiled) and makes the set again from the
+        state's centre and radius at every step."""
+        return L2Steps(batch.bounds.lower, batch.bounds.upper)

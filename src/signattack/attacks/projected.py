@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, TypeGuard
 
 import numpy as np
@@ -35,7 +36,7 @@ from signattack.core.norms import Feasible
 from signattack.core.rules import Evaluated, Start, UpdateRule
 from signattack.core.validation import check_real, check_rng, generator, warn_wide_eps
 
-__all__ = ["ProjectedGradient"]
+__all__ = ["Iterate", "ProjectedGradient"]
 
 
 def _same_library(value: object, xp: object) -> TypeGuard[Array]:
@@ -43,27 +44,56 @@ def _same_library(value: object, xp: object) -> TypeGuard[Array]:
     return is_array(value) and namespace(value) is xp
 
 
+@dataclass(frozen=True)
+class Iterate:
+    """The state of a projected-gradient rule, per sample: the iterate and what the step and
+    the projection read of the sample (each array with the batch first; a float is shared).
+
+    Attributes:
+        point: The iterate, where the model is evaluated next.
+        centre: The clean input, the centre of the ball.
+        low: Lower limits of the L-inf hull of the feasible set (the ball and the box).
+        high: Upper limits.
+        eps: The radius, a float or an array ``(batch, 1, ...)``.
+        step: The signed step, a float or an array ``(batch, 1, ...)``.
+    """
+
+    point: Array
+    centre: Array
+    low: Array
+    high: Array
+    eps: Amount
+    step: Amount
+
+    def moved(self, point: Array) -> Iterate:
+        """The same sample data at a new iterate."""
+        return Iterate(point, self.centre, self.low, self.high, self.eps, self.step)
+
+
 class PointIsState:
-    """The part every projected-gradient rule shares: the state is the iterate itself, the
-    first one is the start's and the last one is returned. Memoryless: the next state
-    depends on the state and its gradient alone, so with early stopping a sample whose path
-    has become periodic leaves the batch (see [`iterate`][signattack.attacks.iterate])."""
+    """The part every projected-gradient rule shares: the state is the iterate with the
+    sample's own data (an `Iterate`, ``per_sample``: the loop may take it down to the samples
+    still attacked), the first iterate is the start's and the last one is returned.
+    Memoryless: the next iterate depends on the iterate and its gradient alone (the rest of
+    the state never changes), so with early stopping a sample whose path has become periodic
+    leaves the batch (see [`iterate`][signattack.attacks.iterate])."""
 
     traceable: ClassVar[bool] = True
     needs_gradient: ClassVar[bool] = True
     memoryless: ClassVar[bool] = True
+    per_sample: ClassVar[bool] = True
 
-    def start(self, start: Start) -> Array:
-        """The first iterate."""
-        return start.begin
+    def start(self, start: Start) -> Iterate:
+        """The first iterate, with the start's limits, radius and step."""
+        return Iterate(start.begin, start.x, start.low, start.high, start.eps, start.step)
 
-    def point(self, state: Array) -> Array:
+    def point(self, state: Iterate) -> Array:
         """The iterate."""
-        return state
+        return state.point
 
-    def finish(self, state: Array, final: Evaluated | None) -> Array:
+    def finish(self, state: Iterate, final: Evaluated | None) -> Array:
         """The last iterate."""
-        return state
+        return state.point
 
 
 class ProjectedGradient(BallAttack):
@@ -97,10 +127,11 @@ class ProjectedGradient(BallAttack):
     @abstractmethod
     def _rule(
         self, batch: Batch, feasible: Feasible, eps: Amount, step: Amount
-    ) -> UpdateRule[Array]:
+    ) -> UpdateRule[Iterate]:
         """The update rule of one call on ``batch``: steps of signed size ``step`` from the
         iterate, projected onto ``feasible`` (the ball of radius ``eps`` around
-        ``batch.x`` intersected with ``batch.bounds``)."""
+        ``batch.x`` intersected with ``batch.bounds``). Its fields are shared by every
+        sample; what differs per sample comes to its state from the `Start`."""
 
     @property
     def resolved_step_size(self) -> float:
@@ -199,7 +230,7 @@ class ProjectedGradient(BallAttack):
         rng: np.random.Generator | None,
         radius: object | None,
         record: bool,
-    ) -> tuple[LoopResult[Array], Passes]:
+    ) -> tuple[LoopResult[Iterate], Passes]:
         """The attack, with the caller's dtype restored in ``x_adv``, and the sample-passes
         the model saw; with ``record``, the final iterate is evaluated too (one forward pass
         more)."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from signattack._typing import Amount, Array, ArrayT, Model
 from signattack.attacks.base import AttackResult
-from signattack.attacks.projected import PointIsState, ProjectedGradient
+from signattack.attacks.projected import Iterate, PointIsState, ProjectedGradient
 from signattack.backends.batch import Batch
 from signattack.core.kernels import clip
 from signattack.core.linf import LINF, LinfFeasible
@@ -28,25 +28,20 @@ __all__ = ["FGSM", "IteratedSign", "SignSteps"]
 class SignSteps(PointIsState):
     """IteratedSign's update rule: ``x_{k+1} = clip_[low, high](x_k + a * sign(g_k))``.
 
-    The state is the iterate itself; the attack returns the last one. The rule is pure array
-    code, so a backend that compiles loops (JAX) runs all its steps as one computation.
-
-    Attributes:
-        low: Lower limits of the feasible set.
-        high: Upper limits.
-        step: The signed step ``a``, a float or per-sample array.
+    The state is an [`Iterate`][signattack.attacks.projected.Iterate]: the iterate with the
+    sample's limits ``[low, high]`` (the L-inf feasible set) and signed step ``a`` (a float or
+    a per-sample array), so the rule itself holds nothing (``per_sample``). The attack
+    returns the last iterate. The rule is pure array code, so a backend that compiles loops
+    (JAX) runs all its steps as one computation.
     """
 
-    low: Array
-    high: Array
-    step: Amount
-
     def update(
-        self, state: Array, step: int, losses: Array, grad: Array | None, fooled: Array
-    ) -> Array:
+        self, state: Iterate, step: int, losses: Array, grad: Array | None, fooled: Array
+    ) -> Iterate:
         """One projected signed-gradient step."""
-        direction = LINF.direction(required(grad), state.dtype)
-        return clip(state + self.step * direction, self.low, self.high)  # LinfFeasible.project
+        direction = LINF.direction(required(grad), state.point.dtype)
+        moved = state.point + state.step * direction
+        return state.moved(clip(moved, state.low, state.high))  # LinfFeasible.project
 
 
 @dataclass(frozen=True)
@@ -146,7 +141,7 @@ class IteratedSign(ProjectedGradient):
         """Signed steps, clipped to the L-inf feasible set's limits."""
         if not isinstance(feasible, LinfFeasible):  # pragma: no cover - the threat is L-inf
             raise TypeError(f"IteratedSign works in L-inf, got {type(feasible).__name__}")
-        return SignSteps(feasible.low, feasible.high, step)
+        return SignSteps()
 
 
 @dataclass(frozen=True)

@@ -278,13 +278,18 @@ def _tiles(
 
 @dataclass(frozen=True)
 class _SearchState:
-    """Per sample: the best point so far, its objective, the next proposal, and how many
-    proposals were evaluated."""
+    """Per sample: the best point so far, its objective, the next proposal, how many
+    proposals were evaluated, and what the search reads of the sample: its clean input (and
+    the caller's, which integer images are rounded from), its feasible set and its draws."""
 
     best: Array
     objective: Array
     proposal: Array
     evaluated: Array
+    x: Array
+    original: Array
+    feasible: Feasible
+    draws: SquareDraws | SquareL2Draws
 
 
 def _window_mask(tops: Array, lefts: Array, tall: int, wide: int, like: Array) -> Array:
@@ -307,19 +312,26 @@ class SquareSearch:
     so that the loop's final evaluation is of the point returned. A sample the loop freezes
     once it is fooled keeps the proposal that fooled it.
 
+    Every per-sample array lives in the state (``per_sample``): `start`, on the whole batch,
+    moves the clean inputs, the feasible set and the draws there, and `update` reads them
+    from the state alone, so the loop may take it down to the samples still attacked.
+
     Attributes:
-        x: The clean inputs, ``(batch, ...)``.
+        x: The clean inputs, ``(batch, ...)``; read by `start` alone.
+        original: The caller's inputs (integers for integer images); read by `start` alone.
         feasible: The ball around ``x`` intersected with the box, which every proposal is
-            projected onto.
-        radius: The radius ``eps`` (``floor(eps)`` for integer images under L-inf).
+            projected onto; read by `start` alone.
+        radius: The radius ``eps`` (``floor(eps)`` for integer images under L-inf), shared.
         p_init: The window's initial share of the image.
         steps: The queries of this run, for the schedule and the last step.
         direction: ``+1`` to raise the loss, ``-1`` to lower it (targeted).
-        draws: The stripes, windows and signs of every sample, drawn before the search.
+        draws: The stripes, windows and signs of every sample, drawn before the search; read
+            by `start` alone.
         counts: The integer dtype of the evaluation counts (the library's index dtype).
     """
 
     x: Array
+    original: Array
     feasible: Feasible
     radius: Amount
     p_init: float
@@ -328,6 +340,7 @@ class SquareSearch:
     draws: SquareDraws
     counts: object
     needs_gradient: ClassVar[bool] = False
+    per_sample: ClassVar[bool] = True
 
     def start(self, start: Start) -> _SearchState:
         """Nothing found yet; the first proposal is `_first`."""
@@ -335,15 +348,18 @@ class SquareSearch:
         size = self.x.shape[0]
         lowest = xp.full((size,), -math.inf, dtype=self.x.dtype, device=device_of(self.x))
         none = xp.zeros((size,), dtype=self.counts, device=device_of(self.x))
-        return _SearchState(self.x, lowest, self._first(), none)
+        state = _SearchState(
+            self.x, lowest, self.x, none, self.x, self.original, self.feasible, self.draws
+        )
+        return dataclasses.replace(state, proposal=self._first(state))
 
-    def _first(self) -> Array:
+    def _first(self, state: _SearchState) -> Array:
         """The vertical stripes: each column of each channel at ``x + eps`` or ``x - eps``."""
-        xp = namespace(self.x)
-        channels, height, width = _image_shape(self.x)
-        image = xp.reshape(self.x, (self.x.shape[0], channels, height, width))
-        stripes = image + _per_image(self.radius) * self.draws.stripes
-        return self.feasible.project(xp.reshape(stripes, tuple(self.x.shape)))
+        xp, x = namespace(state.x), state.x
+        channels, height, width = _image_shape(x)
+        image = xp.reshape(x, (x.shape[0], channels, height, width))
+        stripes = image + _per_image(self.radius) * _linf(state.draws).stripes
+        return state.feasible.project(xp.reshape(stripes, tuple(x.shape)))
 
     def point(self, state: _SearchState) -> Array:
         """The proposal to evaluate."""
@@ -360,30 +376,30 @@ class SquareSearch:
         best = xp.where(xp.reshape(better, shape), state.proposal, state.best)
         objective = xp.where(better, objective, state.objective)
         evaluated = state.evaluated + 1
-        proposal = best if step == self.steps - 1 else self._window(best, step)
-        return _SearchState(best, objective, proposal, evaluated)
+        searched = dataclasses.replace(state, best=best, objective=objective, evaluated=evaluated)
+        proposal = best if step == self.steps - 1 else self._window(searched, step)
+        return dataclasses.replace(searched, proposal=proposal)
 
     def finish(self, state: _SearchState, final: Evaluated | None) -> Array:
         """The point evaluated last: the best one, or the one that fooled the model."""
         return state.proposal
 
-    def _window(self, best: Array, query: int) -> Array:
+    def _window(self, state: _SearchState, query: int) -> Array:
         """The proposal at search query ``query``: one window per sample moved by ``2 eps``
         per channel, from the best point, projected onto the feasible set. A window that
         would change nothing (it lies where the best point already is) turns its signs."""
+        best, draws, feasible = state.best, _linf(state.draws), state.feasible
         xp = namespace(best)
         channels, height, width = _image_shape(best)
         size, shape = best.shape[0], tuple(best.shape)
         tall, wide = _window_side(query, self.steps, self.p_init, height, width)
-        inside = _window_mask(
-            self.draws.tops[:, query], self.draws.lefts[:, query], tall, wide, best
-        )
-        signs = xp.reshape(self.draws.signs[:, query, :], (size, channels, 1, 1))
+        inside = _window_mask(draws.tops[:, query], draws.lefts[:, query], tall, wide, best)
+        signs = xp.reshape(draws.signs[:, query, :], (size, channels, 1, 1))
         change = 2 * _per_image(self.radius) * signs * xp.astype(inside, best.dtype)
         flat = xp.reshape(best, (size, channels, height, width))
-        proposal = self.feasible.project(xp.reshape(flat + change, shape))
+        proposal = feasible.project(xp.reshape(flat + change, shape))
         unchanged = xp.all(xp.reshape(xp.equal(proposal, best), (size, -1)), axis=1)
-        flipped = self.feasible.project(xp.reshape(flat - change, shape))
+        flipped = feasible.project(xp.reshape(flat - change, shape))
         return xp.where(xp.reshape(unchanged, (-1,) + (1,) * (best.ndim - 1)), flipped, proposal)
 
 
@@ -392,45 +408,44 @@ class SquareL2Search(SquareSearch):
     """Square's update rule under L2 (see `signattack.attacks.square`).
 
     Attributes:
-        draws: The tiles, windows, turns and signs of every sample.
+        draws: The tiles, windows, turns and signs of every sample; read by `start` alone.
         reach: The length every proposal is scaled to before the projection: ``eps``, or
             the box's diagonal where ``eps`` is longer. The search measures perturbations
             in units of it, so that no square overflows.
-        rounding: What the model sees of a proposal (the batch's rounding of integer images,
-            applied to every proposal, so that the search moves between integer points).
+        rounding: What the model sees of a proposal, given the sample's clean and original
+            inputs (the batch's rounding of integer images, applied to every proposal, so
+            that the search moves between integer points); it reads the batch's shared
+            settings alone (box, norm, dtypes), the samples' inputs from its arguments.
     """
 
     draws: SquareL2Draws  # type: ignore[assignment]
     reach: float
-    rounding: Callable[[Array], Array]
+    rounding: Callable[[Array, Array, Array], Array]
 
-    def _first(self) -> Array:
+    def _first(self, state: _SearchState) -> Array:
         """The grid of bumps, scaled to ``||delta||_2 = eps``."""
-        return self._placed(self.draws.tiles)
+        return self._placed(state, _l2(state.draws).tiles)
 
-    def _placed(self, unit: Array) -> Array:
+    def _placed(self, state: _SearchState, unit: Array) -> Array:
         """``x + reach * unit / ||unit||_2`` (``x`` where ``unit`` is zero), projected onto
         ball and box, rounded as the model sees it, in ``x``'s dtype and shape."""
-        xp = namespace(unit)
+        xp, x = namespace(unit), state.x
         length = xp.sum(unit * unit, axis=(1, 2, 3), keepdims=True) ** 0.5
         scale = xp.where(length > 0, self.reach / xp.where(length > 0, length, 1), 0)
-        point = xp.reshape(self._clean() + unit * scale, tuple(self.x.shape))
-        return self.rounding(self.feasible.project(xp.astype(point, self.x.dtype)))
+        point = xp.reshape(_clean(state) + unit * scale, tuple(x.shape))
+        projected = state.feasible.project(xp.astype(point, x.dtype))
+        return self.rounding(projected, x, state.original)
 
-    def _clean(self) -> Array:
-        xp = namespace(self.x)
-        channels, height, width = _image_shape(self.x)
-        image = xp.reshape(self.x, (self.x.shape[0], channels, height, width))
-        return xp.astype(image, self.draws.tiles.dtype)
-
-    def _window(self, best: Array, query: int) -> Array:
+    def _window(self, state: _SearchState, query: int) -> Array:
         """The proposal at search query ``query``: the mass of both windows moved, per
         channel, into the first, as a new bump added to its old content."""
+        best = state.best
         xp = namespace(best)
-        draws, (channels, height, width) = self.draws, _image_shape(best)
+        draws, (channels, height, width) = _l2(state.draws), _image_shape(best)
         size, side = best.shape[0], _l2_side(query, self.steps, self.p_init, height, width)
         image = (size, channels, height, width)
-        delta = (xp.reshape(xp.astype(best, draws.tiles.dtype), image) - self._clean()) / self.reach
+        clean = _clean(state)
+        delta = (xp.reshape(xp.astype(best, draws.tiles.dtype), image) - clean) / self.reach
         first = _window_mask(draws.tops[:, query], draws.lefts[:, query], side, side, best)
         second = _window_mask(draws.tops_2[:, query], draws.lefts_2[:, query], side, side, best)
         both = xp.astype(first | second, delta.dtype)
@@ -443,26 +458,50 @@ class SquareL2Search(SquareSearch):
 
         old = delta * xp.astype(first, delta.dtype)
         signs = xp.reshape(draws.signs[:, query, :], (size, channels, 1, 1))
-        new = self._bump(query, side, first) * signs + unit(old, norm(old, (2, 3)))
+        new = _bump(draws, query, side, first, self.counts) * signs
+        new = new + unit(old, norm(old, (2, 3)))
         room = xp.clip(1 - norm(delta, (1, 2, 3)) ** 2, 0, None) / channels
         mass = (room + norm(delta * both, (2, 3)) ** 2) ** 0.5
-        return self._placed(delta * (1 - both) + unit(new, norm(new, (2, 3))) * mass)
+        return self._placed(state, delta * (1 - both) + unit(new, norm(new, (2, 3))) * mass)
 
-    def _bump(self, query: int, side: int, first: Array) -> Array:
-        """The bump of side ``side`` in each sample's first window (turned where drawn),
-        zero elsewhere, ``(batch, 1, height, width)``."""
-        xp, draws = namespace(first), self.draws
-        size, height, width = first.shape[0], first.shape[2], first.shape[3]
-        where = device_of(first)
-        rows = xp.reshape(xp.arange(height, device=where), (1, 1, height, 1))
-        columns = xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
-        row = xp.clip(rows - xp.reshape(draws.tops[:, query], (size, 1, 1, 1)), 0, side - 1)
-        column = xp.clip(columns - xp.reshape(draws.lefts[:, query], (size, 1, 1, 1)), 0, side - 1)
-        turned = xp.reshape(draws.turns[:, query], (size, 1, 1, 1))
-        index = turned * (side * side) + row * side + column
-        flat = xp.reshape(xp.astype(index, self.counts), (-1,))
-        values = xp.reshape(xp.take(draws.bumps[side], flat), (size, 1, height, width))
-        return values * xp.astype(first, values.dtype)
+
+def _linf(draws: SquareDraws | SquareL2Draws) -> SquareDraws:
+    """The draws of an L-inf search (the state's type holds either kind)."""
+    if not isinstance(draws, SquareDraws):  # pragma: no cover - each rule makes its own
+        raise TypeError(f"the L-inf search needs SquareDraws, got {type(draws).__name__}")
+    return draws
+
+
+def _l2(draws: SquareDraws | SquareL2Draws) -> SquareL2Draws:
+    """The draws of an L2 search."""
+    if not isinstance(draws, SquareL2Draws):  # pragma: no cover - each rule makes its own
+        raise TypeError(f"the L2 search needs SquareL2Draws, got {type(draws).__name__}")
+    return draws
+
+
+def _clean(state: _SearchState) -> Array:
+    """The clean inputs as images in the L2 search's wide dtype."""
+    xp, x = namespace(state.x), state.x
+    channels, height, width = _image_shape(x)
+    image = xp.reshape(x, (x.shape[0], channels, height, width))
+    return xp.astype(image, _l2(state.draws).tiles.dtype)
+
+
+def _bump(draws: SquareL2Draws, query: int, side: int, first: Array, counts: object) -> Array:
+    """The bump of side ``side`` in each sample's first window (turned where drawn), zero
+    elsewhere, ``(batch, 1, height, width)``."""
+    xp = namespace(first)
+    size, height, width = first.shape[0], first.shape[2], first.shape[3]
+    where = device_of(first)
+    rows = xp.reshape(xp.arange(height, device=where), (1, 1, height, 1))
+    columns = xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
+    row = xp.clip(rows - xp.reshape(draws.tops[:, query], (size, 1, 1, 1)), 0, side - 1)
+    column = xp.clip(columns - xp.reshape(draws.lefts[:, query], (size, 1, 1, 1)), 0, side - 1)
+    turned = xp.reshape(draws.turns[:, query], (size, 1, 1, 1))
+    index = turned * (side * side) + row * side + column
+    flat = xp.reshape(xp.astype(index, counts), (-1,))
+    values = xp.reshape(xp.take(draws.bumps[side], flat), (size, 1, height, width))
+    return values * xp.astype(first, values.dtype)
 
 
 def _per_image(radius: Amount) -> Amount:
@@ -577,6 +616,7 @@ class Square(BallAttack):
             diagonal = math.sqrt(math.prod(part.x.shape[1:])) * (part.bounds[1] - part.bounds[0])
             return SquareL2Search(
                 part.x,
+                part.original,
                 feasible,
                 radius,
                 self.p_init,
@@ -585,10 +625,11 @@ class Square(BallAttack):
                 draws,
                 part.labels.dtype,
                 min(radius, diagonal),
-                part.rounded(radius),
+                _rounding(part, radius),
             )
         return SquareSearch(
             part.x,
+            part.original,
             box,
             radius,
             self.p_init,
@@ -638,6 +679,19 @@ class Square(BallAttack):
         runs = runs.fold(todo, outcome.x_adv[:count, ...], trace, at_end.success[:count], best)
         cost = spread(todo, (evaluated + 1)[:count], xp.zeros_like(spent))
         return runs, spent + cost
+
+
+def _rounding(batch: Batch, radius: float) -> Callable[[Array, Array, Array], Array]:
+    """What the model sees of a proposal, given its samples' clean and original inputs: the
+    batch's rounding of integer images (`Batch.rounded`) on a batch of those samples, which
+    shares the box, the norm and the dtypes; the identity for floating images."""
+    if not batch.integer:
+        return lambda point, x, original: point
+
+    def rounded(point: Array, x: Array, original: Array) -> Array:
+        return dataclasses.replace(batch, x=x, original=original).rounded(radius)(point)
+
+    return rounded
 
 
 def _best_so_far(clean: Array, rows: Array, direction: float) -> Array:

@@ -18,6 +18,7 @@ This module imports jax; `signattack` loads it only when it is handed a JAX arra
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ import jax
 import numpy as np
 from jax.tree_util import PyTreeDef
 
-from signattack._fields import field_values
+from signattack._fields import field_values, init_values
 from signattack._typing import Array, namespace
 from signattack.backends._protocol import Checks, ModelMode, State, Steps, TraceableRule
 from signattack.core.losses import LogitLoss, LossFunction
@@ -140,8 +141,10 @@ class JaxBackend:
         succeeds keeps its state, losses and success from then on, as in the eager loop
         (which also drops it from the batch the model sees). The form of the logits and
         losses is checked while tracing; their values by the caller, on the returned logits
-        of the first step.
+        of the first step. A state that is a dataclass (of arrays, numbers and such
+        dataclasses) is carried as a pytree of its fields.
         """
+        _carried(state)
         ran = _programs(self._form, self._loss).steps(
             type(rule),
             steps,
@@ -154,6 +157,29 @@ class JaxBackend:
             wanted,
         )
         return Steps(*ran)
+
+
+_CARRIED: set[type] = set()
+"""The dataclasses of rules' states registered as pytrees, so compiled loops carry them."""
+
+
+def _carried(state: object) -> None:
+    """Register the dataclass ``state`` (and any dataclass among its fields) as a pytree whose
+    children are its fields, once per class, so that a compiled loop takes it as an argument
+    and carries it from step to step (a field the constructor does not take is derived, and
+    made again)."""
+    fields = init_values(state)
+    if fields is None:
+        return
+    kind = type(state)
+    if kind not in _CARRIED:
+        derived = [name for name in field_values(state) or {} if name not in fields]
+        # A class its author registered already is carried as the author says.
+        with contextlib.suppress(ValueError):
+            jax.tree_util.register_dataclass(kind, list(fields), [], derived)
+        _CARRIED.add(kind)
+    for value in fields.values():
+        _carried(value)
 
 
 @dataclass(frozen=True, eq=False)

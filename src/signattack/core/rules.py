@@ -74,12 +74,14 @@ class UpdateRule(Protocol[State]):
     True`` promises that its state holds every array it reads that differs from sample to
     sample, each with the batch first (in a dataclass of them, field by field), and no other
     array with the batch first, while its own fields (and anything in the state that is not
-    such an array) are shared by every sample. With early stopping, or with decisions, the loop
-    then hands `start`'s state taken down to the samples still attacked to `point` and
-    `update` (every such array taken at their positions), and writes a sample's state back
-    into the whole batch's when it leaves, so that a sample's state does not depend on which
-    of its batch-mates are still attacked. A rule that does not declare it gets the whole
-    batch's state every step (the model still sees the samples attacked only).
+    such an array) are shared by every sample; `start`, which sees the whole batch once, may
+    read per-sample fields to make the state, and nothing else may. With early stopping, or
+    with decisions, the loop then hands `start`'s state taken down to the samples still
+    attacked to `point` and `update` (every such array taken at their positions), and writes a
+    sample's state back into the whole batch's when it leaves, so that a sample's state does
+    not depend on which of its batch-mates are still attacked. A rule that does not declare
+    it gets the whole batch's state every step (the model still sees the samples attacked
+    only).
 
     A ``per_sample`` rule may say that a sample is decided: with ``decides`` true (a class
     variable or a property) the loop calls ``decided(state) -> Array`` (``(batch,)``
@@ -88,7 +90,8 @@ class UpdateRule(Protocol[State]):
     the radius and no distance is asked for).
 
     A rule may also declare ``memoryless: ClassVar[bool] = True`` when its state is the point
-    the model sees and `update` and `finish` read only the state and the gradient: with early
+    the model sees and data that `update` never changes, and `update` and `finish` read only
+    the state and the gradient (so that equal points are equal states): with early
     stopping the loop then lets a sample whose iterate returns to where it was one or two
     steps before leave the batch, with the result of the full loop (a fixed point or a
     2-cycle repeats for ever). A rule that does not declare it never leaves early that way.

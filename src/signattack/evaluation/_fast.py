@@ -13,14 +13,14 @@ samples and bounds how often the fast verdict is wrong.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar, cast
 
 import numpy as np
 
 from signattack._typing import Array, ArrayT, Model, device_of, namespace, returned
-from signattack.attacks import APGD, APGDT, AttackResult, Square
+from signattack.attacks import APGD, APGDT, AttackResult, EpsAttack, Square
 from signattack.attacks.apgd import Ranking
 from signattack.attacks.base import BallAttack
 from signattack.attacks.loop import spread
@@ -28,6 +28,7 @@ from signattack.core.kernels import take_samples
 from signattack.core.norms import Norm, NormName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import Bounds, check_real, check_seed, check_steps, generator
+from signattack.evaluation._audit import AuditedSuite, AuditPlan
 from signattack.evaluation._cost import PassCount, total
 from signattack.evaluation.report import RobustnessReport, wilson_interval
 from signattack.evaluation.standard import (
@@ -53,11 +54,12 @@ class EscalatingSquare(BallAttack):
     probe breaks nothing, the call costs ``probe`` queries per sample instead of ``queries``.
     A sample the model misclassifies before any query counts as broken by the probe.
 
-    The escalation is decided per call, so under
-    [`evaluate`][signattack.evaluation.evaluate] per batch: unlike the library's other attacks,
-    whose verdicts depend on the sample alone, a sample the probe leaves robust gets the full
-    search only where a batch-mate was broken by the probe, and its verdict can change with
-    the batch it lands in. Report final numbers with the standard suite, whose verdicts do not.
+    Standalone, the escalation is decided per call, so under
+    [`evaluate`][signattack.evaluation.evaluate] per batch: a sample the probe leaves robust
+    gets the full search only where a batch-mate was broken by the probe, and its verdict can
+    change with the batch it lands in. [`fast_attacks`][signattack.evaluation.fast_attacks]
+    therefore runs it with ``escalate=False``, a probe only, and decides the escalation over
+    the whole dataset instead.
 
     Args:
         eps: Radius of the ball.
@@ -67,6 +69,7 @@ class EscalatingSquare(BallAttack):
         seed: Seed of both searches (each draws per sample from streams of its own).
         model_mode: How to run an ``nn.Module``.
         norm: The norm of the ball: ``"linf"`` (default) or ``"l2"``.
+        escalate: ``False``: the probe alone (its result, ``probe + 1`` trace rows).
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -81,10 +84,13 @@ class EscalatingSquare(BallAttack):
     seed: int | None = None
     model_mode: ModelMode = "eval"
     norm: NormName = "linf"
+    escalate: bool = True
     gradient_free: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self._check("margin", counts=("probe", "queries"))
+        if not isinstance(self.escalate, bool):
+            raise TypeError(f"escalate must be a bool, got {type(self.escalate).__name__}")
         if self.probe > self.queries:
             raise ValueError(
                 f"probe must be at most queries ({self.queries}), got probe={self.probe!r}"
@@ -119,6 +125,8 @@ class EscalatingSquare(BallAttack):
         repeated after its end), ``queries`` the two searches' sum per sample."""
         draws = generator(rng, self.seed)
         first = self._square(self.probe).run(model, x, y, rng=draws)
+        if not self.escalate:
+            return first
         success = _array(first.success)
         xp = namespace(success)
         left = xp.logical_not(success)
@@ -179,7 +187,10 @@ def fast_attacks(
     bounds: Bounds | tuple[float, float] = (0.0, 255.0),
     seed: int = 0,
     norm: NormName | Norm = "linf",
-) -> AttackSuite:
+    audit: float | None = None,
+    escalate: bool = True,
+    reference: AttackSuite | Sequence[EpsAttack] | None = None,
+) -> AuditedSuite:
     """A fast preset beside [`standard_attacks`][signattack.evaluation.standard_attacks]: about a
     tenth
     of its model passes, the same robust accuracy on a model whose gradients inform.
@@ -194,10 +205,19 @@ def fast_attacks(
     gradient masking, which the report flags). Every APGD member stops on a sample the
     moment it breaks it. On the digits networks (normal and PGD-trained, radii 16 and 32)
     it gave the standard suite's robust accuracy at 0.09-0.10 times its passes (docs: "A
-    fast screening"). It is a screening (and the probe's escalation is decided per batch, so
-    a verdict can depend on the batch a sample lands in): report final numbers with
-    [`standard_attacks`][signattack.evaluation.standard_attacks], and bound what it misses with
-    [`audit`][signattack.evaluation._fast.audit].
+    fast screening").
+
+    Under [`evaluate`][signattack.evaluation.evaluate] the suite audits and escalates over the
+    whole dataset, never per batch: with ``audit=SHARE``, a seeded share of the samples (each
+    chosen by a digest of the seed, its values and its label, whatever its batch) also runs the
+    reference suite at every radius, and the report states per radius the samples audited,
+    missed (fast robust, reference broken) and extra, the 95% Wilson upper bound of the miss
+    rate and the audit's passes, booked apart from the cost (``metadata["audit"]``, and a
+    warning where it missed any). After the sweep, at each radius where the audit found a miss
+    or the Square probe broke a sample anywhere, the reference suite runs on every sample the
+    fast suite left robust there (a second pass over the data, so not a one-shot iterator;
+    reported as the attack ``"escalated to reference"``). A sample's verdict is then a function
+    of the model, the data, the seed and the settings, never of the batching.
 
     Args:
         steps: Iterations of the APGD-CE run.
@@ -209,20 +229,36 @@ def fast_attacks(
         bounds: The pixel box of the model's inputs.
         seed: Seed of the random starts and of Square's search.
         norm: The norm of the ball: ``"linf"`` (default) or ``"l2"``.
+        audit: The share of the samples audited, in ``(0, 1]``; ``None``: no audit.
+        escalate: ``False`` turns the escalation off: the report then says where it would
+            have run, on how many samples, and warns.
+        reference: The suite the audit and the escalation run; by default
+            ``standard_attacks(bounds=bounds, seed=seed, norm=norm)``.
 
     Returns:
         The [`AttackSuite`][signattack.evaluation.AttackSuite] ``"fast"``: ``APGD(0, steps,
             loss="ce")``,
         ``APGDT(0, target_steps, target_classes=target_classes, ranking=ranking)`` (both
-        with ``early_stop=True``), ``EscalatingSquare(0, probe, queries)``, each with
-        ``norm=norm``; for a randomized model, [`rand_attacks`][signattack.evaluation.rand_attacks].
+        with ``early_stop=True``), ``EscalatingSquare(0, probe, queries, escalate=False)``,
+        each with ``norm=norm``, with its audit; for a randomized model,
+        [`rand_attacks`][signattack.evaluation.rand_attacks] (no audit, no escalation).
 
     Raises:
         TypeError, ValueError: A setting is not what it says above (the message names it).
     """
     box, name = _checked(steps, bounds, seed, norm)
     check_steps(target_steps, "target_steps")
-    return AttackSuite(
+    if audit is not None:
+        audit = check_real("audit", audit)
+        if not 0 < audit <= 1:
+            raise ValueError(f"audit must be None or a share in (0, 1], got {audit!r}")
+    if not isinstance(escalate, bool):
+        raise TypeError(f"escalate must be a bool, got {type(escalate).__name__}")
+    if reference is None:
+        reference = standard_attacks(bounds=box, seed=seed, norm=name)
+    elif not isinstance(reference, AttackSuite):
+        reference = AttackSuite("reference", _members("reference", reference))
+    return AuditedSuite(
         "fast",
         [
             APGD(0.0, steps, loss="ce", early_stop=True, bounds=box, seed=seed, norm=name),
@@ -236,10 +272,26 @@ def fast_attacks(
                 seed=seed,
                 norm=name,
             ),
-            EscalatingSquare(0.0, probe, queries, bounds=box, seed=seed, norm=name),
+            EscalatingSquare(0.0, probe, queries, bounds=box, seed=seed, norm=name, escalate=False),
         ],
-        randomized=rand_attacks(steps, bounds=box, seed=seed, norm=name),
+        rand_attacks(steps, bounds=box, seed=seed, norm=name),
+        AuditPlan(reference, audit, seed, escalate, probe=2),
     )
+
+
+def _members(name: str, attacks: object) -> list[EpsAttack]:
+    """``attacks`` as a list of attacks.
+
+    Raises:
+        TypeError: It is not a sequence of attacks.
+    """
+    if isinstance(attacks, EpsAttack):
+        return [attacks]
+    if not isinstance(attacks, (list, tuple)) or not all(isinstance(a, EpsAttack) for a in attacks):
+        raise TypeError(
+            f"{name} must be an AttackSuite or a sequence of attacks, got {type(attacks).__name__}"
+        )
+    return list(attacks)
 
 
 @dataclass(frozen=True)

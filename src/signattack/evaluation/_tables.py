@@ -153,6 +153,7 @@ def notes(report: Summarised, form: TextFormat) -> list[str]:
     lines = [f"attacks: {report.attack}"] if report.attack else []
     if report.cost is not None:
         lines.append(cost_note(report.cost, report.samples))
+    lines += audit_notes(report)
     return [escaped(line, form) for line in lines + [f"warning: {w}" for w in report.warnings]]
 
 
@@ -287,3 +288,39 @@ def _passes(count: PassCount | None) -> list[object]:
 
 def _span(low: float, high: float) -> str:
     return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def audit_notes(report: Summarised) -> list[str]:
+    """The lines a table states the audit and the escalation in."""
+    record = report.metadata.get("audit")
+    if not isinstance(record, dict) or not isinstance(record.get("radii"), dict):
+        return []
+    radii = record["radii"]
+    assert isinstance(radii, dict)
+    lines = []
+    share = record.get("share")
+    for key, entry in radii.items():
+        if not isinstance(entry, dict):
+            continue
+        shown = report.radius(float(key))
+        parts = []
+        if share is not None:
+            try:
+                passes = PassCount.of_json("passes", entry.get("passes"))
+            except (TypeError, ValueError):
+                passes = None
+            spent = (
+                "passes unknown"
+                if passes is None
+                else f"{passes.forward_equivalents:,} forward-equivalent passes"
+            )
+            parts.append(
+                f"audited {entry.get('audited')}, missed {entry.get('missed')} (95% upper bound "
+                f"of the miss rate {entry.get('upper', 1.0):.1%}), extra {entry.get('extra')}, "
+                f"{spent} apart from the cost"
+            )
+        parts.append(f"escalation {entry.get('escalation')}")
+        if "handed" in entry:
+            parts[-1] += f" on {entry['handed']} samples"
+        lines.append(f"audit at eps {shown}: " + "; ".join(parts))
+    return lines

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from signattack._io import Json, finite_nonnegative, parse, write_atomically
 from signattack.core.norms import norm_of
+from signattack.evaluation._audit import AuditBatch
 from signattack.evaluation._cost import NOTHING, BatchCost
 from signattack.evaluation.identity import Identity
 
@@ -73,6 +74,7 @@ class BatchResult:
             (checked on the first batch only).
         cost: The model's passes on this batch: per eps, per attack, and the evaluation's
             own; ``None`` where not known (a checkpoint written before they were counted).
+        audit: The audit of the batch, where the suite audits (`AuditBatch`).
     """
 
     digest: str
@@ -83,6 +85,7 @@ class BatchResult:
     broken: tuple[tuple[int, ...], ...]
     problems: tuple[str, ...] = ()
     cost: BatchCost | None = None
+    audit: AuditBatch | None = None
 
     @property
     def size(self) -> int:
@@ -101,6 +104,7 @@ class BatchResult:
             "broken": [list(row) for row in self.broken],
             "problems": list(self.problems),
             "cost": None if self.cost is None else self.cost.to_dict(),
+            **({} if self.audit is None else {"audit": self.audit.to_dict()}),
         }
 
     @classmethod
@@ -127,7 +131,7 @@ class BatchResult:
             "broken",
             "problems",
         }
-        if set(data) - {"cost"} != expected:  # no cost: written before passes were counted
+        if set(data) - {"cost", "audit"} != expected:  # no cost: before passes were counted
             raise _Damaged(f"a batch entry must have the keys {sorted(expected)} and cost")
         digest, size = data["digest"], data["size"]
         if not isinstance(digest, str):
@@ -166,7 +170,13 @@ class BatchResult:
             except (TypeError, ValueError) as error:
                 raise _Damaged(str(error)) from None
             _check_idle(cost, attacked, broken)
-        return cls(digest, clean, robust, largest, attacked, broken, problems, cost)
+        audit = None
+        if "audit" in data:
+            try:
+                audit = AuditBatch.from_dict(data["audit"], len(radii), size)
+            except ValueError as error:
+                raise _Damaged(str(error)) from None
+        return cls(digest, clean, robust, largest, attacked, broken, problems, cost, audit)
 
 
 def _check_idle(cost: BatchCost, attacked: tuple[int, ...], broken: Broken) -> None:

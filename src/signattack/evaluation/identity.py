@@ -237,9 +237,11 @@ class Identity:
         name: str | None = None,
         model_name: str | None = None,
         randomized: Sequence[AttackSpec] | None = None,
+        audit: tuple[Json, Sequence[AttackSpec]] | None = None,
     ) -> Identity:
         """The identity of evaluating ``model`` with ``specs`` at ``eps``; ``randomized`` is
-        the suite run instead on a randomized model, where there is one.
+        the suite run instead on a randomized model, where there is one; ``audit`` the
+        settings and the reference suite of an audited suite, where it is one.
 
         Raises:
             ValueError: The model or an attack has no description that is the same in
@@ -258,6 +260,9 @@ class Identity:
         described: object = settings[0] if len(settings) == 1 else settings
         if randomized is not None:
             described = {"attacks": settings, "randomized": _radius_free(randomized)}
+        if audit is not None:
+            reference = {"settings": audit[0], "reference": _radius_free(audit[1])}
+            described = {"suite": described, "audit": reference}
         try:
             attack_part: Json = {"name": name} if name is not None else stable(described)
         except Unstable as error:

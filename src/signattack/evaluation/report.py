@@ -23,6 +23,7 @@ from signattack._io import (
     write_atomically,
 )
 from signattack.core.norms import Norm
+from signattack.evaluation._audit import check_record
 from signattack.evaluation._cost import Cost, checked_cost, totals_json
 from signattack.evaluation._tables import STAND_IN as STAND_IN  # its former home
 from signattack.evaluation._tables import (
@@ -115,6 +116,7 @@ class RobustnessReport:
         if not isinstance(self.metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
         recorded_norm(self.metadata)
+        check_record(self.metadata, eps)
         clean = as_flags("clean_correct", self.clean_correct, None)
         samples = len(clean)
         if not samples:

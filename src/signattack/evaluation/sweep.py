@@ -8,34 +8,26 @@ ball lies inside the larger one.
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from signattack._host import HostArray, copy_of, put_rows, to_flags, to_numpy
 from signattack._lazy import moved_attributes
-from signattack._progress import Stages, step_bars
 from signattack._progress import progress as progress_of
-from signattack._typing import Array, ArrayT, Model, as_model, device_of, is_array, namespace
-from signattack.attacks import EpsAttack
-from signattack.backends.registry import padded_count
-from signattack.core.kernels import take_samples
+from signattack._progress import step_bars
+from signattack._typing import ArrayT, Model, device_of
 from signattack.core.validation import check_real
-from signattack.evaluation._cost import NOTHING, BatchCost, Meter, PassCount, of_result, summed
+from signattack.evaluation._audit import ESCALATION, AuditedSuite, escalation_record, summary
+from signattack.evaluation._batch import Lines, evaluate_batch
+from signattack.evaluation._batch import attack_rng as _attack_rng  # noqa: F401  (tests use it)
+from signattack.evaluation._batch import batches as checked_batches
+from signattack.evaluation._cost import Meter, summed
 from signattack.evaluation._cost import total as total_of
 from signattack.evaluation._cost import totals_json as cost_totals
-from signattack.evaluation._judging import (
-    Plan,
-    broken_by_rule,
-    check_ball,
-    clean_predictions,
-    is_randomized,
-    moves_of,
-)
+from signattack.evaluation._escalation import audited_batch, second_pass
+from signattack.evaluation._escalation import handed as handed_to
+from signattack.evaluation._judging import Plan, is_randomized
 from signattack.evaluation._specs import attack_at, specs_of
 from signattack.evaluation._units import radius_text
 from signattack.evaluation.adversarial import Collected, check_path, store_points, stored_points
@@ -48,9 +40,7 @@ from signattack.evaluation.standard import (
     attack_names,
     attack_record,
     masking_warnings,
-    traits_of,
 )
-from signattack.masking import gradient_diagnoses, units_problem
 
 if TYPE_CHECKING:  # not imported at run time, so that the old names below warn
     from signattack.evaluation._specs import Attacks
@@ -80,186 +70,6 @@ def _same_file(first: Path, second: Path) -> bool:
     return first.resolve() == second.resolve() or (
         first.exists() and second.exists() and first.samefile(second)
     )
-
-
-def _attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random.Generator | None:
-    """The generator an attack of the suite draws its root key from at one radius.
-
-    It depends on the seed, the radius and the attack's place in the suite alone, not on
-    the batch: the attacks key every draw by the sample itself as well
-    (`signattack.core.streams`), so a sample's verdict is the same whatever batch,
-    order or process it lands in, and a resumed or sharded run draws what an uninterrupted
-    single-process run draws.
-    """
-    if seed is None:
-        return None
-    radius_bits = int.from_bytes(struct.pack("<d", radius), "little")
-    return np.random.default_rng([seed, radius_bits, attack_index])
-
-
-class _Lines:
-    """The progress lines of one evaluation: after each attack at each radius of a batch,
-    the attack, the samples it broke, the robust accuracy so far at that radius (over this
-    process's batches), the time spent and an estimate of the time left."""
-
-    def __init__(self, show: bool | None, batches: int | None, ranks: Ranks) -> None:
-        self.stages = Stages(show if ranks.rank == 0 else False)  # the first process alone
-        self.batches = None if batches is None else sum(map(ranks.owns, range(batches)))
-        self.robust: dict[float, int] = {}
-        self.samples = self.ran = self.passed = 0
-
-    def attacked(self, plan: Plan, index: tuple[int, int, int], broke: int, tried: int) -> None:
-        """After the attack ``index`` (batch, radius, attack) broke ``broke`` of ``tried``,
-        leaving `robust_here` of the batch robust."""
-        batch, radius, attack = index
-        self.ran += 1
-        self.passed += 1
-        stages = len(plan.radii) * len(plan.specs)
-        left = None if self.batches is None else self.batches * stages - self.passed
-        robust = self.robust.get(plan.radii[radius], 0) + self.robust_here
-        samples = self.samples + self.size
-        box = None if plan.threat is None else (plan.threat.box.lower, plan.threat.box.upper)
-        of = "" if self.batches is None else f" of {self.batches}"
-        self.stages.done(
-            f"eps {radius_text(plan.radii[radius], box, plan.norm)}, "
-            f"{attack_names(plan.traits)[attack]}: broke {broke} of {tried}; robust accuracy "
-            f"so far {robust / samples:.1%} ({robust} of {samples}); batch {batch + 1}{of}",
-            self.ran,
-            left,
-        )
-
-    def begin(self, size: int) -> None:
-        self.size, self.robust_here = size, 0
-
-    def finished(self, plan: Plan, result: BatchResult, attacked: bool) -> None:
-        """After a batch, attacked here or taken from the checkpoint."""
-        for radius, robust in zip(plan.radii, result.robust, strict=True):
-            self.robust[radius] = self.robust.get(radius, 0) + sum(robust)
-        self.samples += result.size
-        self.passed += 0 if attacked else len(plan.radii) * len(plan.specs)
-
-
-def _evaluate_batch(
-    model: object,
-    x: Array,
-    y: Array,
-    plan: Plan,
-    batch_index: int,
-    digest: str,
-    keep: bool = False,
-    lines: _Lines | None = None,
-) -> tuple[BatchResult, list[HostArray] | None]:
-    """The batch's result, and with ``keep`` the point that decided each sample at each
-    radius (on the host, in ``x``'s dtype); ``lines`` says how each attack did."""
-    xp = namespace(x)
-    decided = copy_of(x) if keep else None
-    points: list[HostArray] = []
-    where = device_of(x)
-    meter = Meter()  # the evaluation's own passes; the attacks count theirs
-    own = meter.around(model, x)
-    predictions, y = clean_predictions(own, x, y, plan.threat, draws=plan.draws)
-    correct = to_flags(predictions == y)
-    runnable = as_model(model)  # a backend has accepted it
-    problems: tuple[str, ...] = ()
-    if batch_index == 0 and plan.threat is not None:  # the first batch is probed
-        units = units_problem(own, x, y, plan.threat)
-        gradients = gradient_diagnoses(as_model(own), x, y, plan.threat) if plan.gradients else ()
-        problems = (*gradients, *(() if units is None else (units,)))
-    spent: list[tuple[PassCount | None, ...]] = []
-    clean = tuple(correct)
-    robust, largest, attacked, broken = [], [], [], []
-    if lines is not None:
-        lines.begin(len(correct))
-    for radius_index, radius in enumerate(plan.radii):
-        attacked.append(sum(correct))
-        distance = 0.0
-        counts = []
-        passes: list[PassCount | None] = []
-        for attack_index, spec in enumerate(plan.specs):
-            still = [index for index, flag in enumerate(correct) if flag]
-            if not still:
-                counts.append(0)
-                passes.append(NOTHING)
-                if lines is not None:
-                    lines.robust_here = 0
-                    lines.attacked(plan, (batch_index, radius_index, attack_index), 0, 0)
-                continue
-            index = xp.asarray(_static_shape(still, x), device=where)
-            x_part, y_part = take_samples(x, index), take_samples(y, index)
-            attack = attack_at(spec, radius)
-            asked = traits_of(attack)
-            rng = _attack_rng(asked.seed, radius, attack_index)
-            # run() predicts at the adversarial batch with its final forward pass.
-            if isinstance(attack, EpsAttack):
-                outcome = attack.run(runnable, x_part, y_part, rng=rng)
-            else:
-                outcome = attack.run(runnable, x_part, y_part)
-            count = len(still)
-            passes.append(of_result(outcome, asked.description, attack))
-            adversarial, labels = outcome.x_adv[:count, ...], y_part[:count, ...]  # no padding
-            moves = moves_of(adversarial, x_part[:count, ...], plan.norm)
-            check_ball(adversarial, x_part[:count, ...], radius, plan, asked.description)
-            distance = max(distance, *moves)
-            predicted = outcome.predictions[:count, ...]
-            fooled = broken_by_rule(own, predicted, adversarial, labels, moves, asked.eot, plan)
-            for sample, broke in zip(still, fooled, strict=True):
-                if broke:
-                    correct[sample] = False
-            if decided is not None and any(fooled):
-                hit = [i for i, broke in enumerate(fooled) if broke]
-                put_rows(decided, [still[i] for i in hit], to_numpy(adversarial), hit)
-            counts.append(sum(fooled))
-            if lines is not None:
-                lines.robust_here = sum(correct)
-                stage = (batch_index, radius_index, attack_index)
-                lines.attacked(plan, stage, sum(fooled), len(still))
-        if decided is not None:
-            points.append(copy_of(decided))  # a larger ball starts from these points
-        robust.append(tuple(correct))
-        largest.append(distance)
-        broken.append(tuple(counts))
-        spent.append(tuple(passes))
-    cost = BatchCost(tuple(spent), meter.spent())
-    result = BatchResult(
-        digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken), problems, cost
-    )
-    return result, points if keep else None
-
-
-def _static_shape(still: list[int], x: Array) -> list[int]:
-    """The indices of the samples to attack; for a backend that compiles per shape (JAX),
-    padded with copies of the first to the next power of two (at most the batch), so that
-    the sub-batches of a sweep share a few compiled computations instead of compiling one
-    per size. The copies change nothing for the others: a model's output for one sample
-    must not depend on the rest."""
-    return still + [still[0]] * (padded_count(x, len(still)) - len(still))
-
-
-def _batches(data: Iterable[object]) -> Iterator[tuple[int, Array, Array]]:
-    if not isinstance(data, Iterable):
-        raise TypeError(
-            f"data must be an iterable of (x, y) batches (a DataLoader, a list), "
-            f"got {type(data).__name__}"
-        )
-    for index, item in enumerate(data):
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise TypeError(
-                f"data must yield (x, y) pairs, got {type(item).__name__} at batch {index}"
-            )
-        x, y = item
-        if not is_array(x) or not is_array(y):
-            raise TypeError(
-                f"batch {index}: x and y must be arrays (torch.Tensor or numpy.ndarray), "
-                f"got {type(x).__name__} and {type(y).__name__}"
-            )
-        if x.ndim < 1 or x.shape[0] == 0:
-            raise ValueError(f"batch {index} holds no samples: x has shape {tuple(x.shape)}")
-        if tuple(y.shape) != (x.shape[0],):
-            raise ValueError(
-                f"batch {index}: y must hold one label per sample of x ({x.shape[0]}), "
-                f"got shape {tuple(y.shape)}"
-            )
-        yield index, x, y
 
 
 def evaluate(
@@ -336,6 +146,8 @@ def evaluate(
     specs = specs_of(attack)
     alternative = attack.randomized if isinstance(attack, AttackSuite) else None
     randomized = None if alternative is None else specs_of(alternative)
+    audited = attack.audit if isinstance(attack, AuditedSuite) else None
+    reference = None if audited is None else specs_of(audited.reference)
     for label, value in (("name", name), ("model_name", model_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError(f"{label} must be a non-empty str or None, got {value!r}")
@@ -357,9 +169,16 @@ def evaluate(
         if path is not None and ranks.world > 1:
             path = path.with_name(f"{path.name}.rank{ranks.rank}")
         identity = None
+        bound = None if audited is None or reference is None else (audited.settings(), reference)
         if path is not None:
             identity = Identity.of(
-                model, specs, radii, name=name, model_name=model_name, randomized=randomized
+                model,
+                specs,
+                radii,
+                name=name,
+                model_name=model_name,
+                randomized=randomized,
+                audit=bound,
             )
         done = Checkpoint.open(path, identity)
         started = time.perf_counter()
@@ -370,10 +189,11 @@ def evaluate(
         results: dict[int, BatchResult] = {}
         outside = Meter()  # the passes outside every batch: the randomness check
         plan = Plan.of(specs, radii)  # once
+        checks = None if reference is None else Plan.of(reference, radii)
         total = len(data) if isinstance(data, Sized) else None  # a DataLoader, a list
         shown = progress if ranks.rank == 0 else False  # the first process speaks for all
-        batches = progress_of(_batches(data), "evaluating", "batches", shown, total=total)
-        lines = _Lines(progress, total, ranks)
+        batches = progress_of(checked_batches(data), "evaluating", "batches", shown, total=total)
+        lines = Lines(progress, total, ranks)
         for index, x, y in batches:
             seen += 1
             if index == 0:
@@ -381,10 +201,13 @@ def evaluate(
                 checked = outside.around(model, x)
                 if randomized is not None and is_randomized(checked, x, y, plan.threat):
                     plan, switched = Plan.of(randomized, radii), True  # the preset's version
+                    checks = audited = None  # the randomized suite is the reference's own
             digests.append(batch_digest(x, y))
             if ranks.owns(index):
                 digest = "" if path is None else digests[-1]
                 result = done.result(index, digest, int(x.shape[0]))
+                if result is not None and audited is not None and audited.share is not None:
+                    result = None if result.audit is None else result  # audit it as well
                 points = None
                 if result is not None and parts is not None:
                     points = stored_points(parts, index, digest, identity)
@@ -394,9 +217,11 @@ def evaluate(
                 resumed += taken
                 if result is None:
                     with step_bars(shown is not False):  # within attacks that run long
-                        result, points = _evaluate_batch(
+                        result, points = evaluate_batch(
                             model, x, y, plan, index, digest, collected is not None, lines
                         )
+                        if checks is not None and audited is not None:
+                            result = audited_batch(model, x, y, result, checks, audited)
                     if parts is not None and points is not None:
                         store_points(parts, index, digest, points, identity)
                     done.record(index, result)
@@ -418,14 +243,29 @@ def evaluate(
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
     names = attack_names(plan.traits)
+    threat = plan.threat
+    box = None if threat is None else (threat.box.lower, threat.box.upper)
+    noted: tuple[str, ...] = ()
+    record = None
+    if audited is not None and checks is not None:
+        described = " + ".join(t.description for t in checks.traits)
+        say = lambda e: radius_text(e, box, plan.norm)  # noqa: E731
+        flags, record, noted = summary(audited, radii, ordered, described, say)
+        outcome = "ran" if audited.escalate else "off"
+        if any(flags) and audited.escalate and isinstance(data, Iterator):
+            outcome = "not possible"  # a generator: read once
+        fast = ordered
+        if any(flags) and outcome == "ran":
+            ordered = second_pass(model, data, checks, flags, ordered, digests, ranks, collected)
+            names = [*names, ESCALATION]
+        handed = [handed_to(fast, ordered, i) for i in range(len(radii))]
+        noted += escalation_record(record, radii, handed, outcome, say)
     broken_by = {
         e: {label: sum(batch.broken[i][j] for batch in ordered) for j, label in enumerate(names)}
         for i, e in enumerate(radii)
     }
     samples = sum(batch.size for batch in ordered)
     cost = summed([b.cost for b in ordered], radii, names, total_of(p for _, p in gathered))
-    threat = plan.threat
-    box = None if threat is None else (threat.box.lower, threat.box.upper)
     metadata = run_metadata(
         model,
         [attack_record(attack_at(spec, radii[0])) for spec in plan.specs],
@@ -442,6 +282,8 @@ def evaluate(
         randomized=switched,
     )
     metadata["passes"] = cost_totals(cost, samples)
+    if record is not None:
+        metadata["audit"] = record
     report = RobustnessReport(
         eps=radii,
         attack=name if name is not None else " + ".join(t.description for t in plan.traits),
@@ -453,7 +295,9 @@ def evaluate(
             e: max(batch.largest[i] for batch in ordered) for i, e in enumerate(radii)
         },
         attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
-        warnings=merged[0].problems + masking_warnings(plan.traits, names, broken_by, samples, box),
+        warnings=merged[0].problems
+        + masking_warnings(plan.traits, names, broken_by, samples, box)
+        + noted,
         broken_by=broken_by,
         metadata=metadata,
         cost=cost,

@@ -1,0 +1,404 @@
+"""The audit and the escalation of the fast preset, decided over the whole dataset.
+
+An audited suite ([`fast_attacks`][signattack.evaluation.fast_attacks] with ``audit=SHARE``)
+runs, beside its own members, a reference suite (the standard one) on a seeded share of the
+samples at every radius. A sample is audited where a 128-bit digest of the audit's seed, its
+values and its label (the digest the random streams use, `signattack.core.streams`) falls
+below ``share * 2**128``: the choice travels with the sample, whatever batch, order or process
+it lands in. Per batch the evaluation keeps, per radius, how many audited samples the fast
+suite left robust that the reference broke (missed) and the reverse (extra), with the
+reference's passes, booked apart from the evaluation's cost.
+
+After the sweep, at each radius where the audit found a miss or the suite's probe broke a
+sample anywhere in the data, the reference suite runs on every sample the fast suite left
+robust there (a second pass over the data, radii in increasing order; a sample broken at a
+radius is broken at every larger one). The fast preset's verdicts are then a function of the
+dataset, the seed and the settings, never of the batching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+from signattack._host import HostArray, to_numpy
+from signattack._io import Json
+from signattack.core.streams import SampleStreams
+from signattack.evaluation._cost import BatchCost, PassCount, total
+from signattack.evaluation._tables import wilson_interval
+from signattack.evaluation.standard import AttackSuite
+
+if TYPE_CHECKING:
+    from signattack.evaluation.checkpoint import BatchResult
+
+__all__: list[str] = []  # internal: the fast preset and the sweep use it
+
+ESCALATION = "escalated to reference"
+"""The name under which the escalation's breaks and passes are reported, beside the attacks."""
+
+_KEYS = 2**128
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """What an audited suite adds to its evaluation.
+
+    Attributes:
+        reference: The suite the audit and the escalation run (the standard one).
+        share: The share of the samples audited, in ``(0, 1]``; ``None``: no audit.
+        seed: The seed of the choice of the audited samples.
+        escalate: Whether the escalation runs where it is called for.
+        probe: The index, in the suite, of the probe whose breaks call for the escalation
+            (``None``: none).
+    """
+
+    reference: AttackSuite
+    share: float | None
+    seed: int
+    escalate: bool = True
+    probe: int | None = None
+
+    def settings(self) -> dict[str, Json]:
+        """The settings beside the reference, as JSON."""
+        return {"share": self.share, "seed": self.seed, "escalate": self.escalate}
+
+
+class AuditedSuite(AttackSuite):
+    """An [`AttackSuite`][signattack.evaluation.AttackSuite] with an audit and an escalation:
+    what [`fast_attacks`][signattack.evaluation.fast_attacks] returns.
+
+    Attributes:
+        audit: The [`AuditPlan`][signattack.evaluation._audit.AuditPlan].
+    """
+
+    audit: AuditPlan
+
+    def __new__(
+        cls,
+        name: str,
+        attacks: Iterable[object],
+        randomized: AttackSuite | None,
+        audit: AuditPlan,
+    ) -> AuditedSuite:
+        suite = super().__new__(cls, name, attacks, randomized)  # type: ignore[arg-type]
+        assert isinstance(suite, AuditedSuite)  # internal: the class made above
+        suite.audit = audit
+        return suite
+
+    def __repr__(self) -> str:
+        return f"AuditedSuite({self.name!r}, {list(self)!r}, {self.audit.settings()!r})"
+
+
+def chosen(x: object, y: object, share: float, seed: int) -> list[int]:
+    """The samples of the batch ``(x, y)`` that the audit of ``share`` and ``seed`` picks:
+    each by a digest of the seed, its values (as ``float32``) and its label alone."""
+    root = hashlib.blake2b(f"signattack audit {seed}".encode(), digest_size=16).digest()
+    keys = SampleStreams.of(root, to_numpy(x), to_numpy(y)).keys
+    return [index for index, key in enumerate(keys) if key < share * _KEYS]
+
+
+def _count(name: str, value: object, most: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise ValueError(f"{name} must be an integer in [0, {most}], got {str(value)[:40]}")
+    return value
+
+
+def _counts(name: str, value: object, length: int, most: int) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) != length:
+        raise ValueError(f"{name} must be a list of {length} counts")
+    return tuple(_count(name, item, most) for item in value)
+
+
+def _passes(count: PassCount | None) -> Json:
+    return None if count is None else count.to_dict()
+
+
+@dataclass(frozen=True)
+class AuditBatch:
+    """The audit of one batch.
+
+    Attributes:
+        audited: The samples of the batch audited.
+        missed: Per radius, audited samples the fast suite left robust and the reference broke.
+        extra: Per radius, audited samples the fast suite broke and the reference left robust.
+        passes: Per radius, the reference's passes (``None``: not known).
+        own: The audit's clean pass (``None``: not known).
+    """
+
+    audited: int
+    missed: tuple[int, ...]
+    extra: tuple[int, ...]
+    passes: tuple[PassCount | None, ...]
+    own: PassCount | None
+
+    @classmethod
+    def empty(cls, radii: int) -> AuditBatch:
+        """The audit of a batch with no sample chosen."""
+        nothing = PassCount(0, 0)
+        return cls(0, (0,) * radii, (0,) * radii, (nothing,) * radii, nothing)
+
+    @classmethod
+    def tally(
+        cls,
+        fast: Sequence[Sequence[bool]],
+        picked: Sequence[int],
+        reference: Sequence[Sequence[bool]],
+        cost: BatchCost | None,
+    ) -> AuditBatch:
+        """The audit of the samples ``picked`` from the fast suite's robust rows ``fast``
+        (the whole batch's) and the reference's ``reference`` (the picked samples')."""
+        missed, extra = [], []
+        for quick, full in zip(fast, reference, strict=True):
+            pairs = [(quick[i], held) for i, held in zip(picked, full, strict=True)]
+            missed.append(sum(1 for a, b in pairs if a and not b))
+            extra.append(sum(1 for a, b in pairs if b and not a))
+        passes: tuple[PassCount | None, ...] = (None,) * len(fast)
+        if cost is not None:
+            passes = tuple(total(row) for row in cost.attacks)
+        own = None if cost is None else cost.evaluation
+        return cls(len(picked), tuple(missed), tuple(extra), passes, own)
+
+    def to_dict(self) -> dict[str, Json]:
+        """JSON-ready."""
+        return {
+            "audited": self.audited,
+            "missed": list(self.missed),
+            "extra": list(self.extra),
+            "passes": [_passes(count) for count in self.passes],
+            "own": _passes(self.own),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, radii: int, size: int) -> AuditBatch:
+        """What `to_dict` wrote for a batch of ``size`` samples at ``radii`` radii.
+
+        Raises:
+            ValueError: Anything else; the message names the entry (``audit.missed``).
+        """
+        keys = {"audited", "missed", "extra", "passes", "own"}
+        if not isinstance(data, dict) or set(data) != keys:
+            raise ValueError(f"audit must be an object with the keys {sorted(keys)}")
+        audited = _count("audit.audited", data["audited"], size)
+        rows = data["passes"]
+        if not isinstance(rows, list) or len(rows) != radii:
+            raise ValueError(f"audit.passes must be a list of {radii} entries")
+        try:
+            passes = tuple(PassCount.of_json("audit.passes", row) for row in rows)
+            own = PassCount.of_json("audit.own", data["own"])
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        return cls(
+            audited,
+            _counts("audit.missed", data["missed"], radii, audited),
+            _counts("audit.extra", data["extra"], radii, audited),
+            passes,
+            own,
+        )
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """The escalation of one batch.
+
+    Attributes:
+        robust: Per radius, per sample, robust after the escalation.
+        broken: Per radius, the samples it broke there or at a smaller radius.
+        largest: Per radius, the largest move of its attacks.
+        passes: Per radius, its attacks' passes.
+        own: Its clean re-checks' passes.
+        points: Per radius index where it broke samples, those samples and (where kept)
+            their points, in that order.
+    """
+
+    robust: tuple[tuple[bool, ...], ...]
+    broken: tuple[int, ...]
+    largest: tuple[float, ...]
+    passes: tuple[PassCount | None, ...]
+    own: PassCount | None
+    points: tuple[tuple[int, list[int], HostArray | None], ...]
+
+
+Ran: TypeAlias = "tuple[tuple[bool, ...], float, BatchCost | None, HostArray | None]"
+"""What the reference suite gives on some samples at one radius: their robust flags, its
+largest move, its cost, and (where kept) the points that decided them."""
+
+
+def escalate(
+    robust: Sequence[Sequence[bool]],
+    radii: Sequence[bool],
+    run: Callable[[list[int], int], Ran],
+) -> Escalation:
+    """The escalation of a batch whose fast robust rows are ``robust``, at the radii flagged
+    in ``radii`` (increasing): ``run(samples, radius_index)`` runs the reference there."""
+    rows: list[tuple[bool, ...]] = []
+    broken, largest, passes, points = [], [], [], []
+    own: PassCount | None = PassCount(0, 0)
+    before: tuple[bool, ...] | None = None
+    for index, (row, flagged) in enumerate(zip(robust, radii, strict=True)):
+        now = list(row if before is None else (a and b for a, b in zip(row, before, strict=True)))
+        distance, spent = 0.0, PassCount(0, 0)
+        spent_here: PassCount | None = spent
+        if flagged and any(now):
+            still = [i for i, flag in enumerate(now) if flag]
+            held, distance, cost, decided = run(still, index)
+            spent_here = None if cost is None else total(cost.attacks[0])
+            own = total([own, None if cost is None else cost.evaluation])
+            hit = [i for i, kept in enumerate(held) if not kept]
+            for i in hit:
+                now[still[i]] = False
+            if hit:
+                points.append(
+                    (index, [still[i] for i in hit], None if decided is None else decided[hit])
+                )
+        rows.append(tuple(now))
+        broken.append(sum(row) - sum(now))
+        largest.append(distance)
+        passes.append(spent_here)
+        before = rows[-1]
+    return Escalation(tuple(rows), tuple(broken), tuple(largest), tuple(passes), own, tuple(points))
+
+
+def escalated(result: BatchResult, escalation: Escalation) -> BatchResult:
+    """``result`` with the escalation's verdicts, and its breaks and passes as one more
+    attack (`ESCALATION`)."""
+    cost = result.cost
+    if cost is not None:
+        rows = tuple((*row, p) for row, p in zip(cost.attacks, escalation.passes, strict=True))
+        cost = BatchCost(rows, total([cost.evaluation, escalation.own]))
+    return dataclasses.replace(
+        result,
+        robust=escalation.robust,
+        largest=tuple(map(max, result.largest, escalation.largest)),
+        broken=tuple((*row, n) for row, n in zip(result.broken, escalation.broken, strict=True)),
+        cost=cost,
+    )
+
+
+def summary(
+    plan: AuditPlan,
+    eps: Sequence[float],
+    results: Sequence[BatchResult],
+    reference: str,
+    radius_text: Callable[[float], str],
+) -> tuple[tuple[bool, ...], dict[str, Json], tuple[str, ...]]:
+    """The radii to escalate at, the audit's record for the report's metadata, and its
+    warnings (the escalation's, once it ran, are added by `escalation_record`)."""
+    radii: dict[str, Json] = {}
+    flags, warnings = [], []
+    spent: list[PassCount | None] = []
+    audits = [r.audit for r in results]
+    for i, e in enumerate(eps):
+        probe = plan.probe
+        broke = 0 if probe is None else sum(r.broken[i][probe] for r in results)
+        entry: dict[str, Json] = {"probe_broke": broke}
+        missed = 0
+        if plan.share is not None:
+            audited = sum(a.audited for a in audits if a is not None)
+            missed = sum(a.missed[i] for a in audits if a is not None)
+            extra = sum(a.extra[i] for a in audits if a is not None)
+            upper = wilson_interval(missed, audited)[1] if audited else 1.0
+            counted = [None if a is None else a.passes[i] for a in audits]
+            entry.update(audited=audited, missed=missed, extra=extra, upper=upper)
+            spent.append(total(counted))
+            entry["passes"] = _passes(spent[-1])
+            if missed:
+                warnings.append(
+                    f"the audit at eps {radius_text(e)}: the fast preset left robust {missed} of "
+                    f"{audited} audited samples that the reference suite ({reference}) broke "
+                    f"(a miss rate of at most {upper:.1%} at 95% confidence)"
+                    + (
+                        "; the reference suite ran on every sample the fast preset left robust"
+                        if plan.escalate
+                        else "; evaluate with escalate=True (the default), or report the "
+                        "number with standard_attacks()"
+                    )
+                )
+        flags.append(bool(missed or broke))
+        entry["escalation"] = "needed" if flags[-1] else "not needed"
+        radii[str(e)] = entry
+    record: dict[str, Json] = {**plan.settings(), "reference": reference, "radii": radii}
+    if plan.share is not None:
+        own = [None if a is None else a.own for a in audits]
+        record["passes"] = _passes(total([*own, *spent]))
+    return tuple(flags), record, tuple(warnings)
+
+
+def escalation_record(
+    record: dict[str, Json],
+    eps: Sequence[float],
+    handed: Sequence[int],
+    outcome: str,
+    radius_text: Callable[[float], str],
+) -> tuple[str, ...]:
+    """Fill in, per radius where the escalation was needed, ``outcome`` (``"ran"``, ``"off"``,
+    ``"not possible"``) and the samples it was or would have been handed; the warnings."""
+    radii = record["radii"]
+    assert isinstance(radii, dict)  # internal: `summary` made it
+    where = []
+    for e, count in zip(eps, handed, strict=True):
+        entry = radii[str(e)]
+        assert isinstance(entry, dict)  # internal: `summary` made it
+        if entry["escalation"] == "needed":
+            entry["escalation"], entry["handed"] = outcome, count
+            where.append(f"{radius_text(e)} ({count} samples)")
+    if not where or outcome == "ran":
+        return ()
+    why = (
+        "escalate=False turned it off: evaluate with escalate=True (the default)"
+        if outcome == "off"
+        else "the data is a one-shot iterator, which cannot be read twice: pass a list or a "
+        "DataLoader"
+    )
+    return (
+        f"the fast preset called for the reference suite at eps {', '.join(where)} (the audit "
+        f"found a miss or the Square probe broke a sample), but it did not run: {why}; its "
+        "robust accuracy there may be an overestimate",
+    )
+
+
+def check_record(metadata: Mapping[str, Json], eps: Sequence[float]) -> None:
+    """Refuse a report's ``metadata["audit"]`` that is not what `summary` writes.
+
+    Raises:
+        ValueError: It is damaged; the message names ``metadata.audit``.
+    """
+    if "audit" not in metadata:
+        return
+    record = metadata["audit"]
+    name = "metadata.audit"
+    if not isinstance(record, dict) or not isinstance(record.get("radii"), dict):
+        raise ValueError(f"{name} must be an object with radii")
+    radii = record["radii"]
+    assert isinstance(radii, dict)
+    if set(radii) != {str(e) for e in eps}:
+        raise ValueError(f"{name}.radii must have the keys {[str(e) for e in eps]}")
+    share = record.get("share")
+    if share is not None and (
+        isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1
+    ):
+        raise ValueError(f"{name}.share must be null or a number in (0, 1], got {share!r}")
+    for key, entry in radii.items():
+        where = f"{name}.radii[{key}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be an object")
+        if share is None:
+            continue
+        audited = _count(f"{where}.audited", entry.get("audited"), 2**62)
+        missed = _count(f"{where}.missed", entry.get("missed"), audited)
+        _count(f"{where}.extra", entry.get("extra"), audited)
+        upper = entry.get("upper")
+        expected = wilson_interval(missed, audited)[1] if audited else 1.0
+        if (
+            isinstance(upper, bool)
+            or not isinstance(upper, (int, float))
+            or not math.isclose(upper, expected, rel_tol=1e-9, abs_tol=1e-12)
+        ):
+            raise ValueError(f"{where}.upper must be {expected!r}, got {str(upper)[:40]}")
+        try:
+            PassCount.of_json(f"{where}.passes", entry.get("passes"))
+        except TypeError as error:
+            raise ValueError(str(error)) from None
