@@ -354,7 +354,7 @@ def relayout(path: Path) -> None:
         )
     try:
         relaid = layout(report, report["runs"])
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise ValueError(
             f"--relayout: a run in {path} lacks what it should record: {error!r}"
         ) from None

@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from signattack._cli_args import UsageError
+from signattack._cli_args import UsageError, numbers
 
 if TYPE_CHECKING:
     from signattack.attacks import EpsAttack
@@ -80,6 +80,7 @@ def selected_attacks(args: argparse.Namespace, box: tuple[float, float]) -> Sequ
 
     preset = _preset(args)
     common = _given(steps=args.steps, bounds=box, seed=args.seed, norm=_norm(args))
+    share = audit_share(args.audit)
     try:
         attacks: Sequence[EpsAttack]
         if preset == "standard":
@@ -97,7 +98,15 @@ def selected_attacks(args: argparse.Namespace, box: tuple[float, float]) -> Sequ
             budget = _given(queries=args.queries, target_steps=args.steps)
             if args.queries is not None:  # the probe never exceeds the whole search
                 budget["probe"] = min(300, args.queries)
-            attacks = fast_attacks(**common, **budget)
+            # The audit's and the escalation's reference: --attacks standard with these flags.
+            reference = standard_attacks(**common, **_given(queries=args.queries))
+            attacks = fast_attacks(
+                **common,
+                **budget,
+                audit=share,
+                escalate=not args.no_escalate,
+                reference=reference,
+            )
         elif preset is not None:
             build = gradient_attacks if preset == "gradient" else rand_attacks
             attacks = build(**common, **_given(eot=args.eot))
@@ -106,7 +115,43 @@ def selected_attacks(args: argparse.Namespace, box: tuple[float, float]) -> Sequ
     except (TypeError, ValueError) as error:
         raise UsageError(f"the attack's settings: {error}") from None
     _check_settings(args, attacks)
+    _check_audit(args, attacks)
     return attacks
+
+
+def audit_share(text: str | None) -> float | None:
+    """``--audit SHARE`` as a share of the samples (``None``: not given).
+
+    Raises:
+        UsageError: It is not one number in ``(0, 1]`` (``0.1`` or ``1/10``).
+    """
+    if text is None:
+        return None
+    wanted = f"--audit must be a share of the samples in (0, 1] such as 0.1 or 1/10, got {text!r}"
+    try:
+        share = numbers(text, "--audit", count=1)[0]
+    except UsageError as error:  # not a number: why, after what is wanted
+        raise UsageError(f"{wanted}{str(error).partition(repr(text))[2]}") from None
+    if not 0 < share <= 1:  # NaN fails too
+        raise UsageError(wanted)
+    return share
+
+
+def _check_audit(args: argparse.Namespace, attacks: Sequence[EpsAttack]) -> None:
+    """Refuse ``--audit`` and ``--no-escalate`` where the selected attacks are not audited
+    (any but the fast preset), read from the attacks themselves."""
+    from signattack.evaluation._audit import AuditedSuite
+
+    if isinstance(attacks, AuditedSuite):
+        return
+    given = [f"--audit {args.audit}"] if args.audit is not None else []
+    given += ["--no-escalate"] if args.no_escalate else []
+    if given:
+        names = ", ".join(dict.fromkeys(_name(attack) for attack in _members(attacks)))
+        raise UsageError(
+            f"{given[0]} applies to none of the selected attacks ({names}): only --attacks "
+            "fast is audited and escalated"
+        )
 
 
 def _attack(name: str, args: argparse.Namespace, box: tuple[float, float]) -> EpsAttack:
@@ -213,10 +258,24 @@ def what_ran(attacks: Sequence[EpsAttack], args: argparse.Namespace, randomized:
     if randomized and isinstance(attacks, AttackSuite) and attacks.randomized is not None:
         ran = attacks.randomized
         head = f"attacks ({preset} preset, its {ran.name} version: the model is randomized)"
-    line = f"{head}: {', '.join(_label(attack) for attack in ran)}"
+    line = f"{head}: {', '.join(_label(attack) for attack in ran)}" + _audit_note(ran, args)
     taking = [_name(attack) for attack in ran if _fields(attack).get("eot") == args.eot]
     if args.eot is None or len(taking) == len(ran):
         return line
     if taking:
         return f"{line}; --eot {args.eot} applies to {', '.join(taking)} only"
     return f"{line}; --eot {args.eot} applies to the rand version, run on a randomized model"
+
+
+def _audit_note(ran: Sequence[EpsAttack], args: argparse.Namespace) -> str:
+    """What ``--audit`` and ``--no-escalate`` add to the attacks that ran, read from them: the
+    audit's share and the escalation, or that the version that ran has neither."""
+    from signattack.evaluation._audit import AuditedSuite
+
+    if not isinstance(ran, AuditedSuite):
+        given = args.audit is not None or args.no_escalate
+        return "; neither audited nor escalated: the rand version has no audit" if given else ""
+    plan = ran.audit
+    parts = [] if plan.share is None else [f"{plan.share:.4g} of the samples audited"]
+    parts += [] if plan.escalate else ["escalation off"]
+    return f"; {', '.join(parts)} (reference: the standard preset)" if parts else ""

@@ -6,10 +6,14 @@
 
 A preset is the library's ([`standard_attacks`][signattack.evaluation.standard_attacks],
 [`gradient_attacks`][signattack.evaluation.gradient_attacks],
-[`rand_attacks`][signattack.evaluation.rand_attacks]) with ``--steps``, ``--queries``, ``--eot`` and
+[`rand_attacks`][signattack.evaluation.rand_attacks],
+[`fast_attacks`][signattack.evaluation.fast_attacks]) with ``--steps``, ``--queries``, ``--eot`` and
 ``--seed`` passed as its arguments; ``standard`` runs its ``rand`` version on a model it finds
-randomized, with ``--eot`` passes. The output says what ran, read from the attacks themselves. A
-setting that no selected attack takes (``--eot`` for Square and FAB-T) is refused.
+randomized, with ``--eot`` passes. ``--attacks fast --audit SHARE`` audits the fast preset against
+the standard one on a seeded share of the samples, and ``--no-escalate`` turns its escalation to
+the standard preset off. The output says what ran, read from the attacks themselves. A setting
+that no selected attack takes (``--eot`` for Square and FAB-T, ``--audit`` for any but the fast
+preset) is refused.
 
 Every mistake in the arguments, the files they name or the data is answered with one line that names
 the flag, what was expected and what came, and exit status 2; ``--debug`` shows the traceback
@@ -101,8 +105,24 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         f"{', '.join(ATTACK_NAMES)}, or a preset: 'standard' (apgd-ce,apgd-t,fab-t,square "
         "with 100 steps and 5000 queries; its rand version on a randomized model), 'gradient' "
         "(apgd-ce,apgd-t), 'rand' (apgd-ce,apgd-dlr with 20 EOT passes), 'fast' (a screening at "
-        "a tenth of the standard suite's passes: apgd-ce, apgd-t on 3 targets, a Square probe "
-        "escalating to the full search; not AutoAttack); overrides --attack",
+        "a tenth of the standard suite's passes: apgd-ce, apgd-t on 3 targets, a Square probe; "
+        "at an eps where the probe breaks a sample or --audit finds a miss, the standard preset "
+        "on every sample left robust there; not AutoAttack); overrides --attack",
+    )
+    parser.add_argument(
+        "--audit",
+        default=None,
+        metavar="SHARE",
+        help="with --attacks fast: a seeded share in (0, 1] of the samples (0.1, 1/10) also "
+        "runs the standard preset (with the same --steps, --queries and --seed); the table "
+        "says per eps how many it audited, how many the fast preset missed and the 95%% upper "
+        "bound of the miss rate",
+    )
+    parser.add_argument(
+        "--no-escalate",
+        action="store_true",
+        help="with --attacks fast: never run the standard preset where the probe or the audit "
+        "calls for it; the table says where it would have run",
     )
     parser.add_argument(
         "--steps",
@@ -203,6 +223,8 @@ _FLAG_WORDS = {
     "(APGD-T and FAB-T in standard_attacks() use them)": (
         "(--attacks apgd-t and fab-t, in --attacks standard, use them)"
     ),
+    "escalate=False turned it off": "--no-escalate turned it off",
+    "evaluate with escalate=True (the default)": "run without --no-escalate",
     "standard_attacks()": "--attacks standard",
     "loss='margin'": "--loss margin",
     'loss="margin"': "--loss margin",
