@@ -179,3 +179,31 @@ def test_apgd_survivors_match_a_run_on_them_alone(digits_linear):
     tolerance = 1e-3 * 255  # float32 logits of other batch shapes may round differently
     torch.testing.assert_close(together.x_adv[survivors], alone.x_adv, atol=tolerance, rtol=0)
     np.testing.assert_array_equal(together.success.numpy()[~survivors.numpy()], True)
+
+
+def test_a_state_that_widened_after_its_start_is_not_rounded_back_when_a_sample_leaves():
+    """bfloat16 inputs, float32 logits: APGD's best losses widen to float32 after the first
+    step; a batch-mate leaving must not round them back, or the sample still attacked
+    returns a worse point than without early stopping."""
+    generator = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.randn(10, 64, generator=generator) * 0.01)
+        net[1].bias.copy_(torch.randn(10, generator=generator) * 0.1)
+
+    def model(z):
+        return net(z.float())
+
+    pixels = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (8, 1, 8, 8), generator=pixels, dtype=torch.uint8)
+    y = net(x.float()).argmax(1)
+    y[0] = (y[0] + 1) % 10
+    x, target = x.to(torch.bfloat16)[[0, 7]], ((y + 3) % 10)[[0, 7]]
+    runs = [
+        APGD(16, steps=10, targeted=True, seed=2, early_stop=stop).run(model, x, target)
+        for stop in (False, True)
+    ]
+    assert torch.equal(runs[0].success, runs[1].success)
+    assert not bool(runs[0].success[1])  # the sample still attacked after its mate left
+    moved = (runs[0].x_adv[1].float() - runs[1].x_adv[1].float()).abs().max()
+    assert float(moved) <= 2.0  # rounding at most (bfloat16's spacing near 255 is 1)

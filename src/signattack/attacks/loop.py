@@ -203,14 +203,19 @@ def take_state(state: T, index: Array, size: int) -> T:
 def put_state(mask: Array, part: T, full: T) -> T:
     """``full`` with the samples where ``mask`` (``(batch,)`` booleans) holds replaced, in
     order, by those of ``part`` (one per ``True``), array by array; shared values from
-    ``full``."""
+    ``full``. An array is written back in the wider of the two dtypes: a state's field may
+    widen after ``start`` (a bfloat16 input's best loss becomes the model's float32), and
+    rounding it back would change the samples still attacked."""
     fields, parts = init_values(full), init_values(part)
     if fields is not None and parts is not None:
         merged = {name: put_state(mask, parts[name], value) for name, value in fields.items()}
         return replaced(full, merged)
     if not (is_array(full) and is_array(part)) or full.ndim == 0 or full.shape[0] != mask.shape[0]:
         return full
-    return cast(T, spread(mask, part, full))
+    xp = namespace(full)
+    wide = xp.result_type(part.dtype, full.dtype)
+    whole = full if full.dtype == wide else xp.astype(full, wide)
+    return cast(T, spread(mask, part, whole))
 
 
 def _needs_gradient(rule: UpdateRule[State]) -> bool:
