@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -10,8 +11,9 @@ import torch
 from conftest import linear_pair
 
 from signattack import APGD, Square
-from signattack.evaluation import RobustnessReport, evaluate, fast_attacks
+from signattack.evaluation import RobustnessReport, evaluate, fast_attacks, rand_attacks, verify
 from signattack.evaluation._audit import ESCALATION, chosen
+from signattack.evaluation.report import wilson_interval
 
 RADII = [12.0, 30.0]
 
@@ -44,7 +46,8 @@ def _reference() -> list[object]:
 
 def _suite(**settings: object):
     budget = {"target_steps": 2, "target_classes": 1, "probe": 4, "queries": 40}
-    return fast_attacks(3, **budget, reference=_reference(), **settings)
+    settings.setdefault("reference", _reference())
+    return fast_attacks(3, **budget, **settings)
 
 
 def _batched(x, y, size, order=None):
@@ -171,3 +174,121 @@ def test_bad_audit_settings_are_refused_by_name():
         fast_attacks(escalate="yes")
     with pytest.raises(TypeError, match="reference"):
         fast_attacks(reference=3)
+
+
+def test_an_escalated_report_at_several_radii_keeps_the_sweeps_bookkeeping(tmp_path):
+    model, x, y = _problem()
+    path = tmp_path / "points.npz"
+    report = evaluate(model, _batched(x, y, 8), _suite(audit=0.5), RADII, adversarial=path)
+    assert report.metadata["audit"]["radii"]["30.0"]["escalation"] == "ran"
+    robust_before = sum(report.clean_correct)
+    for eps in RADII:  # attacked: the samples robust when the radius's attacks began
+        robust = sum(report.robust_correct[eps])
+        assert report.attacked[eps] == robust_before
+        assert report.attacked[eps] - sum(report.broken_by[eps].values()) == robust
+        robust_before = robust
+    checked = verify(model, path)
+    assert checked.problems == ()
+    assert checked.reproduced
+
+
+@pytest.mark.parametrize(
+    ("settings", "reference", "said"),
+    [
+        ({"norm": "l2"}, [Square(0.0, 40, seed=0)], r"reference.*L2.*L-inf"),
+        ({}, [Square(0.0, 40, seed=0, bounds=(0.0, 1000.0))], r"reference.*bounds.*1000"),
+        ({}, [Square(0.0, 40, seed=0, model_mode="train")], r"reference.*model_mode"),
+        ({}, [APGD(0.0, 3, seed=0, eot=2)], r"reference\[0\].*eot=1.*eot=2"),
+    ],
+)
+def test_a_reference_outside_the_presets_threat_model_is_refused(settings, reference, said):
+    budget = {"target_steps": 2, "target_classes": 1, "probe": 4, "queries": 40}
+    with pytest.raises(ValueError, match=said):
+        fast_attacks(3, **budget, **settings, audit=0.5, reference=reference)
+
+
+def test_a_reference_that_is_not_a_plain_suite_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"reference must hold at least one attack"):
+        _suite(reference=[])
+    with pytest.raises(TypeError, match=r"reference\[1\].*function"):
+        _suite(reference=[APGD(0.0, 3, seed=0), lambda eps: Square(eps, 40)])
+    with pytest.raises(TypeError, match=r"reference.*audit"):
+        _suite(reference=_suite(audit=0.5))
+
+
+class _Noisy(torch.nn.Module):
+    """A randomized linear model: the fast preset switches to its randomized suite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _, self.net = linear_pair(4, 16, scale=0.05, seed=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 30 * torch.randn_like(x))
+
+
+def test_an_audit_dropped_for_a_randomized_model_is_said():
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.random.default_rng(0).uniform(60, 190, size=(2, 1, 4, 4)))
+    y = torch.tensor([0, 1])
+    suite = fast_attacks(1, target_steps=1, target_classes=1, probe=1, queries=2, audit=0.5)
+    suite = type(suite)(suite.name, list(suite), rand_attacks(1, eot=2), suite.audit)
+    report = evaluate(_Noisy(), [(x, y)], suite, [4.0], progress=False)
+    assert report.metadata["randomized_model"] is True
+    assert "audit" not in report.metadata
+    assert any("audit" in w and "dropped" in w and "randomized" in w for w in report.warnings)
+
+
+@pytest.fixture(scope="module", name="escalated")
+def _escalated() -> dict:
+    model, x, y = _problem()
+    report = evaluate(model, _batched(x, y, 12), _suite(audit=0.5), RADII, progress=False)
+    data = json.loads(report.to_json())
+    assert data["metadata"]["audit"]["radii"]["12.0"]["escalation"] == "ran"
+    return data
+
+
+def _audit(data):
+    return data["metadata"]["audit"]
+
+
+def _radius(data):
+    return _audit(data)["radii"]["12.0"]
+
+
+def _set_audited(data, audited):
+    entry = _radius(data)
+    entry["audited"] = audited
+    entry["upper"] = wilson_interval(entry["missed"], audited)[1]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: _set_audited(d, 10**6),  # more than the samples
+        lambda d: _set_audited(d, _radius(d)["audited"] + 1),  # differs across radii
+        lambda d: _radius(d).update(extra=_radius(d)["audited"] - _radius(d)["missed"] + 1),
+        lambda d: _radius(d).update(escalation="not needed"),
+        lambda d: _radius(d).update(escalation="bogus"),
+        lambda d: _radius(d).update(handed=-1),
+        lambda d: _radius(d).update(handed=10**6),
+        lambda d: _radius(d).update(probe_broke=True),
+        lambda d: _radius(d).pop("passes"),
+        lambda d: _radius(d).update(unknown=1),
+        lambda d: _audit(d).update(seed="0"),
+        lambda d: _audit(d).update(escalate="yes"),
+        lambda d: _audit(d).update(reference=5),
+        lambda d: _audit(d).update(share="0.5"),
+        lambda d: _audit(d).update(unknown=1),
+        lambda d: _audit(d)["radii"]["30.0"].update(
+            escalation="not needed", probe_broke=0, missed=0, extra=0, upper=1.0
+        ),
+        lambda d: d["metadata"].pop("audit"),
+    ],
+)
+def test_every_damage_to_the_audit_record_is_refused_by_name(escalated, damage):
+    data = copy.deepcopy(escalated)
+    RobustnessReport.from_dict(copy.deepcopy(data))  # undamaged, it loads
+    damage(data)
+    with pytest.raises(ValueError, match=r"metadata\.audit"):
+        RobustnessReport.from_dict(data)

@@ -93,6 +93,18 @@ class AuditedSuite(AttackSuite):
         return f"AuditedSuite({self.name!r}, {list(self)!r}, {self.audit.settings()!r})"
 
 
+def dropped_audit(plan: AuditPlan | None) -> tuple[str, ...]:
+    """The warning that the audit ``plan`` asked for does not run: the model is randomized,
+    so the evaluation runs the preset's randomized suite, which has no audit."""
+    if plan is None or plan.share is None:
+        return ()
+    return (
+        f"the audit (audit={plan.share!r}) was dropped: the model is randomized (two identical "
+        "forward passes differ), so the evaluation ran the preset's randomized suite "
+        "(rand_attacks), which runs no audit and no escalation",
+    )
+
+
 def chosen(x: object, y: object, share: float, seed: int) -> list[int]:
     """The samples of the batch ``(x, y)`` that the audit of ``share`` and ``seed`` picks:
     each by a digest of the seed, its values (as ``float32``) and its label alone."""
@@ -127,6 +139,9 @@ class AuditBatch:
         extra: Per radius, audited samples the fast suite broke and the reference left robust.
         passes: Per radius, the reference's passes (``None``: not known).
         own: The audit's clean pass (``None``: not known).
+        breakers: Per sample, the index of the fast suite's attack that broke it (at the first
+            radius where it fell), ``-1`` where none did: what the escalation takes back from
+            that attack's count where it broke the sample at a smaller radius.
     """
 
     audited: int
@@ -134,12 +149,13 @@ class AuditBatch:
     extra: tuple[int, ...]
     passes: tuple[PassCount | None, ...]
     own: PassCount | None
+    breakers: tuple[int, ...] = ()
 
     @classmethod
-    def empty(cls, radii: int) -> AuditBatch:
+    def empty(cls, radii: int, breakers: Sequence[int] = ()) -> AuditBatch:
         """The audit of a batch with no sample chosen."""
         nothing = PassCount(0, 0)
-        return cls(0, (0,) * radii, (0,) * radii, (nothing,) * radii, nothing)
+        return cls(0, (0,) * radii, (0,) * radii, (nothing,) * radii, nothing, tuple(breakers))
 
     @classmethod
     def tally(
@@ -148,6 +164,7 @@ class AuditBatch:
         picked: Sequence[int],
         reference: Sequence[Sequence[bool]],
         cost: BatchCost | None,
+        breakers: Sequence[int] = (),
     ) -> AuditBatch:
         """The audit of the samples ``picked`` from the fast suite's robust rows ``fast``
         (the whole batch's) and the reference's ``reference`` (the picked samples')."""
@@ -160,7 +177,7 @@ class AuditBatch:
         if cost is not None:
             passes = tuple(total(row) for row in cost.attacks)
         own = None if cost is None else cost.evaluation
-        return cls(len(picked), tuple(missed), tuple(extra), passes, own)
+        return cls(len(picked), tuple(missed), tuple(extra), passes, own, tuple(breakers))
 
     def to_dict(self) -> dict[str, Json]:
         """JSON-ready."""
@@ -170,6 +187,7 @@ class AuditBatch:
             "extra": list(self.extra),
             "passes": [_passes(count) for count in self.passes],
             "own": _passes(self.own),
+            "breakers": list(self.breakers),
         }
 
     @classmethod
@@ -179,7 +197,7 @@ class AuditBatch:
         Raises:
             ValueError: Anything else; the message names the entry (``audit.missed``).
         """
-        keys = {"audited", "missed", "extra", "passes", "own"}
+        keys = {"audited", "missed", "extra", "passes", "own", "breakers"}
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError(f"audit must be an object with the keys {sorted(keys)}")
         audited = _count("audit.audited", data["audited"], size)
@@ -191,13 +209,22 @@ class AuditBatch:
             own = PassCount.of_json("audit.own", data["own"])
         except TypeError as error:
             raise ValueError(str(error)) from None
+        fell = data["breakers"]
+        if not isinstance(fell, list) or len(fell) != size or not all(map(_index, fell)):
+            raise ValueError(f"audit.breakers must be a list of {size} attack indices or -1")
         return cls(
             audited,
             _counts("audit.missed", data["missed"], radii, audited),
             _counts("audit.extra", data["extra"], radii, audited),
             passes,
             own,
+            tuple(fell),
         )
+
+
+def _index(value: object) -> bool:
+    """Whether ``value`` is an attack's index or ``-1``."""
+    return isinstance(value, int) and not isinstance(value, bool) and -1 <= value < 2**31
 
 
 @dataclass(frozen=True)
@@ -206,7 +233,10 @@ class Escalation:
 
     Attributes:
         robust: Per radius, per sample, robust after the escalation.
-        broken: Per radius, the samples it broke there or at a smaller radius.
+        attacked: Per radius, the samples robust when that radius's attacks began: those
+            the escalation broke at a smaller radius are not attacked there.
+        broken: Per radius, per attack of the suite and then the escalation, the samples it
+            broke there (a sample the escalation broke at a smaller radius counts nowhere).
         largest: Per radius, the largest move of its attacks.
         passes: Per radius, its attacks' passes.
         own: Its clean re-checks' passes.
@@ -215,7 +245,8 @@ class Escalation:
     """
 
     robust: tuple[tuple[bool, ...], ...]
-    broken: tuple[int, ...]
+    attacked: tuple[int, ...]
+    broken: tuple[tuple[int, ...], ...]
     largest: tuple[float, ...]
     passes: tuple[PassCount | None, ...]
     own: PassCount | None
@@ -228,20 +259,40 @@ largest move, its cost, and (where kept) the points that decided them."""
 
 
 def escalate(
-    robust: Sequence[Sequence[bool]],
+    result: BatchResult,
     radii: Sequence[bool],
     run: Callable[[list[int], int], Ran],
 ) -> Escalation:
-    """The escalation of a batch whose fast robust rows are ``robust``, at the radii flagged
-    in ``radii`` (increasing): ``run(samples, radius_index)`` runs the reference there."""
+    """The escalation of a batch whose fast suite gave ``result``, at the radii flagged in
+    ``radii`` (increasing): ``run(samples, radius_index)`` runs the reference there.
+
+    The record keeps the sweep's bookkeeping at every radius: ``attacked`` minus the
+    breaks is the samples robust after it. A sample the escalation broke at a smaller
+    radius is not robust when a larger radius's attacks begin, so it is taken out of that
+    radius's attacked samples and, where a fast attack broke it there, out of that
+    attack's count (`AuditBatch.breakers` says which one).
+    """
+    fell = result.audit.breakers if result.audit is not None else ()
+    if len(fell) != result.size:
+        raise ValueError(
+            f"the batch's audit must name, per sample, the attack that broke it "
+            f"({result.size} entries), got {len(fell)}"
+        )
     rows: list[tuple[bool, ...]] = []
-    broken, largest, passes, points = [], [], [], []
+    attacked, broken, largest, passes, points = [], [], [], [], []
     own: PassCount | None = PassCount(0, 0)
-    before: tuple[bool, ...] | None = None
-    for index, (row, flagged) in enumerate(zip(robust, radii, strict=True)):
-        now = list(row if before is None else (a and b for a, b in zip(row, before, strict=True)))
+    before: tuple[bool, ...] = result.clean  # robust when the radius's attacks began
+    fast_before: tuple[bool, ...] = result.clean  # the same, by the fast suite alone
+    for index, (row, flagged) in enumerate(zip(result.robust, radii, strict=True)):
+        counts = list(result.broken[index])
+        gone = [i for i, (a, b) in enumerate(zip(fast_before, before, strict=True)) if a and not b]
+        for i in gone:  # broken by the escalation at a smaller radius: not attacked here
+            if not row[i]:
+                counts[fell[i]] -= 1
+        now = [a and b for a, b in zip(row, before, strict=True)]
         distance, spent = 0.0, PassCount(0, 0)
         spent_here: PassCount | None = spent
+        hit: list[int] = []
         if flagged and any(now):
             still = [i for i, flag in enumerate(now) if flag]
             held, distance, cost, decided = run(still, index)
@@ -255,16 +306,25 @@ def escalate(
                     (index, [still[i] for i in hit], None if decided is None else decided[hit])
                 )
         rows.append(tuple(now))
-        broken.append(sum(row) - sum(now))
+        attacked.append(result.attacked[index] - len(gone))
+        broken.append((*counts, len(hit)))
         largest.append(distance)
         passes.append(spent_here)
-        before = rows[-1]
-    return Escalation(tuple(rows), tuple(broken), tuple(largest), tuple(passes), own, tuple(points))
+        before, fast_before = rows[-1], row
+    return Escalation(
+        tuple(rows),
+        tuple(attacked),
+        tuple(broken),
+        tuple(largest),
+        tuple(passes),
+        own,
+        tuple(points),
+    )
 
 
 def escalated(result: BatchResult, escalation: Escalation) -> BatchResult:
-    """``result`` with the escalation's verdicts, and its breaks and passes as one more
-    attack (`ESCALATION`)."""
+    """``result`` with the escalation's verdicts and counts, and its breaks and passes as
+    one more attack (`ESCALATION`)."""
     cost = result.cost
     if cost is not None:
         rows = tuple((*row, p) for row, p in zip(cost.attacks, escalation.passes, strict=True))
@@ -273,7 +333,8 @@ def escalated(result: BatchResult, escalation: Escalation) -> BatchResult:
         result,
         robust=escalation.robust,
         largest=tuple(map(max, result.largest, escalation.largest)),
-        broken=tuple((*row, n) for row, n in zip(result.broken, escalation.broken, strict=True)),
+        attacked=escalation.attacked,
+        broken=escalation.broken,
         cost=cost,
     )
 
@@ -360,45 +421,125 @@ def escalation_record(
     )
 
 
-def check_record(metadata: Mapping[str, Json], eps: Sequence[float]) -> None:
-    """Refuse a report's ``metadata["audit"]`` that is not what `summary` writes.
+_OUTCOMES = ("ran", "off", "not possible")
+"""The escalation's words where it was called for (`escalation_record`)."""
+
+
+def check_record(
+    metadata: Mapping[str, Json],
+    eps: Sequence[float],
+    samples: int,
+    broken_by: Mapping[float, Mapping[str, int]],
+) -> None:
+    """Refuse a report's ``metadata["audit"]`` that is not what `summary` and
+    `escalation_record` write for a report of ``samples`` samples at ``eps`` whose breaks
+    are ``broken_by``: every field's type and range, and the rules between them.
 
     Raises:
-        ValueError: It is damaged; the message names ``metadata.audit``.
+        ValueError: It is damaged, or missing where ``broken_by`` names the escalation; the
+            message names ``metadata.audit``.
     """
+    name = "metadata.audit"
     if "audit" not in metadata:
+        if any(ESCALATION in counts for counts in broken_by.values()):
+            raise ValueError(
+                f"{name} is missing, but broken_by names {ESCALATION!r}: the record of the "
+                "audit and the escalation was removed"
+            )
         return
     record = metadata["audit"]
-    name = "metadata.audit"
-    if not isinstance(record, dict) or not isinstance(record.get("radii"), dict):
-        raise ValueError(f"{name} must be an object with radii")
-    radii = record["radii"]
-    assert isinstance(radii, dict)
-    if set(radii) != {str(e) for e in eps}:
-        raise ValueError(f"{name}.radii must have the keys {[str(e) for e in eps]}")
-    share = record.get("share")
+    share = record.get("share") if isinstance(record, dict) else None
+    keys = {"share", "seed", "escalate", "reference", "radii"} | (
+        set() if share is None else {"passes"}
+    )
+    if not isinstance(record, dict) or set(record) != keys:
+        raise ValueError(f"{name} must be an object with the keys {sorted(keys)}")
     if share is not None and (
         isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1
     ):
         raise ValueError(f"{name}.share must be null or a number in (0, 1], got {share!r}")
-    for key, entry in radii.items():
-        where = f"{name}.radii[{key}]"
+    _count(f"{name}.seed", record["seed"], 2**63)
+    if not isinstance(record["escalate"], bool):
+        raise ValueError(f"{name}.escalate must be a bool, got {str(record['escalate'])[:40]}")
+    if not isinstance(record["reference"], str) or not record["reference"].isprintable():
+        raise ValueError(
+            f"{name}.reference must be a one-line str, got {record['reference']!r:.40}"
+        )
+    if share is not None:
+        _pass_count(f"{name}.passes", record["passes"])
+    radii = record["radii"]
+    if not isinstance(radii, dict) or set(radii) != {str(e) for e in eps}:
+        raise ValueError(f"{name}.radii must be an object with the keys {[str(e) for e in eps]}")
+    ran = False
+    audited_once: set[int] = set()
+    for e in eps:
+        where = f"{name}.radii[{e}]"
+        entry = radii[str(e)]
         if not isinstance(entry, dict):
             raise ValueError(f"{where} must be an object")
-        if share is None:
-            continue
-        audited = _count(f"{where}.audited", entry.get("audited"), 2**62)
-        missed = _count(f"{where}.missed", entry.get("missed"), audited)
-        _count(f"{where}.extra", entry.get("extra"), audited)
-        upper = entry.get("upper")
-        expected = wilson_interval(missed, audited)[1] if audited else 1.0
-        if (
-            isinstance(upper, bool)
-            or not isinstance(upper, (int, float))
-            or not math.isclose(upper, expected, rel_tol=1e-9, abs_tol=1e-12)
-        ):
-            raise ValueError(f"{where}.upper must be {expected!r}, got {str(upper)[:40]}")
-        try:
-            PassCount.of_json(f"{where}.passes", entry.get("passes"))
-        except TypeError as error:
-            raise ValueError(str(error)) from None
+        word = entry.get("escalation")
+        if word not in ("not needed", *_OUTCOMES):
+            raise ValueError(
+                f"{where}.escalation must be one of {['not needed', *_OUTCOMES]}, "
+                f"got {str(word)[:40]!r}"
+            )
+        called = word in _OUTCOMES
+        keys = {"probe_broke", "escalation"} | ({"handed"} if called else set())
+        if share is not None:
+            keys |= {"audited", "missed", "extra", "upper", "passes"}
+        if set(entry) != keys:
+            raise ValueError(f"{where} must be an object with the keys {sorted(keys)}")
+        probe = _count(f"{where}.probe_broke", entry["probe_broke"], samples)
+        missed = 0
+        if share is not None:
+            audited = _count(f"{where}.audited", entry["audited"], samples)
+            audited_once.add(audited)
+            missed = _count(f"{where}.missed", entry["missed"], audited)
+            extra = _count(f"{where}.extra", entry["extra"], audited)
+            if missed + extra > audited:
+                raise ValueError(
+                    f"{where}: missed ({missed}) and extra ({extra}) must add up to at most "
+                    f"the samples audited ({audited})"
+                )
+            _check_upper(where, entry["upper"], missed, audited)
+            _pass_count(f"{where}.passes", entry["passes"])
+        if called != bool(missed or probe):
+            due = f"one of {list(_OUTCOMES)}" if missed or probe else "'not needed'"
+            raise ValueError(
+                f"{where}.escalation must be {due} where the audit missed {missed} and the "
+                f"probe broke {probe}, got {word!r}"
+            )
+        handed = _count(f"{where}.handed", entry["handed"], samples) if called else 0
+        escalated = broken_by.get(e, {}).get(ESCALATION, 0)
+        if escalated and (word != "ran" or escalated > handed):
+            raise ValueError(
+                f"{where}: broken_by names {escalated} samples {ESCALATION} at eps {e}, but "
+                f"the escalation was {word!r} on {handed} samples"
+            )
+        ran = ran or word == "ran"
+    if len(audited_once) > 1:
+        raise ValueError(
+            f"{name}: the samples audited must be the same at every radius, got "
+            f"{sorted(audited_once)}"
+        )
+    if ran != any(ESCALATION in broken_by.get(e, {}) for e in eps):
+        raise ValueError(
+            f"{name}: the escalation ran where broken_by names {ESCALATION!r} and only there"
+        )
+
+
+def _check_upper(where: str, upper: object, missed: int, audited: int) -> None:
+    expected = wilson_interval(missed, audited)[1] if audited else 1.0
+    if (
+        isinstance(upper, bool)
+        or not isinstance(upper, (int, float))
+        or not math.isclose(upper, expected, rel_tol=1e-9, abs_tol=1e-12)
+    ):
+        raise ValueError(f"{where}.upper must be {expected!r}, got {str(upper)[:40]}")
+
+
+def _pass_count(where: str, value: object) -> None:
+    try:
+        PassCount.of_json(where, value)
+    except TypeError as error:
+        raise ValueError(str(error)) from None

@@ -102,9 +102,12 @@ def evaluate_batch(
     digest: str,
     keep: bool = False,
     lines: Lines | None = None,
+    breakers: list[int] | None = None,
 ) -> tuple[BatchResult, list[HostArray] | None]:
     """The batch's result, and with ``keep`` the point that decided each sample at each
-    radius (on the host, in ``x``'s dtype); ``lines`` says how each attack did."""
+    radius (on the host, in ``x``'s dtype); ``lines`` says how each attack did. A list
+    ``breakers`` is filled with, per sample, the index of the attack that broke it (at the
+    first radius where it fell), ``-1`` where none did."""
     xp = namespace(x)
     decided = copy_of(x) if keep else None
     points: list[HostArray] = []
@@ -121,6 +124,7 @@ def evaluate_batch(
         problems = (*gradients, *(() if units is None else (units,)))
     spent: list[tuple[PassCount | None, ...]] = []
     clean = tuple(correct)
+    fell = [-1] * len(correct)
     robust, largest, attacked, broken = [], [], [], []
     if lines is not None:
         lines.begin(len(correct))
@@ -159,6 +163,7 @@ def evaluate_batch(
             for sample, broke in zip(still, fooled, strict=True):
                 if broke:
                     correct[sample] = False
+                    fell[sample] = attack_index
             if decided is not None and any(fooled):
                 hit = [i for i, broke in enumerate(fooled) if broke]
                 put_rows(decided, [still[i] for i in hit], to_numpy(adversarial), hit)
@@ -174,6 +179,8 @@ def evaluate_batch(
         broken.append(tuple(counts))
         spent.append(tuple(passes))
     cost = BatchCost(tuple(spent), meter.spent())
+    if breakers is not None:
+        breakers[:] = fell
     result = BatchResult(
         digest, clean, tuple(robust), tuple(largest), tuple(attacked), tuple(broken), problems, cost
     )

@@ -21,18 +21,25 @@ __all__: list[str] = []  # internal: the sweep's parts
 
 
 def audited_batch(
-    model: object, x: Array, y: Array, result: BatchResult, checks: Plan, audited: AuditPlan
+    model: object,
+    x: Array,
+    y: Array,
+    result: BatchResult,
+    checks: Plan,
+    audited: AuditPlan,
+    breakers: list[int],
 ) -> BatchResult:
     """``result`` with the audit of the batch: the reference suite on the samples the audit
-    picks (none without a share)."""
+    picks (none without a share); ``breakers`` says which attack broke each sample."""
     picked = [] if audited.share is None else chosen(x, y, audited.share, audited.seed)
     if not picked:
-        return dataclasses.replace(result, audit=AuditBatch.empty(len(checks.radii)))
+        empty = AuditBatch.empty(len(checks.radii), breakers)
+        return dataclasses.replace(result, audit=empty)
     index = namespace(x).asarray(picked, device=device_of(x))
     part = take_samples(x, index), take_samples(y, index)
     found, _ = evaluate_batch(model, part[0], part[1], checks, -1, "")
     return dataclasses.replace(
-        result, audit=AuditBatch.tally(result.robust, picked, found.robust, found.cost)
+        result, audit=AuditBatch.tally(result.robust, picked, found.robust, found.cost, breakers)
     )
 
 
@@ -69,7 +76,7 @@ def second_pass(
                     decided = None if kept is None else kept[0]
                     return done.robust[0], done.largest[0], done.cost, decided
 
-                outcome = escalate(ordered[index].robust, flags, run)
+                outcome = escalate(ordered[index], flags, run)
                 found[index] = escalated(ordered[index], outcome)
                 if collected is not None:
                     _replace_points(collected, index, ordered[index].robust, outcome.points)

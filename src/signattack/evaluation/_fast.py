@@ -37,6 +37,8 @@ from signattack.evaluation.standard import (
     _checked,
     rand_attacks,
     standard_attacks,
+    threat_of,
+    traits_of,
 )
 from signattack.evaluation.sweep import evaluate
 
@@ -256,27 +258,60 @@ def fast_attacks(
         raise TypeError(f"escalate must be a bool, got {type(escalate).__name__}")
     if reference is None:
         reference = standard_attacks(bounds=box, seed=seed, norm=name)
-    elif not isinstance(reference, AttackSuite):
+    elif not isinstance(reference, AttackSuite) or isinstance(reference, AuditedSuite):
         reference = AttackSuite("reference", _members("reference", reference))
+    members = [
+        APGD(0.0, steps, loss="ce", early_stop=True, bounds=box, seed=seed, norm=name),
+        APGDT(
+            0.0,
+            target_steps,
+            target_classes=target_classes,
+            ranking=ranking,
+            early_stop=True,
+            bounds=box,
+            seed=seed,
+            norm=name,
+        ),
+        EscalatingSquare(0.0, probe, queries, bounds=box, seed=seed, norm=name, escalate=False),
+    ]
+    _check_reference(members, reference)
     return AuditedSuite(
         "fast",
-        [
-            APGD(0.0, steps, loss="ce", early_stop=True, bounds=box, seed=seed, norm=name),
-            APGDT(
-                0.0,
-                target_steps,
-                target_classes=target_classes,
-                ranking=ranking,
-                early_stop=True,
-                bounds=box,
-                seed=seed,
-                norm=name,
-            ),
-            EscalatingSquare(0.0, probe, queries, bounds=box, seed=seed, norm=name, escalate=False),
-        ],
+        members,
         rand_attacks(steps, bounds=box, seed=seed, norm=name),
         AuditPlan(reference, audit, seed, escalate, probe=2),
     )
+
+
+def _check_reference(members: Sequence[EpsAttack], reference: AttackSuite) -> None:
+    """Refuse a reference that does not attack in the preset's threat model: it is checked
+    as one more member of the evaluation (`threat_of`: one norm, one box, one model mode),
+    and it decides as the preset does, by one pass (its breaks become the evaluation's).
+
+    Raises:
+        ValueError: It does not; the message names ``reference``.
+    """
+    if not reference:
+        raise ValueError("reference must hold at least one attack, got an empty suite")
+    threat = threat_of(members)
+    assert threat is not None  # internal: the preset's members have a box
+    expected = (
+        f"norm {threat.geometry.title}, bounds {(threat.box.lower, threat.box.upper)}, "
+        f"model_mode {threat.model_mode!r}"
+    )
+    try:
+        threat_of([*members, *reference])
+    except ValueError as error:
+        raise ValueError(
+            f"reference must attack in the preset's threat model ({expected}): {error}"
+        ) from None
+    for index, attack in enumerate(reference):
+        eot = traits_of(attack).eot
+        if eot != 1:
+            raise ValueError(
+                f"reference[{index}] must decide by one pass (eot=1) as the preset does, got "
+                f"eot={eot} ({type(attack).__name__}); a randomized model gets rand_attacks"
+            )
 
 
 def _members(name: str, attacks: object) -> list[EpsAttack]:
@@ -285,12 +320,28 @@ def _members(name: str, attacks: object) -> list[EpsAttack]:
     Raises:
         TypeError: It is not a sequence of attacks.
     """
+    if isinstance(attacks, AuditedSuite):
+        raise TypeError(
+            f"{name} must be a suite without an audit of its own (standard_attacks(), a list "
+            f"of attacks), got the audited suite {attacks.name!r}"
+        )
     if isinstance(attacks, EpsAttack):
         return [attacks]
-    if not isinstance(attacks, (list, tuple)) or not all(isinstance(a, EpsAttack) for a in attacks):
+    if not isinstance(attacks, (list, tuple)):
         raise TypeError(
             f"{name} must be an AttackSuite or a sequence of attacks, got {type(attacks).__name__}"
         )
+    if not attacks:
+        raise ValueError(
+            f"{name} must hold at least one attack, got an empty {type(attacks).__name__}"
+        )
+    for index, attack in enumerate(attacks):
+        if not isinstance(attack, EpsAttack):
+            raise TypeError(
+                f"{name}[{index}] must be an attack of signattack (APGD, Square, ...; a "
+                f"factory eps -> attack cannot be checked against the preset), got "
+                f"{type(attack).__name__}"
+            )
     return list(attacks)
 
 

@@ -116,7 +116,6 @@ class RobustnessReport:
         if not isinstance(self.metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
         recorded_norm(self.metadata)
-        check_record(self.metadata, eps)
         clean = as_flags("clean_correct", self.clean_correct, None)
         samples = len(clean)
         if not samples:
@@ -138,6 +137,7 @@ class RobustnessReport:
             "metadata": ReadOnly(_mapping(json_copy(self.metadata, "metadata")), copies=True),
         }
         broken_by = cast("Mapping[float, Mapping[str, int]]", fields["broken_by"])
+        check_record(self.metadata, eps, samples, broken_by)
         fields["cost"] = checked_cost(self.cost, eps, broken_by)
         for name, value in fields.items():
             set_field(self, name, value)

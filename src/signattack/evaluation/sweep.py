@@ -18,7 +18,13 @@ from signattack._progress import progress as progress_of
 from signattack._progress import step_bars
 from signattack._typing import ArrayT, Model, device_of
 from signattack.core.validation import check_real
-from signattack.evaluation._audit import ESCALATION, AuditedSuite, escalation_record, summary
+from signattack.evaluation._audit import (
+    ESCALATION,
+    AuditedSuite,
+    dropped_audit,
+    escalation_record,
+    summary,
+)
 from signattack.evaluation._batch import Lines, evaluate_batch
 from signattack.evaluation._batch import attack_rng as _attack_rng  # noqa: F401  (tests use it)
 from signattack.evaluation._batch import batches as checked_batches
@@ -186,6 +192,7 @@ def evaluate(
         digests: list[str] = []
         device = "unknown"
         switched = False
+        dropped: tuple[str, ...] = ()
         results: dict[int, BatchResult] = {}
         outside = Meter()  # the passes outside every batch: the randomness check
         plan = Plan.of(specs, radii)  # once
@@ -201,6 +208,7 @@ def evaluate(
                 checked = outside.around(model, x)
                 if randomized is not None and is_randomized(checked, x, y, plan.threat):
                     plan, switched = Plan.of(randomized, radii), True  # the preset's version
+                    dropped = dropped_audit(audited)
                     checks = audited = None  # the randomized suite is the reference's own
             digests.append(batch_digest(x, y))
             if ranks.owns(index):
@@ -217,11 +225,12 @@ def evaluate(
                 resumed += taken
                 if result is None:
                     with step_bars(shown is not False):  # within attacks that run long
+                        fell: list[int] = []
                         result, points = evaluate_batch(
-                            model, x, y, plan, index, digest, collected is not None, lines
+                            model, x, y, plan, index, digest, collected is not None, lines, fell
                         )
                         if checks is not None and audited is not None:
-                            result = audited_batch(model, x, y, result, checks, audited)
+                            result = audited_batch(model, x, y, result, checks, audited, fell)
                     if parts is not None and points is not None:
                         store_points(parts, index, digest, points, identity)
                     done.record(index, result)
@@ -297,7 +306,8 @@ def evaluate(
         attacked={e: sum(batch.attacked[i] for batch in ordered) for i, e in enumerate(radii)},
         warnings=merged[0].problems
         + masking_warnings(plan.traits, names, broken_by, samples, box)
-        + noted,
+        + noted
+        + dropped,
         broken_by=broken_by,
         metadata=metadata,
         cost=cost,
