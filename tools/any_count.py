@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-LIMIT = 62
-"""Raised from 60 when the evaluation gained its cost (two expressions in `evaluation._cost`
-that the line reports do not place)."""
+LIMIT = 63
+"""Raised from 60 this round, when the evaluation gained its cost, audit and escalation: four
+expressions in `evaluation._cost` and `evaluation._fast` that mypy's line reports do not place,
+none from `--disallow-any-expr`'s list."""
 PACKAGES = ("signattack.core", "signattack.attacks", "signattack.backends", "signattack.evaluation")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from signattack._host import HostArray
+from signattack._host import HostArray, copy_of, put_rows
 from signattack._typing import Array, device_of, namespace
 from signattack.core.kernels import take_samples
 from signattack.evaluation._audit import AuditBatch, AuditPlan, Ran, chosen, escalate, escalated
@@ -107,10 +107,9 @@ def _replace_points(
         if rows is None:
             continue
         for later in range(at, len(collected.points)):
-            kept = collected.points[later][index].copy()
-            for row, sample in enumerate(samples):
-                if robust[later][sample]:
-                    kept[sample] = rows[row]
+            kept = copy_of(collected.points[later][index])
+            moved = [(row, sample) for row, sample in enumerate(samples) if robust[later][sample]]
+            put_rows(kept, [sample for _, sample in moved], rows, [row for row, _ in moved])
             collected.points[later][index] = kept
 
 

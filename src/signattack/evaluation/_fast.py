@@ -331,18 +331,20 @@ def _members(name: str, attacks: object) -> list[EpsAttack]:
         raise TypeError(
             f"{name} must be an AttackSuite or a sequence of attacks, got {type(attacks).__name__}"
         )
-    if not attacks:
-        raise ValueError(
-            f"{name} must hold at least one attack, got an empty {type(attacks).__name__}"
-        )
-    for index, attack in enumerate(attacks):
+    given: Sequence[object] = attacks
+    if not given:
+        empty = type(given).__name__
+        raise ValueError(f"{name} must hold at least one attack, got an empty {empty}")
+    checked: list[EpsAttack] = []
+    for index, attack in enumerate(given):
         if not isinstance(attack, EpsAttack):
             raise TypeError(
                 f"{name}[{index}] must be an attack of signattack (APGD, Square, ...; a "
                 f"factory eps -> attack cannot be checked against the preset), got "
                 f"{type(attack).__name__}"
             )
-    return list(attacks)
+        checked.append(attack)
+    return checked
 
 
 @dataclass(frozen=True)
