@@ -18,12 +18,11 @@ dataset, the seed and the settings, never of the batching.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from signattack._host import HostArray, to_numpy
 from signattack._io import Json
@@ -31,11 +30,6 @@ from signattack.core.streams import SampleStreams
 from signattack.evaluation._cost import BatchCost, PassCount, total
 from signattack.evaluation._tables import wilson_interval
 from signattack.evaluation.standard import AttackSuite
-
-if TYPE_CHECKING:
-    from signattack.evaluation.checkpoint import BatchResult
-
-__all__: list[str] = []  # internal: the fast preset and the sweep use it
 
 ESCALATION = "escalated to reference"
 """The name under which the escalation's breaks and passes are reported, beside the attacks."""
@@ -125,7 +119,7 @@ def _counts(name: str, value: object, length: int, most: int) -> tuple[int, ...]
     return tuple(_count(name, item, most) for item in value)
 
 
-def _passes(count: PassCount | None) -> Json:
+def passes_json(count: PassCount | None) -> Json:
     return None if count is None else count.to_dict()
 
 
@@ -185,8 +179,8 @@ class AuditBatch:
             "audited": self.audited,
             "missed": list(self.missed),
             "extra": list(self.extra),
-            "passes": [_passes(count) for count in self.passes],
-            "own": _passes(self.own),
+            "passes": [passes_json(count) for count in self.passes],
+            "own": passes_json(self.own),
             "breakers": list(self.breakers),
         }
 
@@ -256,136 +250,6 @@ class Escalation:
 Ran: TypeAlias = "tuple[tuple[bool, ...], float, BatchCost | None, HostArray | None]"
 """What the reference suite gives on some samples at one radius: their robust flags, its
 largest move, its cost, and (where kept) the points that decided them."""
-
-
-def escalate(
-    result: BatchResult,
-    radii: Sequence[bool],
-    run: Callable[[list[int], int], Ran],
-) -> Escalation:
-    """The escalation of a batch whose fast suite gave ``result``, at the radii flagged in
-    ``radii`` (increasing): ``run(samples, radius_index)`` runs the reference there.
-
-    The record keeps the sweep's bookkeeping at every radius: ``attacked`` minus the
-    breaks is the samples robust after it. A sample the escalation broke at a smaller
-    radius is not robust when a larger radius's attacks begin, so it is taken out of that
-    radius's attacked samples and, where a fast attack broke it there, out of that
-    attack's count (`AuditBatch.breakers` says which one).
-    """
-    fell = result.audit.breakers if result.audit is not None else ()
-    if len(fell) != result.size:
-        raise ValueError(
-            f"the batch's audit must name, per sample, the attack that broke it "
-            f"({result.size} entries), got {len(fell)}"
-        )
-    rows: list[tuple[bool, ...]] = []
-    attacked, broken, largest, passes, points = [], [], [], [], []
-    own: PassCount | None = PassCount(0, 0)
-    before: tuple[bool, ...] = result.clean  # robust when the radius's attacks began
-    fast_before: tuple[bool, ...] = result.clean  # the same, by the fast suite alone
-    for index, (row, flagged) in enumerate(zip(result.robust, radii, strict=True)):
-        counts = list(result.broken[index])
-        gone = [i for i, (a, b) in enumerate(zip(fast_before, before, strict=True)) if a and not b]
-        for i in gone:  # broken by the escalation at a smaller radius: not attacked here
-            if not row[i]:
-                counts[fell[i]] -= 1
-        now = [a and b for a, b in zip(row, before, strict=True)]
-        distance, spent = 0.0, PassCount(0, 0)
-        spent_here: PassCount | None = spent
-        hit: list[int] = []
-        if flagged and any(now):
-            still = [i for i, flag in enumerate(now) if flag]
-            held, distance, cost, decided = run(still, index)
-            spent_here = None if cost is None else total(cost.attacks[0])
-            own = total([own, None if cost is None else cost.evaluation])
-            hit = [i for i, kept in enumerate(held) if not kept]
-            for i in hit:
-                now[still[i]] = False
-            if hit:
-                points.append(
-                    (index, [still[i] for i in hit], None if decided is None else decided[hit])
-                )
-        rows.append(tuple(now))
-        attacked.append(result.attacked[index] - len(gone))
-        broken.append((*counts, len(hit)))
-        largest.append(distance)
-        passes.append(spent_here)
-        before, fast_before = rows[-1], row
-    return Escalation(
-        tuple(rows),
-        tuple(attacked),
-        tuple(broken),
-        tuple(largest),
-        tuple(passes),
-        own,
-        tuple(points),
-    )
-
-
-def escalated(result: BatchResult, escalation: Escalation) -> BatchResult:
-    """``result`` with the escalation's verdicts and counts, and its breaks and passes as
-    one more attack (`ESCALATION`)."""
-    cost = result.cost
-    if cost is not None:
-        rows = tuple((*row, p) for row, p in zip(cost.attacks, escalation.passes, strict=True))
-        cost = BatchCost(rows, total([cost.evaluation, escalation.own]))
-    return dataclasses.replace(
-        result,
-        robust=escalation.robust,
-        largest=tuple(map(max, result.largest, escalation.largest)),
-        attacked=escalation.attacked,
-        broken=escalation.broken,
-        cost=cost,
-    )
-
-
-def summary(
-    plan: AuditPlan,
-    eps: Sequence[float],
-    results: Sequence[BatchResult],
-    reference: str,
-    radius_text: Callable[[float], str],
-) -> tuple[tuple[bool, ...], dict[str, Json], tuple[str, ...]]:
-    """The radii to escalate at, the audit's record for the report's metadata, and its
-    warnings (the escalation's, once it ran, are added by `escalation_record`)."""
-    radii: dict[str, Json] = {}
-    flags, warnings = [], []
-    spent: list[PassCount | None] = []
-    audits = [r.audit for r in results]
-    for i, e in enumerate(eps):
-        probe = plan.probe
-        broke = 0 if probe is None else sum(r.broken[i][probe] for r in results)
-        entry: dict[str, Json] = {"probe_broke": broke}
-        missed = 0
-        if plan.share is not None:
-            audited = sum(a.audited for a in audits if a is not None)
-            missed = sum(a.missed[i] for a in audits if a is not None)
-            extra = sum(a.extra[i] for a in audits if a is not None)
-            upper = wilson_interval(missed, audited)[1] if audited else 1.0
-            counted = [None if a is None else a.passes[i] for a in audits]
-            entry.update(audited=audited, missed=missed, extra=extra, upper=upper)
-            spent.append(total(counted))
-            entry["passes"] = _passes(spent[-1])
-            if missed:
-                warnings.append(
-                    f"the audit at eps {radius_text(e)}: the fast preset left robust {missed} of "
-                    f"{audited} audited samples that the reference suite ({reference}) broke "
-                    f"(a miss rate of at most {upper:.1%} at 95% confidence)"
-                    + (
-                        "; the reference suite ran on every sample the fast preset left robust"
-                        if plan.escalate
-                        else "; evaluate with escalate=True (the default), or report the "
-                        "number with standard_attacks()"
-                    )
-                )
-        flags.append(bool(missed or broke))
-        entry["escalation"] = "needed" if flags[-1] else "not needed"
-        radii[str(e)] = entry
-    record: dict[str, Json] = {**plan.settings(), "reference": reference, "radii": radii}
-    if plan.share is not None:
-        own = [None if a is None else a.own for a in audits]
-        record["passes"] = _passes(total([*own, *spent]))
-    return tuple(flags), record, tuple(warnings)
 
 
 def escalation_record(

@@ -33,8 +33,6 @@ from signattack.evaluation.distributed import Ranks
 from signattack.evaluation.standard import attack_names, traits_of
 from signattack.masking import gradient_diagnoses, units_problem
 
-__all__: list[str] = []  # internal: the sweep's parts
-
 
 def attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random.Generator | None:
     """The generator an attack of the suite draws its root key from at one radius.

@@ -4,20 +4,28 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from signattack._host import HostArray, copy_of, put_rows
+from signattack._io import Json
 from signattack._typing import Array, device_of, namespace
 from signattack.core.kernels import take_samples
-from signattack.evaluation._audit import AuditBatch, AuditPlan, Ran, chosen, escalate, escalated
+from signattack.evaluation._audit import (
+    AuditBatch,
+    AuditPlan,
+    Escalation,
+    Ran,
+    chosen,
+    passes_json,
+)
 from signattack.evaluation._batch import batches, evaluate_batch
+from signattack.evaluation._cost import BatchCost, PassCount, total
 from signattack.evaluation._judging import Plan
+from signattack.evaluation._tables import wilson_interval
 from signattack.evaluation.adversarial import Collected
 from signattack.evaluation.checkpoint import BatchResult
 from signattack.evaluation.distributed import PeerFailure, Ranks
 from signattack.evaluation.identity import batch_digest
-
-__all__: list[str] = []  # internal: the sweep's parts
 
 
 def audited_batch(
@@ -123,3 +131,133 @@ def handed(fast: list[BatchResult], final: list[BatchResult], radius: int) -> in
         )
         for a, b in zip(fast, final, strict=True)
     )
+
+
+def escalate(
+    result: BatchResult,
+    radii: Sequence[bool],
+    run: Callable[[list[int], int], Ran],
+) -> Escalation:
+    """The escalation of a batch whose fast suite gave ``result``, at the radii flagged in
+    ``radii`` (increasing): ``run(samples, radius_index)`` runs the reference there.
+
+    The record keeps the sweep's bookkeeping at every radius: ``attacked`` minus the
+    breaks is the samples robust after it. A sample the escalation broke at a smaller
+    radius is not robust when a larger radius's attacks begin, so it is taken out of that
+    radius's attacked samples and, where a fast attack broke it there, out of that
+    attack's count (`AuditBatch.breakers` says which one).
+    """
+    fell = result.audit.breakers if result.audit is not None else ()
+    if len(fell) != result.size:
+        raise ValueError(
+            f"the batch's audit must name, per sample, the attack that broke it "
+            f"({result.size} entries), got {len(fell)}"
+        )
+    rows: list[tuple[bool, ...]] = []
+    attacked, broken, largest, passes, points = [], [], [], [], []
+    own: PassCount | None = PassCount(0, 0)
+    before: tuple[bool, ...] = result.clean  # robust when the radius's attacks began
+    fast_before: tuple[bool, ...] = result.clean  # the same, by the fast suite alone
+    for index, (row, flagged) in enumerate(zip(result.robust, radii, strict=True)):
+        counts = list(result.broken[index])
+        gone = [i for i, (a, b) in enumerate(zip(fast_before, before, strict=True)) if a and not b]
+        for i in gone:  # broken by the escalation at a smaller radius: not attacked here
+            if not row[i]:
+                counts[fell[i]] -= 1
+        now = [a and b for a, b in zip(row, before, strict=True)]
+        distance, spent = 0.0, PassCount(0, 0)
+        spent_here: PassCount | None = spent
+        hit: list[int] = []
+        if flagged and any(now):
+            still = [i for i, flag in enumerate(now) if flag]
+            held, distance, cost, decided = run(still, index)
+            spent_here = None if cost is None else total(cost.attacks[0])
+            own = total([own, None if cost is None else cost.evaluation])
+            hit = [i for i, kept in enumerate(held) if not kept]
+            for i in hit:
+                now[still[i]] = False
+            if hit:
+                points.append(
+                    (index, [still[i] for i in hit], None if decided is None else decided[hit])
+                )
+        rows.append(tuple(now))
+        attacked.append(result.attacked[index] - len(gone))
+        broken.append((*counts, len(hit)))
+        largest.append(distance)
+        passes.append(spent_here)
+        before, fast_before = rows[-1], row
+    return Escalation(
+        tuple(rows),
+        tuple(attacked),
+        tuple(broken),
+        tuple(largest),
+        tuple(passes),
+        own,
+        tuple(points),
+    )
+
+
+def escalated(result: BatchResult, escalation: Escalation) -> BatchResult:
+    """``result`` with the escalation's verdicts and counts, and its breaks and passes as
+    one more attack (`ESCALATION`)."""
+    cost = result.cost
+    if cost is not None:
+        rows = tuple((*row, p) for row, p in zip(cost.attacks, escalation.passes, strict=True))
+        cost = BatchCost(rows, total([cost.evaluation, escalation.own]))
+    return dataclasses.replace(
+        result,
+        robust=escalation.robust,
+        largest=tuple(map(max, result.largest, escalation.largest)),
+        attacked=escalation.attacked,
+        broken=escalation.broken,
+        cost=cost,
+    )
+
+
+def summary(
+    plan: AuditPlan,
+    eps: Sequence[float],
+    results: Sequence[BatchResult],
+    reference: str,
+    radius_text: Callable[[float], str],
+) -> tuple[tuple[bool, ...], dict[str, Json], tuple[str, ...]]:
+    """The radii to escalate at, the audit's record for the report's metadata, and its
+    warnings (the escalation's, once it ran, are added by `escalation_record`)."""
+    radii: dict[str, Json] = {}
+    flags, warnings = [], []
+    spent: list[PassCount | None] = []
+    audits = [r.audit for r in results]
+    for i, e in enumerate(eps):
+        probe = plan.probe
+        broke = 0 if probe is None else sum(r.broken[i][probe] for r in results)
+        entry: dict[str, Json] = {"probe_broke": broke}
+        missed = 0
+        if plan.share is not None:
+            audited = sum(a.audited for a in audits if a is not None)
+            missed = sum(a.missed[i] for a in audits if a is not None)
+            extra = sum(a.extra[i] for a in audits if a is not None)
+            upper = wilson_interval(missed, audited)[1] if audited else 1.0
+            counted = [None if a is None else a.passes[i] for a in audits]
+            entry.update(audited=audited, missed=missed, extra=extra, upper=upper)
+            spent.append(total(counted))
+            entry["passes"] = passes_json(spent[-1])
+            if missed:
+                warnings.append(
+                    f"the audit at eps {radius_text(e)}: the fast preset left robust {missed} of "
+                    f"{audited} audited samples that the reference suite ({reference}) broke "
+                    f"(a miss rate of at most {upper:.1%} at 95% confidence)"
+                    + (
+                        "; the reference suite ran on every sample the fast preset left robust"
+                        if plan.escalate
+                        else "; evaluate with escalate=True (the default), or report the "
+                        "number with standard_attacks()"
+                    )
+                )
+        flags.append(bool(missed or broke))
+        entry["escalation"] = "needed" if flags[-1] else "not needed"
+        radii[str(e)] = entry
+    record: dict[str, Json] = {**plan.settings(), "reference": reference, "radii": radii}
+    if plan.share is not None:
+        own = [None if a is None else a.own for a in audits]
+        record["passes"] = passes_json(total([*own, *spent]))
+    return tuple(flags), record, tuple(warnings)

@@ -23,7 +23,6 @@ from signattack.evaluation._audit import (
     AuditedSuite,
     dropped_audit,
     escalation_record,
-    summary,
 )
 from signattack.evaluation._batch import Lines, evaluate_batch
 from signattack.evaluation._batch import attack_rng as _attack_rng  # noqa: F401  (tests use it)
@@ -31,7 +30,7 @@ from signattack.evaluation._batch import batches as checked_batches
 from signattack.evaluation._cost import Meter, summed
 from signattack.evaluation._cost import total as total_of
 from signattack.evaluation._cost import totals_json as cost_totals
-from signattack.evaluation._escalation import audited_batch, second_pass
+from signattack.evaluation._escalation import audited_batch, second_pass, summary
 from signattack.evaluation._escalation import handed as handed_to
 from signattack.evaluation._judging import Plan, is_randomized
 from signattack.evaluation._specs import attack_at, specs_of
