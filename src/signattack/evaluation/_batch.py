@@ -111,7 +111,7 @@ def evaluate_batch(
     points: list[HostArray] = []
     where = device_of(x)
     meter = Meter()  # the evaluation's own passes; the attacks count theirs
-    own = meter.around(model, x)
+    own = meter.around(model)
     predictions, y = clean_predictions(own, x, y, plan.threat, draws=plan.draws)
     correct = to_flags(predictions == y)
     runnable = as_model(model)  # a backend has accepted it

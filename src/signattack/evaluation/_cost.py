@@ -395,10 +395,9 @@ class Meter:
     def __init__(self) -> None:
         self.passes = Passes()
 
-    def around(self, model: object, x: object = None) -> CountedModel:
-        """``model`` with this meter's count, for any backend (``x`` is not needed: the batch
-        opened on it picks the backend). Only a batch runs it
-        (`signattack.backends.batch.CountedModel`)."""
+    def around(self, model: object) -> CountedModel:
+        """``model`` with this meter's count, for any backend (the batch opened on it picks
+        the backend). Only a batch runs it (`signattack.backends.batch.CountedModel`)."""
         return CountedModel(model, self.passes)
 
     def spent(self) -> PassCount:

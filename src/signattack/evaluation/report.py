@@ -409,7 +409,7 @@ def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
         stated.update({f"robust at eps {e:g}": robust.get(str(e)) for e in report.eps})
     computed = {"clean": report.clean_accuracy}
     computed.update({f"robust at eps {e:g}": a for e, a in report.robust_accuracy.items()})
-    _check_stated_cost(data, report)
+    _check_stated_cost(report)
     for what, value in stated.items():
         if value is None:
             continue
@@ -421,7 +421,7 @@ def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
             )
 
 
-def _check_stated_cost(data: dict[str, Json], report: RobustnessReport) -> None:
+def _check_stated_cost(report: RobustnessReport) -> None:
     """Refuse a cost that cannot be: passes of an attack at a radius where no sample was
     attacked, the evaluation's own passes fewer than its clean pass, or totals in the
     metadata that the cost does not give."""
@@ -441,10 +441,8 @@ def _check_stated_cost(data: dict[str, Json], report: RobustnessReport) -> None:
             f"its cost states {own.forward} forward passes of the evaluation's own, fewer than "
             f"its clean pass over {report.samples} samples"
         )
-    metadata = data.get("metadata")
-    stated = metadata.get("passes", None) if isinstance(metadata, dict) else None
-    if "passes" in (metadata if isinstance(metadata, dict) else {}):
-        expected = totals_json(cost, report.samples)
+    if "passes" in report.metadata:
+        stated, expected = report.metadata["passes"], totals_json(cost, report.samples)
         if json.dumps(stated, sort_keys=True) != json.dumps(expected, sort_keys=True):
             raise ValueError(f"its metadata's passes say {stated!r}, its cost gives {expected!r}")
 

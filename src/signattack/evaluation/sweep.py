@@ -204,7 +204,7 @@ def evaluate(
             seen += 1
             if index == 0:
                 device = str(device_of(x))
-                checked = outside.around(model, x)
+                checked = outside.around(model)
                 if randomized is not None and is_randomized(checked, x, y, plan.threat):
                     plan, switched = Plan.of(randomized, radii), True  # the preset's version
                     dropped = dropped_audit(audited)
