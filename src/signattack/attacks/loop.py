@@ -426,15 +426,16 @@ def _compact_steps(
         fooled = succeeded(predictions, index)
         rows.append(losses if live is None else spread(live, losses, rows[-1]))
         moved = rule.update(state, step, losses, grad, fooled)
-        stay = xp.logical_not(fooled) if early_stop else xp.ones_like(fooled)
-        if early_stop:  # a fooled sample keeps the state it was fooled in
-            moved = merge_where(stay, moved, state)
-        if decided is not None:
+        unfooled = xp.logical_not(fooled) if early_stop else xp.ones_like(fooled)
+        stay = unfooled
+        if decided is not None:  # a fooled sample leaves whatever its decision
             stay = xp.logical_and(stay, xp.logical_not(decided(moved)))
         kept = xp.nonzero(stay)[0]  # one sync a step
         if int(kept.shape[0]) == int(stay.shape[0]):
             state = moved
             continue
+        if early_stop:  # a fooled sample keeps the state it was fooled in
+            moved = merge_where(unfooled, moved, state)
         full = xp.ones_like(batch.labels, dtype=xp.bool) if live is None else live
         leaving = spread(full, xp.logical_not(stay), xp.zeros_like(full))
         size = int(stay.shape[0])
