@@ -14,6 +14,7 @@ From a checkpoint of ``cifar10_train.py`` (the All-CNN on CIFAR-10), or with
    and the projected 5-step attack.
 
     python examples/cifar10_attack.py --checkpoint out/cifar10_train/checkpoint.pt --data-dir data/
+    python examples/cifar10_attack.py --checkpoint CHECKPOINT --data-dir data/ --download
     python examples/cifar10_attack.py --data digits --out out/digits_attack
 """
 
@@ -29,9 +30,9 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from signattack import FGSM, Attack, IteratedSign
-from signattack.data import CIFAR10_CLASSES, read_cifar10
+from signattack.data import CIFAR10_CLASSES, fetch_cifar10, find_cifar10, read_cifar10
 from signattack.models import AllCNN
-from signattack.plots import plot_gradient_maps
+from signattack.plots import plot_gradient_maps, step_axis
 from signattack.probes import input_gradient
 
 Tensors: TypeAlias = tuple[torch.Tensor, torch.Tensor]
@@ -60,16 +61,17 @@ def accuracy_under(
 
 def plot_loss_curves(
     curves: dict[str, list[float]], path: Path, *, images: int, steps: int, eps: float
-) -> None:
+) -> Figure:
     fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.add_subplot()
     for name, values in curves.items():
         ax.plot(range(len(values)), values, marker="o", lw=2, label=name)
-    ax.set_xlabel("attack step")
+    step_axis(ax)
     ax.set_ylabel(f"mean cross-entropy on {images} images")
     ax.set_title(f"{steps}-step signed-gradient attack, eps = {eps:g} (pixels in [0, 255])")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
+    return fig
 
 
 Problem = tuple[torch.nn.Module, Tensors, tuple[str, ...]]
@@ -91,6 +93,18 @@ def cifar10_problem(checkpoint: Path, data_dir: Path) -> Problem:
     model.load_state_dict(state["model"])
     images, labels = (torch.from_numpy(a) for a in read_cifar10(data_dir, "test"))
     return model, (images, labels), CIFAR10_CLASSES
+
+
+def cifar10_folder(data_dir: Path, download: bool) -> Path:
+    """The folder of CIFAR-10's batch files under ``data_dir``, downloaded there first with
+    ``download``; a missing folder or a failed download ends the program with its one-line
+    message (and, where the data is missing, the flag that fetches it)."""
+    try:
+        return fetch_cifar10(data_dir) if download else find_cifar10(data_dir)
+    except FileNotFoundError as error:
+        raise SystemExit(f"cifar10_attack.py: {error}; or pass --download") from None
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cifar10_attack.py: {error}") from None
 
 
 def study(
@@ -143,7 +157,7 @@ def study(
             unprojected.run(model, x, y)
         ),
         f"projected IteratedSign(eps={eps:g}, steps={steps}), "
-        f"step {projected.resolved_step_size:g}": projected.run(model, x, y),
+        f"step size {projected.resolved_step_size:g}": projected.run(model, x, y),
     }
     mean_curves = {name: result.losses.mean(dim=1).tolist() for name, result in curves.items()}
     plot_loss_curves(mean_curves, out / "loss_vs_step.png", images=len(y), steps=steps, eps=eps)
@@ -181,6 +195,11 @@ def main() -> None:
     cli.add_argument("--eps", type=float, default=8.0, help="pixel units")
     cli.add_argument("--steps", type=int, default=5)
     cli.add_argument("--batch-size", type=int, default=500)
+    cli.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR-10 (163 MB, checked against its published MD5) into --data-dir",
+    )
     args = cli.parse_args()
     if args.data == "cifar10" and args.checkpoint is None:
         cli.error("--checkpoint is required with --data cifar10 (or use --data digits)")
@@ -188,7 +207,7 @@ def main() -> None:
     if args.data == "digits":
         problem = digits_problem(seed=args.seed, smoke=args.smoke)
     else:
-        problem = cifar10_problem(args.checkpoint, args.data_dir)
+        problem = cifar10_problem(args.checkpoint, cifar10_folder(args.data_dir, args.download))
     model, (images, labels), classes = problem
     if args.smoke and args.data == "cifar10":
         images, labels = images[:48], labels[:48]

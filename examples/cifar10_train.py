@@ -265,7 +265,10 @@ def main() -> None:
         except FileExistsError as error:
             raise SystemExit(f"cifar10_train.py: --synthetic: {error}") from None
     elif args.download:
-        fetch_cifar10(args.data_dir)
+        try:
+            fetch_cifar10(args.data_dir)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"cifar10_train.py: --download: {error}") from None
     train(
         args.data_dir,
         out,

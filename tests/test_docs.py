@@ -157,13 +157,22 @@ _RAW = {
     "a doctest as a block quote": re.compile(
         r"<blockquote>\s*<blockquote>|<blockquote>\s*<p>&gt;&gt;"
     ),
+    "a reStructuredText literal": re.compile(r"``"),
 }
+
+_MATH = re.compile(r"<math\b.*?</math>", re.DOTALL)
+_TEX_COMMAND = re.compile(r"\\[A-Za-z]+|\\[|{}]")
+"""A TeX command (``\\arg``, ``\\|``) that the maths converter left in the MathML as text."""
 
 
 def raw_markup(page: str) -> list[str]:
-    """What of the sources' markup reached a built page as text (outside code)."""
+    """What of the sources' markup reached a built page as text (outside code): also a
+    double backtick that did not become code (a span broken where a docstring section
+    starts a new item), and a TeX command inside ``<math>``."""
     prose = _CODE.sub("", page)
     found = [what for what, pattern in _RAW.items() if pattern.search(prose)]
+    if any(_TEX_COMMAND.search(math) for math in _MATH.findall(page)):
+        found.append("a TeX command in MathML")
     if _RETURNED_SENTENCE.search(page):
         found.append("a sentence read as a returned name")
     return found
@@ -180,6 +189,14 @@ def test_the_raw_markup_check_finds_what_it_looks_for():
     assert raw_markup("<pre><code>\\(x\\) {{ benchmark }}</code></pre>") == []
     assert raw_markup("<p>See :class:<code>Batch</code>.</p>") == ["a Sphinx role"]
     assert raw_markup("<td><code>The</code></td>") == ["a sentence read as a returned name"]
+    assert raw_markup("<td>``AttackSuite(&quot;rand&quot;, [APGD(0,</td>") == [
+        "a reStructuredText literal"
+    ]
+    assert raw_markup("<p>A <code>``x``</code> in code</p>") == []
+    tex = ["a TeX command in MathML"]
+    assert raw_markup('<math><mo minsize="1.6em">\\|</mo></math>') == tex
+    assert raw_markup("<math><mi>\\arg</mi><mo>min</mo></math>") == tex
+    assert raw_markup("<math><mo>&#x02016;</mo><mi>arg</mi></math>") == []
 
 
 @pytest.mark.slow

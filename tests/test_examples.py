@@ -240,7 +240,7 @@ def test_attack_study_on_the_digits_shows_misclassified_images(tmp_path):
     assert "4 wrongly classified" in output
     unprojected, projected = report["mean_loss_by_step"].values()
     assert unprojected[-1] > projected[-1] >= projected[0]
-    assert "step 4" in list(report["mean_loss_by_step"])[1]
+    assert "step size 4" in list(report["mean_loss_by_step"])[1]
     assert pngs(tmp_path) == {"gradient_maps.png", "loss_vs_step.png"}
 
 

@@ -132,10 +132,10 @@ def test_the_notebook_is_a_tutorial_of_short_cells_with_prose_between(notebook):
 
 
 _EXTRAS = {
-    "demo": {"signattack", "torch", "sklearn", "matplotlib", "tqdm", "numpy"},
-    "jax": {"signattack", "jax", "numpy"},
+    "demo": {"torch", "sklearn", "matplotlib", "tqdm"},
+    "jax": {"jax"},
 }
-"""What ``signattack[extra]`` brings, by module."""
+"""The modules ``signattack[extra]`` brings (pyproject.toml), by extra."""
 
 
 def _imports(code: str) -> set[str]:
@@ -148,17 +148,48 @@ def _imports(code: str) -> set[str]:
     return modules
 
 
+def _install_table(notebook) -> dict[str, str]:
+    """The ``uses`` table of the notebook's install cell, as the committed file holds it:
+    module to what is installed where it is missing."""
+    path = ROOT / "notebooks" / f"{notebook.name}.ipynb"
+    setup = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]][2]
+    for node in ast.walk(ast.parse(setup)):
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["uses"]:
+            assert isinstance(node.value, ast.Dict)
+            return {
+                ast.literal_eval(key): ast.unparse(value)
+                for key, value in zip(node.value.keys, node.value.values, strict=True)
+            }
+    raise AssertionError(f"{path.name}: no install table in its setup cell")
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS_OF_TUTORIALS, ids=lambda n: n.name)
-def test_the_notebook_installs_what_it_and_its_examples_import(notebook):
+def test_the_install_cell_checks_every_module_the_notebook_and_its_examples_import(notebook):
+    """Every module imported by a code cell, or by an example module it imports (in turn),
+    is a key of the install cell's table, so that a missing one is installed: not only
+    ``signattack`` (jax.ipynb once lacked ``jax``)."""
     examples = {p.stem for p in (ROOT / "examples").glob("*.py")}
-    imported = set().union(*map(_imports, _code_cells(notebook)))
-    for module in imported & examples:  # the examples it calls import in turn
-        imported |= _imports((ROOT / "examples" / f"{module}.py").read_text())
-    third_party = imported - examples - set(sys.stdlib_module_names) - {"IPython"}
-    uses = dict(notebook.uses)
-    extras = uses["signattack"].partition("[")[2].rstrip("]").split(",")
-    provided = set(uses).union(*(_EXTRAS[extra] for extra in extras))
-    assert third_party <= provided, third_party - provided
+    imported = set().union(*map(_imports, _code_cells(notebook)[1:]))
+    pending = imported & examples
+    while pending:  # the examples it calls import in turn
+        more = _imports((ROOT / "examples" / f"{pending.pop()}.py").read_text())
+        pending |= (more & examples) - imported
+        imported |= more
+    third_party = imported - examples - set(sys.stdlib_module_names)
+    table = _install_table(notebook)
+    assert third_party <= set(table), sorted(third_party - set(table))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS_OF_TUTORIALS, ids=lambda n: n.name)
+def test_the_install_cell_checks_the_modules_of_the_extra_it_installs(notebook):
+    """signattack may be there without its extra's modules (demo.ipynb without
+    scikit-learn once installed nothing): each is checked by itself."""
+    table = _install_table(notebook)
+    extra = table["signattack"].partition("[")[2].partition("]")[0]
+    assert extra in _EXTRAS, table["signattack"]
+    assert _EXTRAS[extra] <= set(table), sorted(_EXTRAS[extra] - set(table))
+    for module in _EXTRAS[extra]:
+        assert table[module] != table["signattack"], module  # its own package, not the clone
 
 
 def _cells_up_to(notebook, marker: str) -> list[str]:

@@ -16,8 +16,10 @@ A test executes the notebooks with ``SMOKE = True`` (``nbclient``) and checks th
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +43,9 @@ class Notebook:
         example: The example script whose functions it calls (under ``examples/``).
         intro: What the notebook shows, and what ``SMOKE`` changes (markdown).
         body: Its cells, each opened by a line ``-- markdown --`` or ``-- code --``.
-        uses: Per module it imports, what to ``pip install`` where it is missing; ``{root}``
-            stands for the repository (so ``{root}[demo]`` is signattack with its extra).
+        extra: The extra of signattack it installs (``{root}[demo]``), whose modules it needs.
+        needs: Modules the library's functions it calls need beyond its imports and the
+            extra's (``sklearn`` for ``digit_arrays``, ``matplotlib`` for the plots).
         part: The part of the problem set it belongs to, for the map of the problem set.
     """
 
@@ -51,8 +54,72 @@ class Notebook:
     example: str
     intro: str
     body: str
-    uses: tuple[tuple[str, str], ...] = (("signattack", "{root}[demo]"),)
+    extra: str = "demo"
+    needs: tuple[str, ...] = ()
     part: str = ""
+
+    @property
+    def uses(self) -> tuple[tuple[str, str], ...]:
+        """Per module the notebook needs, what to ``pip install`` where it is missing;
+        ``{root}`` stands for the repository (``{root}[demo]``: signattack with its extra).
+        Derived from the imports of its code cells and of the examples they import (in
+        turn), the extra's modules and ``needs``."""
+        modules = imported_by([text for kind, text in _cells(self.body) if kind == CODE])
+        modules |= {*EXTRAS[self.extra], *self.needs}
+        unknown = sorted(modules - set(PACKAGES) - {"signattack"})
+        if unknown:
+            raise ValueError(
+                f"{self.name}: no pip name for {', '.join(unknown)}: add it to PACKAGES"
+            )
+        others = sorted(modules - {"signattack"}, key=str.lower)
+        return (
+            ("signattack", f"{{root}}[{self.extra}]"),
+            *((module, PACKAGES[module]) for module in others),
+        )
+
+
+PACKAGES = {
+    "IPython": "ipython",
+    "equinox": "equinox",
+    "jax": "jax",
+    "matplotlib": "matplotlib",
+    "numpy": "numpy",
+    "sklearn": "scikit-learn",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "tqdm": "tqdm",
+}
+"""What ``pip`` installs each module a notebook may import as."""
+
+EXTRAS = {
+    "demo": ("torch", "sklearn", "matplotlib", "tqdm"),
+    "jax": ("jax",),
+}
+"""The modules each extra of signattack (``pyproject.toml``) brings."""
+
+
+def imported_by(codes: Iterable[str]) -> set[str]:
+    """The installable modules that ``codes`` import, with those the examples they import
+    import in turn (every import, also inside a function): top-level names, without the
+    standard library and the examples themselves."""
+    examples = {path.stem for path in EXAMPLES.glob("*.py")}
+    modules: set[str] = set()
+    pending, seen = list(codes), set()
+    while pending:
+        for node in ast.walk(ast.parse(pending.pop())):
+            if isinstance(node, ast.Import):
+                names = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = {node.module.split(".")[0]}
+            else:
+                continue
+            for name in names - seen:
+                seen.add(name)
+                if name in examples:
+                    pending.append((EXAMPLES / f"{name}.py").read_text())
+                elif name not in sys.stdlib_module_names:
+                    modules.add(name)
+    return modules
 
 
 SETUP = """# The example scripts: in this notebook's repository, or in a clone made here (Colab).
@@ -72,9 +139,9 @@ if root is None:
 uses = {{
 {uses}
 }}
-missing = [need for module, need in uses.items() if importlib.util.find_spec(module) is None]
+missing = {{need for module, need in uses.items() if importlib.util.find_spec(module) is None}}
 if missing:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *sorted(missing)], check=True)
     importlib.invalidate_caches()
 sys.path.insert(0, str(root / "examples"))"""
 
@@ -179,7 +246,6 @@ groups
 -- markdown --
 What to conclude: the groups left out of the decay are a tenth of a percent of the network, so
 leaving them out costs nothing in regularisation.""",
-    uses=(("signattack", "{root}[demo]"), ("torchvision", "torchvision")),
     part="P1",
 )
 
@@ -988,12 +1054,8 @@ batches = [(x_test[i : i + 128], y_test[i : i + 128]) for i in range(0, len(y_te
 radii = [8.0, 32.0] if SMOKE else [4.0, 8.0, 16.0, 24.0, 32.0, 48.0]
 reports = {name: evaluate(model, batches, attack, radii) for name, attack in attacks.items()}
 plot_robustness_curves({"Equinox digits CNN": reports})""",
-    uses=(
-        ("signattack", "{root}[jax]"),
-        ("equinox", "equinox"),
-        ("sklearn", "scikit-learn"),
-        ("matplotlib", "matplotlib"),
-    ),
+    extra="jax",
+    needs=("sklearn", "matplotlib"),  # digit_arrays and the plots
 )
 
 NOTEBOOKS_OF_TUTORIALS = (
@@ -1044,9 +1106,10 @@ def _title(page: Path) -> str:
     raise ValueError(f"{page} has no title")
 
 
-def cells_of(body: str) -> list[dict[str, object]]:
-    """The cells of a notebook's ``body``: each opened by a ``MARKDOWN`` or ``CODE`` line."""
-    cells: list[dict[str, object]] = []
+def _cells(body: str) -> list[tuple[str, str]]:
+    """The cells of a notebook's ``body`` as ``(kind, text)``: each opened by a ``MARKDOWN``
+    or ``CODE`` line."""
+    cells: list[tuple[str, str]] = []
     kind, lines = "", []
     for line in [*body.splitlines(), MARKDOWN]:
         if line in (MARKDOWN, CODE):
@@ -1054,13 +1117,18 @@ def cells_of(body: str) -> list[dict[str, object]]:
                 text = "\n".join(lines).strip("\n")
                 if not text:
                     raise ValueError(f"an empty {kind} cell in {body[:60]!r}")
-                cells.append(_markdown(text) if kind == MARKDOWN else _code(text))
+                cells.append((kind, text))
             kind, lines = line, []
         elif not kind:
             raise ValueError(f"a notebook's body opens with a cell marker, got {line!r}")
         else:
             lines.append(line)
     return cells
+
+
+def cells_of(body: str) -> list[dict[str, object]]:
+    """The cells of a notebook's ``body``: each opened by a ``MARKDOWN`` or ``CODE`` line."""
+    return [_markdown(text) if kind == MARKDOWN else _code(text) for kind, text in _cells(body)]
 
 
 def setup_code(notebook: Notebook) -> str:

@@ -339,8 +339,56 @@ _INLINE_MATH = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.D
 _DISPLAY_MATH = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.DOTALL)
 
 
+_NAMED = {
+    "\\|": "&#x02016;",
+    "\\Vert": "&#x02016;",
+    "\\lVert": "&#x02016;",
+    "\\rVert": "&#x02016;",
+    "\\vert": "|",
+    "\\lvert": "|",
+    "\\rvert": "|",
+    "\\{": "{",
+    "\\}": "}",
+    "\\lbrace": "{",
+    "\\rbrace": "}",
+    "\\langle": "&#x027E8;",
+    "\\rangle": "&#x027E9;",
+    "\\arg": "arg",
+}
+"""What latex2mathml leaves as TeX in its output, as the character or name it stands for:
+the delimiters of ``\\big``, ``\\Big``, ... (``\\Big\\|``) and the operator ``\\arg``."""
+
+_LEFT_AS_TEX = re.compile(r"<(mo|mi)\b([^>]*)>(\\[A-Za-z]+|\\[|{}])</\1>")
+_TEX_COMMAND = re.compile(r"\\[A-Za-z]+|\\[|{}]")
+
+
+def _named(match: re.Match[str]) -> str:
+    tag, attributes, command = match.groups()
+    if command not in _NAMED:
+        return match.group(0)
+    return f"<{tag}{attributes}>{_NAMED[command]}</{tag}>"
+
+
+def to_mathml(latex: str, display: str = "inline") -> str:
+    """``latex`` as MathML, with what the converter leaves as TeX (``\\Big\\|``, ``\\arg``)
+    replaced by the characters they stand for.
+
+    Raises:
+        ValueError: The MathML would still hold a TeX command, which a browser shows as
+            text: rewrite the formula with commands the converter knows.
+    """
+    mathml = _LEFT_AS_TEX.sub(_named, latex_to_mathml(latex, display=display))
+    left = _TEX_COMMAND.search(mathml)
+    if left:
+        raise ValueError(
+            f"the formula {latex!r} renders {left.group(0)!r} as text: latex2mathml does not "
+            "know it; rewrite the formula, or add the command to _NAMED"
+        )
+    return mathml
+
+
 def _mathml(match: re.Match[str], display: str) -> str:
-    return latex_to_mathml(html.unescape(match.group(1)).strip(), display=display)
+    return to_mathml(html.unescape(match.group(1)).strip(), display=display)
 
 
 class _Mathematics(Postprocessor):

@@ -121,6 +121,14 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 file")
 
 
+_BY_HAND = (
+    f"place them by hand: download {_CIFAR10_URL}, check that its MD5 is {_CIFAR10_MD5} and "
+    "extract it into {root} (tar -xzf cifar-10-python.tar.gz -C {root}), which gives "
+    f"{{root}}/{_FOLDER}"
+)
+"""How to put the data set in place without this library's download (``{root}``: the folder)."""
+
+
 def find_cifar10(root: str | Path) -> Path:
     """The folder that holds the batch files: ``root`` itself or ``root/cifar-10-batches-py``.
 
@@ -132,9 +140,9 @@ def find_cifar10(root: str | Path) -> Path:
         if (folder / "test_batch").is_file():
             return folder
     raise FileNotFoundError(
-        f"no CIFAR-10 batch files in {root} or {root / _FOLDER}: download the python version "
-        "(cifar-10-python.tar.gz) and extract it there, or let torchvision fetch it with "
-        "torchvision.datasets.CIFAR10(root, download=True)"
+        f"no CIFAR-10 batch files in {root} or {root / _FOLDER}: fetch them with "
+        f"signattack.data.fetch_cifar10({str(root)!r}) (163 MB, checked against the published "
+        f"MD5), or {_BY_HAND.format(root=root)}"
     )
 
 
@@ -167,7 +175,9 @@ def fetch_cifar10(folder: str | Path) -> Path:
             not CIFAR-10; ``folder/cifar-10-batches-py`` is a link to nothing. Nothing is left
             behind, not even ``folder`` where this call created it.
         FileExistsError: ``folder/cifar-10-batches-py`` exists without the batch files.
-        OSError: The download failed (no network, say); nothing is left behind.
+        OSError: The download failed (no network, a broken connection): the message says
+            so, names the address and how to place the archive by hand; nothing is left
+            behind.
     """
     if not isinstance(folder, (str, Path)):
         raise TypeError(f"folder must be a str or Path, got {type(folder).__name__}")
@@ -221,8 +231,8 @@ def _download(root: Path, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=root, prefix=".cifar10-") as scratch:
         archive = Path(scratch) / "cifar-10-python.tar.gz"
         digest = hashlib.md5(usedforsecurity=False)
-        with _open_url(_CIFAR10_URL) as response, archive.open("wb") as handle:
-            while chunk := response.read(1 << 20):
+        with _remote(root) as response, archive.open("wb") as handle:
+            while chunk := _received(response, root):
                 digest.update(chunk)
                 handle.write(chunk)
         if digest.hexdigest() != _CIFAR10_MD5:
@@ -232,6 +242,32 @@ def _download(root: Path, target: Path) -> None:
             )
         _extract(archive, Path(scratch) / "extracted")
         (Path(scratch) / "extracted" / _FOLDER).rename(target)
+
+
+def _failed(root: Path, error: OSError) -> OSError:
+    """The error a failed download is reported as: what failed, where from, what to do."""
+    reason = getattr(error, "reason", None) or error
+    return OSError(
+        f"the download of CIFAR-10 from {_CIFAR10_URL} failed ({type(error).__name__}: "
+        f"{reason}); nothing was left behind. Try again when the address can be reached, or "
+        f"{_BY_HAND.format(root=root)}"
+    )
+
+
+def _remote(root: Path) -> IO[bytes]:
+    """The archive's address, opened; a failure says so (`_failed`)."""
+    try:
+        return _open_url(_CIFAR10_URL)
+    except OSError as error:  # URLError, a timeout, a refused connection
+        raise _failed(root, error) from error
+
+
+def _received(response: IO[bytes], root: Path) -> bytes:
+    """The next chunk of the download; a broken connection says so (`_failed`)."""
+    try:
+        return response.read(1 << 20)
+    except OSError as error:
+        raise _failed(root, error) from error
 
 
 def _extract(archive: Path, into: Path) -> None:

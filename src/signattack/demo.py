@@ -71,6 +71,8 @@ def _figure(
     the prediction; a prediction the attack flipped is red, in a red frame."""
     from matplotlib.figure import Figure
 
+    from signattack.plots import step_axis
+
     count = 8
     fig = Figure(figsize=(13, 4.6), layout="constrained")
     grid = fig.add_gridspec(2, count + 4)
@@ -95,7 +97,7 @@ def _figure(
     losses = result.losses.numpy()
     ax.plot(losses, color="tab:blue", alpha=0.08, linewidth=0.8)
     ax.plot(losses.mean(axis=1), color="black", linewidth=2.5, label="mean over the test set")
-    ax.set_xlabel("attack step")
+    step_axis(ax)
     ax.set_ylabel("cross-entropy loss")
     ax.set_title(f"IteratedSign, eps = {eps:g} (pixels in [0, 255])")
     ax.legend(loc="upper left")

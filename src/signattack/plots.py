@@ -15,8 +15,11 @@ import numpy as np
 
 from signattack._figure import new_figure
 from signattack._host import to_numpy
+from signattack.core.linf import LINF
+from signattack.core.norms import Norm
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from signattack.probes.input_space import LossSurface
@@ -31,6 +34,8 @@ __all__ = [
     "plot_loss_trace",
     "plot_report",
     "plot_robustness_curves",
+    "radius_label",
+    "step_axis",
 ]
 
 
@@ -46,6 +51,39 @@ def _finish(fig: Figure, path: str | Path | None) -> Figure:
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def step_axis(ax: Axes, label: str = "attack step") -> None:
+    """Label ``ax``'s x axis as a count of steps, with whole-number ticks only (a step
+    ``0.5`` does not exist). Every loss-against-step figure uses it."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def radius_label(norm: Norm, bounds: tuple[float, float] | None, ticks: Sequence[str] = ()) -> str:
+    """The label of a radius axis: the norm by its own title (``L-inf``, ``L2``) and the
+    unit the radii are written in. Only an L-inf radius is a number of 8-bit levels (the
+    ticks ``8/255`` of a ``[0, 1]`` box, as
+    [`RobustnessReport.radius`][signattack.evaluation.RobustnessReport.radius] writes them);
+    an L2 radius is a Euclidean length in the inputs' units.
+
+    Args:
+        norm: The norm the radii are measured in.
+        bounds: The inputs' box, if known.
+        ticks: The radii as the axis writes them (``"8/255"``, ``"0.5"``), if it writes them
+            in the user's units.
+    """
+    levels = [tick.endswith("/255") for tick in ticks if tick != "0"]
+    if norm.name == "linf" and levels and all(levels):
+        return f"{norm.title} radius eps (of 255 levels)"
+    unit = "input units" if bounds is None else f"input units, box [{bounds[0]:g}, {bounds[1]:g}]"
+    if norm.name == "linf" and any(levels):
+        unit = f"{unit}; k/255 is k of 255 levels"
+    if norm.name == "l2":
+        unit = f"Euclidean length, {unit}"
+    return f"{norm.title} radius eps ({unit})"
 
 
 def plot_loss_trace(
@@ -75,7 +113,7 @@ def plot_loss_trace(
     ax = fig.add_subplot()
     ax.plot(values, color="tab:blue", alpha=min(1.0, 8 / max(values.shape[1], 1)), lw=0.8)
     ax.plot(values.mean(axis=1), color="black", lw=2.5, label=f"mean of {values.shape[1]}")
-    ax.set_xlabel("attack step")
+    step_axis(ax)
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend()
@@ -104,7 +142,7 @@ def plot_loss_along(
         low, high = np.percentile(values, [25, 75], axis=1)
         (line,) = ax.plot(radii, values.mean(axis=1), lw=2, label=name)
         ax.fill_between(radii, low, high, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("radius (input units)")
+    ax.set_xlabel(f"{LINF.title} radius (input units)")  # the probes' directions are L-inf
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend()
@@ -228,7 +266,8 @@ def plot_curves(
 
     Args:
         panels: Per panel title, per line label, the values.
-        x: The x values shared by every line (default ``0, 1, 2, ...``).
+        x: The x values shared by every line (default ``0, 1, 2, ...``, with whole-number
+            ticks).
         xlabel: The x axis label.
         ylabel: One y axis label, of one y axis the panels share; or one label per panel,
             for panels that plot different quantities, each on its own y axis.
@@ -258,7 +297,10 @@ def plot_curves(
         if ylim is not None:
             ax.set_ylim(*ylim)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel)
+        if x is None:
+            step_axis(ax, xlabel)
+        else:
+            ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax, label in zip(axes, labels, strict=True):
@@ -269,24 +311,32 @@ def plot_curves(
 def plot_robustness_curves(
     panels: Mapping[str, Mapping[str, Curves]],
     *,
-    eps_label: str = "eps (pixels in [0, 255])",
+    eps_label: str | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """Accuracy against eps: one panel per model, one curve per attack, on shared axes.
 
-    Every report must use the same radii.
+    Every report must use the same radii, in the same norm.
 
     Args:
         panels: Per panel title (a model), per curve label (an attack), its report.
-        eps_label: The x axis label.
+        eps_label: The x axis label; by default the reports' norm and box
+            (``"L2 radius eps (Euclidean length, input units, box [0, 1])"``).
         path: Where to save the figure, if anywhere.
 
     Raises:
-        ValueError: The reports use different radii.
+        ValueError: The reports use different radii or different norms.
     """
-    radii = {report.eps for curves in panels.values() for report in curves.values()}
+    reports = [report for curves in panels.values() for report in curves.values()]
+    radii = {report.eps for report in reports}
     if len(radii) != 1:
         raise ValueError(f"the reports must share their eps, got {sorted(radii)}")
+    norms = {report.norm.name: report.norm for report in reports}
+    if len(norms) != 1:
+        raise ValueError(f"the reports must share their norm, got {sorted(norms)}")
+    if eps_label is None:
+        boxes = {report.bounds for report in reports}
+        eps_label = radius_label(norms.popitem()[1], boxes.pop() if len(boxes) == 1 else None)
     series = {
         title: {
             label: [report.clean_accuracy, *(report.robust_accuracy[e] for e in report.eps)]
@@ -324,6 +374,9 @@ class Curves(Protocol):
     @property
     def robust_accuracy(self) -> dict[float, float]: ...
 
+    @property
+    def norm(self) -> Norm: ...
+
     def curves(self) -> dict[str, list[float]]: ...
 
     def radius(self, eps: float) -> str: ...
@@ -332,7 +385,9 @@ class Curves(Protocol):
 def plot_report(report: Curves, *, path: str | Path | None = None) -> Figure:
     """A report's accuracy against the radius, as a figure for a paper: one curve per attack
     when several ran (the accuracy after it and the ones before), the clean accuracy marked,
-    radii in the user's units (``8/255`` on a ``[0, 1]`` box), accuracy in percent.
+    radii in the user's units and the report's norm (``8/255`` on a ``[0, 1]`` box under
+    L-inf, a decimal under L2) with the axis named by the norm (``L-inf radius eps``,
+    ``L2 radius eps``), accuracy in percent.
 
     Args:
         report: The evaluation's report.
@@ -363,12 +418,9 @@ def plot_report(report: Curves, *, path: str | Path | None = None) -> Figure:
         fontsize=8,
         color="gray",
     )
-    ax.set_xticks([0.0, *report.eps], ["0", *[report.radius(e) for e in report.eps]])
-    box = report.bounds
-    unit = (
-        "of 255 levels" if box is not None and np.isclose(box[1] - box[0], 1.0) else "input units"
-    )
-    ax.set_xlabel(f"L-inf radius eps ({unit})")
+    ticks = [report.radius(e) for e in report.eps]
+    ax.set_xticks([0.0, *report.eps], ["0", *ticks])
+    ax.set_xlabel(radius_label(report.norm, report.bounds, ticks))
     ax.set_ylabel(f"accuracy ({report.samples} samples)")
     ax.set_ylim(0, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))

@@ -238,12 +238,12 @@ def fast_attacks(
             ``standard_attacks(bounds=bounds, seed=seed, norm=norm)``.
 
     Returns:
-        The [`AttackSuite`][signattack.evaluation.AttackSuite] ``"fast"``: ``APGD(0, steps,
-            loss="ce")``,
-        ``APGDT(0, target_steps, target_classes=target_classes, ranking=ranking)`` (both
-        with ``early_stop=True``), ``EscalatingSquare(0, probe, queries, escalate=False)``,
-        each with ``norm=norm``, with its audit; for a randomized model,
-        [`rand_attacks`][signattack.evaluation.rand_attacks] (no audit, no escalation).
+        The [`AttackSuite`][signattack.evaluation.AttackSuite] ``"fast"``:
+            ``APGD(0, steps, loss="ce")``,
+            ``APGDT(0, target_steps, target_classes=target_classes, ranking=ranking)`` (both
+            with ``early_stop=True``), ``EscalatingSquare(0, probe, queries, escalate=False)``,
+            each with ``norm=norm``, with its audit; for a randomized model,
+            [`rand_attacks`][signattack.evaluation.rand_attacks] (no audit, no escalation).
 
     Raises:
         TypeError, ValueError: A setting is not what it says above (the message names it).

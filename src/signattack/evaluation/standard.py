@@ -340,8 +340,10 @@ def rand_attacks(
         norm: The norm of the ball: ``"linf"`` or ``"l2"``.
 
     Returns:
-        ``AttackSuite("rand", [APGD(0, steps, loss="ce", eot=eot), APGD(0, steps,
-        loss="dlr", eot=eot)])``, each with ``early_stop=True`` and ``norm=norm``.
+        The [`AttackSuite`][signattack.evaluation.standard.AttackSuite] ``"rand"``:
+            ``APGD(0, steps, loss="ce", eot=eot)`` and
+            ``APGD(0, steps, loss="dlr", eot=eot)``, each with ``early_stop=True`` and
+            ``norm=norm``.
 
     Raises:
         TypeError, ValueError: A setting is not what it says above (the message names it).
@@ -390,14 +392,13 @@ def standard_attacks(
         norm: The norm of the ball: ``"linf"`` (default) or ``"l2"``.
 
     Returns:
-        The [`AttackSuite`][signattack.evaluation.standard.AttackSuite] ``"standard"``: ``APGD(0,
-            steps, loss="ce")``,
-        ``APGDT(0, steps, target_classes=9)`` (both with ``early_stop=True``: the same
-        verdicts at fewer passes), ``FABT(0, steps, target_classes=9, minimal=False)`` (it
-        leaves a sample at the first point it finds within eps: the same verdicts at fewer
-        passes on float inputs; on integer images, where rounding can undo a break, the two
-        points may round differently),
-        ``Square(0, queries)``, each with ``norm=norm``.
+        The [`AttackSuite`][signattack.evaluation.standard.AttackSuite] ``"standard"``:
+            ``APGD(0, steps, loss="ce")``, ``APGDT(0, steps, target_classes=9)`` (both with
+            ``early_stop=True``: the same verdicts at fewer passes),
+            ``FABT(0, steps, target_classes=9, minimal=False)`` (it leaves a sample at the
+            first point it finds within eps: the same verdicts at fewer passes on float
+            inputs; on integer images, where rounding can undo a break, the two points may
+            round differently), ``Square(0, queries)``, each with ``norm=norm``.
 
     Raises:
         TypeError, ValueError: A setting is not what it says above (the message names it).
