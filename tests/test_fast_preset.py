@@ -180,6 +180,26 @@ def test_the_audit_counts_what_the_fast_suite_misses_on_the_same_samples_whateve
         audit(model, [(images, y)], 6.0, share=0.0, fast=strong, standard=strong)
 
 
+def test_the_audit_picks_its_samples_as_the_audited_preset_does_whatever_their_order():
+    from signattack.evaluation._audit import chosen
+
+    module, x, y = _problem(samples=16, seed=4)
+    images, model = x.reshape(16, 1, 4, 4), torch.nn.Sequential(torch.nn.Flatten(), module)
+    weak, strong = [Square(0.0, 1, seed=0)], [APGD(0.0, 10, seed=0)]
+    picked = set(chosen(images, y, 0.5, 3))
+    order = torch.flip(torch.arange(16), (0,))
+    found = [
+        audit(model, [(xs, ys)], 6.0, share=0.5, seed=3, fast=weak, standard=strong)
+        for xs, ys in ((images, y), (images[order], y[order]))
+    ]
+    assert 0 < len(picked) < 16
+    for each in found:
+        assert each.audited == len(picked)
+    ahead, behind = (each.fast.robust_correct[6.0] for each in found)
+    assert sorted(ahead) == sorted(behind)  # the same samples, judged alike, in either order
+    assert found[0].missed == found[1].missed
+
+
 def test_the_fast_preset_names_target_steps_and_the_audit_needs_a_seed():
     from signattack.evaluation import audit, fast_attacks
 

@@ -29,6 +29,7 @@ from signattack.core.norms import Norm, NormName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
 from signattack.core.validation import Bounds, check_real, check_seed, check_steps, generator
 from signattack.evaluation._audit import AuditedSuite, AuditPlan
+from signattack.evaluation._audit import chosen as chosen_samples
 from signattack.evaluation._cost import PassCount, total
 from signattack.evaluation.report import RobustnessReport, wilson_interval
 from signattack.evaluation.standard import (
@@ -399,15 +400,16 @@ def audit(
     ``seed``) at radius ``eps`` on a seeded share of the samples, and state how often the
     fast verdict differs, with a confidence bound.
 
-    Sample ``i`` of ``data`` (counted over the batches, in order) is audited where the
-    first draw of ``numpy.random.default_rng([seed, i])`` is below ``share``: the same
-    samples whatever the batch size. ``fast`` and ``standard`` replace the two suites (the
-    presets made with ``bounds``, ``seed`` and ``norm`` by default).
+    A sample is audited where a digest of the seed, its values and its label falls below
+    ``share``, as `fast_attacks(audit=share)` chooses: the same samples whatever the batch
+    size, the order of the data or the process that holds them. ``fast`` and ``standard``
+    replace the two suites (the presets made with ``bounds``, ``seed`` and ``norm`` by
+    default).
 
     Raises:
         TypeError, ValueError: ``share`` outside ``(0, 1]``, or a setting the presets refuse.
     """
-    if check_seed(seed) is None:  # the samples are chosen by numpy.random.default_rng([seed, i])
+    if check_seed(seed) is None:  # the samples are chosen by a digest keyed by the seed
         raise TypeError("seed must be an int >= 0: the audit's share is chosen by it, got None")
     share = check_real("share", share)
     if not 0 < share <= 1:
@@ -420,9 +422,7 @@ def audit(
     first = 0
     for x, y in data:
         size = int(_array(y).shape[0])
-        picked = [
-            i for i in range(size) if np.random.default_rng([seed, first + i]).random() < share
-        ]
+        picked = chosen_samples(x, y, share, seed)
         first += size
         if picked:
             where = namespace(_array(x)).asarray(picked, device=device_of(_array(x)))
