@@ -19,7 +19,8 @@ from signattack.evaluation import evaluate
 # -- progress ------------------------------------------------------------------------------
 
 LINE = re.compile(
-    r"^eps (?P<eps>\S+), (?P<attack>[^:]+): broke (?P<broke>\d+) of (?P<tried>\d+); robust "
+    r"^eps (?P<eps>\S+), (?P<attack>[^:]+): (broke (?P<broke>\d+) of (?P<tried>\d+)|nothing "
+    r"left to attack); robust "
     r"accuracy so far (?P<accuracy>[\d.]+)% \((?P<robust>\d+) of (?P<seen>\d+)\); batch "
     r"(?P<batch>\d+) of (?P<batches>\d+); \d[^;]* spent, (about \d.* left|done)$"
 )
@@ -61,7 +62,7 @@ def test_a_line_after_each_attack_at_each_radius_with_what_it_did(capsys):
         assert (int(last["robust"]), int(last["seen"])) == (robust, report.samples)
         broke = [m for m in lines if float(m["eps"]) == eps]
         for name, count in report.broken_by[eps].items():
-            assert sum(int(m["broke"]) for m in broke if m["attack"] == name) == count
+            assert sum(int(m["broke"] or 0) for m in broke if m["attack"] == name) == count
     assert lines[-1].group(0).endswith("done")
 
 
@@ -353,11 +354,11 @@ def test_an_attack_that_runs_long_shows_a_bar_of_its_steps_unless_silenced(monke
     model, x, y = _problem()
     attack = Square(0.0, queries=40, bounds=(0, 1), seed=0)
     evaluate(model, [(x, y)], attack, [0.05], progress=True)
-    assert "attack steps" in capsys.readouterr().err
+    assert "Square queries" in capsys.readouterr().err
     evaluate(model, [(x, y)], attack, [0.05], progress=False)
-    assert "attack steps" not in capsys.readouterr().err
+    assert "Square queries" not in capsys.readouterr().err
     attack.run(model, x, y)  # outside an evaluation: no bar
-    assert "attack steps" not in capsys.readouterr().err
+    assert "Square queries" not in capsys.readouterr().err
 
 
 def test_the_fast_preset_takes_a_small_query_budget_and_the_steps(command):

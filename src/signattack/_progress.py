@@ -2,8 +2,9 @@
 and a line per finished stage (each attack at each radius of an evaluation).
 
 A progress bar written to a file or a pipe (CI logs, ``nohup``) is noise or nothing at all;
-there, a plain line every `INTERVAL` seconds says how far the work is. Shared by the
-evaluation, the digits training and the demo.
+there, once the work has run `INTERVAL` seconds, a plain line every `INTERVAL` seconds says how
+far the work is, and the line of every finished stage is written (and flushed) as it comes.
+Shared by the evaluation, the digits training and the demo.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ STEP_BAR_DELAY = 2.0
 """Seconds an attack's steps run before their bar appears: short attacks show none."""
 
 _STEP_BARS: ContextVar[bool] = ContextVar("step_bars", default=False)
+_STEP_LABEL: ContextVar[tuple[str, str]] = ContextVar(
+    "step_label", default=("attack steps", "steps")
+)
 
 
 @contextmanager
@@ -37,17 +41,30 @@ def step_bars(show: bool) -> Iterator[None]:
         _STEP_BARS.reset(token)
 
 
-def steps(count: int, what: str = "attack steps") -> Iterable[int]:
+@contextmanager
+def step_label(what: str, unit: str = "steps") -> Iterator[None]:
+    """Within the block, the bar of [`steps`][] reads ``what`` (``"FAB-T target 2 of 9"``,
+    ``"Square queries"``) and counts ``unit``; an inner block names its own bars."""
+    token = _STEP_LABEL.set((what, unit))
+    try:
+        yield
+    finally:
+        _STEP_LABEL.reset(token)
+
+
+def steps(count: int, what: str | None = None) -> Iterable[int]:
     """``range(count)``, with a bar that appears after `STEP_BAR_DELAY` seconds inside a
-    [`step_bars`][] block in a terminal or a notebook, and disappears when done."""
+    [`step_bars`][] block in a terminal or a notebook, and disappears when done; the bar
+    reads ``what``, by default the label of the enclosing [`step_label`][] block."""
     if not _STEP_BARS.get() or not (in_notebook() or sys.stderr.isatty()):
         return range(count)
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm comes with the demo extra
         return range(count)
+    label, unit = _STEP_LABEL.get() if what is None else (what, "steps")
     bar: Iterable[int] = tqdm(
-        range(count), desc=what, unit="steps", leave=False, delay=STEP_BAR_DELAY
+        range(count), desc=label, unit=unit, leave=False, delay=STEP_BAR_DELAY
     )
     return bar
 
@@ -102,11 +119,11 @@ def progress(
         count += 1
         now = time.monotonic()
         if now - last >= INTERVAL or (show and count == 1):
-            print(f"{what}: {count}{of} {units} done, {now - start:.0f} s", file=sys.stderr)
+            say(f"{what}: {count}{of} {units} done, {now - start:.0f} s")
             last = now
     elapsed = time.monotonic() - start
     if show or elapsed >= INTERVAL:
-        print(f"{what}: finished {count} {units} in {elapsed:.0f} s", file=sys.stderr)
+        say(f"{what}: finished {count} {units} in {elapsed:.0f} s")
 
 
 def duration(seconds: float) -> str:
@@ -119,19 +136,29 @@ def duration(seconds: float) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
+def say(line: str) -> None:
+    """Write ``line`` to stderr at once: a log read while the work runs (``tail -f`` of a
+    ``nohup`` run, a CI log) gets each line as it comes, not when a buffer fills."""
+    print(line, file=sys.stderr, flush=True)
+
+
 class Stages:
     """A line on stderr as each stage of long work finishes, with the time spent and an
     estimate of the time left (the mean time of the stages done so far, times those left).
 
     Args:
-        show: ``True``: a line per stage; ``False``: none; ``None``: a line per stage in a
-            terminal or a notebook, above the bar of `progress`, and none elsewhere
-            (a log or a pipe gets that bar's line every `INTERVAL` seconds).
+        show: ``True``: a line per stage; ``False``: none; ``None``: a line per stage, above
+            the bar of `progress` in a terminal or a notebook; elsewhere (a log file, a pipe)
+            the same lines, without bars, once the work has run `INTERVAL` seconds: the lines
+            of the stages before then are written at that moment, and every later one as it
+            finishes, so that a short run stays silent and a long one leaves a whole record.
     """
 
     def __init__(self, show: bool | None) -> None:
         self.interactive = in_notebook() or sys.stderr.isatty()
-        self.show = show is True or (show is None and self.interactive)
+        self.show = show is not False
+        # Where a log waits for INTERVAL: the lines held back until then (None: none held).
+        self.held: list[str] | None = [] if show is None and not self.interactive else None
         self.start = time.monotonic()
 
     def done(self, text: str, finished: int, left: int | None) -> None:
@@ -143,6 +170,16 @@ class Stages:
         line = f"{text}; {duration(spent)} spent"
         if left is not None and finished > 0:
             line += f", about {duration(spent / finished * left)} left" if left else ", done"
+        lines = [line]
+        if self.held is not None:
+            self.held.append(line)
+            if spent < INTERVAL:
+                return
+            lines, self.held = self.held, None
+        for each in lines:
+            self._write(each)
+
+    def _write(self, line: str) -> None:
         write = None
         if self.interactive:
             try:  # above the progress bar, which stays whole
@@ -153,5 +190,6 @@ class Stages:
                 write = getattr(tqdm, "write", None)
         if callable(write):
             write(line, file=sys.stderr)
+            sys.stderr.flush()
         else:
-            print(line, file=sys.stderr)
+            say(line)

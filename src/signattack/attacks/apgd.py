@@ -62,6 +62,7 @@ from signattack.attacks.loop import iterate, random_start
 from signattack.attacks.restarts import (
     Runs,
     chosen_result,
+    run_bar,
     still_robust,
     sub_batch,
     target_labels,
@@ -351,19 +352,20 @@ class APGDT(BallAttack):
                     losses, _ = batch.evaluate(batch.x, labels)
                     fooled = xp.not_equal(predictions, batch.labels)
                     runs = Runs.clean(batch, losses, fooled, self.steps)
-                runs = _run_apgd(
-                    batch,
-                    runs,
-                    norm=self.threat.geometry,
-                    eps=self.eps,
-                    steps=self.steps,
-                    rho=self.rho,
-                    restarts=self.restarts,
-                    streams=streams,
-                    purpose=("apgd-t", rank),
-                    early_stop=self.early_stop,
-                    loss_labels=labels,
-                )
+                with run_bar(self.name, target=(rank - 1, len(targets))):
+                    runs = _run_apgd(
+                        batch,
+                        runs,
+                        norm=self.threat.geometry,
+                        eps=self.eps,
+                        steps=self.steps,
+                        rho=self.rho,
+                        restarts=self.restarts,
+                        streams=streams,
+                        purpose=("apgd-t", rank),
+                        early_stop=self.early_stop,
+                        loss_labels=labels,
+                    )
             if runs is None:  # pragma: no cover - target_classes >= 1 and classes >= 4
                 raise RuntimeError("APGDT ran no target class")
             return chosen_result(batch, runs, self.eps, False, x)

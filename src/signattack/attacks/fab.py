@@ -46,7 +46,7 @@ from signattack._host import to_numpy
 from signattack._typing import Array, ArrayT, Model, device_of, namespace, returned
 from signattack.attacks.base import AttackResult, BallAttack, attack_result
 from signattack.attacks.loop import iterate
-from signattack.attacks.restarts import Runs, still_robust, sub_batch, target_labels
+from signattack.attacks.restarts import Runs, run_bar, still_robust, sub_batch, target_labels
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.hyperplane import hyperplane_move, project_linf
 from signattack.core.kernels import take_samples
@@ -330,17 +330,23 @@ class FABT(BallAttack):
                     nothing = xp.full(fooled.shape, -math.inf, dtype=wide, device=device_of(fooled))
                     found = xp.where(fooled, xp.zeros_like(nothing), nothing)
                     runs = dataclasses.replace(runs, best=found)
-                runs = self._targets(batch, runs, labels, streams, rank)
+                runs = self._targets(batch, runs, labels, streams, (rank, len(targets)))
             if runs is None:  # pragma: no cover - target_classes >= 1 and classes >= 2
                 raise RuntimeError("FABT ran no target class")
             return _closest_result(batch, runs, self.eps, x, minimal=self.minimal)
 
     def _targets(
-        self, batch: Batch, runs: Runs, labels: Array, streams: SampleStreams, rank: int
+        self,
+        batch: Batch,
+        runs: Runs,
+        labels: Array,
+        streams: SampleStreams,
+        ranked: tuple[int, int],
     ) -> Runs:
-        """The restarts against the target class of rank ``rank``, each on the samples still
-        robust; restart ``r >= 1`` starts every sample at a random point of its own stream
-        for ``("fab-t", rank, r)``."""
+        """The restarts against the target class of rank ``rank`` (``ranked`` holds it and
+        the number of targets), each on the samples still robust; restart ``r >= 1`` starts
+        every sample at a random point of its own stream for ``("fab-t", rank, r)``."""
+        rank, targets = ranked
         xp = namespace(batch.x)
         norm = batch.norm
         radius = batch.radius(self.eps)
@@ -366,14 +372,18 @@ class FABT(BallAttack):
             # The rule reads no limits; the L-inf set of the same radius holds the ball of
             # either norm, so its limits are limits of the feasible set.
             cube = LINF.feasible(part.x, radius, *batch.bounds)
-            outcome = iterate(
-                part,
-                rule,
-                Start(part.x, cube.low, cube.high, radius, 0.0, begin),
-                self.steps,
-                loss_labels=take_samples(labels, index),
-                final=part.rounded(radius),
+            shown = run_bar(
+                self.name, target=(rank - 1, targets), restart=(restart + 1, self.restarts)
             )
+            with shown:  # the bar of the steps reads "FAB-T target 1 of 9"
+                outcome = iterate(
+                    part,
+                    rule,
+                    Start(part.x, cube.low, cube.high, radius, 0.0, begin),
+                    self.steps,
+                    loss_labels=take_samples(labels, index),
+                    final=part.rounded(radius),
+                )
             best, distance = rule.closest(outcome.state, outcome.final)
             point, fooled, reached = _confirmed(part, best, distance, radius, feasible)
             inside = xp.logical_and(reached <= radius, _within(part, point, radius))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from signattack._progress import step_label
 from signattack._typing import Array, ArrayT, device_of, namespace, returned
 from signattack.attacks.base import AttackResult, attack_result
 from signattack.attacks.loop import spread
@@ -108,6 +110,25 @@ def target_labels(
     ranking = xp.argsort(logits, axis=1, descending=True, stable=True)
     ranks = range(1, min(count, classes - 1) + 1)
     return ranking[:, 0], [xp.stack([batch.labels, ranking[:, rank]], axis=1) for rank in ranks]
+
+
+def run_bar(
+    attack: str,
+    *,
+    target: tuple[int, int] | None = None,
+    restart: tuple[int, int] = (1, 1),
+    unit: str = "steps",
+) -> AbstractContextManager[None]:
+    """Names the bar of one run's steps, where a bar is shown (`signattack._progress.steps`):
+    the attack, the target ``(k, n)`` as "target k of n" where it attacks one class after
+    another, the restart ``(k, n)`` where there are several, and what it counts:
+    ``FAB-T target 2 of 9``, ``APGD-T target 1 of 9, restart 2 of 3``, ``Square queries``."""
+    label = attack if unit == "steps" else f"{attack} {unit}"
+    if target is not None:
+        label += f" target {target[0]} of {target[1]}"
+    if restart[1] > 1:
+        label += f", restart {restart[0]} of {restart[1]}"
+    return step_label(label, unit)
 
 
 def chosen_result(

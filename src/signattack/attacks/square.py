@@ -53,7 +53,7 @@ from signattack._host import HostArray, to_numpy
 from signattack._typing import Amount, Array, ArrayT, Model, device_of, moved, namespace, returned
 from signattack.attacks.base import AttackResult, BallAttack
 from signattack.attacks.loop import iterate, spread
-from signattack.attacks.restarts import Runs, chosen_result, still_robust, sub_batch
+from signattack.attacks.restarts import Runs, chosen_result, run_bar, still_robust, sub_batch
 from signattack.backends.batch import Batch, open_threat
 from signattack.core.linf import LINF
 from signattack.core.losses import LossFunction, LossName
@@ -656,15 +656,16 @@ class Square(BallAttack):
             part.x, radius if self.norm == "linf" else min(radius, span), *part.bounds
         )
         rule = self._rule(part, radius, box, streams.take(to_numpy(index)), restart)
-        outcome = iterate(
-            part,
-            rule,
-            Start(part.x, box.low, box.high, radius, radius, part.x),
-            self.queries,
-            targeted=self.targeted,
-            early_stop=True,
-            final=part.rounded(radius),
-        )
+        with run_bar(self.name, restart=(restart + 1, self.restarts), unit="queries"):
+            outcome = iterate(
+                part,
+                rule,
+                Start(part.x, box.low, box.high, radius, radius, part.x),
+                self.queries,
+                targeted=self.targeted,
+                early_stop=True,
+                final=part.rounded(radius),
+            )
         at_end = outcome.final
         if at_end is None:  # pragma: no cover - final is given
             raise RuntimeError("the attack loop did not evaluate the final iterate")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from signattack._host import HostArray, copy_of, put_rows, to_flags, to_numpy
-from signattack._progress import Stages
+from signattack._progress import Stages, step_label
 from signattack._typing import Array, as_model, device_of, is_array, namespace
 from signattack.attacks import EpsAttack
 from signattack.backends.registry import padded_count
@@ -49,21 +49,50 @@ def attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random.
     return np.random.default_rng([seed, radius_bits, attack_index])
 
 
+def stage_text(
+    radius: str,
+    attack: str,
+    counts: tuple[int, int],
+    robust: tuple[int, int],
+    batch: tuple[int, int | None],
+    ranks: Ranks,
+) -> str:
+    """The line after ``attack`` ran at ``radius`` (as the report writes it) on a batch:
+    ``counts`` (broke, tried), ``robust`` (robust, samples) so far at that radius, and
+    ``batch`` (its number, from 1, among this process's ``batch[1]``; ``None``: unknown).
+
+    Under several processes every count is this process's own, and the line says so:
+    ``on this process (1 of 2)``. An attack that found no sample left to attack says so."""
+    broke, tried = counts
+    did = f"broke {broke} of {tried}" if tried else "nothing left to attack"
+    kept, samples = robust
+    share = f"{kept / samples:.1%}" if samples else "n/a"
+    where = "" if ranks.world == 1 else f"on this process ({ranks.rank + 1} of {ranks.world}): "
+    number, count = batch
+    of = "" if count is None else f" of {count}"
+    return (
+        f"eps {radius}, {attack}: {did}; {where}robust accuracy so far {share} "
+        f"({kept} of {samples}); batch {number}{of}"
+    )
+
+
 class Lines:
     """The progress lines of one evaluation: after each attack at each radius of a batch,
-    the attack, the samples it broke, the robust accuracy so far at that radius (over this
-    process's batches), the time spent and an estimate of the time left."""
+    the attack, the samples it broke, the robust accuracy so far at that radius, the time
+    spent and an estimate of the time left. Under several processes the first alone speaks,
+    of its own batches (numbered among them) and its own samples, and says so."""
 
     def __init__(self, show: bool | None, batches: int | None, ranks: Ranks) -> None:
         self.stages = Stages(show if ranks.rank == 0 else False)  # the first process alone
         self.batches = None if batches is None else sum(map(ranks.owns, range(batches)))
+        self.ranks = ranks
         self.robust: dict[float, int] = {}
-        self.samples = self.ran = self.passed = 0
+        self.samples = self.ran = self.passed = self.own = 0
+        self.size = self.robust_here = 0
 
-    def attacked(self, plan: Plan, index: tuple[int, int, int], broke: int, tried: int) -> None:
-        """After the attack ``index`` (batch, radius, attack) broke ``broke`` of ``tried``,
-        leaving `robust_here` of the batch robust."""
-        batch, radius, attack = index
+    def attacked(self, plan: Plan, radius: int, attack: int, broke: int, tried: int) -> None:
+        """After the attack of index ``attack`` at the radius of index ``radius`` broke
+        ``broke`` of ``tried``, leaving `robust_here` of the batch robust."""
         self.ran += 1
         self.passed += 1
         stages = len(plan.radii) * len(plan.specs)
@@ -71,24 +100,27 @@ class Lines:
         robust = self.robust.get(plan.radii[radius], 0) + self.robust_here
         samples = self.samples + self.size
         box = None if plan.threat is None else (plan.threat.box.lower, plan.threat.box.upper)
-        of = "" if self.batches is None else f" of {self.batches}"
-        self.stages.done(
-            f"eps {radius_text(plan.radii[radius], box, plan.norm)}, "
-            f"{attack_names(plan.traits)[attack]}: broke {broke} of {tried}; robust accuracy "
-            f"so far {robust / samples:.1%} ({robust} of {samples}); batch {batch + 1}{of}",
-            self.ran,
-            left,
+        text = stage_text(
+            radius_text(plan.radii[radius], box, plan.norm),
+            attack_names(plan.traits)[attack],
+            (broke, tried),
+            (robust, samples),
+            (self.own + 1, self.batches),
+            self.ranks,
         )
+        self.stages.done(text, self.ran, left)
 
     def begin(self, size: int) -> None:
         self.size, self.robust_here = size, 0
 
     def finished(self, plan: Plan, result: BatchResult, attacked: bool) -> None:
-        """After a batch, attacked here or taken from the checkpoint."""
+        """After one of this process's batches, attacked here or taken from the checkpoint."""
         for radius, robust in zip(plan.radii, result.robust, strict=True):
             self.robust[radius] = self.robust.get(radius, 0) + sum(robust)
         self.samples += result.size
         self.passed += 0 if attacked else len(plan.radii) * len(plan.specs)
+        self.own += 1
+        self.size = self.robust_here = 0
 
 
 def evaluate_batch(
@@ -123,6 +155,7 @@ def evaluate_batch(
     spent: list[tuple[PassCount | None, ...]] = []
     clean = tuple(correct)
     fell = [-1] * len(correct)
+    names = attack_names(plan.traits)
     robust, largest, attacked, broken = [], [], [], []
     if lines is not None:
         lines.begin(len(correct))
@@ -138,7 +171,7 @@ def evaluate_batch(
                 passes.append(NOTHING)
                 if lines is not None:
                     lines.robust_here = 0
-                    lines.attacked(plan, (batch_index, radius_index, attack_index), 0, 0)
+                    lines.attacked(plan, radius_index, attack_index, 0, 0)
                 continue
             index = xp.asarray(static_shape(still, x), device=where)
             x_part, y_part = take_samples(x, index), take_samples(y, index)
@@ -146,10 +179,11 @@ def evaluate_batch(
             asked = traits_of(attack)
             rng = attack_rng(asked.seed, radius, attack_index)
             # run() predicts at the adversarial batch with its final forward pass.
-            if isinstance(attack, EpsAttack):
-                outcome = attack.run(runnable, x_part, y_part, rng=rng)
-            else:
-                outcome = attack.run(runnable, x_part, y_part)
+            with step_label(f"{names[attack_index]} steps"):  # the bar of an attack's steps
+                if isinstance(attack, EpsAttack):
+                    outcome = attack.run(runnable, x_part, y_part, rng=rng)
+                else:
+                    outcome = attack.run(runnable, x_part, y_part)
             count = len(still)
             passes.append(of_result(outcome, asked.description, attack))
             adversarial, labels = outcome.x_adv[:count, ...], y_part[:count, ...]  # no padding
@@ -168,8 +202,7 @@ def evaluate_batch(
             counts.append(sum(fooled))
             if lines is not None:
                 lines.robust_here = sum(correct)
-                stage = (batch_index, radius_index, attack_index)
-                lines.attacked(plan, stage, sum(fooled), len(still))
+                lines.attacked(plan, radius_index, attack_index, sum(fooled), len(still))
         if decided is not None:
             points.append(copy_of(decided))  # a larger ball starts from these points
         robust.append(tuple(correct))

@@ -122,9 +122,14 @@ def evaluate(
         progress: ``True`` or ``False`` to show progress or not; by default a bar when
             stderr is a terminal or in a notebook, and elsewhere (a log file, a pipe) a line every
             30 s once the evaluation has run that long. Shown as well: after each attack at each
-            radius, a line with the attack, the samples it broke, the robust accuracy so far, the
-            time spent and an estimate of the time left (elsewhere, at most one every 30 s). Under
-            ``torchrun`` only the first process shows progress.
+            radius, a line with the attack, the samples it broke ("nothing left to attack" where
+            none was left), the robust accuracy so far, the batch, the time spent and an estimate
+            of the time left; elsewhere the same lines without bars, each flushed as it comes
+            once the evaluation has run 30 s (those of the first 30 s then at once; a shorter run
+            stays silent). An attack that runs long shows a bar of its steps, named after it
+            ("FAB-T target 2 of 9", "Square queries"). Under ``torchrun`` only the first process
+            shows progress, of its own batches and samples, and its lines say so ("on this
+            process (1 of 2)").
         name: Names the attack in the report and the checkpoint, instead of its
             description. Needed to checkpoint a factory that has no stable description (a lambda or
             a closure); give each different attack its own name.
