@@ -103,6 +103,17 @@ def test_a_saturated_softmax_is_told_from_masking_and_not_sent_to_straight_throu
     assert "masked gradients" not in text
 
 
+def test_an_evaluation_that_already_climbs_a_margin_is_not_told_to_switch_to_one():
+    from signattack import APGD
+
+    model, x, y = _problem(scale=1e4)
+    attacks = [IteratedSign(0.0, 1, bounds=(0, 1)), APGD(0.0, 1, loss="dlr", bounds=(0, 1))]
+    text = _zero_gradient_warning(evaluate(model, [(x, y)], attacks, [0.01]))
+    assert "saturates" in text
+    assert "APGD-DLR already climbs a loss that does not saturate" in text
+    assert "loss='margin'" not in text
+
+
 def test_a_quantizer_is_masking_and_gets_straight_through():
     inner, x, y = _problem()
     model = _Rounded(inner)

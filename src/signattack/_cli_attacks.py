@@ -147,7 +147,7 @@ def _check_audit(args: argparse.Namespace, attacks: Sequence[EpsAttack]) -> None
     given = [f"--audit {args.audit}"] if args.audit is not None else []
     given += ["--no-escalate"] if args.no_escalate else []
     if given:
-        names = ", ".join(dict.fromkeys(_name(attack) for attack in _members(attacks)))
+        names = ", ".join(dict.fromkeys(name_of(attack) for attack in members(attacks)))
         raise UsageError(
             f"{given[0]} applies to none of the selected attacks ({names}): only --attacks "
             "fast is audited and escalated"
@@ -191,7 +191,7 @@ def _norm(args: argparse.Namespace) -> str | None:
     return None if norm == "linf" else norm
 
 
-def _members(attacks: Sequence[EpsAttack]) -> list[EpsAttack]:
+def members(attacks: Sequence[EpsAttack]) -> list[EpsAttack]:
     """The attacks, with those of a suite's version for randomized models."""
     from signattack.evaluation import AttackSuite
 
@@ -201,17 +201,17 @@ def _members(attacks: Sequence[EpsAttack]) -> list[EpsAttack]:
 
 def _check_settings(args: argparse.Namespace, attacks: Sequence[EpsAttack]) -> None:
     """Refuse an option that no selected attack took, read from the attacks' own fields."""
-    members = _members(attacks)
+    selected = members(attacks)
     for name, flag in SETTINGS.items():
         wanted = getattr(args, name)
         if wanted is None or wanted is False:
             continue
-        if not any(_fields(attack).get(name, None) == wanted for attack in members):
+        if not any(_fields(attack).get(name, None) == wanted for attack in selected):
             shown = "" if wanted is True else f" {wanted}"
-            names = ", ".join(dict.fromkeys(_name(attack) for attack in members))
+            names = ", ".join(dict.fromkeys(name_of(attack) for attack in selected))
             raise UsageError(
                 f"{flag}{shown} applies to none of the selected attacks ({names}): "
-                f"{'it takes' if len(members) == 1 else 'they take'} no such setting"
+                f"{'it takes' if len(selected) == 1 else 'they take'} no such setting"
             )
 
 
@@ -221,7 +221,7 @@ def _fields(attack: object) -> dict[str, object]:
     return field_values(attack) or {}
 
 
-def _name(attack: EpsAttack) -> str:
+def name_of(attack: EpsAttack) -> str:
     """The name a paper gives ``attack`` (``APGD-CE``), without its EOT."""
     from signattack._fields import replaced
     from signattack.evaluation.standard import traits_of
@@ -244,7 +244,7 @@ def _label(attack: EpsAttack) -> str:
     eot = fields.get("eot", 1)
     if isinstance(eot, int) and eot > 1:
         budget.append(f"EOT over {eot} passes")
-    return f"{_name(attack)} ({', '.join(budget)})" if budget else _name(attack)
+    return f"{name_of(attack)} ({', '.join(budget)})" if budget else name_of(attack)
 
 
 def what_ran(attacks: Sequence[EpsAttack], args: argparse.Namespace, randomized: bool) -> str:
@@ -259,7 +259,7 @@ def what_ran(attacks: Sequence[EpsAttack], args: argparse.Namespace, randomized:
         ran = attacks.randomized
         head = f"attacks ({preset} preset, its {ran.name} version: the model is randomized)"
     line = f"{head}: {', '.join(_label(attack) for attack in ran)}" + _audit_note(ran, args)
-    taking = [_name(attack) for attack in ran if _fields(attack).get("eot") == args.eot]
+    taking = [name_of(attack) for attack in ran if _fields(attack).get("eot") == args.eot]
     if args.eot is None or len(taking) == len(ran):
         return line
     if taking:

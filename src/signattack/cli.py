@@ -11,6 +11,7 @@ from typing import NoReturn
 from signattack import evaluate_cli, verify_cli
 from signattack._cli_args import USAGE_ERROR, UsageError
 from signattack._cli_outputs import Output, check_outputs
+from signattack._cli_words import Words, warning_lines
 
 __all__ = ["main"]
 
@@ -61,12 +62,19 @@ def _joined(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``signattack`` and ``python -m signattack``."""
+    """Entry point of ``signattack`` and ``python -m signattack``. While a command runs,
+    every warning is shown once, the library's as one line in flags (`warning_lines`)."""
     args = _parser().parse_args(_joined(sys.argv[1:] if argv is None else argv))
+    words = Words()
+    with warning_lines(args.command, words):
+        return _run(args, words)
+
+
+def _run(args: argparse.Namespace, words: Words) -> int:
     if args.command == "evaluate":
-        return evaluate_cli.run(args)
+        return evaluate_cli.run(args, words)
     if args.command == "verify":
-        return verify_cli.run(args)
+        return verify_cli.run(args, words)
     try:
         check_outputs([(Output("--out", folder=True), args.out)], [])
     except UsageError as error:

@@ -28,10 +28,12 @@ GPUs) and process 0 writes the report; when one process fails, all of them exit 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -56,10 +58,13 @@ from signattack._cli_data import (
 from signattack._cli_model import add_model_arguments, load_model
 from signattack._cli_outputs import Output, check_outputs
 from signattack._cli_record import command_record
+from signattack._cli_words import NARROW_EPS, Words, loss_advice, narrow_eps_warning
 from signattack._io import Json, write_atomically
 from signattack.evaluation.report import STAND_IN, stand_in_note
 
 if TYPE_CHECKING:
+    from signattack._host import HostArray
+    from signattack.attacks import EpsAttack
     from signattack.evaluation import RobustnessReport
 
 __all__ = ["add_parser", "run"]
@@ -147,7 +152,7 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     parser.add_argument("--seed", type=non_negative, default=0)
     parser.add_argument("--early-stop", action="store_true")
     parser.add_argument("--batch-size", type=positive, default=256)
-    parser.add_argument("--limit", type=non_negative, default=None, help="first N samples only")
+    parser.add_argument("--limit", type=positive, default=None, help="first N samples only")
     parser.add_argument(
         "--report",
         type=Path,
@@ -175,8 +180,10 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the ``evaluate`` subcommand; returns the exit status."""
+def run(args: argparse.Namespace, words: Words | None = None) -> int:
+    """Run the ``evaluate`` subcommand; returns the exit status. ``words`` says the
+    library's advice in flags; the run tells it the attacks it selects."""
+    words = Words() if words is None else words
     try:
         import torch
     except ImportError:
@@ -190,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        return _evaluate(args, distributed)
+        return _evaluate(args, distributed, words)
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -205,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         user_error = isinstance(error, (UsageError, ValueError, TypeError))
-        text = _in_flags(" ".join(str(error).split()) or type(error).__name__)
+        text = words(" ".join(str(error).split()) or type(error).__name__)
         if not user_error:
             text = f"{type(error).__name__}: {text} (--debug shows the traceback)"
         print(f"signattack evaluate: error: {text}", file=sys.stderr)
@@ -215,40 +222,9 @@ def run(args: argparse.Namespace) -> int:
             torch.distributed.destroy_process_group()
 
 
-_FLAG_WORDS = {
-    "pass bounds=(lower, upper) in the model's input units": (
-        "pass --bounds lower,upper in the data's units (and --input-range for a model that "
-        "takes another range)"
-    ),
-    "(APGD-T and FAB-T in standard_attacks() use them)": (
-        "(--attacks apgd-t and fab-t, in --attacks standard, use them)"
-    ),
-    "escalate=False turned it off": "--no-escalate turned it off",
-    "evaluate with escalate=True (the default)": "run without --no-escalate",
-    "standard_attacks()": "--attacks standard",
-    "loss='margin'": "--loss margin",
-    'loss="margin"': "--loss margin",
-    "loss='dlr'": "--attacks apgd-dlr",
-    'loss="dlr"': "--attacks apgd-dlr",
-    "run the model in float64": (
-        "have the --model factory return a network that computes in float64 "
-        "(x.double() in its forward)"
-    ),
-}
-"""The library's advice in Python words, as the command line's user reads it: the longer
-phrases first, then the words they hold."""
-
-
 def _in_flags(text: str) -> str:
-    """``text`` with the library's Python advice said in flags."""
-    from signattack.masking import COMMON_RANGES, range_advice
-
-    ranges = {
-        range_advice(b): f"did you mean --input-range {b[0]:g},{b[1]:g}?" for b in COMMON_RANGES
-    }
-    for python, flags in {**_FLAG_WORDS, **ranges}.items():
-        text = text.replace(python, flags)
-    return text
+    """``text`` with the library's Python advice said in flags, the attacks unknown."""
+    return Words()(text)
 
 
 def _check_distinct_as_shown(
@@ -269,7 +245,7 @@ def _check_distinct_as_shown(
         shown[label] = value
 
 
-def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
+def _evaluate(args: argparse.Namespace, distributed: bool, words: Words) -> int:
     import torch
 
     from signattack.evaluation import evaluate
@@ -286,6 +262,8 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     if args.step_size is not None and not 0 <= args.step_size < float("inf"):
         raise UsageError(f"--step-size must be a finite number >= 0, got {args.step_size!r}")
     attacks = _attacks(args, (bounds[0], bounds[1]))
+    _tell(words, args, attacks, (bounds[0], bounds[1]))
+    _warn_narrow_eps(args, eps, (bounds[0], bounds[1]), words)
     data = Path(args.data.partition(":")[2]) if args.data.startswith("npz:") else None
     check_outputs(
         [(output, getattr(args, name)) for name, output in OUTPUTS.items()],
@@ -294,6 +272,7 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     model, device = load_model(args, (bounds[0], bounds[1]))
     x, y = load_data(args.data, args.split, args.limit)
     check_channels(args, x)
+    _warn_wide_eps(args, eps, (bounds[0], bounds[1]), x)
     data_source = data_record(args.data, args.split, args.limit)
     command = command_record(args, eps, data_source)
     speaks = not distributed or torch.distributed.get_rank() == 0
@@ -317,15 +296,56 @@ def _evaluate(args: argparse.Namespace, distributed: bool) -> int:
     if isinstance(resumed, int) and resumed:
         print(f"resumed: {resumed} finished batches taken from {args.resume_file}")
     print(f"{report.samples} samples")
-    print(_in_flags(report.table()))
+    print(dataclasses.replace(report, warnings=tuple(map(words, report.warnings))).table())
     return _write(report, args, command)
+
+
+def _tell(
+    words: Words, args: argparse.Namespace, attacks: Sequence[EpsAttack], box: tuple[float, float]
+) -> None:
+    """Tell ``words`` what the selected attacks accept and which of them already climb a
+    loss that does not saturate, so that its advice fits them."""
+    from signattack._cli_attacks import members, name_of
+    from signattack.masking import climbs_unsaturated
+
+    words.loss = loss_advice(args, lambda changed: _attacks(changed, box))
+    words.unsaturated = tuple(name_of(a) for a in members(attacks) if climbs_unsaturated(a))
+
+
+def _warn_narrow_eps(
+    args: argparse.Namespace, eps: list[float], bounds: tuple[float, float], words: Words
+) -> None:
+    """Warn where ``--input-range`` is narrower than ``--bounds`` and every radius is below
+    one level of ``--bounds``, in flags; the library's own warning of that radius is then
+    not repeated."""
+    if args.input_range is None:
+        return
+    taken = numbers(args.input_range, "--input-range", count=2)
+    said = narrow_eps_warning(args.eps, eps, bounds, (taken[0], taken[1]))
+    if said is not None:
+        from signattack import UnitsWarning
+
+        warnings.warn(said, UnitsWarning, stacklevel=1)
+        words.covered.append(NARROW_EPS)
+
+
+def _warn_wide_eps(
+    args: argparse.Namespace, eps: list[float], bounds: tuple[float, float], x: HostArray
+) -> None:
+    """The library's warning of a radius wider than the box, before the first batch: the
+    attacks warn only where they run, and on a batch the model gets all wrong none runs."""
+    import math
+
+    from signattack.core.norms import norm_of
+    from signattack.core.validation import Bounds, warn_wide_eps
+
+    size = math.prod(x.shape[1:])
+    warn_wide_eps(max(eps), Bounds(*bounds), norm=norm_of(args.norm), size=size)
 
 
 def _with_data(report: RobustnessReport, source: dict[str, Json]) -> RobustnessReport:
     """``report`` with what the command line knows of the data in its metadata's ``data``:
     the source, the split, the limit, and whether it is the synthetic stand-in."""
-    import dataclasses
-
     data = report.metadata.get("data")
     known = {**(data if isinstance(data, dict) else {}), **source}
     return dataclasses.replace(report, metadata={**report.metadata, "data": known})

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import array_api_compat
@@ -303,18 +303,31 @@ def zero_gradients(model: Model[Array], x: Array, y: Array, threat: ThreatModel)
 
 
 def gradient_diagnoses(
-    model: Model[Array], x: Array, y: Array, threat: ThreatModel
+    model: Model[Array],
+    x: Array,
+    y: Array,
+    threat: ThreatModel,
+    *,
+    unsaturated: Sequence[str] = (),
 ) -> tuple[str, ...]:
     """What [`check_gradients`][signattack.probes.check_gradients] finds on a batch, the
-    zero-gradient
-    finding naming its cause (`zero_gradient_problem`)."""
+    zero-gradient finding naming its cause (`zero_gradient_problem`); ``unsaturated`` names
+    the attacks of the evaluation that climb a loss that does not saturate
+    (`climbs_unsaturated`)."""
     from signattack.probes import check_gradients
 
-    return diagnosed(check_gradients(model, x, y, threat=threat, warn=False), model, x, y, threat)
+    report = check_gradients(model, x, y, threat=threat, warn=False)
+    return diagnosed(report, model, x, y, threat, unsaturated=unsaturated)
 
 
 def diagnosed(
-    report: GradientReport, model: Model[ArrayT], x: ArrayT, y: ArrayT, threat: ThreatModel
+    report: GradientReport,
+    model: Model[ArrayT],
+    x: ArrayT,
+    y: ArrayT,
+    threat: ThreatModel,
+    *,
+    unsaturated: Sequence[str] = (),
 ) -> tuple[str, ...]:
     """The problems of ``report`` (made on ``x``, ``y`` under ``threat``), the zero-gradient
     one naming its cause: softmax saturation or masking (`zero_gradient_problem`)."""
@@ -323,12 +336,54 @@ def diagnosed(
     rest = dataclasses.replace(report, zero_fraction=0.0, zero_gradient_samples=0.0).problems()
     # The probe that made the report took these as arrays of one library: narrowed, not cast.
     found = zero_gradients(cast("Model[Array]", model), cast(Array, x), cast(Array, y), threat)
-    return (zero_gradient_problem(report.zero_fraction, found), *rest)
+    return (zero_gradient_problem(report.zero_fraction, found, unsaturated=unsaturated), *rest)
 
 
-def zero_gradient_problem(zero_fraction: float, found: ZeroGradients) -> str:
+SATURATING_LOSSES = frozenset({"ce"})
+"""The losses whose gradient a saturated softmax rounds to zero: the cross-entropy. The
+margin, DLR and their targeted forms are differences of logits and keep their gradient."""
+
+NON_SATURATING = "loss='margin' or loss='dlr' (APGD-T and FAB-T in standard_attacks() use them)"
+"""The advice, in Python words, for an attack whose loss does not saturate."""
+
+
+def climbs_unsaturated(attack: object) -> bool:
+    """Whether ``attack`` follows a gradient of a loss that does not saturate: its threat
+    model's loss is named and is not the cross-entropy (APGD-DLR, APGD-T, FAB-T, an
+    iterated attack with ``loss="margin"``). A gradient-free attack (Square) follows none."""
+    from signattack.core.threat import ThreatModel
+
+    threat = getattr(attack, "threat", None)
+    if getattr(attack, "gradient_free", False) is True or not isinstance(threat, ThreatModel):
+        return False
+    loss: object = threat.loss
+    name = loss if isinstance(loss, str) else getattr(loss, "name", None)
+    return isinstance(name, str) and name not in SATURATING_LOSSES
+
+
+def saturation_remedy(unsaturated: Sequence[str] = ()) -> str:
+    """What to do about a saturated softmax: attack with a loss that does not saturate, or,
+    where some attacks (``unsaturated``, by name) already do, say so instead of advising it."""
+    if not unsaturated:
+        return (
+            f"Attack with a loss that does not saturate, {NON_SATURATING}, or run the model "
+            "in float64"
+        )
+    names = ", ".join(dict.fromkeys(unsaturated))
+    verb = "climbs" if len(set(unsaturated)) == 1 else "climb"
+    return (
+        f"{names} already {verb} a loss that does not saturate, whose gradient is not zero "
+        "there; for an attack on the cross-entropy, run the model in float64"
+    )
+
+
+def zero_gradient_problem(
+    zero_fraction: float, found: ZeroGradients, *, unsaturated: Sequence[str] = ()
+) -> str:
     """The zero-gradient finding in one paragraph: how many samples, the cause (saturation
-    where the margin gradient is not zero, masking where it is) and its remedy."""
+    where the margin gradient is not zero, masking where it is) and its remedy
+    (`saturation_remedy`: none to switch to where the attacks ``unsaturated`` names
+    already climb a loss that does not saturate)."""
     text = (
         f"{zero_fraction:.0%} of the input-gradient entries are exactly zero and "
         f"{found.zero} of the {found.samples} samples have no gradient at all"
@@ -338,9 +393,8 @@ def zero_gradient_problem(zero_fraction: float, found: ZeroGradients) -> str:
         text += (
             f"; {found.saturated} of them have a non-zero margin gradient: the softmax "
             "saturates (logits so far apart that the cross-entropy's gradient rounds to "
-            "zero), which is not gradient masking. Attack with a loss that does not "
-            "saturate, loss='margin' or loss='dlr' (APGD-T and FAB-T in standard_attacks() "
-            "use them), or run the model in float64; straight_through does not help here"
+            f"zero), which is not gradient masking. {saturation_remedy(unsaturated)}; "
+            "straight_through does not help here"
         )
     if masked or not found.zero:
         who = f"the other {masked}" if found.saturated else "they"

@@ -25,6 +25,7 @@ from typing import TypeVar
 from signattack._cli_args import USAGE_ERROR, UsageError
 from signattack._cli_model import add_model_arguments, load_model
 from signattack._cli_record import rebuilt
+from signattack._cli_words import Words
 
 __all__ = ["add_parser", "run"]
 
@@ -53,8 +54,10 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the ``verify`` subcommand; returns the exit status."""
+def run(args: argparse.Namespace, words: Words | None = None) -> int:
+    """Run the ``verify`` subcommand; returns the exit status. ``words`` says the library's
+    advice in flags."""
+    words = Words() if words is None else words
     try:
         from signattack.evaluation.adversarial import load_adversarial
         from signattack.evaluation.report import stand_in_note
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, TypeError, ImportError, OSError) as error:
         if args.debug:
             raise
-        text = " ".join(str(error).split()) or type(error).__name__
+        text = words(" ".join(str(error).split()) or type(error).__name__)
         print(f"signattack verify: error: {text}", file=sys.stderr)
         return USAGE_ERROR
     print(found.summary())

@@ -31,7 +31,17 @@ from signattack.evaluation._units import radius_text
 from signattack.evaluation.checkpoint import BatchResult
 from signattack.evaluation.distributed import Ranks
 from signattack.evaluation.standard import attack_names, traits_of
-from signattack.masking import gradient_diagnoses, units_problem
+from signattack.masking import climbs_unsaturated, gradient_diagnoses, units_problem
+
+
+def _unsaturated(plan: Plan) -> tuple[str, ...]:
+    """The names of the plan's attacks that climb a loss that does not saturate (made at the
+    first radius): the saturation diagnosis does not advise switching to what they use."""
+    return tuple(
+        traits.name
+        for spec, traits in zip(plan.specs, plan.traits, strict=True)
+        if climbs_unsaturated(attack_at(spec, plan.radii[0]))
+    )
 
 
 def attack_rng(seed: int | None, radius: float, attack_index: int) -> np.random.Generator | None:
@@ -150,7 +160,11 @@ def evaluate_batch(
     problems: tuple[str, ...] = ()
     if batch_index == 0 and plan.threat is not None:  # the first batch is probed
         units = units_problem(own, x, y, plan.threat)
-        gradients = gradient_diagnoses(as_model(own), x, y, plan.threat) if plan.gradients else ()
+        gradients = (
+            gradient_diagnoses(as_model(own), x, y, plan.threat, unsaturated=_unsaturated(plan))
+            if plan.gradients
+            else ()
+        )
         problems = (*gradients, *(() if units is None else (units,)))
     spent: list[tuple[PassCount | None, ...]] = []
     clean = tuple(correct)
