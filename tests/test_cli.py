@@ -139,9 +139,9 @@ def test_the_standard_attacks_run_in_order_and_are_reported(tmp_path, capsys):
     assert main([*arguments, "--attacks", "standard", "--report", str(report)]) == 0
     written = json.loads(report.read_text())
     names = [
-        "APGD(steps=2, seed=0, early_stop=True)",
-        "APGDT(steps=2, seed=0, early_stop=True)",
-        "FABT(steps=2, seed=0, minimal=False)",
+        "APGD-CE(steps=2, seed=0, early_stop=True)",
+        "APGD-T(steps=2, seed=0, early_stop=True)",
+        "FAB-T(steps=2, seed=0, minimal=False)",
         "Square(queries=30, seed=0)",
     ]
     assert written["attack"] == " + ".join(names)
@@ -432,8 +432,8 @@ def test_the_standard_preset_switches_to_its_rand_version_on_a_randomized_model(
     written = json.loads(report.read_text())
     assert written["metadata"]["randomized_model"] is True
     assert [a["description"] for a in written["metadata"]["attacks"]] == [
-        "APGD(steps=1, seed=0, early_stop=True, eot=2)",
-        "APGD(steps=1, loss='dlr', seed=0, early_stop=True, eot=2)",
+        "APGD-CE(steps=1, seed=0, early_stop=True, eot=2)",
+        "APGD-DLR(steps=1, loss='dlr', seed=0, early_stop=True, eot=2)",
     ]
 
 

@@ -75,8 +75,8 @@ def test_the_audit_and_the_escalation_reach_the_report(rounded, tmp_path, capsys
     assert (record["share"], record["seed"], record["escalate"]) == (0.5, 3, True)
     # The reference is the standard preset with the same --steps, --queries and --seed.
     assert record["reference"] == (
-        "APGD(steps=1, seed=3, early_stop=True) + APGDT(steps=1, seed=3, early_stop=True) + "
-        "FABT(steps=1, seed=3, minimal=False) + Square(queries=20, seed=3)"
+        "APGD-CE(steps=1, seed=3, early_stop=True) + APGD-T(steps=1, seed=3, early_stop=True) + "
+        "FAB-T(steps=1, seed=3, minimal=False) + Square(queries=20, seed=3)"
     )
     entry = record["radii"]["32.0"]
     assert entry["audited"] == len(_chosen(0.5, 3)) > 0

@@ -177,7 +177,7 @@ def test_an_l2_radius_is_shown_as_a_length_in_the_users_units():
 def test_a_point_inside_the_lint_ball_but_outside_the_l2_ball_is_refused():
     model, x, y, unit = _problem()
     cheat = _ExactL2(unit, overshoot=0.2)  # L-inf move 0.25 + 0.2 of eps: inside
-    with pytest.raises(ValueError, match=r"_ExactL2\(.*leaves the L2 ball"):
+    with pytest.raises(ValueError, match=r"Exact-l2\(.*leaves the L2 ball"):
         evaluate(model, [(x, y)], cheat, [0.5])
     # The same points are inside the L-inf ball: an L-inf evaluation accepts them.
     evaluate(model, [(x, y)], dataclasses.replace(cheat, norm="linf"), [0.5])

@@ -255,9 +255,9 @@ def warn_units(
         norm: The norm the radius is measured in.
         size: The number of values in one sample (its pixels times its channels).
     """
-    width = bounds.upper - bounds.lower
     smallest, largest = x_range
-    if floating and smallest >= 0.0 and 0.0 < largest <= 1.0 and width >= 10.0:
+    scaled = floating and smallest >= 0.0 and 0.0 < largest <= 1.0 and is_pixel_box(bounds)
+    if scaled:
         warnings.warn(
             f"x lies in [0, 1] but bounds are [{bounds.lower:g}, {bounds.upper:g}]: images "
             f"scaled to [0, 1] need bounds=(0, 1) and eps in the same units ({_example(norm)}); "
@@ -268,6 +268,15 @@ def warn_units(
         )
     if eps is not None:
         warn_wide_eps(eps, bounds, norm=norm, size=size)
+
+
+PIXEL_BOX_WIDTH = 10.0
+"""The width from which a box is taken for pixel units (``[0, 255]``), not ``[0, 1]`` ones."""
+
+
+def is_pixel_box(bounds: Bounds) -> bool:
+    """Whether ``bounds`` looks like a box in pixel units: at least `PIXEL_BOX_WIDTH` wide."""
+    return bounds.upper - bounds.lower >= PIXEL_BOX_WIDTH
 
 
 def _example(norm: Norm) -> str:
@@ -289,6 +298,8 @@ def warn_wide_eps(eps: float, bounds: Bounds, *, norm: Norm = LINF, size: int = 
     """Warn with a [`UnitsWarning`][signattack.core.validation.UnitsWarning] when the radius ``eps``
     (the largest of a call's radii) is larger than the whole box measured in ``norm`` (its
     `box_diameter` for samples of ``size`` values): nothing is left for the ball to constrain.
+    (A radius too small for a pixel box is the evaluation's finding, `narrow_eps_problem`: an
+    attack called alone takes any radius it is given.)
 
     Under L-inf that is ``eps > upper - lower``. An L2 radius is naturally larger than an L-inf one
     (RobustBench's L2 radius 0.5 on ``[0, 1]`` is 127.5 on ``[0, 255]``; its ImageNet radius 3 is
@@ -313,6 +324,35 @@ def warn_wide_eps(eps: float, bounds: Bounds, *, norm: Norm = LINF, size: int = 
         'warnings.filterwarnings("ignore", category=signattack.UnitsWarning)',
         UnitsWarning,
         stacklevel=_caller_level(),
+    )
+
+
+def narrow_eps_problem(eps: float, bounds: Bounds, norm: Norm = LINF) -> str | None:
+    """What to say of an evaluation whose largest radius ``eps`` is above 0 but below a
+    quarter of one 8-bit level (``(upper - lower) / 255``) of a pixel box (`is_pixel_box`)
+    under L-inf, below one level under L2 (a whole perturbation shorter than one level), and
+    below 1 (a box far wider than 8-bit pixels, as of ``int32`` data, takes small radii on
+    purpose): a radius in ``[0, 1]`` units given for a box in pixel units, as ``eps=8/255`` on
+    ``[0, 255]``, where the attacks move each value by a fraction of a level (integer inputs
+    not at all) and the report's robust accuracy answers another question than the one
+    asked. ``None`` otherwise: radii from a quarter level up are taken as meant.
+
+    The suggestion is ``eps`` in the box's units, ``eps * (upper - lower)``: RobustBench's
+    ``8/255`` is ``eps=8`` on ``[0, 255]``, its L2 ``0.5`` is ``eps=127.5`` there.
+    """
+    if not is_pixel_box(bounds):
+        return None
+    width = bounds.upper - bounds.lower
+    level = width / 255
+    smallest_meant = level if norm.name != "linf" else level / 4
+    if not 0.0 < eps < min(smallest_meant, 1.0):
+        return None
+    box = f"[{bounds.lower:g}, {bounds.upper:g}]"
+    said = "8/255 is eps=8" if norm.name == "linf" else f"{norm.title} 0.5 is eps=127.5"
+    return (
+        f"eps = {eps:g} is smaller than one 8-bit level of the box {box} ({level:g}), so the "
+        f"attacks barely move the input: a radius in [0, 1] units needs the box's units, here "
+        f"eps={eps * width:g} on {box} (RobustBench's {said} on [0, 255])"
     )
 
 

@@ -18,6 +18,7 @@ from signattack._typing import Array, as_model, device_of, is_array, namespace
 from signattack.attacks import EpsAttack
 from signattack.backends.registry import padded_count
 from signattack.core.kernels import take_samples
+from signattack.core.validation import narrow_eps_problem
 from signattack.evaluation._cost import NOTHING, BatchCost, Meter, PassCount, of_result
 from signattack.evaluation._judging import (
     Plan,
@@ -165,7 +166,9 @@ def evaluate_batch(
             if plan.gradients
             else ()
         )
-        problems = (*gradients, *(() if units is None else (units,)))
+        narrow = narrow_eps_problem(plan.radii[-1], plan.threat.box, plan.norm)
+        found = (units, narrow)
+        problems = (*gradients, *(problem for problem in found if problem is not None))
     spent: list[tuple[PassCount | None, ...]] = []
     clean = tuple(correct)
     fell = [-1] * len(correct)

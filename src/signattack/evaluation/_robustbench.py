@@ -76,15 +76,16 @@ def runs_autoattack(metadata: Mapping[str, Json], norm: Norm) -> bool:
     return parse(json.dumps(expected)) == parse(json.dumps(recorded))
 
 
-_SAVINGS = ("early_stop", "minimal")
-"""Settings that save passes and keep every verdict."""
+_SAVINGS = ("early_stop", "minimal", "eps")
+"""Settings that save passes and keep every verdict, and the radius (set at every eps)."""
 
 
 def _verdicts(settings: Json) -> Json:
     """An attack's recorded settings less those that cannot change a verdict: early stopping
     leaves a sample at the step that breaks it, and FAB-T without ``minimal`` at the first point
     it finds within eps (the presets do both since 0.2, and a report written before still ran
-    the published suite)."""
+    the published suite); and ``eps``, which a record leaves out (the attack ran at every radius
+    of the report) and an earlier one holds as the placeholder ``0.0``."""
     fields = settings.get("fields") if isinstance(settings, dict) else None
     if not isinstance(settings, dict) or not isinstance(fields, dict):
         return settings

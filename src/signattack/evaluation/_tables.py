@@ -16,7 +16,7 @@ from signattack._io import Json, TextFormat, csv_text, escaped, text_table
 from signattack.core.norms import Norm
 from signattack.evaluation._cost import COST_HEADER, Cost, PassCount, cost_note, cost_rows
 from signattack.evaluation._cost import per_sample as per_sample_of
-from signattack.evaluation._units import norm_label
+from signattack.evaluation._units import norm_label, shown_largest
 
 STAND_IN = "SYNTHETIC STAND-IN DATA, not CIFAR-10: never report these numbers"
 """What every output of a report made on synthetic stand-in data says first."""
@@ -29,6 +29,35 @@ def stand_in_note(metadata: Mapping[str, Json]) -> str | None:
     marked), else ``None``. The one rule every output of a report and an export asks."""
     data = metadata.get("data")
     return STAND_IN if isinstance(data, dict) and data.get("synthetic") is True else None
+
+
+GIST_LENGTH = 72
+"""The most characters of a warning that a one-line summary (a report's repr) quotes."""
+
+
+def warnings_gist(warnings: tuple[str, ...]) -> str:
+    """``", 2 warnings: <the first one's gist>"`` (``""`` for none): the count, then the
+    first warning up to its first clause break (``": "``, ``"; "``, ``". "``), cut to
+    `GIST_LENGTH` characters; for a one-line summary whose reader must not miss them."""
+    if not warnings:
+        return ""
+    first = " ".join(warnings[0].split())  # one line, whatever the warning holds
+    for stop in (": ", "; ", ". "):
+        first = first.split(stop, 1)[0]
+    if len(first) > GIST_LENGTH:
+        first = first[: GIST_LENGTH - 3].rstrip() + "..."
+    counted = "1 warning" if len(warnings) == 1 else f"{len(warnings)} warnings"
+    return f", {counted}: {first}"
+
+
+def with_stand_in(warnings: tuple[str, ...], metadata: Mapping[str, Json]) -> tuple[str, ...]:
+    """``warnings``, led by the stand-in data's (`STAND_IN`) where ``metadata`` records
+    synthetic stand-in data and they do not already say it: every reader of a report's
+    warnings (its repr, its JSON, a notebook) learns that its numbers are not to be reported."""
+    stand_in = stand_in_note(metadata)
+    if stand_in is None or stand_in in warnings:
+        return warnings
+    return (stand_in, *warnings)
 
 
 def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
@@ -121,7 +150,7 @@ def _rows(report: Summarised, level: float) -> list[list[str]]:
             report.radius(eps),
             f"{report.robust_accuracy[eps]:.2%}",
             _span(low, high),
-            "-" if idle else report.radius(report.max_perturbation[eps]),
+            "-" if idle else report.radius(shown_largest(report.max_perturbation[eps], eps)),
             f"{report.attacked[eps]}",
         ]
         if report.cost is not None:
@@ -154,7 +183,9 @@ def notes(report: Summarised, form: TextFormat) -> list[str]:
     if report.cost is not None:
         lines.append(cost_note(report.cost, report.samples))
     lines += audit_notes(report)
-    return [escaped(line, form) for line in lines + [f"warning: {w}" for w in report.warnings]]
+    said = stand_in_note(report.metadata)  # the table's first line says it
+    lines += [f"warning: {w}" for w in report.warnings if w != said]
+    return [escaped(line, form) for line in lines]
 
 
 def _title(report: Summarised, form: TextFormat) -> list[str]:
@@ -247,7 +278,8 @@ def summary_csv(report: Summarised, level: float) -> str:
     for eps in report.eps:
         low, high = report.interval(eps, level)
         counts = report.broken_by.get(eps, {})
-        accuracy, largest = report.robust_accuracy[eps], report.max_perturbation[eps]
+        accuracy = report.robust_accuracy[eps]
+        largest = shown_largest(report.max_perturbation[eps], eps)
         rows.append(
             [repr(eps), report.radius(eps), accuracy, low, high, largest, report.attacked[eps]]
             + ([] if cost is None else _passes(cost.at(eps)))

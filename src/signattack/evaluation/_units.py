@@ -50,6 +50,31 @@ def robustbench_eps(
     return radius_text(eps / width, (0.0, 1.0), norm)
 
 
+BALL_SLACK = 2.0**-7
+"""How far, relative to eps, a measured largest perturbation may exceed its radius through
+rounding and still have passed the ball check: the attacks keep the ball exactly in the
+input's dtype, whose radius and differences are rounded (relative ``2**-8`` each in
+``bfloat16``, the coarsest), and the perturbation is measured in the widest float (in
+``float32``, ``8/255`` is ``0.0313725508...``, above ``8/255`` in ``float64``)."""
+
+
+def outside_ball(moved_by: float, radius: float) -> bool:
+    """Whether a largest perturbation ``moved_by`` (measured in the evaluation's norm, in the
+    widest float) lies outside the ball of ``radius`` by more than the rounding `BALL_SLACK`
+    allows."""
+    return moved_by > radius * (1 + BALL_SLACK)
+
+
+def shown_largest(moved_by: float, radius: float) -> float:
+    """The largest perturbation at ``radius`` as every format of a report shows it: the
+    measured ``moved_by``, but ``radius`` itself where ``moved_by`` exceeds it only by the
+    rounding of a point that passed the ball check (`outside_ball`), so that no table reads
+    ``eps 0.0313725`` beside ``max |d| 0.0313726``. Formatting is monotone, so the shown
+    value is never written above the shown radius; a point truly outside the ball is shown as
+    measured."""
+    return radius if radius < moved_by and not outside_ball(moved_by, radius) else moved_by
+
+
 def norm_label(norm: Norm | NormName) -> str:
     """How a report writes the size of a perturbation ``d = x_adv - x`` in ``norm``:
     ``|d|`` under L-inf (the largest change of one input element, as reports always

@@ -20,28 +20,13 @@ from signattack._io import Json, finite_nonnegative, parse, write_atomically
 from signattack.core.norms import norm_of
 from signattack.evaluation._audit import AuditBatch
 from signattack.evaluation._cost import NOTHING, BatchCost
+from signattack.evaluation._units import outside_ball
 from signattack.evaluation.identity import Identity
 
 __all__: list[str] = []  # internal: nothing here is public API
 
 CHECKPOINT_FORMAT = 2
 """The version of the checkpoint file's layout."""
-
-LARGEST_SLACK = 2.0**-7
-"""How far, relative to eps, a measured perturbation may exceed its radius through rounding:
-the attacks keep the ball exactly in the input's dtype, whose radius and differences are
-rounded (relative ``2**-8`` each in ``bfloat16``, the coarsest)."""
-
-
-def outside_ball(moved_by: float, radius: float) -> bool:
-    """Whether a stored largest perturbation ``moved_by`` (measured in the evaluation's
-    norm, in the widest float) lies outside the ball of ``radius``, beyond the rounding
-    `LARGEST_SLACK` allows: the checkpoint's check of every stored batch. The points
-    themselves are judged by the norm, in their own dtype, when the attack returns them
-    (`check_ball`).
-    """
-    return moved_by > radius * (1 + LARGEST_SLACK)
-
 
 _START_AFRESH = "delete it, or pass another checkpoint path, to start afresh"
 

@@ -34,6 +34,8 @@ from signattack.evaluation._tables import (
     per_sample_csv,
     summary_csv,
     text_summary,
+    warnings_gist,
+    with_stand_in,
 )
 from signattack.evaluation._tables import stand_in_note as stand_in_note
 from signattack.evaluation._tables import wilson_interval as wilson_interval
@@ -70,7 +72,9 @@ class RobustnessReport:
         warnings: Signs of gradient masking on the first batch
             ([`check_gradients`][signattack.probes.check_gradients], run when an attack asks for a
             gradient), each saying what to do: with any, every robust accuracy here may be an
-            overestimate.
+            overestimate. On synthetic stand-in data (``metadata["data"]["synthetic"]``) the
+            first says so (`STAND_IN`), added where not given. The repr counts them and quotes
+            the first.
         metadata: What was evaluated and how, for a reader of the numbers: the library and
             framework versions, the model, the data (samples, batches, a digest), the box, whether
             the data is synthetic stand-in data (``data.synthetic``: every output then says so
@@ -131,8 +135,9 @@ class RobustnessReport:
             "broken_by": _each(
                 "broken_by", self.broken_by, eps, lambda n, v: _counts(n, v, samples), some=True
             ),
-            "warnings": tuple(
-                as_text("each warning", w) for w in as_tuple("warnings", self.warnings)
+            "warnings": with_stand_in(
+                tuple(as_text("each warning", w) for w in as_tuple("warnings", self.warnings)),
+                self.metadata,
             ),
             "metadata": ReadOnly(_mapping(json_copy(self.metadata, "metadata")), copies=True),
         }
@@ -276,7 +281,7 @@ class RobustnessReport:
         stand_in = "" if stand_in_note(self.metadata) is None else ", SYNTHETIC STAND-IN DATA"
         return (
             f"RobustnessReport({self.samples} samples{stand_in}, clean {self.clean_accuracy:.1%}, "
-            f"robust at eps {accuracies})"
+            f"robust at eps {accuracies}{warnings_gist(self.warnings)})"
         )
 
     def _repr_markdown_(self) -> str:

@@ -96,11 +96,12 @@ def traits_of(attack: Attack) -> AttackTraits:
     Raises:
         ValueError: The attack's ``eot`` is not an integer ``>= 1``.
     """
-    description = describe(attack)
+    norm = norm_said(attack)
+    named = attack.name if isinstance(attack, _Named) else None
+    description = _described(attack, named if isinstance(named, str) else None, norm)
     eot: object = attack.eot if isinstance(attack, _Averaging) else 1
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
         raise ValueError(f"the attack {description} must have eot an int >= 1, got {eot!r}")
-    named = attack.name if isinstance(attack, _Named) else None
     name = named if isinstance(named, str) and named else description
     seed = attack.seed if isinstance(attack, EpsAttack) else None
     return AttackTraits(
@@ -111,20 +112,40 @@ def traits_of(attack: Attack) -> AttackTraits:
         model_mode=attack.threat.model_mode if isinstance(attack, _Threatened) else None,
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         eot=eot,
-        norm=norm_said(attack),
+        norm=norm,
     )
+
+
+def _described(attack: Attack, named: str | None, norm: Norm | None) -> str:
+    """`describe`'s settings under the name papers give the attack, where it gives one:
+    ``APGD-T(steps=100, seed=0)``, not the class ``APGDT``: what users read (a table's
+    footer, a RobustBench entry). The norm is said once, among the settings (``norm='l2'``),
+    not again in the name (``APGD-T (L2)``)."""
+    description = describe(attack)
+    plain = f"{type(attack).__name__}("
+    if not named or not description.startswith(plain):
+        return description
+    if norm is not None and norm.name != "linf":
+        named = named.removesuffix(f" ({norm.title})")
+    return f"{named}({description.removeprefix(plain)}"
 
 
 def attack_record(attack: Attack) -> dict[str, Json]:
     """What a report's metadata records of an attack it ran: its traits and its settings
-    (`stable`, radius 0; ``None`` where they have no
-    stable description)."""
+    (`stable`; ``None`` where they have no stable description). The settings of an attack
+    whose radius the evaluation sets at every eps leave ``eps`` out: it ran at each of the
+    report's radii, and no one field holds them (earlier records hold ``eps: 0.0``, a
+    placeholder that `runs_autoattack` reads past)."""
     traits = traits_of(attack)
     plain = attack.with_eps(0.0) if isinstance(attack, EpsAttack) else attack
     try:
         settings: Json = stable(plain)
     except Unstable:
         settings = None
+    if plain is not attack and isinstance(settings, dict):
+        fields = settings.get("fields")
+        if isinstance(fields, dict):
+            settings["fields"] = {name: value for name, value in fields.items() if name != "eps"}
     return {
         "name": traits.name,
         "description": traits.description,
