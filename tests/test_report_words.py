@@ -319,3 +319,16 @@ def test_a_report_on_the_stand_in_data_carries_it_in_its_warnings():
     assert report.table().count(STAND_IN) == 1  # the table's first line says it, once
     marked = dataclasses.replace(_warned(("masking",)), metadata={"data": {"synthetic": True}})
     assert marked.warnings == (STAND_IN, "masking")
+
+
+def test_the_figure_of_a_report_on_the_stand_in_data_says_so_inside_its_frame():
+    pytest.importorskip("matplotlib")
+    figure = _warned((), {"data": {"synthetic": True}}).plot()
+    figure.canvas.draw()
+    title = figure.get_suptitle()
+    assert "SYNTHETIC STAND-IN DATA" in title
+    assert "never report these numbers" in title.replace("\n", " ")
+    shown = figure._suptitle.get_window_extent()
+    frame = figure.bbox
+    assert frame.x0 <= shown.x0 and shown.x1 <= frame.x1  # noqa: PT018 - one bound, both sides
+    assert _warned(()).plot().get_suptitle() == ""

@@ -60,7 +60,7 @@ from signattack._cli_outputs import Output, check_outputs
 from signattack._cli_record import command_record
 from signattack._cli_words import NARROW_EPS, Words, loss_advice, narrow_eps_warning
 from signattack._io import Json, write_atomically
-from signattack.evaluation.report import STAND_IN, stand_in_note
+from signattack.evaluation.report import STAND_IN
 
 if TYPE_CHECKING:
     from signattack._host import HostArray
@@ -392,9 +392,6 @@ def _figure(report: RobustnessReport, suffix: str) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    figure = report.plot()
-    stand_in = stand_in_note(report.metadata)
-    if stand_in is not None:
-        figure.suptitle(stand_in, color="red")
+    figure = report.plot()  # says so where the data is the stand-in
     figure.savefig(buffer, format=suffix.removeprefix("."), dpi=150)
     return buffer.getvalue()

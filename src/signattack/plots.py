@@ -382,7 +382,9 @@ class Curves(Protocol):
     def radius(self, eps: float) -> str: ...
 
 
-def plot_report(report: Curves, *, path: str | Path | None = None) -> Figure:
+def plot_report(
+    report: Curves, *, path: str | Path | None = None, note: str | None = None
+) -> Figure:
     """A report's accuracy against the radius, as a figure for a paper: one curve per attack
     when several ran (the accuracy after it and the ones before), the clean accuracy marked,
     radii in the user's units and the report's norm (``8/255`` on a ``[0, 1]`` box under
@@ -392,7 +394,11 @@ def plot_report(report: Curves, *, path: str | Path | None = None) -> Figure:
     Args:
         report: The evaluation's report.
         path: Where to save the figure, if anywhere.
+        note: A warning shown in red above the axes, wrapped to the figure's width (a
+            report on synthetic stand-in data says so there).
     """
+    import textwrap
+
     from matplotlib.ticker import PercentFormatter
 
     fig = _new_figure((5, 3.6))
@@ -426,6 +432,8 @@ def plot_report(report: Curves, *, path: str | Path | None = None) -> Figure:
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
+    if note is not None:
+        fig.suptitle(textwrap.fill(note, 60), color="red", fontsize=9)
     if path is not None:
         fig.savefig(path, dpi=150)
     return fig

@@ -402,7 +402,7 @@ class RobustnessReport:
         [`signattack.plots.plot_report`][signattack.plots.plot_report]."""
         from signattack.plots import plot_report
 
-        return plot_report(self, path=path)
+        return plot_report(self, path=path, note=stand_in_note(self.metadata))
 
 
 def _check_stated(data: dict[str, Json], report: RobustnessReport) -> None:
