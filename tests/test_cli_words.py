@@ -82,8 +82,34 @@ def test_radii_of_the_models_range_on_pixels_say_what_to_type(capsys):
     assert status == 0, err
     lines = _warnings(err)
     assert len(lines) == 1, err  # the library's warning of that radius is not repeated
-    assert lines[0].startswith("signattack evaluate: warning: radii are in --bounds units (0-255)")
+    assert lines[0].startswith("signattack evaluate: warning: radii are in --bounds units [0, 255]")
     assert lines[0].endswith("RobustBench's 2/255,8/255 is --eps 2,8"), lines[0]
+
+
+def test_radii_for_a_model_on_minus_one_to_one_read_as_robustbench_writes_them(capsys):
+    arguments = [*DIGITS, "--eps", "8/255", "--input-range", "-1,1", *QUICK]
+    status, out, err = _run(arguments, capsys)
+    assert status == 0, err
+    said = [line for line in _warnings(err) if "radii are in --bounds units" in line]
+    assert len(said) == 1, err
+    assert "not --input-range's [-1, 1]" in said[0]
+    assert said[0].endswith("RobustBench's 8/255 is --eps 8"), said[0]  # as the report says
+    assert "--eps 8 on [0, 255]" in out
+
+
+def test_what_the_user_typed_is_quoted_as_typed(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "runs" / "eps=8 bounds=(0, 1)"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    missing = "runs/eps=8 bounds=(0, 1)/test.npz"
+    status, _, err = _run([*DIGITS[:4], f"npz:{missing}", "--eps", "8", *QUICK], capsys)
+    assert status == 2
+    assert missing in err, err
+    assert "--eps 8 --bounds" not in err, err
+    (folder / "adv.npz").write_text("garbage")
+    status, _, err = _run(["verify", "runs/eps=8 bounds=(0, 1)/adv.npz"], capsys)
+    assert status == 2
+    assert "runs/eps=8 bounds=(0, 1)/adv.npz" in err, err
 
 
 @pytest.mark.parametrize(
@@ -137,7 +163,13 @@ def _with(arguments, flag, value):
 
 
 @pytest.mark.parametrize(
-    "chosen", [["--steps", "1"], ["--attacks", "apgd-ce", "--steps", "1"], ["--attack", "fgsm"]]
+    "chosen",
+    [
+        ["--steps", "1"],
+        ["--attacks", "apgd-ce", "--steps", "1"],
+        ["--attack", "fgsm"],
+        ["--attack", "iterated", "--steps", "1", "--random-start", "--step-size", "2"],
+    ],
 )
 def test_the_saturation_advice_is_a_command_line_that_is_accepted(saturated, capsys, chosen):
     from signattack._cli_attacks import selected_attacks
@@ -147,14 +179,33 @@ def test_the_saturation_advice_is_a_command_line_that_is_accepted(saturated, cap
     status, out, err = _run(arguments, capsys)
     assert status == 0, err
     line = _saturation(out)
-    advised = re.findall(r"--loss margin|--attacks [a-z-]+(?:,[a-z-]+)*", line)
+    advised = re.findall(
+        r"(--loss margin|--attacks [a-z-]+(?:,[a-z-]+)*)"
+        r"((?: without --[a-z-]+(?: and --[a-z-]+)*)?)",
+        line,
+    )
     assert advised, line
     assert "loss=" not in line, line
     assert "standard_attacks()" not in line, line
-    for advice in advised:
+    for advice, without in advised:
         flag, value = advice.split(" ")
-        args = _parser().parse_args(_with(arguments, flag, value))
+        changed = _without(_with(arguments, flag, value), re.findall(r"--[a-z-]+", without))
+        args = _parser().parse_args(changed)
         assert selected_attacks(args, (0.0, 255.0)), advice  # accepted, not refused
+
+
+def _without(arguments, flags):
+    """``arguments`` without the ``flags`` the advice says to drop (and their values)."""
+    kept, skip = [], False
+    for token in arguments:
+        if skip:
+            skip = False
+            continue
+        if token in flags:
+            skip = token != "--random-start"  # the others take a value
+            continue
+        kept.append(token)
+    return kept
 
 
 @pytest.mark.parametrize("attacks", ["apgd-dlr", "apgd-ce,apgd-t"])

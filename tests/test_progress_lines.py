@@ -136,6 +136,22 @@ class _Log(io.StringIO):
         self.flushed.append(self.getvalue())
 
 
+def test_the_batch_count_of_several_processes_says_it_counts_them_all(monkeypatch):
+    from signattack import _progress
+
+    monkeypatch.setattr(_progress, "INTERVAL", 0.0)  # every run counts as long
+    log = _Log()
+    monkeypatch.setattr(sys, "stderr", log)
+    model, x, y = _problem(6)
+    batches = [(x[i : i + 2], y[i : i + 2]) for i in range(0, 6, 2)]  # 3 batches over 2
+    _as_process(monkeypatch, 0, 2)
+    with pytest.raises(_Gathered):
+        evaluate(model, batches, FGSM(0.0, bounds=(0, 1)), [0.05])
+    counted = [line for line in log.getvalue().splitlines() if "batches done" in line]
+    assert counted, log.getvalue()
+    assert all(line.startswith("evaluating on 2 processes: ") for line in counted), counted
+
+
 def test_a_log_gets_every_attacks_line_flushed_as_it_comes(monkeypatch):
     from signattack import _progress
 

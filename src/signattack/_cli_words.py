@@ -63,6 +63,8 @@ class Words:
             given (`loss_advice`).
         unsaturated: The selected attacks that already climb such a loss, by name.
         covered: Fragments of library warnings that the command said in its own words.
+        typed: What the user typed (the command's arguments): never translated where a
+            message quotes it, so that a path such as ``runs/eps=8/test.npz`` reads as given.
     """
 
     loss: str = (
@@ -71,10 +73,20 @@ class Words:
     )
     unsaturated: tuple[str, ...] = ()
     covered: list[str] = dataclasses.field(default_factory=list)
+    typed: tuple[str, ...] = ()
 
     def __call__(self, text: str) -> str:
         """``text`` (advice, a warning or an error) with the library's Python advice said
-        in flags."""
+        in flags, and what the user typed as typed."""
+        kept = _quoted_pieces(self.typed, self._translated)
+        for index, piece in enumerate(kept):
+            text = text.replace(piece, f"\x00{index}\x00")
+        text = self._translated(text)
+        for index, piece in enumerate(kept):
+            text = text.replace(f"\x00{index}\x00", piece)
+        return text
+
+    def _translated(self, text: str) -> str:
         from signattack.masking import (
             COMMON_RANGES,
             NON_SATURATING,
@@ -95,6 +107,16 @@ class Words:
         return _EPS.sub(lambda match: f"--eps {match[1]}", text)
 
 
+def _quoted_pieces(typed: Sequence[str], translated: Callable[[str], str]) -> list[str]:
+    """The parts of the arguments ``typed`` that a message may quote and that ``translated``
+    would change: each argument, and what follows its ``module:`` or ``source:`` prefix and
+    its ``NAME=``; the longest first, so that no piece splits a longer one."""
+    pieces: set[str] = set()
+    for token in typed:
+        pieces.update((token, token.partition(":")[2], token.partition("=")[2]))
+    return sorted((p for p in pieces if p and translated(p) != p), key=len, reverse=True)
+
+
 def loss_advice(args: argparse.Namespace, accepted: Callable[[argparse.Namespace], object]) -> str:
     """The flags that give the options ``args`` an attack whose loss does not saturate,
     each one kept only where ``accepted`` (the selection of the attacks) takes the options
@@ -108,9 +130,19 @@ def loss_advice(args: argparse.Namespace, accepted: Callable[[argparse.Namespace
     if "apgd-dlr" not in listed:
         added = ",".join([*listed, "apgd-dlr"])
         candidates.append((f"--attacks {added}", {"attacks": added}))
+    dropped = [
+        flag
+        for flag, given in (
+            ("--loss", args.loss is not None),
+            ("--step-size", args.step_size is not None),
+            ("--random-start", bool(args.random_start)),
+        )
+        if given
+    ]
+    without = f" without {' and '.join(dropped)}" if dropped else ""
     candidates.append(
         (
-            "--attacks standard (its APGD-T and FAB-T use margin-type losses)",
+            f"--attacks standard{without} (its APGD-T and FAB-T use margin-type losses)",
             {"attacks": "standard", "loss": None, "step_size": None, "random_start": False},
         )
     )
@@ -185,16 +217,18 @@ def narrow_eps_warning(
     """What to say where ``--input-range`` is narrower than ``--bounds`` and every radius is
     below one 8-bit level of ``--bounds``: radii in the model's range's units given for the
     data's box (``--eps 8/255`` on CIFAR pixels moves each pixel by 8/255 of a level).
-    ``None`` where a radius is at least one level, or none is above 0."""
+    ``None`` where a radius is at least one level, or none is above 0. The radius suggested
+    reads ``--eps`` as RobustBench writes radii, in ``[0, 1]`` units (its ``8/255`` is 8
+    levels of ``[0, 255]``), as the report's finding does, whatever the model's range."""
     width, taken = bounds[1] - bounds[0], input_range[1] - input_range[0]
     if not taken < width or not any(value > 0 for value in eps):
         return None
     if not all(value < width / 255 for value in eps):
         return None
-    suggested = ",".join(f"{value * width / taken:.6g}" for value in eps)
+    suggested = ",".join(f"{value * width:.6g}" for value in eps)
     return (
-        f"radii are in --bounds units ({bounds[0]:g}-{bounds[1]:g}), not --input-range's "
-        f"({input_range[0]:g}-{input_range[1]:g}): --eps {eps_text} is below one level of "
+        f"radii are in --bounds units [{bounds[0]:g}, {bounds[1]:g}], not --input-range's "
+        f"[{input_range[0]:g}, {input_range[1]:g}]: --eps {eps_text} is below one level of "
         f"the box, so the attack barely moves a pixel; RobustBench's {eps_text} is --eps "
         f"{suggested}"
     )

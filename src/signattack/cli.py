@@ -64,8 +64,9 @@ def _joined(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``signattack`` and ``python -m signattack``. While a command runs,
     every warning is shown once, the library's as one line in flags (`warning_lines`)."""
-    args = _parser().parse_args(_joined(sys.argv[1:] if argv is None else argv))
-    words = Words()
+    typed = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(_joined(typed))
+    words = Words(typed=tuple(typed))
     with warning_lines(args.command, words):
         return _run(args, words)
 

@@ -203,7 +203,8 @@ def evaluate(
         checks = None if reference is None else Plan.of(reference, radii)
         total = len(data) if isinstance(data, Sized) else None  # a DataLoader, a list
         shown = progress if ranks.rank == 0 else False  # the first process speaks for all
-        batches = progress_of(checked_batches(data), "evaluating", "batches", shown, total=total)
+        what = "evaluating" if ranks.world == 1 else f"evaluating on {ranks.world} processes"
+        batches = progress_of(checked_batches(data), what, "batches", shown, total=total)
         lines = Lines(progress, total, ranks)
         for index, x, y in batches:
             seen += 1
@@ -250,8 +251,9 @@ def evaluate(
     except BaseException:
         ranks.fail()
         raise
-    gathered = ranks.gather((results, outside.spent()))  # every process's, summed below
-    merged = {k: v for part, _ in gathered for k, v in part.items()}
+    gathered = ranks.gather((results, outside.spent(), resumed))  # every process's, summed below
+    merged = {k: v for part, _, _ in gathered for k, v in part.items()}
+    resumed = sum(taken for _, _, taken in gathered)
     if seen == 0:
         raise ValueError("data must hold at least one batch, got none")
     ordered = [merged[i] for i in range(seen)]
@@ -278,7 +280,7 @@ def evaluate(
         for i, e in enumerate(radii)
     }
     samples = sum(batch.size for batch in ordered)
-    cost = summed([b.cost for b in ordered], radii, names, total_of(p for _, p in gathered))
+    cost = summed([b.cost for b in ordered], radii, names, total_of(p for _, p, _ in gathered))
     metadata = run_metadata(
         model,
         [attack_record(attack_at(spec, radii[0])) for spec in plan.specs],
