@@ -98,3 +98,23 @@ def test_the_attack_example_downloads_with_the_flag_and_reports_a_failure_in_a_l
     assert stop.code.startswith("cifar10_attack.py: the download of CIFAR-10")
     assert URL in stop.code
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub", "sub/deeper"])
+def test_a_folder_that_is_a_file_is_refused_by_name_and_nothing_is_written(
+    tmp_path, monkeypatch, below
+):
+    def never(url):
+        raise AssertionError("nothing may be downloaded")
+
+    monkeypatch.setattr(data, "_open_url", never)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    folder = afile / below if below else afile
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="folder") as caught:
+        fetch_cifar10(folder)
+    assert repr(str(folder)) in str(caught.value)
+    assert "not a folder" in str(caught.value)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert afile.read_text() == "mine"

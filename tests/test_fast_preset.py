@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import linear_pair
 
-from signattack import APGD, APGDT, Square
+from signattack import APGD, APGDT, FGSM, Square
 from signattack.evaluation import (
     EscalatingSquare,
     audit,
@@ -209,3 +209,18 @@ def test_the_fast_preset_names_target_steps_and_the_audit_needs_a_seed():
     x, y = torch.rand(4, 4) * 255, torch.zeros(4, dtype=torch.long)
     with pytest.raises(TypeError, match="seed must be an int"):
         audit(model, [(x, y)], 8.0, share=0.5, seed=None)
+
+
+def test_the_audit_refuses_bad_data_and_seeds_in_evaluates_words():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x, y = torch.rand(4, 4) * 255, torch.zeros(4, dtype=torch.long)
+    weak = FGSM(1.0)
+    with pytest.raises(ValueError, match="batch 1 holds no samples"):
+        audit(model, [(x, y), (x[:0], y[:0])], 8.0, share=0.5, fast=weak, standard=weak)
+    with pytest.raises(ValueError, match="data must hold at least one batch"):
+        audit(model, [], 8.0, share=0.5, fast=weak, standard=weak)
+    for seed, error in ((None, TypeError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="seed must be an int >= 0") as caught:
+            audit(model, [(x, y)], 8.0, share=0.5, seed=seed, fast=weak, standard=weak)
+        assert "or None" not in str(caught.value)
+        assert repr(seed) in str(caught.value)

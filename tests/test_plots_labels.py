@@ -86,6 +86,29 @@ def test_loss_against_step_has_whole_step_ticks(steps):
     assert _whole(curves.get_xticks())
 
 
+def _shown_ticks(ax) -> list[float]:
+    low, high = ax.get_xlim()
+    return [float(t) for t in ax.get_xticks() if low <= t <= high]
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 5, 40])
+def test_the_step_axis_starts_at_step_zero(steps):
+    losses = np.linspace(0.0, 1.0, (steps + 1) * 3).reshape(steps + 1, 3)
+    figures = [plot_loss_trace(losses), plot_curves({"p": {"loss": list(losses[:, 0])}})]
+    for ax in (figure.axes[0] for figure in figures):
+        assert ax.get_xlim()[0] == 0.0
+        assert ax.get_xlim()[1] >= steps  # every step is drawn
+        ticks = _shown_ticks(ax)
+        assert ticks
+        assert min(ticks) == 0.0, ticks
+
+
+def test_robustness_curves_need_a_report():
+    for panels in ({}, {"model": {}}):
+        with pytest.raises(ValueError, match="at least one report"):
+            plot_robustness_curves(panels)
+
+
 def test_the_attack_example_names_the_step_size_and_ticks_whole_steps(monkeypatch, tmp_path):
     torch = pytest.importorskip("torch")
     monkeypatch.syspath_prepend(str(EXAMPLES))

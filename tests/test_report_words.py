@@ -138,7 +138,7 @@ def _shown(report: RobustnessReport, form: str) -> tuple[str, str]:
     """The eps and the largest perturbation as ``form`` writes them, for the report's one radius."""
     if form == "csv":
         row = list(csv.DictReader(io.StringIO(report.to_summary_csv())))[-1]
-        return row["eps"], row["max_perturbation"]
+        return row["eps_shown"], row["max_perturbation_shown"]
     if form == "text":
         cells = re.split(r" {2,}", report.table().splitlines()[2].strip())  # header, clean
         return cells[0], cells[3]

@@ -168,7 +168,8 @@ def fetch_cifar10(folder: str | Path) -> Path:
 
     Raises:
         TypeError: ``folder`` is not a path.
-        ValueError: The download does not match the published MD5, or the archive holds
+        ValueError: ``folder``, or a path above it, exists and is not a folder (nothing
+            is written); the download does not match the published MD5, or the archive holds
             anything but the batch files' folder (a link, a path that leaves it, a name that is
             both a file and a folder); ``folder`` holds the synthetic stand-in
             ([`write_synthetic_cifar10`][signattack.data.write_synthetic_cifar10]), which is
@@ -182,6 +183,7 @@ def fetch_cifar10(folder: str | Path) -> Path:
     if not isinstance(folder, (str, Path)):
         raise TypeError(f"folder must be a str or Path, got {type(folder).__name__}")
     root = Path(folder)
+    _check_folder(root)
     try:
         found = find_cifar10(root)
     except FileNotFoundError:
@@ -216,6 +218,24 @@ def fetch_cifar10(folder: str | Path) -> Path:
                 break
         raise
     return target
+
+
+def _check_folder(root: Path) -> None:
+    """Check that ``root`` is a folder or can become one: the nearest of it and its parents
+    that exists is a folder.
+
+    Raises:
+        ValueError: ``root`` or a parent of it is a file (nothing is written).
+    """
+    for path in (root, *root.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            what = "it" if path == root else f"{str(path)!r} above it"
+            raise ValueError(
+                f"folder must name a folder, or a path where one can be made, got "
+                f"{str(root)!r}: {what} is not a folder; nothing was written"
+            )
 
 
 def _created_folders(root: Path) -> list[Path]:

@@ -55,11 +55,15 @@ def _finish(fig: Figure, path: str | Path | None) -> Figure:
 
 def step_axis(ax: Axes, label: str = "attack step") -> None:
     """Label ``ax``'s x axis as a count of steps, with whole-number ticks only (a step
-    ``0.5`` does not exist). Every loss-against-step figure uses it."""
+    ``0.5`` does not exist), starting at step 0 (no step ``-1`` exists either: the axis
+    keeps its right end as the data set it). Every loss-against-step figure uses it, after
+    plotting."""
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel(label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right = ax.get_xlim()[1]
+    ax.set_xlim(0.0, right if right > 0 else 1.0)
 
 
 def radius_label(norm: Norm, bounds: tuple[float, float] | None, ticks: Sequence[str] = ()) -> str:
@@ -325,9 +329,15 @@ def plot_robustness_curves(
         path: Where to save the figure, if anywhere.
 
     Raises:
-        ValueError: The reports use different radii or different norms.
+        ValueError: ``panels`` holds no report, or the reports use different radii or
+            different norms.
     """
     reports = [report for curves in panels.values() for report in curves.values()]
+    if not reports:
+        raise ValueError(
+            "panels must hold at least one report (per panel title, per curve label, a "
+            f"report), got {len(panels)} panels and no report"
+        )
     radii = {report.eps for report in reports}
     if len(radii) != 1:
         raise ValueError(f"the reports must share their eps, got {sorted(radii)}")

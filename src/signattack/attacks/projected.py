@@ -291,10 +291,11 @@ class ProjectedGradient(BallAttack):
         warn_wide_eps(float(xp.max(radius)), batch.bounds, norm=batch.norm, size=size)
         shape = (x0.shape[0],) + (1,) * (x0.ndim - 1)
 
-        def per_sample(values: Array) -> Array:
+        def per_sample(values: Amount) -> Array:
             return xp.reshape(xp.asarray(values, dtype=x0.dtype, device=device_of(x0)), shape)
 
         # floor() before the cast: 7.999999999999999 must not round to 8 in float32.
         eps = per_sample(batch.radius(radius))
-        step = self._step_ratio * per_sample(radius) if self.step_size is None else self.step_size
+        wide = batch.clamped(radius)  # a radius past the box's diameter is the diameter
+        step = self._step_ratio * per_sample(wide) if self.step_size is None else self.step_size
         return eps, direction * step

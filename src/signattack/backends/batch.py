@@ -21,7 +21,13 @@ from signattack.core.norms import Norm, norm_of
 from signattack.core.norms import widest_float as widest_float  # its former home
 from signattack.core.streams import SampleStreams, root_key
 from signattack.core.threat import ModelMode, ThreatModel
-from signattack.core.validation import Bounds, check_batch, check_logits, warn_units
+from signattack.core.validation import (
+    Bounds,
+    box_diameter,
+    check_batch,
+    check_logits,
+    warn_units,
+)
 
 __all__ = ["Batch", "Passes", "open_threat"]
 
@@ -215,6 +221,8 @@ class Batch:
             input gradients are their means, predictions those of the mean logits.
         norm: The norm of the attack's ball: it decides the radius and the rounding of
             integer images (`radius`, [`to_input`][signattack.attacks.Batch.to_input]).
+        values: The values of one sample (its pixels times its channels): what the box's
+            diameter in ``norm`` is measured over.
         passes: The sample-passes the model has seen through the batch so far (and through
             any ``dataclasses.replace`` of it: a part of the batch adds to the same count).
     """
@@ -228,6 +236,7 @@ class Batch:
     original: Array
     draws: int = 1
     norm: Norm = LINF
+    values: int = 1
     first_call: _FirstCall = field(default_factory=_FirstCall, repr=False, compare=False)
     finite: _Finite = field(default_factory=_Finite, repr=False, compare=False)
     passes: Passes = field(default_factory=Passes, repr=False, compare=False)
@@ -356,15 +365,34 @@ class Batch:
     def radius(self, eps: Array) -> Array: ...
 
     def radius(self, eps: Amount) -> Amount:
-        """The radius the kernels use: ``eps`` itself, or for integer inputs the radius an
-        integer perturbation is held to in the batch's norm
-        ([`integer_radius`][signattack.core.norms.Norm.integer_radius]).
+        """The radius the kernels use: ``eps``, at most the box's diameter in the batch's
+        norm, and for integer inputs the radius an integer perturbation is held to in that
+        norm ([`integer_radius`][signattack.core.norms.Norm.integer_radius]).
 
-        Under L-inf that is ``floor(eps)``: an integer perturbation ``d`` satisfies ``|d| <= eps``
-        exactly when ``|d| <= floor(eps)``, and ``floor(eps)`` is exact in any float dtype, where
-        ``eps = 7.999999999999999`` would round to 8 in ``float32``.
+        A ball wider than the box's diameter (`clamped`) meets the box in the box itself, as
+        the ball of that diameter does: the feasible set is the same, and no radius, step or
+        random start computed from it overflows a narrow dtype (``eps = 1e6`` is ``inf`` in
+        ``float16``). Radii up to the diameter are kept as given.
+
+        Under L-inf the integer radius is ``floor(eps)``: an integer perturbation ``d`` satisfies
+        ``|d| <= eps`` exactly when ``|d| <= floor(eps)``, and ``floor(eps)`` is exact in any
+        float dtype, where ``eps = 7.999999999999999`` would round to 8 in ``float32``.
         """
-        return self.norm.integer_radius(eps) if self.integer else eps
+        held = self.clamped(eps)
+        return self.norm.integer_radius(held) if self.integer else held
+
+    def clamped(self, eps: Amount) -> Amount:
+        """``eps``, or the box's diameter in the batch's norm where ``eps`` is wider (per
+        sample for an array of radii; the distance between the box's opposite corners,
+        `box_diameter`): the same ball-and-box, in numbers every dtype holds. What a step
+        that scales with the radius scales with."""
+        diameter = box_diameter(self.bounds, self.norm, self.values)
+        if isinstance(eps, (int, float)):
+            return eps if not eps > diameter else diameter
+        if not math.isfinite(diameter):
+            return eps
+        xp = namespace(eps)
+        return xp.minimum(eps, diameter)
 
     def rounded(self, radius: Amount) -> Callable[[Array], Array]:
         """What the model sees of an iterate: for integer inputs, the iterate rounded as
@@ -497,6 +525,7 @@ def open_batch(
             original=x,
             draws=draws,
             norm=geometry,
+            values=size,
             passes=Passes(also=counted),
         )
         yield batch

@@ -23,9 +23,36 @@ from signattack.attacks import AttackResult
 from signattack.backends.batch import CountedModel, Passes
 
 
-def _ours(attack: object) -> bool:
-    """Whether ``attack`` is an instance of a class the library defines."""
-    return type(attack).__module__.split(".")[0] == "signattack"
+def library_made(attack: object) -> bool:
+    """Whether ``attack`` is an instance of a class the library defines (in a ``signattack``
+    module): the only attacks taken at their word, for the passes their results count
+    (`of_result`) and for the paper name they give (`said_name`). A user's subclass of a
+    library attack is the user's: its ``run`` may do anything."""
+    return _library_class(type(attack))
+
+
+def _library_class(cls: type) -> bool:
+    module: object = getattr(cls, "__module__", None)
+    return isinstance(module, str) and module.split(".")[0] == "signattack"
+
+
+def said_name(attack: object) -> str:
+    """The name a report gives ``attack``: the ``name`` it says where the library's own class
+    says it (``APGD-CE``, ``FAB-T``) or where a user's class defines it itself (not inherited
+    from a library class, whose name would credit the library's attack with what the user's
+    does); the class's name otherwise (``NoOpAPGD`` for ``class NoOpAPGD(APGD)``), and where
+    the name said is not a string with something other than whitespace in it."""
+    cls = type(attack)
+    held: object = getattr(attack, "__dict__", None)
+    owner = next((base for base in cls.__mro__ if "name" in vars(base)), None)
+    own = (isinstance(held, dict) and "name" in held) or (
+        owner is not None and owner is not object and not _library_class(owner)
+    )
+    if library_made(attack) or own:
+        named: object = getattr(attack, "name", None)
+        if isinstance(named, str) and named.strip():
+            return named
+    return cls.__name__
 
 
 def _count(name: str, value: object) -> int:
@@ -114,7 +141,7 @@ def of_result(result: object, attack: str, made_by: object) -> PassCount | None:
     Raises:
         TypeError, ValueError: The result states counts that are not ``int >= 0``.
     """
-    if not isinstance(result, AttackResult) or not _ours(made_by):
+    if not isinstance(result, AttackResult) or not library_made(made_by):
         return None
     forward, backward = result.forward_passes, result.backward_passes
     if forward is None or backward is None:

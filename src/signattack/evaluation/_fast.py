@@ -27,9 +27,10 @@ from signattack.attacks.loop import spread
 from signattack.core.kernels import take_samples
 from signattack.core.norms import Norm, NormName
 from signattack.core.threat import PIXEL_BOUNDS, ModelMode
-from signattack.core.validation import Bounds, check_real, check_seed, check_steps, generator
+from signattack.core.validation import Bounds, check_real, check_steps, generator
 from signattack.evaluation._audit import AuditedSuite, AuditPlan
 from signattack.evaluation._audit import chosen as chosen_samples
+from signattack.evaluation._batch import batches as checked_batches
 from signattack.evaluation._cost import PassCount, total
 from signattack.evaluation.report import RobustnessReport, wilson_interval
 from signattack.evaluation.standard import (
@@ -383,6 +384,20 @@ class Audit:
         return total(None if cost is None else cost.total for cost in costs)
 
 
+def _audit_seed(seed: object) -> None:
+    """Check the audit's seed: an int ``>= 0``, never ``None``, since the audited samples
+    are chosen by a digest keyed by it."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        shown = "None" if seed is None else f"{type(seed).__name__} {seed!r}"
+        raise TypeError(
+            f"seed must be an int >= 0 (the audited samples are chosen by it), got {shown}"
+        )
+    if seed < 0:
+        raise ValueError(
+            f"seed must be an int >= 0 (the audited samples are chosen by it), got {seed!r}"
+        )
+
+
 def audit(
     model: Model[ArrayT],
     data: Iterable[tuple[ArrayT, ArrayT]],
@@ -407,10 +422,11 @@ def audit(
     default).
 
     Raises:
-        TypeError, ValueError: ``share`` outside ``(0, 1]``, or a setting the presets refuse.
+        TypeError, ValueError: ``share`` outside ``(0, 1]``, ``seed`` not an int ``>= 0``,
+            data that [`evaluate`][signattack.evaluation.evaluate] refuses (a batch that
+            holds no samples, labels that do not match), or a setting the presets refuse.
     """
-    if check_seed(seed) is None:  # the samples are chosen by a digest keyed by the seed
-        raise TypeError("seed must be an int >= 0: the audit's share is chosen by it, got None")
+    _audit_seed(seed)
     share = check_real("share", share)
     if not 0 < share <= 1:
         raise ValueError(f"share must lie in (0, 1], got {share!r}")
@@ -420,14 +436,15 @@ def audit(
         standard = standard_attacks(bounds=bounds, seed=seed, norm=norm)
     chosen: list[tuple[ArrayT, ArrayT]] = []
     first = 0
-    for x, y in data:
-        size = int(_array(y).shape[0])
+    for _, x, y in checked_batches(data):  # evaluate's checks, and its words
         picked = chosen_samples(x, y, share, seed)
-        first += size
+        first += int(y.shape[0])
         if picked:
-            where = namespace(_array(x)).asarray(picked, device=device_of(_array(x)))
-            part = take_samples(_array(x), where), take_samples(_array(y), where)
-            chosen.append((returned(part[0], x), returned(part[1], y)))
+            where = namespace(x).asarray(picked, device=device_of(x))
+            part = take_samples(x, where), take_samples(y, where)
+            chosen.append((returned(part[0], cast(ArrayT, x)), returned(part[1], cast(ArrayT, y))))
+    if not first:
+        raise ValueError("data must hold at least one batch, got none")
     if not chosen:
         raise ValueError(f"share {share!r} of {first} samples chose none to audit")
     on_fast = evaluate(model, chosen, fast, [eps], progress=False)

@@ -14,6 +14,7 @@ from signattack.attacks import Attack, EpsAttack
 from signattack.core.linf import LINF
 from signattack.core.norms import Norm
 from signattack.core.threat import ThreatModel
+from signattack.evaluation._cost import said_name
 
 AttackFactory = Callable[[float], Attack]
 """A factory ``eps -> attack``."""
@@ -118,5 +119,4 @@ def _in_norm(attack: Attack, norm: Norm) -> str:
 
 
 def _label(attack: Attack) -> str:
-    named = attack.name if isinstance(attack, _Named) else None
-    return named if isinstance(named, str) and named else type(attack).__name__
+    return said_name(attack)

@@ -16,7 +16,7 @@ from signattack._io import Json, TextFormat, csv_text, escaped, text_table
 from signattack.core.norms import Norm
 from signattack.evaluation._cost import COST_HEADER, Cost, PassCount, cost_note, cost_rows
 from signattack.evaluation._cost import per_sample as per_sample_of
-from signattack.evaluation._units import norm_label, shown_largest
+from signattack.evaluation._units import norm_label, recorded_dtype, shown_largest
 
 STAND_IN = "SYNTHETIC STAND-IN DATA, not CIFAR-10: never report these numbers"
 """What every output of a report made on synthetic stand-in data says first."""
@@ -52,12 +52,15 @@ def warnings_gist(warnings: tuple[str, ...]) -> str:
 
 def with_stand_in(warnings: tuple[str, ...], metadata: Mapping[str, Json]) -> tuple[str, ...]:
     """``warnings``, led by the stand-in data's (`STAND_IN`) where ``metadata`` records
-    synthetic stand-in data and they do not already say it: every reader of a report's
-    warnings (its repr, its JSON, a notebook) learns that its numbers are not to be reported."""
+    synthetic stand-in data: every reader of a report's warnings (its repr, its JSON, a
+    notebook) learns first that its numbers are not to be reported. It is said once, first,
+    in whatever order the warnings came, and a copy of it with other whitespace
+    (``" " + STAND_IN``) is the same warning."""
     stand_in = stand_in_note(metadata)
-    if stand_in is None or stand_in in warnings:
+    if stand_in is None:
         return warnings
-    return (stand_in, *warnings)
+    plain = " ".join(stand_in.split())
+    return (stand_in, *(w for w in warnings if " ".join(w.split()) != plain))
 
 
 def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
@@ -150,7 +153,7 @@ def _rows(report: Summarised, level: float) -> list[list[str]]:
             report.radius(eps),
             f"{report.robust_accuracy[eps]:.2%}",
             _span(low, high),
-            "-" if idle else report.radius(shown_largest(report.max_perturbation[eps], eps)),
+            "-" if idle else report.radius(_largest(report, eps)),
             f"{report.attacked[eps]}",
         ]
         if report.cost is not None:
@@ -263,15 +266,21 @@ def _noted(report: Summarised, rows: list[list[object]]) -> str:
 def summary_csv(report: Summarised, level: float) -> str:
     """One row per radius (and one for clean): accuracy, its interval's ends, the largest
     perturbation, the samples attacked, the passes, and one column per attack of the
-    samples it broke."""
+    samples it broke.
+
+    ``max_perturbation`` is the measurement itself, never rounded (it may exceed ``eps`` by
+    the rounding of the inputs' dtype); ``max_perturbation_shown`` is what the tables show,
+    written as ``eps_shown`` writes the radius (`shown_largest`: the radius where the
+    measurement exceeds it by that rounding only)."""
     names = list(dict.fromkeys(n for counts in report.broken_by.values() for n in counts))
     header = ["eps", "eps_shown", "accuracy", "ci_low", "ci_high", "max_perturbation"]
+    header.append("max_perturbation_shown")
     low, high = report.interval(None, level)
     cost = report.cost
     spent = [] if cost is None else ["forward_passes", "backward_passes", "forward_equivalents"]
     rows: list[list[object]] = [
         [*header, "attacked", *spent, *(f"broken_by:{name}" for name in names)],
-        ["0", "clean", report.clean_accuracy, low, high, "", ""]
+        ["0", "clean", report.clean_accuracy, low, high, "", "", ""]
         + ([] if cost is None else _passes(cost.evaluation))
         + [""] * len(names),
     ]
@@ -279,13 +288,21 @@ def summary_csv(report: Summarised, level: float) -> str:
         low, high = report.interval(eps, level)
         counts = report.broken_by.get(eps, {})
         accuracy = report.robust_accuracy[eps]
-        largest = shown_largest(report.max_perturbation[eps], eps)
+        measured = report.max_perturbation[eps]
+        shown = report.radius(_largest(report, eps))
         rows.append(
-            [repr(eps), report.radius(eps), accuracy, low, high, largest, report.attacked[eps]]
+            [repr(eps), report.radius(eps), accuracy, low, high, measured, shown]
+            + [report.attacked[eps]]
             + ([] if cost is None else _passes(cost.at(eps)))
             + [counts.get(name, 0) for name in names]
         )
     return _noted(report, rows)
+
+
+def _largest(report: Summarised, eps: float) -> float:
+    """The largest perturbation at ``eps`` as the tables show it (`shown_largest`, with the
+    rounding of the dtype that ``report``'s metadata records)."""
+    return shown_largest(report.max_perturbation[eps], eps, recorded_dtype(report.metadata))
 
 
 def per_sample_csv(report: Summarised) -> str:

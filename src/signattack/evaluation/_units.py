@@ -65,14 +65,53 @@ def outside_ball(moved_by: float, radius: float) -> bool:
     return moved_by > radius * (1 + BALL_SLACK)
 
 
-def shown_largest(moved_by: float, radius: float) -> float:
-    """The largest perturbation at ``radius`` as every format of a report shows it: the
-    measured ``moved_by``, but ``radius`` itself where ``moved_by`` exceeds it only by the
-    rounding of a point that passed the ball check (`outside_ball`), so that no table reads
-    ``eps 0.0313725`` beside ``max |d| 0.0313726``. Formatting is monotone, so the shown
-    value is never written above the shown radius; a point truly outside the ball is shown as
-    measured."""
-    return radius if radius < moved_by and not outside_ball(moved_by, radius) else moved_by
+_ROUNDING: dict[str, float] = {
+    "bfloat16": 2.0**-7,
+    "float16": 2.0**-10,
+    "float32": 2.0**-23,
+    "float64": 2.0**-52,
+}
+"""Per floating dtype, the relative rounding a point that passed the ball check may show
+above its radius: the dtype's machine epsilon, two half-units in the last place (the
+radius rounded to the dtype, and the difference ``x_adv - x`` rounded in it)."""
+
+
+def ball_slack(dtype: str | None) -> float:
+    """The relative slack of `shown_largest` for points made in ``dtype`` (as its library
+    names it): the rounding of that dtype (`_ROUNDING`); ``float64``'s for integer inputs,
+    whose perturbations are exact and measured in the widest float. Where the dtype is not
+    known (a report written before it was recorded), ``float32``'s: the rounding that the
+    widest float a report stores commonly explains, never ``bfloat16``'s, which would hide a
+    perturbation up to 0.8% above eps."""
+    if dtype is None:
+        return _ROUNDING["float32"]
+    if dtype in _ROUNDING:
+        return _ROUNDING[dtype]
+    if dtype.startswith(("int", "uint")):
+        return _ROUNDING["float64"]
+    return _ROUNDING["float32"]
+
+
+def recorded_dtype(metadata: Mapping[str, Json]) -> str | None:
+    """The dtype of the inputs that ``metadata`` records (``metadata["data"]["dtype"]``,
+    as their library names it), or ``None`` where it records none."""
+    data = metadata.get("data")
+    dtype = data.get("dtype") if isinstance(data, dict) else None
+    return dtype if isinstance(dtype, str) else None
+
+
+def shown_largest(moved_by: float, radius: float, dtype: str | None = None) -> float:
+    """The largest perturbation at ``radius`` as the tables of a report show it: the
+    measured ``moved_by``, but ``radius`` itself where ``moved_by`` exceeds it by no more
+    than the rounding of the dtype the points were made in (`ball_slack`; ``float32``'s
+    where it is not known), so that no table reads ``eps 0.0313725`` beside ``max |d|
+    0.0313726``. Formatting is monotone, so the shown value is never written above the shown
+    radius; a point outside the ball by more than that rounding is shown as measured. The
+    measurement itself is kept in the report and in the summary CSV's ``max_perturbation``
+    column."""
+    if radius < moved_by <= radius * (1 + ball_slack(dtype)):
+        return radius
+    return moved_by
 
 
 def norm_label(norm: Norm | NormName) -> str:

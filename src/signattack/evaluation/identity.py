@@ -323,13 +323,15 @@ def run_metadata(
     samples: int,
     batches: int,
     data_digest: str,
+    dtype: str | None = None,
     device: str,
     seconds: float,
     resumed: int,
     randomized: bool,
 ) -> dict[str, Json]:
     """What a report records of the evaluation that made it, ``attacks`` being the record
-    of each attack it ran: see `metadata`.
+    of each attack it ran: see `metadata`. ``dtype`` is the inputs' (of the first batch):
+    the rounding a report allows its largest perturbation (`_units.ball_slack`).
     ``norm`` is the norm the attacks share; where not given, the one their records name
     (they share one: the evaluation refuses a suite that mixes them), L-inf where none
     does."""
@@ -345,7 +347,12 @@ def run_metadata(
         "python": platform.python_version(),
         "frameworks": _frameworks(),
         "model": model_part,
-        "data": {"samples": samples, "batches": batches, "digest": data_digest},
+        "data": {
+            "samples": samples,
+            "batches": batches,
+            "digest": data_digest,
+            **({} if dtype is None else {"dtype": dtype}),
+        },
         "bounds": None if bounds is None else list(bounds),
         "norm": norm if norm is not None else _recorded_norm(attacks),
         "model_mode": model_mode,

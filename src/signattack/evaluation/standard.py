@@ -20,6 +20,7 @@ from signattack.attacks import (
 from signattack.core.norms import Norm, NormName, norm_of
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
+from signattack.evaluation._cost import said_name
 from signattack.evaluation._specs import (
     AttackFactory,
     Attacks,
@@ -65,8 +66,10 @@ class AttackTraits:
     made it): see `traits_of`.
 
     Attributes:
-        name: The name a paper gives it (``APGD-CE``, ``APGD-T``, ``FAB-T``, ``Square``),
-            with ``(EOT n)`` where it averages ``n`` passes; its description otherwise.
+        name: The name a paper gives it (``APGD-CE``, ``APGD-T``, ``FAB-T``, ``Square``)
+            where its class is the library's, the name a user's class defines itself, else
+            its class's name (`said_name`), with ``(EOT n)`` where it averages ``n`` passes;
+            its description where it has no ``name`` at all.
         description: Its settings that differ from the defaults, the radius left out.
         gradient_free: Whether it never asks for a gradient (one that does not say does).
         bounds: Its box, or ``None`` where it has none.
@@ -93,16 +96,20 @@ def traits_of(attack: Attack) -> AttackTraits:
     """What the evaluation asks of ``attack``: the one place that reads an attack's name,
     description, gradient needs, box, model mode, norm, seed and passes per decision.
 
+    An attack that has a ``name`` is named by `said_name`: the paper's name only where its
+    class is the library's own, the name a user's class defines itself, else the class's
+    name (a user's ``class NoOpAPGD(APGD)`` is ``NoOpAPGD``, never ``APGD-CE``).
+
     Raises:
         ValueError: The attack's ``eot`` is not an integer ``>= 1``.
     """
     norm = norm_said(attack)
-    named = attack.name if isinstance(attack, _Named) else None
-    description = _described(attack, named if isinstance(named, str) else None, norm)
+    named = said_name(attack) if isinstance(attack, _Named) else None
+    description = _described(attack, named, norm)
     eot: object = attack.eot if isinstance(attack, _Averaging) else 1
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
         raise ValueError(f"the attack {description} must have eot an int >= 1, got {eot!r}")
-    name = named if isinstance(named, str) and named else description
+    name = named if named is not None else description
     seed = attack.seed if isinstance(attack, EpsAttack) else None
     return AttackTraits(
         name=f"{name} (EOT {eot})" if eot > 1 and name != description else name,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from signattack._host import dtype_name
 from signattack._lazy import moved_attributes
 from signattack._progress import progress as progress_of
 from signattack._progress import step_bars
@@ -194,7 +195,7 @@ def evaluate(
         started = time.perf_counter()
         seen = resumed = 0
         digests: list[str] = []
-        device = "unknown"
+        device, dtype = "unknown", None
         switched = False
         dropped: tuple[str, ...] = ()
         results: dict[int, BatchResult] = {}
@@ -209,7 +210,7 @@ def evaluate(
         for index, x, y in batches:
             seen += 1
             if index == 0:
-                device = str(device_of(x))
+                device, dtype = str(device_of(x)), dtype_name(x)
                 checked = outside.around(model)
                 if randomized is not None and is_randomized(checked, x, y, plan.threat):
                     plan, switched = Plan.of(randomized, radii), True  # the preset's version
@@ -291,6 +292,7 @@ def evaluate(
         samples=samples,
         batches=seen,
         data_digest=hashlib.sha256("".join(digests).encode()).hexdigest(),
+        dtype=dtype,
         device=device,
         seconds=time.perf_counter() - started,
         resumed=resumed,
