@@ -252,19 +252,24 @@ def test_a_hostile_name_survives_every_format(names, description):
     rows = 1 + len(report.eps)
 
     # Markdown: every row keeps the header's cells, and each cell reads as its text.
-    lines = report.to_markdown().splitlines()
+    markdown = report.to_markdown().splitlines()
+    lines = [line for line in markdown if line.startswith("|")]
     assert len(lines) == 2 + rows
+    assert markdown[-1] == f"> **Warning:** {escaped(warning, 'markdown')}"
     cells = [_markdown_cells(line) for line in lines]
     assert {len(row) for row in cells} == {6}
     assert cells[-1][5] == _one_line(broken).strip()  # a cell's outer spaces are no text
-    notes = [line for line in report._repr_markdown_().splitlines() if line.startswith("- ")]
+    shown = report._repr_markdown_().splitlines()
+    notes = [line for line in shown if line.startswith("- ")]
     assert [_markdown_cells(f"|{note[2:]}|")[0] for note in notes] == [
         _one_line(f"attacks: {description}").strip(),
-        _one_line(f"warning: {warning}").strip(),
     ]
+    assert shown.count(f"> **Warning:** {escaped(warning, 'markdown')}") == 1  # said once
 
     # LaTeX: no special character unescaped, and each cell prints its text.
-    body = report.to_latex().splitlines()[2:-2]
+    tex = report.to_latex().splitlines()
+    body = tex[2 : tex.index(r"\bottomrule")]
+    assert tex[-1] == f"% warning: {escaped(warning, 'latex')}"
     latex = [line.removesuffix(r" \\").split(" & ") for line in body if line != r"\midrule"]
     assert {len(row) for row in latex} == {6}
     assert _latex_text(latex[-1][5]) == _one_line(broken)

@@ -143,7 +143,11 @@ def test_a_radius_at_which_nothing_was_left_shows_a_dash_not_zero():
 
 def test_markdown_latex_and_summary_csv_hold_the_same_numbers(report, tmp_path):
     markdown = report.to_markdown().splitlines()
-    assert len(markdown) == 2 + 1 + len(report.eps)
+    table = [line for line in markdown if line.startswith("|")]
+    assert len(table) == 2 + 1 + len(report.eps)
+    warned = [line for line in markdown if line.startswith("> **Warning:** ")]
+    assert len(warned) == len(report.warnings) > 0  # the masking finding goes with the table
+    assert markdown[-1] == warned[-1]
     assert markdown[0] == (
         "| eps | accuracy | 95% CI | max \\|d\\| | attacked | passes/sample | broken by |"
     )
@@ -152,6 +156,8 @@ def test_markdown_latex_and_summary_csv_hold_the_same_numbers(report, tmp_path):
     assert "\\toprule" in latex
     assert "\\bottomrule" in latex
     assert f"{100 * report.robust_accuracy[0.3]:.2f}\\%" in latex
+    commented = [line for line in latex.splitlines() if line.startswith("% warning: ")]
+    assert len(commented) == len(report.warnings)  # for the author, not the printed table
     rows = report.to_summary_csv().splitlines()
     assert rows[0].split(",")[-2:] == ["broken_by:APGD-CE", "broken_by:Square"]
     assert len(rows) == 2 + len(report.eps)

@@ -180,15 +180,23 @@ def _left(report: Summarised, level: float) -> set[int]:
     return {0} | ({header.index("broken by")} if "broken by" in header else set())
 
 
-def notes(report: Summarised, form: TextFormat) -> list[str]:
-    """The attacks, the cost and the warnings, each a line, escaped for ``form``."""
+def notes(report: Summarised, form: TextFormat, *, warned: bool = True) -> list[str]:
+    """The attacks, the cost and (with ``warned``) the warnings, each a line, escaped for
+    ``form``."""
     lines = [f"attacks: {report.attack}"] if report.attack else []
     if report.cost is not None:
         lines.append(cost_note(report.cost, report.samples))
     lines += audit_notes(report)
-    said = stand_in_note(report.metadata)  # the table's first line says it
-    lines += [f"warning: {w}" for w in report.warnings if w != said]
+    if warned:
+        lines += [f"warning: {w}" for w in _warnings(report)]
     return [escaped(line, form) for line in lines]
+
+
+def _warnings(report: Summarised) -> list[str]:
+    """The report's warnings but the stand-in data's (a table's first line says it); each
+    format's escaping keeps a warning on one line."""
+    said = stand_in_note(report.metadata)
+    return [w for w in report.warnings if w != said]
 
 
 def _title(report: Summarised, form: TextFormat) -> list[str]:
@@ -224,6 +232,8 @@ def markdown_summary(report: Summarised, level: float) -> str:
         "| " + " | ".join("---" if i in left else "---:" for i in range(len(header))) + " |"
     )
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    for warning in _warnings(report):  # each its own quote, a blank line before it
+        lines += ["", f"> **Warning:** {escaped(warning, 'markdown')}"]
     return "\n".join(lines) + "\n"
 
 
@@ -242,13 +252,14 @@ def latex_summary(report: Summarised, level: float) -> str:
         *body[1:],
         r"\bottomrule",
         r"\end{tabular}",
+        *(f"% warning: {escaped(w, 'latex')}" for w in _warnings(report)),
     ]
     return "\n".join(lines) + "\n"
 
 
 def notebook_summary(report: Summarised) -> str:
     """The Markdown table, then the notes as a list: what a notebook shows."""
-    listed = "".join(f"\n- {note}" for note in notes(report, "markdown"))
+    listed = "".join(f"\n- {note}" for note in notes(report, "markdown", warned=False))
     return markdown_summary(report, 0.95) + ("\n" + listed if listed else "")
 
 
