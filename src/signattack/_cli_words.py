@@ -39,8 +39,12 @@ PHRASES = {
 phrases first, then the words they hold."""
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_BOUNDS = re.compile(rf"\bbounds=\(\s*({_NUMBER}),\s*({_NUMBER})\s*\)")
-_EPS = re.compile(rf"\beps=({_NUMBER}(?:/{_NUMBER})?)")
+_ALONE = (r"(?<![\w/\\.=-])", r"(?![\w/\\.-])")
+"""Advice stands alone: not within a path or a name (``runs/eps=8/x.npz``)."""
+_BOUNDS = re.compile(rf"{_ALONE[0]}bounds=\(\s*({_NUMBER}),\s*({_NUMBER})\s*\){_ALONE[1]}")
+_EPS = re.compile(rf"{_ALONE[0]}eps=({_NUMBER}(?:/{_NUMBER})?){_ALONE[1]}")
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+"""What a message quotes (a path, a value given): said as it came, never in flags."""
 _SILENCING = re.compile(
     r"(?:[;,]\s*)?(?:if [^;,()]*,\s*)?silence (?:this|it) with warnings\."
     r"(?:filterwarnings|simplefilter)\([^)]*\)"
@@ -78,15 +82,17 @@ class Words:
     def __call__(self, text: str) -> str:
         """``text`` (advice, a warning or an error) with the library's Python advice said
         in flags, and what the user typed as typed."""
-        kept = _quoted_pieces(self.typed, self._translated)
+        text = self._phrased(text)  # whole phrases first: some hold quotes (loss='dlr')
+        kept = [*_QUOTED.findall(text), *_quoted_pieces(self.typed, self._translated)]
         for index, piece in enumerate(kept):
             text = text.replace(piece, f"\x00{index}\x00")
         text = self._translated(text)
-        for index, piece in enumerate(kept):
+        for index, piece in reversed(list(enumerate(kept))):
             text = text.replace(f"\x00{index}\x00", piece)
         return text
 
-    def _translated(self, text: str) -> str:
+    def _phrased(self, text: str) -> str:
+        """``text`` with the library's whole phrases of advice said in flags."""
         from signattack.masking import (
             COMMON_RANGES,
             NON_SATURATING,
@@ -101,20 +107,27 @@ class Words:
             range_advice(b): f"did you mean --input-range {b[0]:g},{b[1]:g}?" for b in COMMON_RANGES
         }
         for python, flags in {**PHRASES, **ranges}.items():
-            text = text.replace(python, flags)
-        text = _SILENCING.sub("", text)
+            text = re.sub(f"{_ALONE[0]}{re.escape(python)}{_ALONE[1]}", flags, text)
+        return text
+
+    def _translated(self, text: str) -> str:
+        """``text`` with every piece of the library's advice said in flags: the phrases,
+        then the keyword arguments, and no advice to silence a warning in Python."""
+        text = _SILENCING.sub("", self._phrased(text))
         text = _BOUNDS.sub(lambda match: f"--bounds {match[1]},{match[2]}", text)
         return _EPS.sub(lambda match: f"--eps {match[1]}", text)
 
 
 def _quoted_pieces(typed: Sequence[str], translated: Callable[[str], str]) -> list[str]:
-    """The parts of the arguments ``typed`` that a message may quote and that ``translated``
-    would change: each argument, and what follows its ``module:`` or ``source:`` prefix and
-    its ``NAME=``; the longest first, so that no piece splits a longer one."""
+    """The paths among the arguments ``typed`` (what holds ``/``, ``.`` or ``:``) that a
+    message may write unquoted and that ``translated`` would change: each argument, and
+    what follows its ``module:`` or ``source:`` prefix and its ``NAME=``; the longest first,
+    so that no piece splits a longer one. Quoted ones are kept by the quotes."""
     pieces: set[str] = set()
     for token in typed:
         pieces.update((token, token.partition(":")[2], token.partition("=")[2]))
-    return sorted((p for p in pieces if p and translated(p) != p), key=len, reverse=True)
+    paths = (p for p in pieces if any(mark in p for mark in "/\\.:"))
+    return sorted((p for p in paths if translated(p) != p), key=len, reverse=True)
 
 
 def loss_advice(args: argparse.Namespace, accepted: Callable[[argparse.Namespace], object]) -> str:

@@ -273,7 +273,10 @@ class ProjectedGradient(BallAttack):
         direction = -1.0 if self.targeted else 1.0
         x0 = batch.x
         if radius is None:
-            return batch.radius(self.eps), direction * self.resolved_step_size
+            if self.step_size is not None:
+                return batch.radius(self.eps), direction * float(self.step_size)
+            # a radius past the box's diameter steps as the diameter does: the same ball and box
+            return batch.radius(self.eps), direction * self._step_ratio * batch.clamped(self.eps)
         xp = namespace(x0)
         if not _same_library(radius, xp):
             raise TypeError(

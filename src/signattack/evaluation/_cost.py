@@ -36,6 +36,20 @@ def _library_class(cls: type) -> bool:
     return isinstance(module, str) and module.split(".")[0] == "signattack"
 
 
+def _name_said(attack: object) -> object:
+    """``attack.name``; ``None`` where reading it fails (a user's property that raises
+    names nothing)."""
+    try:
+        return getattr(attack, "name", None)
+    except Exception:  # any failure of a user's property: no name, never a crash
+        return None
+
+
+def says_name(attack: object) -> bool:
+    """Whether ``attack`` has a name to say: a ``name`` that reads as a string."""
+    return isinstance(_name_said(attack), str)
+
+
 def said_name(attack: object) -> str:
     """The name a report gives ``attack``: the ``name`` it says where the library's own class
     says it (``APGD-CE``, ``FAB-T``) or where a user's class defines it itself (not inherited
@@ -49,7 +63,7 @@ def said_name(attack: object) -> str:
         owner is not None and owner is not object and not _library_class(owner)
     )
     if library_made(attack) or own:
-        named: object = getattr(attack, "name", None)
+        named = _name_said(attack)
         if isinstance(named, str) and named.strip():
             return named
     return cls.__name__

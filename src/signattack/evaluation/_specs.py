@@ -72,14 +72,6 @@ class _Threatened(Protocol):
     def threat(self) -> ThreatModel: ...
 
 
-@runtime_checkable
-class _Named(Protocol):
-    """An attack that says the name papers give it."""
-
-    @property
-    def name(self) -> str: ...
-
-
 def norm_said(attack: Attack) -> Norm | None:
     """The norm of ``attack``'s ball, read from its ``threat``; ``None`` where it says none
     (an attack of another library, made by a factory)."""

@@ -76,6 +76,12 @@ above its radius: the dtype's machine epsilon, two half-units in the last place 
 radius rounded to the dtype, and the difference ``x_adv - x`` rounded in it)."""
 
 
+def coarser(first: str | None, second: str) -> str:
+    """Of two dtypes' names (``first`` ``None`` before any), the one whose rounding
+    `ball_slack` allows more: what a report of batches in both records."""
+    return second if first is None or ball_slack(second) > ball_slack(first) else first
+
+
 def ball_slack(dtype: str | None) -> float:
     """The relative slack of `shown_largest` for points made in ``dtype`` (as its library
     names it): the rounding of that dtype (`_ROUNDING`); ``float64``'s for integer inputs,

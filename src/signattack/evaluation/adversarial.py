@@ -276,6 +276,10 @@ def load_adversarial(path: str | os.PathLike[str]) -> Adversarial:
             the message names the file and what is wrong.
     """
     source = _path_argument(path, "path")
+    if not source.exists():
+        raise ValueError(
+            f"adversarial {str(source)!r} does not exist: it must be a file written by evaluate"
+        )
     if not source.is_file():
         raise ValueError(f"adversarial {str(source)!r} must be a file written by evaluate")
     try:

@@ -20,12 +20,11 @@ from signattack.attacks import (
 from signattack.core.norms import Norm, NormName, norm_of
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
-from signattack.evaluation._cost import said_name
+from signattack.evaluation._cost import said_name, says_name
 from signattack.evaluation._specs import (
     AttackFactory,
     Attacks,
     AttackSpec,
-    _Named,
     _Threatened,
     norm_said,
     shared_norm,
@@ -104,7 +103,7 @@ def traits_of(attack: Attack) -> AttackTraits:
         ValueError: The attack's ``eot`` is not an integer ``>= 1``.
     """
     norm = norm_said(attack)
-    named = said_name(attack) if isinstance(attack, _Named) else None
+    named = said_name(attack) if says_name(attack) else None
     description = _described(attack, named, norm)
     eot: object = attack.eot if isinstance(attack, _Averaging) else 1
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:

@@ -35,7 +35,7 @@ from signattack.evaluation._escalation import audited_batch, second_pass, summar
 from signattack.evaluation._escalation import handed as handed_to
 from signattack.evaluation._judging import Plan, is_randomized
 from signattack.evaluation._specs import attack_at, specs_of
-from signattack.evaluation._units import radius_text
+from signattack.evaluation._units import coarser, radius_text
 from signattack.evaluation.adversarial import Collected, check_path, store_points, stored_points
 from signattack.evaluation.checkpoint import BatchResult, Checkpoint
 from signattack.evaluation.distributed import PeerFailure, Ranks
@@ -209,8 +209,9 @@ def evaluate(
         lines = Lines(progress, total, ranks)
         for index, x, y in batches:
             seen += 1
+            dtype = coarser(dtype, dtype_name(x))  # the coarsest rounding of any batch
             if index == 0:
-                device, dtype = str(device_of(x)), dtype_name(x)
+                device = str(device_of(x))
                 checked = outside.around(model)
                 if randomized is not None and is_randomized(checked, x, y, plan.threat):
                     plan, switched = Plan.of(randomized, radii), True  # the preset's version
