@@ -218,7 +218,7 @@ def _sharded(model, x, y, attack, eps, size: int, world: int) -> _Verdicts:
     class Shard(Ranks):
         def gather(self, payload):
             owned = [i for i in range(len(batches)) if i % world == self.rank]
-            results, _ = payload  # the batches' results, and the passes spent outside them
+            results, _, _ = payload  # the batches' results, the passes outside them, resumed
             assert sorted(results) == owned, "each process hands over its own batches only"
             handed[self.rank] = payload
             if self.rank:
