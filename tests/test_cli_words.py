@@ -113,7 +113,12 @@ def test_what_the_user_typed_is_quoted_as_typed(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "extra", [["--eps", "8", "--input-range", "0,1"], ["--eps", "8/255", "--input-range", "1,256"]]
+    "extra",
+    [
+        ["--eps", "8", "--input-range", "0,1"],
+        ["--eps", "8/255", "--input-range", "1,256"],
+        ["--eps", "0.5", "--input-range", "0,1"],  # half a level: meant, as the report judges
+    ],
 )
 def test_radii_in_the_boxs_units_get_no_such_warning(capsys, extra):
     status, _, err = _run([*DIGITS, *extra, *QUICK], capsys)

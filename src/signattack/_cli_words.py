@@ -52,11 +52,6 @@ _SILENCING = re.compile(
 """The library's advice to silence a warning in Python: the command line has no such flag."""
 
 
-NARROW_EPS = "smaller than one 8-bit level"
-"""The library's warning of a radius below one level of a pixel box, which the command line
-says in its own words where ``--input-range`` explains it."""
-
-
 @dataclasses.dataclass
 class Words:
     """How a command says the library's advice: in flags, and where it knows the attacks it
@@ -66,7 +61,6 @@ class Words:
         loss: The flags that give an attack a loss that does not saturate, for the options
             given (`loss_advice`).
         unsaturated: The selected attacks that already climb such a loss, by name.
-        covered: Fragments of library warnings that the command said in its own words.
         typed: What the user typed (the command's arguments): never translated where a
             message quotes it, so that a path such as ``runs/eps=8/test.npz`` reads as given.
     """
@@ -76,7 +70,6 @@ class Words:
         "standard, use them)"
     )
     unsaturated: tuple[str, ...] = ()
-    covered: list[str] = dataclasses.field(default_factory=list)
     typed: tuple[str, ...] = ()
 
     def __call__(self, text: str) -> str:
@@ -208,8 +201,6 @@ def warning_lines(command: str, words: Words, stream: TextIO | None = None) -> I
             return
         seen.add((category, text))
         if _is_ours(category, _warner(sys._getframe(1))):
-            if any(fragment in text for fragment in words.covered):
-                return
             shown = f"signattack {command}: warning: {words(text)}\n"
         else:
             shown = warnings.formatwarning(message, category, filename, lineno, line)
@@ -226,17 +217,19 @@ def narrow_eps_warning(
     eps: Sequence[float],
     bounds: tuple[float, float],
     input_range: tuple[float, float],
+    norm: str = "linf",
 ) -> str | None:
-    """What to say where ``--input-range`` is narrower than ``--bounds`` and every radius is
-    below one 8-bit level of ``--bounds``: radii in the model's range's units given for the
-    data's box (``--eps 8/255`` on CIFAR pixels moves each pixel by 8/255 of a level).
-    ``None`` where a radius is at least one level, or none is above 0. The radius suggested
+    """What to say where ``--input-range`` is narrower than ``--bounds`` and the radii are
+    too small for ``--bounds`` by the library's rule (`narrow_eps_problem`, the report's
+    finding): radii in the model's range's units given for the data's box (``--eps 8/255``
+    on CIFAR pixels moves each pixel by 8/255 of a level). ``None`` otherwise. The radius suggested
     reads ``--eps`` as RobustBench writes radii, in ``[0, 1]`` units (its ``8/255`` is 8
     levels of ``[0, 255]``), as the report's finding does, whatever the model's range."""
+    from signattack.core.norms import norm_of
+    from signattack.core.validation import Bounds, narrow_eps_problem
+
     width, taken = bounds[1] - bounds[0], input_range[1] - input_range[0]
-    if not taken < width or not any(value > 0 for value in eps):
-        return None
-    if not all(value < width / 255 for value in eps):
+    if not taken < width or narrow_eps_problem(max(eps), Bounds(*bounds), norm_of(norm)) is None:
         return None
     suggested = ",".join(f"{value * width:.6g}" for value in eps)
     return (

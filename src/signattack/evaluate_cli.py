@@ -58,7 +58,7 @@ from signattack._cli_data import (
 from signattack._cli_model import add_model_arguments, load_model
 from signattack._cli_outputs import Output, check_outputs
 from signattack._cli_record import command_record
-from signattack._cli_words import NARROW_EPS, Words, loss_advice, narrow_eps_warning
+from signattack._cli_words import Words, loss_advice, narrow_eps_warning
 from signattack._io import Json, write_atomically
 from signattack.evaluation.report import STAND_IN
 
@@ -263,7 +263,7 @@ def _evaluate(args: argparse.Namespace, distributed: bool, words: Words) -> int:
         raise UsageError(f"--step-size must be a finite number >= 0, got {args.step_size!r}")
     attacks = _attacks(args, (bounds[0], bounds[1]))
     _tell(words, args, attacks, (bounds[0], bounds[1]))
-    _warn_narrow_eps(args, eps, (bounds[0], bounds[1]), words)
+    _warn_narrow_eps(args, eps, (bounds[0], bounds[1]))
     data = Path(args.data.partition(":")[2]) if args.data.startswith("npz:") else None
     check_outputs(
         [(output, getattr(args, name)) for name, output in OUTPUTS.items()],
@@ -313,20 +313,18 @@ def _tell(
 
 
 def _warn_narrow_eps(
-    args: argparse.Namespace, eps: list[float], bounds: tuple[float, float], words: Words
+    args: argparse.Namespace, eps: list[float], bounds: tuple[float, float]
 ) -> None:
-    """Warn where ``--input-range`` is narrower than ``--bounds`` and every radius is below
-    one level of ``--bounds``, in flags; the library's own warning of that radius is then
-    not repeated."""
+    """Warn, in flags, where ``--input-range`` is narrower than ``--bounds`` and the radii
+    are too small for ``--bounds`` (the report's finding says the same in its table)."""
     if args.input_range is None:
         return
     taken = numbers(args.input_range, "--input-range", count=2)
-    said = narrow_eps_warning(args.eps, eps, bounds, (taken[0], taken[1]))
+    said = narrow_eps_warning(args.eps, eps, bounds, (taken[0], taken[1]), args.norm)
     if said is not None:
         from signattack import UnitsWarning
 
         warnings.warn(said, UnitsWarning, stacklevel=1)
-        words.covered.append(NARROW_EPS)
 
 
 def _warn_wide_eps(

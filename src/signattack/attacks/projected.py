@@ -136,7 +136,9 @@ class ProjectedGradient(BallAttack):
     @property
     def resolved_step_size(self) -> float:
         """The step size in use: ``step_size``, ``relative_step * eps``, or
-        ``2.5 * eps / steps`` when neither is given."""
+        ``2.5 * eps / steps`` when neither is given (a run with ``eps`` past the box's
+        diameter steps as the diameter does: see
+        [`Batch.clamped`][signattack.attacks.Batch.clamped])."""
         if self.step_size is not None:
             return float(self.step_size)
         return self._step_ratio * self.eps
