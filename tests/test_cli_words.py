@@ -262,6 +262,20 @@ def test_each_warning_once_the_librarys_in_flags_anothers_in_its_usual_form():
             "category=signattack.UnitsWarning)",
             "x",
         ),
+        # prose with apostrophes is no quote; a full stop ends advice
+        (
+            "the box's units (eps=0.5 for RobustBench's L2)",
+            "the box's units (--eps 0.5 for RobustBench's L2)",
+        ),
+        ("pass bounds=(0, 1).", "pass --bounds 0,1."),
+        ("use loss='margin'.", "use --loss margin."),
+        # quoted text and paths stay as they came
+        (
+            "file 'standard_attacks() notes.txt' missing",
+            "file 'standard_attacks() notes.txt' missing",
+        ),
+        ("file \"loss='margin'\" missing", "file \"loss='margin'\" missing"),
+        ("npz:eps=8 and /data/eps=8 kept", "npz:eps=8 and /data/eps=8 kept"),
     ],
 )
 def test_python_advice_in_flags(python, flags):

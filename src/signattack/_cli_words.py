@@ -39,11 +39,12 @@ PHRASES = {
 phrases first, then the words they hold."""
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_ALONE = (r"(?<![\w/\\.=-])", r"(?![\w/\\.-])")
-"""Advice stands alone: not within a path or a name (``runs/eps=8/x.npz``)."""
+_ALONE = (r"(?<![\w/\\.=:-])", r"(?![\w/\\-]|\.\w)")
+"""Advice stands alone: not within a path or a name (``runs/eps=8/x.npz``, ``npz:eps=8``);
+a full stop may end it."""
 _BOUNDS = re.compile(rf"{_ALONE[0]}bounds=\(\s*({_NUMBER}),\s*({_NUMBER})\s*\){_ALONE[1]}")
 _EPS = re.compile(rf"{_ALONE[0]}eps=({_NUMBER}(?:/{_NUMBER})?){_ALONE[1]}")
-_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_QUOTED = re.compile(r"(?<![\w=])(?:'[^'\n]*'|\"[^\"\n]*\")(?!\w)")
 """What a message quotes (a path, a value given): said as it came, never in flags."""
 _SILENCING = re.compile(
     r"(?:[;,]\s*)?(?:if [^;,()]*,\s*)?silence (?:this|it) with warnings\."
@@ -75,7 +76,7 @@ class Words:
     def __call__(self, text: str) -> str:
         """``text`` (advice, a warning or an error) with the library's Python advice said
         in flags, and what the user typed as typed."""
-        text = self._phrased(text)  # whole phrases first: some hold quotes (loss='dlr')
+        # a quote opens after no letter and no ``=`` (``loss='dlr'`` is advice, ``box's`` prose)
         kept = [*_QUOTED.findall(text), *_quoted_pieces(self.typed, self._translated)]
         for index, piece in enumerate(kept):
             text = text.replace(piece, f"\x00{index}\x00")
