@@ -124,7 +124,8 @@ def test_the_flags_build_the_fast_preset_with_its_audit():
     plain = selected_attacks(_parser().parse_args(command), (0.0, 255.0))
     assert (plain.audit.share, plain.audit.escalate) == (None, True)
     assert what_ran(plain, _parser().parse_args(command), randomized=False) == (
-        "attacks (fast preset): APGD-CE (100 steps), APGD-T (50 steps), Square probe (5000 queries)"
+        "attacks (fast preset): APGD-CE (100 steps), APGD-T (50 steps), "
+        "APGD-T (boundary, 50 steps), Square probe (5000 queries)"
     )
     off = selected_attacks(_parser().parse_args([*command, "--no-escalate"]), (0.0, 255.0))
     assert (off.audit.share, off.audit.escalate) == (None, False)

@@ -377,6 +377,6 @@ def test_the_fast_preset_takes_a_small_query_budget_and_the_steps(command):
     from signattack.cli import _parser
 
     arguments = [*command, "--eps", "1", "--attacks", "fast", "--steps", "2", "--queries", "30"]
-    apgd, targets, square = selected_attacks(_parser().parse_args(arguments), (0.0, 255.0))
-    assert (apgd.steps, targets.steps) == (2, 2)
+    apgd, targets, nearest, square = selected_attacks(_parser().parse_args(arguments), (0.0, 255.0))
+    assert (apgd.steps, targets.steps, nearest.steps) == (2, 2, 2)
     assert (square.probe, square.queries) == (30, 30)

@@ -244,7 +244,12 @@ def _label(attack: EpsAttack) -> str:
     eot = fields.get("eot", 1)
     if isinstance(eot, int) and eot > 1:
         budget.append(f"EOT over {eot} passes")
-    return f"{name_of(attack)} ({', '.join(budget)})" if budget else name_of(attack)
+    name = name_of(attack)
+    if not budget:
+        return name
+    if name.endswith(")"):  # "APGD-T (boundary)": one pair of brackets
+        return f"{name[:-1]}, {', '.join(budget)})"
+    return f"{name} ({', '.join(budget)})"
 
 
 def what_ran(attacks: Sequence[EpsAttack], args: argparse.Namespace, randomized: bool) -> str:

@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterable, Sequence
 from signattack._host import HostArray, copy_of, put_rows
 from signattack._io import Json
 from signattack._typing import Array, device_of, namespace
+from signattack.attacks import EpsAttack
 from signattack.core.kernels import take_samples
 from signattack.evaluation._audit import (
     AuditBatch,
+    AuditedSuite,
     AuditPlan,
     Escalation,
     Ran,
@@ -26,6 +28,7 @@ from signattack.evaluation.adversarial import Collected
 from signattack.evaluation.checkpoint import BatchResult
 from signattack.evaluation.distributed import PeerFailure, Ranks
 from signattack.evaluation.identity import batch_digest
+from signattack.evaluation.standard import AttackSuite, threat_of, traits_of
 
 
 def audited_batch(
@@ -261,3 +264,67 @@ def summary(
         own = [None if a is None else a.own for a in audits]
         record["passes"] = passes_json(total([*own, *spent]))
     return tuple(flags), record, tuple(warnings)
+
+
+def check_reference(members: Sequence[EpsAttack], reference: AttackSuite) -> None:
+    """Refuse a reference that does not attack in the preset's threat model: it is checked
+    as one more member of the evaluation (`threat_of`: one norm, one box, one model mode),
+    and it decides as the preset does, by one pass (its breaks become the evaluation's).
+
+    Raises:
+        ValueError: It does not; the message names ``reference``.
+    """
+    if not reference:
+        raise ValueError("reference must hold at least one attack, got an empty suite")
+    threat = threat_of(members)
+    assert threat is not None  # internal: the preset's members have a box
+    expected = (
+        f"norm {threat.geometry.title}, bounds {(threat.box.lower, threat.box.upper)}, "
+        f"model_mode {threat.model_mode!r}"
+    )
+    try:
+        threat_of([*members, *reference])
+    except ValueError as error:
+        raise ValueError(
+            f"reference must attack in the preset's threat model ({expected}): {error}"
+        ) from None
+    for index, attack in enumerate(reference):
+        eot = traits_of(attack).eot
+        if eot != 1:
+            raise ValueError(
+                f"reference[{index}] must decide by one pass (eot=1) as the preset does, got "
+                f"eot={eot} ({type(attack).__name__}); a randomized model gets rand_attacks"
+            )
+
+
+def suite_of(name: str, attacks: object) -> AttackSuite:
+    """``attacks`` as the suite ``name`` (the reference given to the fast preset).
+
+    Raises:
+        TypeError: It is not a sequence of attacks.
+    """
+    if isinstance(attacks, AuditedSuite):
+        raise TypeError(
+            f"{name} must be a suite without an audit of its own (standard_attacks(), a list "
+            f"of attacks), got the audited suite {attacks.name!r}"
+        )
+    if isinstance(attacks, EpsAttack):
+        return AttackSuite(name, [attacks])
+    if not isinstance(attacks, (list, tuple)):
+        raise TypeError(
+            f"{name} must be an AttackSuite or a sequence of attacks, got {type(attacks).__name__}"
+        )
+    given: Sequence[object] = attacks
+    if not given:
+        empty = type(given).__name__
+        raise ValueError(f"{name} must hold at least one attack, got an empty {empty}")
+    checked: list[EpsAttack] = []
+    for index, attack in enumerate(given):
+        if not isinstance(attack, EpsAttack):
+            raise TypeError(
+                f"{name}[{index}] must be an attack of signattack (APGD, Square, ...; a "
+                f"factory eps -> attack cannot be checked against the preset), got "
+                f"{type(attack).__name__}"
+            )
+        checked.append(attack)
+    return AttackSuite(name, checked)
