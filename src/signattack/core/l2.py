@@ -78,24 +78,27 @@ def _rows(a: Array) -> Array:
     return xp.reshape(a, (a.shape[0], math.prod(a.shape[1:])))
 
 
-def _norms_finite(a: Array) -> Array:
+def _norms_finite(a: Array, plain: bool = False) -> Array:
     """Per row of the finite ``(batch, n)`` array ``a``, ``||a_row||_2`` as ``(batch, 1)``,
-    summed on the row scaled by its largest magnitude (no overflow, no underflow)."""
+    summed on the row scaled by its largest magnitude (no overflow, no underflow); with
+    ``plain`` (the caller knows `_squares_fit` holds) one unscaled sum of squares."""
     xp = _xp(a)
     if a.shape[1] == 0:
         return xp.zeros((a.shape[0], 1), dtype=a.dtype, device=device_of(a))
+    if plain:
+        return xp.sqrt(xp.sum(a * a, axis=1, keepdims=True))
     size = xp.abs(a)
     top = xp.max(size, axis=1, keepdims=True)
-    scaled = size / xp.where(top > 0, top, 1.0)
+    scaled = size / (top + xp.astype(top <= 0, top.dtype))  # 1 for an all-zero row
     return xp.sqrt(xp.sum(scaled * scaled, axis=1, keepdims=True)) * top
 
 
-def _norms(a: Array) -> Array:
+def _norms(a: Array, plain: bool = False) -> Array:
     """`_norms_finite` for any ``(batch, n)`` float array: ``inf`` where a row holds an
     infinity, NaN where it holds a NaN."""
     xp = _xp(a)
     finite = xp.isfinite(a)
-    norms = _norms_finite(xp.where(finite, a, 0.0))
+    norms = _norms_finite(xp.where(finite, a, 0.0), plain)
     if a.shape[1] == 0:
         return norms
     norms = xp.where(xp.any(xp.isinf(a), axis=1, keepdims=True), xp.inf, norms)
@@ -160,38 +163,93 @@ class L2Feasible:
         wide, center, radius = self.center.dtype, self.center, self.radius
         unit = float(xp.finfo(wide).eps)
         eager = _eager(v)
-        flat = clip(xp.astype(_rows(v), wide), *self.near)
-        # the clip keeps NaN, and a row's sum of finite values this near x cannot overflow
-        if not eager or bool(xp.any(xp.isnan(xp.sum(flat, axis=1)))):
-            flat = xp.where(xp.isnan(flat), center, flat)
-        clipped = clip(flat, self.low, self.high)
         check = radius * (1.0 - _CHECK_ULPS * unit)
-        delta = flat - center
-        gap = clipped - center
-        inside = _norms_finite(gap) <= check
-        t = _ball_ratio(delta, gap, inside, radius * (1.0 - 2 * _CHECK_ULPS * unit))
-        point = clipped
-        if not eager or not bool(xp.all(inside)):
-            point = clip(center + t * delta, self.low, self.high)
-            if not eager or bool(xp.any(inside)):
-                point = xp.where(inside, clipped, point)
-        first = self._land(point, v.dtype)
+        plain = self._narrow(v.dtype)  # the check sums as `Euclidean.within` does
+        first = self._narrow_answer(v) if eager and plain else None
+        if first is None:
+            first = self._land(self._point(v), v.dtype)
         moved_by = xp.astype(first, wide) - center
-        reached = _norms_finite(moved_by)
+        reached = _norms_finite(moved_by, plain)
         if eager and bool(xp.all(reached <= check)):
             return xp.reshape(first, v.shape)
         # Where rounding left the first answer outside: the same direction, shortened by
         # the summation's and the addition's rounding; where even that fails: x itself.
-        slack = 2.0 * unit * math.sqrt(flat.shape[1]) * xp.max(xp.abs(center), axis=1)
+        slack = 2.0 * unit * math.sqrt(center.shape[1]) * xp.max(xp.abs(center), axis=1)
         target = radius * (1.0 - 4 * _CHECK_ULPS * unit) - xp.reshape(slack, (-1, 1))
         target = xp.where(xp.isfinite(target) & (target > 0), target, 0.0)
         shrink = xp.minimum(target / xp.where(reached > 0, reached, 1.0), 1.0)
         shorter = clip(center + moved_by * shrink, self.low, self.high)
         second = self._land(shorter, v.dtype)
-        fits = _norms_finite(xp.astype(second, wide) - center) <= check
+        fits = _norms_finite(xp.astype(second, wide) - center, plain) <= check
         origin = xp.astype(_rows(self.x), v.dtype)
         result = xp.where(reached <= check, first, xp.where(fits, second, origin))
         return xp.reshape(result, v.shape)
+
+    def _point(self, v: Array) -> Array:
+        """The projection of ``v`` in the widest float, ``(batch, elements)``, for any ``v``:
+        NaN elements taken as ``x``'s, values beyond `near` as there, every sum scaled."""
+        xp = _xp(v)
+        wide, center, radius = self.center.dtype, self.center, self.radius
+        unit = float(xp.finfo(wide).eps)
+        eager = _eager(v)
+        flat = clip(xp.astype(_rows(v), wide), *self.near)
+        # the clip keeps NaN, and a row's sum of finite values this near x cannot overflow
+        if not eager or bool(xp.any(xp.isnan(xp.sum(flat, axis=1)))):
+            flat = xp.where(xp.isnan(flat), center, flat)
+        clipped = clip(flat, self.low, self.high)
+        delta = flat - center
+        gap = clipped - center
+        inside = _norms_finite(gap) <= radius * (1.0 - _CHECK_ULPS * unit)
+        if eager and bool(xp.all(inside)):
+            return clipped
+        t = _ball_ratio(delta, gap, inside, radius * (1.0 - 2 * _CHECK_ULPS * unit))
+        point = clip(center + t * delta, self.low, self.high)
+        if not eager or bool(xp.any(inside)):
+            point = xp.where(inside, clipped, point)
+        return point
+
+    def _narrow(self, dtype: object) -> bool:
+        """Whether ``v`` of ``dtype`` takes `_narrow_answer`: ``x`` and ``v`` share a dtype
+        whose squared differences, summed over a sample in the widest float, can neither
+        overflow nor underflow (float32, float16 and bfloat16 against float64)."""
+        return self.x.dtype == dtype and _squares_fit(self.center, dtype)
+
+    @functools.cached_property
+    def _rooms(self) -> tuple[Array, Array, Array, Array]:
+        """How far each element may move down and up, ``low - center`` and ``high - center``,
+        and per sample the squared radii of the ball's check and of the search's goal
+        (`project`'s margins), made once per feasible set."""
+        xp = _xp(self.center)
+        unit = float(xp.finfo(self.center.dtype).eps)
+        check = self.radius * (1.0 - _CHECK_ULPS * unit)
+        goal = self.radius * (1.0 - 2 * _CHECK_ULPS * unit)
+        return self.low - self.center, self.high - self.center, check * check, goal * goal
+
+    def _narrow_answer(self, v: Array) -> Array | None:
+        """`project`'s first answer for eager ``v`` of a `_narrow` dtype, with plain sums of
+        squares (`_narrow` says they are exact to rounding) and few array operations;
+        ``None`` where ``v`` holds a NaN or an infinity, or the search did not settle: there
+        the general `_point` answers."""
+        xp = _xp(v)
+        low, high, check, goal = self._rooms
+        delta = xp.astype(_rows(v), self.center.dtype) - self.center
+        squares = delta * delta
+        total = xp.sum(squares, axis=1, keepdims=True)
+        if not bool(xp.all(xp.isfinite(total))):
+            return None
+        step = clip(delta, low, high)
+        kept = step * step
+        inside = xp.sum(kept, axis=1, keepdims=True) <= check
+        if not bool(xp.all(inside)):
+            ratio = _squared_ratio(squares, kept, total, xp.where(inside, math.inf, goal))
+            if ratio is None:
+                return None
+            step = clip(xp.sqrt(ratio) * delta, low, high)
+        point = self.center + step
+        landed = xp.astype(point, v.dtype)
+        # rounding moved an element farther from x where it moved it along its step
+        overshot = (xp.astype(landed, point.dtype) - point) * step > 0.0
+        return xp.where(overshot, xp.nextafter(landed, _rows(self.x)), landed)
 
     def _land(self, point: Array, dtype: object) -> Array:
         """``point`` (wide, inside the box) in ``dtype``, every element whose rounding
@@ -254,6 +312,49 @@ def _eager(a: Array) -> bool:
     """Whether ``a``'s values may steer Python's control flow: not for JAX, whose arrays
     may be traced under ``jax.jit``; there every branch is taken and the results chosen."""
     return not array_api_compat.is_jax_array(a)
+
+
+def _squares_fit(wide: Array, dtype: object) -> bool:
+    """Whether any difference of two finite values of ``dtype``, squared and summed over a
+    row of ``wide`` in ``wide``'s dtype, stays a normal number or zero: the largest
+    difference's square times the row's length below the largest float, the smallest
+    nonzero difference's square above the smallest normal one."""
+    xp = _xp(wide)
+    if dtype == wide.dtype or not xp.isdtype(dtype, "real floating"):
+        return False
+    narrow, broad = xp.finfo(dtype), xp.finfo(wide.dtype)
+    largest = 2.0 * float(narrow.max)
+    smallest = float(narrow.smallest_normal) * float(narrow.eps)
+    length = max(wide.shape[1], 1)
+    return largest * largest * length < float(broad.max) and smallest * smallest > float(
+        broad.smallest_normal
+    )
+
+
+def _squared_ratio(squares: Array, kept: Array, total: Array, goal: Array) -> Array | None:
+    """`_active_set_ratio` on squares, for `L2Feasible._narrow_answer`: per row the ``t**2``
+    in ``[0, 1]`` with ``sum_i min(t**2 squares_i, kept_i) = goal`` (``1`` where ``goal`` is
+    infinite), ``kept_i`` the squared room the box leaves element ``i``. Element ``i`` is
+    stopped from ``t**2 >= kept_i / squares_i``. ``None`` where a row did not settle within
+    `_SEARCH_STEPS` rounds. Plain sums: `_squares_fit` holds."""
+    xp = _xp(squares)
+    tiny = float(xp.finfo(squares.dtype).smallest_normal)
+    breaks = kept / (squares + tiny)
+    ratio = xp.minimum(goal, total) / (total + tiny)
+    one = xp.ones_like(ratio)
+    held = breaks <= ratio
+    for _ in range(_SEARCH_STEPS):
+        share = xp.astype(held, squares.dtype)  # a product is cheaper than a where
+        fixed = xp.sum(share * kept, axis=1, keepdims=True)
+        free = xp.sum((1.0 - share) * squares, axis=1, keepdims=True)
+        ratio = xp.minimum(xp.maximum((goal - fixed) / (free + tiny), ratio), one)
+        now = breaks <= ratio
+        if not bool(
+            xp.any(xp.not_equal(now, held))
+        ):  # the same elements stopped: the ratio is exact
+            return ratio
+        held = now
+    return None
 
 
 def _ball_ratio(delta: Array, gap: Array, inside: Array, radius: Array) -> Array:
@@ -362,7 +463,8 @@ class Euclidean:
     def distance(self, delta: Array) -> Array:
         check_batched(delta, "delta")
         xp = namespace(delta)
-        norms = _norms(xp.astype(_rows(delta), widest_float(delta)))
+        flat = xp.astype(_rows(delta), widest_float(delta))
+        norms = _norms(flat, _squares_fit(flat, delta.dtype))
         return xp.reshape(norms, (delta.shape[0],))
 
     def within(
@@ -391,7 +493,8 @@ class Euclidean:
         wide = widest_float(x)
         gap = xp.astype(_rows(x_adv), wide) - xp.astype(_rows(x), wide)
         radius = xp.asarray(radii, dtype=wide, device=where)
-        inside = xp.reshape(_norms(gap), (x.shape[0],)) <= radius
+        plain = x_adv.dtype == x.dtype and _squares_fit(gap, x.dtype)
+        inside = xp.reshape(_norms(gap, plain), (x.shape[0],)) <= radius
         if bounds is not None:
             lower_end = xp.asarray(bounds[0], dtype=x.dtype, device=where)
             upper_end = xp.asarray(bounds[1], dtype=x.dtype, device=where)
@@ -418,6 +521,11 @@ class Euclidean:
         if grad.ndim == 0 or math.prod(grad.shape[1:]) == 0:
             return xp.astype(grad, dtype)
         flat = xp.astype(_rows(grad), widest_float(grad))
+        if _eager(grad) and _squares_fit(flat, grad.dtype):  # no scaling needed, one sum
+            total = xp.sum(flat * flat, axis=1, keepdims=True)
+            if bool(xp.all(xp.isfinite(total))):
+                unit = flat / (xp.sqrt(total) + xp.astype(total <= 0, total.dtype))
+                return xp.reshape(xp.astype(unit, dtype), grad.shape)
         flat = xp.where(xp.isnan(flat), 0.0, flat)
         infinite = xp.isinf(flat)
         flat = xp.where(

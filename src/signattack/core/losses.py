@@ -132,10 +132,12 @@ def _floor(logits: Array) -> float:
     return max(_DLR_FLOOR, float(namespace(logits).finfo(logits.dtype).smallest_normal))
 
 
-def _ranked(logits: Array, rank: int) -> Array:
-    """Per sample, the index of the ``rank``-th largest logit (``rank = 1`` the largest)."""
+def _ranked(logits: Array, *ranks: int) -> tuple[Array, ...]:
+    """Per sample, the index of the ``rank``-th largest logit (``rank = 1`` the largest) for
+    each of ``ranks``, from one sort."""
     xp = namespace(logits)
-    return xp.argsort(logits, axis=1, descending=True, stable=True)[:, rank - 1]
+    order = xp.argsort(logits, axis=1, descending=True, stable=True)
+    return tuple(order[:, rank - 1] for rank in ranks)
 
 
 def _at(logits: Array, index: Array) -> Array:
@@ -160,7 +162,8 @@ def dlr(logits: Array, labels: Array) -> Array:
     classes.
     """
     _check_classes(logits, 3, "dlr")
-    gap = _at(logits, _ranked(logits, 1)) - _at(logits, _ranked(logits, 3)) + _floor(logits)
+    first, third = _ranked(logits, 1, 3)
+    gap = _at(logits, first) - _at(logits, third) + _floor(logits)
     return margin(logits, labels) / gap
 
 
@@ -170,7 +173,7 @@ def _dlr_gradient(logits: Array, labels: Array) -> Array:
     ``pi1``, ``-1`` at ``pi3``)."""
     _check_classes(logits, 3, "dlr")
     classes = logits.shape[1]
-    first, third = _ranked(logits, 1), _ranked(logits, 3)
+    first, third = _ranked(logits, 1, 3)
     gap = _at(logits, first) - _at(logits, third) + _floor(logits)
     d_gap = _one_hot(first, classes, logits.dtype) - _one_hot(third, classes, logits.dtype)
     value = margin(logits, labels)
@@ -185,8 +188,8 @@ def targeted_dlr(logits: Array, labels: Array) -> Array:
     """
     _check_classes(logits, 4, "targeted dlr")
     y, t = labels[:, 0], labels[:, 1]
-    fourth = (_at(logits, _ranked(logits, 3)) + _at(logits, _ranked(logits, 4))) / 2
-    gap = _at(logits, _ranked(logits, 1)) - fourth + _floor(logits)
+    first, third, fourth = _ranked(logits, 1, 3, 4)
+    gap = _at(logits, first) - (_at(logits, third) + _at(logits, fourth)) / 2 + _floor(logits)
     return (_at(logits, t) - _at(logits, y)) / gap
 
 
@@ -194,7 +197,7 @@ def _targeted_dlr_gradient(logits: Array, labels: Array) -> Array:
     _check_classes(logits, 4, "targeted dlr")
     classes, dtype = logits.shape[1], logits.dtype
     y, t = labels[:, 0], labels[:, 1]
-    first, third, fourth = (_ranked(logits, r) for r in (1, 3, 4))
+    first, third, fourth = _ranked(logits, 1, 3, 4)
     gap = _at(logits, first) - (_at(logits, third) + _at(logits, fourth)) / 2 + _floor(logits)
     d_gap = (
         _one_hot(first, classes, dtype)
