@@ -133,3 +133,18 @@ def test_the_second_run_is_named_by_its_ranking_and_its_norm():
 
     assert RankedAPGDT(1.0, ranking="boundary").name == "APGD-T (boundary)"
     assert RankedAPGDT(1.0, ranking="logits", norm="l2").name == "APGD-T (logits, L2)"
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_the_second_run_is_described_under_the_papers_name_with_its_ranking_among_the_settings(
+    norm,
+):
+    from signattack.evaluation.standard import traits_of
+
+    members = list(fast_attacks(norm=norm))
+    described = [traits_of(member).description for member in members]
+    second = described[2]
+    assert second.startswith("APGD-T(")
+    assert "ranking='boundary'" in second
+    assert second.count("l2") == (1 if norm == "l2" else 0)
+    assert len({traits_of(member).name for member in members}) == len(members)

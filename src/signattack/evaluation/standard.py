@@ -20,7 +20,7 @@ from signattack.attacks import (
 from signattack.core.norms import Norm, NormName, norm_of
 from signattack.core.threat import ModelMode, ThreatModel
 from signattack.core.validation import Bounds, check_bounds, check_seed, check_steps
-from signattack.evaluation._cost import said_name, says_name
+from signattack.evaluation._cost import library_made, said_name, says_name
 from signattack.evaluation._specs import (
     AttackFactory,
     Attacks,
@@ -125,13 +125,16 @@ def traits_of(attack: Attack) -> AttackTraits:
 def _described(attack: Attack, named: str | None, norm: Norm | None) -> str:
     """`describe`'s settings under the name papers give the attack, where it gives one:
     ``APGD-T(steps=100, seed=0)``, not the class ``APGDT``: what users read (a table's
-    footer, a RobustBench entry). The norm is said once, among the settings (``norm='l2'``),
-    not again in the name (``APGD-T (L2)``)."""
+    footer, a RobustBench entry). What a library attack's name adds in brackets (its norm,
+    ``APGD-T (L2)``, or its ranking, ``APGD-T (boundary)``) is said once, among the
+    settings (``norm='l2'``, ``ranking='boundary'``), not again in the name."""
     description = describe(attack)
     plain = f"{type(attack).__name__}("
     if not named or not description.startswith(plain):
         return description
-    if norm is not None and norm.name != "linf":
+    if library_made(attack):
+        named = named.split(" (", 1)[0]
+    elif norm is not None and norm.name != "linf":
         named = named.removesuffix(f" ({norm.title})")
     return f"{named}({description.removeprefix(plain)}"
 
