@@ -265,6 +265,17 @@ def test_smallest_breaking_eps_bisects_l2_radii():
     assert np.all(found[clean] <= np.abs(SIGNED[clean]) / SHRINK + 2.0**-12 + 1e-9)
 
 
+def test_smallest_breaking_eps_bisects_from_the_boxs_diameter_at_most():
+    # eps_max far past the box: the search starts at the diameter, sqrt(16) * 1 = 4 in the
+    # box [0, 1], which holds every point a larger ball would, and ends within 4 / 2**20
+    model, x, y, unit = _problem()
+    found = smallest_breaking_eps(model, x, y, _ExactL2(unit), eps_max=1e6, iterations=20)
+    clean = (SIGNED > 0) == (y == 1)
+    assert np.all(found[~clean] == 0)
+    assert np.all(found[clean] >= np.abs(SIGNED[clean]) - 1e-9)
+    assert np.all(found[clean] <= np.abs(SIGNED[clean]) / SHRINK + 4 * 2.0**-20 + 1e-9)
+
+
 def test_the_presets_build_autoattacks_l2_suite():
     suite = standard_attacks(bounds=(0.0, 1.0), norm="l2")
     assert [type(attack) for attack in suite] == [APGD, APGDT, FABT, Square]

@@ -11,7 +11,7 @@ from signattack._host import to_flags
 from signattack._typing import ArrayT, Model, as_model, device_of, is_array, namespace
 from signattack.attacks import PerSampleAttack
 from signattack.backends.batch import widest_float
-from signattack.core.validation import check_real, check_steps
+from signattack.core.validation import box_diameter, check_real, check_steps
 from signattack.evaluation._judging import clean_predictions, moves_of
 from signattack.evaluation._specs import shared_norm
 from signattack.evaluation.standard import threat_of, traits_of
@@ -33,8 +33,9 @@ def smallest_breaking_eps(
     Each iteration attacks the whole batch once, every sample at the middle of its own interval
     (per-sample eps), and halves the interval: after ``iterations`` steps the answer is within
     ``eps_max / 2**iterations``. The radii are those of the attack's norm (L-inf for the sign
-    attacks, L2 for an L2 attack). Samples misclassified without attack get 0; samples the attack
-    cannot break at ``eps_max`` get ``inf``. The accuracy at eps is then the share of samples whose
+    attacks, L2 for an L2 attack). The search starts from ``eps_max`` or, where it is smaller,
+    the box's diameter in that norm: a larger ball holds no other point of the box. Samples
+    misclassified without attack get 0; samples the attack cannot break there get ``inf``. The accuracy at eps is then the share of samples whose
     smallest breaking eps exceeds it.
 
     Args:
@@ -68,10 +69,12 @@ def smallest_breaking_eps(
         )
     # One decision rule, the attack's: the mean logits of its passes, clean and attacked;
     # a point that is the clean input is the clean pass's to judge.
-    draws, norm = traits_of(attack).eot, shared_norm([attack])
-    predictions, labels = clean_predictions(model, x, y, threat_of([attack]), draws=draws)
+    draws, norm, threat = traits_of(attack).eot, shared_norm([attack]), threat_of([attack])
+    predictions, labels = clean_predictions(model, x, y, threat, draws=draws)
     clean = to_flags(predictions == labels)
     runnable = as_model(model)  # a backend has accepted it
+    if threat is not None:
+        eps_max = min(eps_max, box_diameter(threat.box, norm, math.prod(x.shape[1:])))
     low, high = [0.0] * len(clean), [eps_max] * len(clean)
 
     def breaks(radii: list[float]) -> list[bool]:
