@@ -35,8 +35,8 @@ def smallest_breaking_eps(
     ``eps_max / 2**iterations``. The radii are those of the attack's norm (L-inf for the sign
     attacks, L2 for an L2 attack). The search starts from ``eps_max`` or, where it is smaller,
     the box's diameter in that norm: a larger ball holds no other point of the box. Samples
-    misclassified without attack get 0; samples the attack cannot break there get ``inf``. The accuracy at eps is then the share of samples whose
-    smallest breaking eps exceeds it.
+    misclassified without attack get 0; samples the attack cannot break there get ``inf``.
+    The accuracy at eps is then the share of samples whose smallest breaking eps exceeds it.
 
     Args:
         model: As for the attacks.
