@@ -3,7 +3,7 @@ lies, per sample.
 
 With ``d = v - x`` and ``c_i`` the room the box leaves element ``i`` in the direction ``d_i``
 points, the projection is ``x + clip(t * d)`` for the ``t`` in ``(0, 1]`` where
-``sum_i min(t |d_i|, c_i)^2`` reaches the radius squared ([`signattack.core.l2`][]). That sum is
+``sum_i min(t |d_i|, c_i)^2`` reaches the radius squared (`signattack.core.l2`). That sum is
 piecewise quadratic in ``t``, with breakpoints ``c_i / |d_i|``. Three searches find ``t``
 exactly: the box's active set grown from below in a few rounds (`_active_set_ratio`, on sums
 scaled by the row's largest element), the same on plain squares where they can neither
