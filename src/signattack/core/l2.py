@@ -151,7 +151,7 @@ class L2Feasible:
         wide, center, radius = self.center.dtype, self.center, self.radius
         unit = float(xp.finfo(wide).eps)
         eager = _eager(v)
-        check = radius * (1.0 - _CHECK_ULPS * unit)
+        check = self._check
         plain = self._narrow(v.dtype)  # the check sums as `Euclidean.within` does
         first = self._narrow_answer(v) if eager and plain else None
         if first is None:
@@ -200,18 +200,29 @@ class L2Feasible:
         """Whether ``v`` of ``dtype`` takes `_narrow_answer`: ``x`` and ``v`` share a dtype
         whose squared differences, summed over a sample in the widest float, can neither
         overflow nor underflow (float32, float16 and bfloat16 against float64)."""
-        return self.x.dtype == dtype and _squares_fit(self.center, dtype)
+        return self.x.dtype == dtype and self._narrow_x
+
+    @functools.cached_property
+    def _narrow_x(self) -> bool:
+        """`_squares_fit` for ``x``'s dtype, decided once per feasible set."""
+        return _squares_fit(self.center, self.x.dtype)
+
+    @functools.cached_property
+    def _check(self) -> Array:
+        """The radius `project` holds its answers within: ``8`` units in the last place
+        inside the sphere, per sample."""
+        unit = float(_xp(self.center).finfo(self.center.dtype).eps)
+        return self.radius * (1.0 - _CHECK_ULPS * unit)
 
     @functools.cached_property
     def _rooms(self) -> tuple[Array, Array, Array, Array]:
         """How far each element may move down and up, ``low - center`` and ``high - center``,
         and per sample the squared radii of the ball's check and of the search's goal
         (`project`'s margins), made once per feasible set."""
-        xp = _xp(self.center)
-        unit = float(xp.finfo(self.center.dtype).eps)
-        check = self.radius * (1.0 - _CHECK_ULPS * unit)
+        unit = float(_xp(self.center).finfo(self.center.dtype).eps)
         goal = self.radius * (1.0 - 2 * _CHECK_ULPS * unit)
-        return self.low - self.center, self.high - self.center, check * check, goal * goal
+        low, high = self.low - self.center, self.high - self.center
+        return low, high, self._check * self._check, goal * goal
 
     def _narrow_answer(self, v: Array) -> Array | None:
         """`project`'s first answer for eager ``v`` of a `_narrow` dtype, with plain sums of
