@@ -356,7 +356,7 @@ def test_the_random_start_of_an_odd_sized_sample_is_isotropic(size):
 def _sorted_reference(x, v, eps, lower, upper):
     """The projection with the ratio from one sort of the breakpoints (the compiled path's
     way), in float64, as a reference for the active-set search the eager path takes."""
-    from signattack.core import l2_ratio
+    from signattack.core import _l2_ratio
 
     x, v = np.asarray(x, np.float64), np.asarray(v, np.float64)
     feasible = L2.feasible(x, eps, lower, upper)
@@ -366,7 +366,7 @@ def _sorted_reference(x, v, eps, lower, upper):
     top = np.maximum(size_of.max(axis=1, keepdims=True), 1e-300)
     goal = (np.minimum(feasible.radius, top * np.sqrt(x.shape[1] + 1.0)) / top) ** 2
     breaks = cap / np.maximum(size_of, 5e-324)
-    ratio = l2_ratio._sorted_ratio(breaks, size_of / top, cap / top, goal)
+    ratio = _l2_ratio._sorted_ratio(breaks, size_of / top, cap / top, goal)
     inside = np.linalg.norm(gap, axis=1, keepdims=True) <= feasible.radius
     return np.where(inside, np.clip(v, lower, upper), np.clip(x + ratio * delta, lower, upper))
 

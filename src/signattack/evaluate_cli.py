@@ -110,7 +110,8 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         f"{', '.join(ATTACK_NAMES)}, or a preset: 'standard' (apgd-ce,apgd-t,fab-t,square "
         "with 100 steps and 5000 queries; its rand version on a randomized model), 'gradient' "
         "(apgd-ce,apgd-t), 'rand' (apgd-ce,apgd-dlr with 20 EOT passes), 'fast' (a screening at "
-        "a tenth of the standard suite's passes: apgd-ce, apgd-t on 3 targets, a Square probe; "
+        "about a seventh of the standard suite's passes: apgd-ce, apgd-t on 3 targets by the "
+        "logits and 3 by the boundary, a Square probe; "
         "at an eps where the probe breaks a sample or --audit finds a miss, the standard preset "
         "on every sample left robust there; not AutoAttack); overrides --attack",
     )

@@ -12,7 +12,7 @@ with ``t = 1`` where ``clip(v)`` lies in the ball, else the ``t`` for which ``||
 |d_i|, c_i)^2``, ``c_i`` the room to the box side ``d_i`` points at, is piecewise quadratic in ``t``
 with breakpoints ``c_i / |d_i|``: the active set of the box, grown from below in a few
 rounds, or one sort of the breakpoints and two cumulative sums, gives ``t`` exactly
-(`signattack.core.l2_ratio`; docs: "The L2 ball and the box").
+(`signattack.core._l2_ratio`; docs: "The L2 ball and the box").
 
 Every sum of squares runs in the library's widest float, on values scaled by their largest
 magnitude so that nothing overflows or underflows; where the inputs are float32, float16 or
@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from signattack._typing import Amount, Array, device_of, moved, namespace
-from signattack.core.kernels import _integer_end, clip
-from signattack.core.l2_ratio import (
+from signattack.core._l2_ratio import (
     _ball_ratio,
     _eager,
     _squared_ratio,
     _squares_fit,
     _xp,
 )
+from signattack.core.kernels import _integer_end, clip
 from signattack.core.norms import (
     NormName,
     beyond,
