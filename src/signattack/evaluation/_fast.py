@@ -288,6 +288,10 @@ def fast_attacks(
             with its audit; for a randomized model,
             [`rand_attacks`][signattack.evaluation.rand_attacks] (no audit, no escalation).
 
+    Its APGD-T runs, as the standard suite's, need a model of at least four classes (the
+    targeted DLR loss): on a model of fewer, the evaluation stops with a ``ValueError`` that
+    says so.
+
     Raises:
         TypeError, ValueError: A setting is not what it says above (the message names it).
     """
