@@ -446,3 +446,45 @@ def test_integer_attacks_project_inside_the_ball_through_their_float_copy(dtype)
             torch.from_numpy(x).to(dtype) if isinstance(dtype, torch.dtype) else x.astype(dtype)
         )
         assert bool(L2.within(integers, original, eps, (0.0, 255.0)).all())
+
+
+@pytest.mark.parametrize(
+    ("library", "dtype", "far"),
+    [
+        ("numpy", np.float64, 1e200),
+        ("numpy", np.float32, np.inf),
+        ("torch", torch.float32, np.inf),
+        ("torch", torch.float64, np.inf),
+        ("torch", torch.bfloat16, np.inf),
+    ],
+    ids=str,
+)
+def test_an_element_far_beyond_the_box_leaves_the_rest_of_the_ball_to_the_others(
+    library, dtype, far
+):
+    # the box stops the far element at 1.0 (0.5 of the radius 0.52 spent); the rest,
+    # sqrt(0.52^2 - 0.5^2), is shared by the three others, which v pulls equally
+    x = np.array([[0.5, 0.0, 0.0, 0.0]])
+    v = np.array([[far, 0.1, 0.1, 0.1]])
+    if library == "torch":
+        x, v = torch.from_numpy(x).to(dtype), torch.from_numpy(v).to(dtype)
+    else:
+        x, v = x.astype(dtype), v.astype(dtype)
+    projected = _float64(L2.feasible(x, 0.52, -1.0, 1.0).project(v))
+    share = np.sqrt((0.52**2 - 0.5**2) / 3)
+    unit = float(torch.finfo(dtype).eps if isinstance(dtype, torch.dtype) else np.finfo(dtype).eps)
+    np.testing.assert_allclose(projected[0], [1.0, share, share, share], rtol=max(4 * unit, 1e-12))
+
+
+def test_jax_in_float32_leaves_the_rest_of_the_ball_to_the_others():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = jnp.asarray([[0.5, 0.0, 0.0, 0.0]], dtype=jnp.float32)
+    v = jnp.asarray([[1e20, 0.1, 0.1, 0.1]], dtype=jnp.float32)
+    share = np.sqrt((0.52**2 - 0.5**2) / 3)
+    for project in (
+        lambda p: L2.feasible(x, 0.52, -1.0, 1.0).project(p),
+        jax.jit(lambda p: L2.feasible(x, 0.52, -1.0, 1.0).project(p)),
+    ):
+        projected = np.asarray(project(v), np.float64)
+        np.testing.assert_allclose(projected[0], [1.0, share, share, share], rtol=1e-4)

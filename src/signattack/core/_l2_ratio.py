@@ -99,26 +99,42 @@ def _ball_ratio(delta: Array, gap: Array, inside: Array, radius: Array) -> Array
 
     Every breakpoint ``s_i = c_i / |delta_i|`` lies in ``[0, 1]``; between two of them the
     squared norm is ``C + t^2 D``, ``C`` the squared rooms of the elements stopped by the box,
-    ``D`` the squared ``delta`` of the rest. Sums run on values scaled by the row's largest
-    ``|delta_i|``. NumPy and PyTorch take `_active_set_ratio` (a few passes, settled rows
-    checked on the host), JAX `_sorted_ratio` (no branch on values, for ``jax.jit``)."""
+    ``D`` the squared ``delta`` of the rest. Sums run on values scaled by `_scale`, so that
+    neither the largest ``|delta_i|`` overflows nor the rooms and the radius underflow.
+    NumPy and PyTorch take `_active_set_ratio` (a few passes, settled rows checked on the
+    host), JAX `_sorted_ratio` (no branch on values, for ``jax.jit``)."""
     xp = _xp(delta)
     size_of = xp.abs(delta)
     cap = xp.minimum(xp.abs(gap), size_of)
     top = xp.max(size_of, axis=1, keepdims=True)
     top = xp.where(top > 0, top, 1.0)
-    goal = xp.minimum(radius, top * math.sqrt(delta.shape[1] + 1.0)) / top
+    reach = xp.minimum(radius, top * math.sqrt(delta.shape[1] + 1.0))
+    scale = _scale(top, xp.maximum(xp.max(cap, axis=1, keepdims=True), reach), delta.shape[1])
+    goal = reach / scale
     goal = goal * goal
     # the smallest positive float: a zero |delta_i| (then c_i = 0) gives the breakpoint 0
     tiny = float(xp.finfo(delta.dtype).smallest_normal) * float(xp.finfo(delta.dtype).eps)
     breaks = cap / xp.maximum(size_of, tiny)
-    moving, stopped = size_of / top, cap / top
+    moving, stopped = size_of / scale, cap / scale
     if not _eager(delta):
         return xp.where(inside, 1.0, _sorted_ratio(breaks, moving, stopped, goal))
     ratio, settled = _active_set_ratio(breaks, moving, stopped, goal, inside)
     if bool(xp.all(settled)):
         return ratio
     return xp.where(settled, ratio, _sorted_ratio(breaks, moving, stopped, goal))
+
+
+def _scale(top: Array, small: Array, size: int) -> Array:
+    """Per row, what `_ball_ratio` divides by: ``sqrt(top * small)``, between the row's
+    largest ``|delta_i|`` (``top``) and the larger of its largest room and its radius
+    (``small``), so that a ``delta_i`` far beyond the box (an infinity taken as the largest
+    finite value `L2Feasible.near` allows) squares neither the rooms nor the radius into
+    the subnormal range; at most ``top``, and at least ``top`` over the ratio at which a sum
+    of ``size`` squares would overflow."""
+    xp = _xp(top)
+    bound = math.sqrt(float(xp.finfo(top.dtype).max) / (size + 1.0)) / 2.0
+    middle = xp.sqrt(top) * xp.sqrt(small)
+    return xp.minimum(xp.maximum(middle, top / bound), top)
 
 
 def _active_set_ratio(
