@@ -84,9 +84,8 @@ def _squared_ratio(squares: Array, kept: Array, total: Array, goal: Array) -> Ar
         free = xp.sum((1.0 - share) * squares, axis=1, keepdims=True)
         ratio = xp.minimum(xp.maximum((goal - fixed) / (free + tiny), ratio), one)
         now = breaks <= ratio
-        if not bool(
-            xp.any(xp.not_equal(now, held))
-        ):  # the same elements stopped: the ratio is exact
+        # the same elements stopped: the ratio is exact
+        if not bool(xp.any(xp.not_equal(now, held))):
             return ratio
         held = now
     return None

@@ -177,20 +177,18 @@ class L2Feasible:
         """The projection of ``v`` in the widest float, ``(batch, elements)``, for any ``v``:
         NaN elements taken as ``x``'s, values beyond `near` as there, every sum scaled."""
         xp = _xp(v)
-        wide, center, radius = self.center.dtype, self.center, self.radius
-        unit = float(xp.finfo(wide).eps)
-        eager = _eager(v)
-        flat = clip(xp.astype(_rows(v), wide), *self.near)
+        center, eager = self.center, _eager(v)
+        flat = clip(xp.astype(_rows(v), center.dtype), *self.near)
         # the clip keeps NaN, and a row's sum of finite values this near x cannot overflow
         if not eager or bool(xp.any(xp.isnan(xp.sum(flat, axis=1)))):
             flat = xp.where(xp.isnan(flat), center, flat)
         clipped = clip(flat, self.low, self.high)
         delta = flat - center
         gap = clipped - center
-        inside = _norms_finite(gap) <= radius * (1.0 - _CHECK_ULPS * unit)
+        inside = _norms_finite(gap) <= self._check
         if eager and bool(xp.all(inside)):
             return clipped
-        t = _ball_ratio(delta, gap, inside, radius * (1.0 - 2 * _CHECK_ULPS * unit))
+        t = _ball_ratio(delta, gap, inside, self._goal)
         point = clip(center + t * delta, self.low, self.high)
         if not eager or bool(xp.any(inside)):
             point = xp.where(inside, clipped, point)
@@ -215,14 +213,19 @@ class L2Feasible:
         return self.radius * (1.0 - _CHECK_ULPS * unit)
 
     @functools.cached_property
+    def _goal(self) -> Array:
+        """The radius the search aims at: twice the check's margin inside the sphere, so
+        that the rounding of the point it finds stays within `_check`."""
+        unit = float(_xp(self.center).finfo(self.center.dtype).eps)
+        return self.radius * (1.0 - 2 * _CHECK_ULPS * unit)
+
+    @functools.cached_property
     def _rooms(self) -> tuple[Array, Array, Array, Array]:
         """How far each element may move down and up, ``low - center`` and ``high - center``,
         and per sample the squared radii of the ball's check and of the search's goal
         (`project`'s margins), made once per feasible set."""
-        unit = float(_xp(self.center).finfo(self.center.dtype).eps)
-        goal = self.radius * (1.0 - 2 * _CHECK_ULPS * unit)
         low, high = self.low - self.center, self.high - self.center
-        return low, high, self._check * self._check, goal * goal
+        return low, high, self._check * self._check, self._goal * self._goal
 
     def _narrow_answer(self, v: Array) -> Array | None:
         """`project`'s first answer for eager ``v`` of a `_narrow` dtype, with plain sums of
@@ -244,23 +247,24 @@ class L2Feasible:
             if ratio is None:
                 return None
             step = clip(xp.sqrt(ratio) * delta, low, high)
-        point = self.center + step
-        landed = xp.astype(point, v.dtype)
-        # rounding moved an element farther from x where it moved it along its step
-        overshot = (xp.astype(landed, point.dtype) - point) * step > 0.0
-        return xp.where(overshot, xp.nextafter(landed, _rows(self.x)), landed)
+        return self._land(self.center + step, v.dtype, step)
 
-    def _land(self, point: Array, dtype: object) -> Array:
+    def _land(self, point: Array, dtype: object, step: Array | None = None) -> Array:
         """``point`` (wide, inside the box) in ``dtype``, every element whose rounding
-        moved it farther from ``x`` moved one unit in the last place back towards ``x``."""
+        moved it farther from ``x`` moved one unit in the last place back towards ``x``.
+        With ``step``, ``point - x`` of an ``x`` of ``dtype`` (`_narrow_answer`), rounding
+        moved an element farther where it moved it along its step."""
         xp = _xp(point)
         if dtype == point.dtype:
             return point
         landed = xp.astype(point, dtype)
         back = xp.astype(landed, point.dtype)
-        center = self.center
-        overshot = ((point >= center) & (back > point)) | ((point <= center) & (back < point))
-        origin = xp.astype(_rows(self.x), dtype)
+        if step is not None:
+            overshot = (back - point) * step > 0.0
+        else:
+            center = self.center
+            overshot = ((point >= center) & (back > point)) | ((point <= center) & (back < point))
+        origin = _rows(self.x) if self.x.dtype == dtype else xp.astype(_rows(self.x), dtype)
         return xp.where(overshot, xp.nextafter(landed, origin), landed)
 
     def random_point(self, draws: Array) -> Array:

@@ -328,8 +328,9 @@ def fast_attacks(
     ]
     if other:
         members.append(targeted(RankedAPGDT, other, _other(first.ranking)))
-    square = EscalatingSquare(0.0, probe, queries, bounds=box, seed=seed, norm=name)
-    members.append(dataclasses.replace(square, escalate=False))
+    members.append(
+        EscalatingSquare(0.0, probe, queries, bounds=box, seed=seed, norm=name, escalate=False)
+    )
     check_reference(members, reference)
     return AuditedSuite(
         "fast",
