@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -161,18 +162,31 @@ def _timed(run: Run, model, x, y, eps: float, seed: int) -> tuple[torch.Tensor, 
     return robust, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def compare(ours: Run, reference: Run, model, x, y, eps: float, seed: int) -> dict[str, object]:
-    mine, mine_cpu, mine_wall = _timed(ours, model, x, y, eps, seed)
-    other, other_cpu, other_wall = _timed(reference, model, x, y, eps, seed)
+def compare(
+    ours: Run, reference: Run, model, x, y, eps: float, seed: int, repeats: int = 1
+) -> dict[str, object]:
+    """Both runs ``repeats`` times, alternately: the verdicts of the first (the runs are
+    seeded, so every repeat decides alike) and the median CPU and wall times of each."""
+    timed: dict[str, list[tuple[torch.Tensor, float, float]]] = {"ours": [], "theirs": []}
+    for _ in range(repeats):
+        timed["ours"].append(_timed(ours, model, x, y, eps, seed))
+        timed["theirs"].append(_timed(reference, model, x, y, eps, seed))
+    for side, found in timed.items():
+        if any(not torch.equal(found[0][0], again[0]) for again in found[1:]):
+            raise RuntimeError(f"{side}: the repeats of one seeded run decided differently")
+    mine, other = timed["ours"][0][0], timed["theirs"][0][0]
+    cpu = {side: statistics.median(t[1] for t in found) for side, found in timed.items()}
+    wall = {side: statistics.median(t[2] for t in found) for side, found in timed.items()}
     return {
         "ours": float(mine.float().mean()),
         "theirs": float(other.float().mean()),
         "only_ours_breaks": int((~mine & other).sum()),
         "only_theirs_breaks": int((mine & ~other).sum()),
         "robust": {"ours": int(mine.sum()), "theirs": int(other.sum())},
-        "time_ratio": mine_cpu / other_cpu,
-        "wall_time_ratio": mine_wall / other_wall,
-        "seconds": {"ours": mine_cpu, "theirs": other_cpu},
+        "time_ratio": cpu["ours"] / cpu["theirs"],
+        "wall_time_ratio": wall["ours"] / wall["theirs"],
+        "seconds": cpu,
+        "repeats": repeats,
     }
 
 
@@ -219,6 +233,9 @@ def main() -> None:
     cli.add_argument("--seeds", default="0,1,2", help="seeds of every network's suite")
     cli.add_argument("--networks", default=",".join(NAMES), help="comma-separated names")
     cli.add_argument("--no-members", action="store_true", help="skip the members alone")
+    cli.add_argument(
+        "--repeats", type=int, default=1, help="runs of each side per row, alternately: median"
+    )
     cli.add_argument("--quick", action="store_true", help="a smoke run: tiny budget, one net")
     cli.add_argument("--merge", type=Path, nargs="+", help="combine these runs' files")
     cli.add_argument("--json", type=Path)
@@ -257,7 +274,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
             if name == "normal" and not args.no_members:
                 runs += [(m, 0, a, b) for m, (a, b) in members(steps, queries).items()]
             for attack, seed, mine, reference in runs:
-                found = compare(mine, reference, model, x, y, eps, seed)
+                found = compare(mine, reference, model, x, y, eps, seed, args.repeats)
                 row = {"network": name, "clean": clean, "eps": eps, "seed": seed}
                 rows.append({**row, "attack": attack, **found})
                 print(json.dumps(rows[-1]), flush=True)

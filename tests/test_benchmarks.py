@@ -74,7 +74,15 @@ def test_the_l2_parity_script_runs_quickly_and_its_rows_add_up(tmp_path):
     pytest.importorskip("pyautoattack")
     out = tmp_path / "l2.json"
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "l2_parity.py"), "--quick", "--json", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "l2_parity.py"),
+            "--quick",
+            "--repeats",
+            "2",
+            "--json",
+            str(out),
+        ],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
@@ -96,6 +104,9 @@ def test_the_l2_parity_script_runs_quickly_and_its_rows_add_up(tmp_path):
         assert ours <= round(row["clean"] * samples)
         assert theirs <= round(row["clean"] * samples)
         assert row["time_ratio"] > 0
+        assert row["repeats"] == 2
+        seconds = row["seconds"]
+        assert row["time_ratio"] == pytest.approx(seconds["ours"] / seconds["theirs"])
     suite = next(line for line in table["summary"] if line["attack"] == "standard suite")
     first = table["rows"][0]["robust"]
     assert suite["mean_difference_samples"] == first["ours"] - first["theirs"]

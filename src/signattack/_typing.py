@@ -244,6 +244,16 @@ class Namespace(Protocol):
         stable: builtins.bool = True,
     ) -> Array: ...
 
+    def sort(
+        self,
+        x: Array,
+        /,
+        *,
+        axis: int = -1,
+        descending: builtins.bool = False,
+        stable: builtins.bool = True,
+    ) -> Array: ...
+
     def nonzero(self, x: Array, /) -> tuple[Array, ...]: ...
 
     def cumulative_sum(self, x: Array, /, *, axis: int | None = None) -> Array: ...
@@ -253,14 +263,35 @@ class Namespace(Protocol):
     def take_along_axis(self, x: Array, indices: Array, /, *, axis: int = -1) -> Array: ...
 
 
+_NAMESPACES: dict[tuple[type, ...], Namespace] = {}
+"""The namespace of each combination of array types `namespace` has answered: an array's
+library follows from its type (`_typed_alone` names the one exception)."""
+
+
 def namespace(*arrays: object) -> Namespace:
     """The array library of ``arrays`` (its array-API namespace).
 
     Raises:
         TypeError: The arrays are not of one array-API library.
     """
-    xp: Namespace = array_api_compat.array_namespace(*arrays)
+    kinds = tuple(map(type, arrays))
+    alone = all(map(_typed_alone, arrays))
+    xp = _NAMESPACES.get(kinds) if alone else None
+    if xp is None:
+        xp = array_api_compat.array_namespace(*arrays)
+        if alone:
+            _NAMESPACES[kinds] = xp
     return xp
+
+
+def _typed_alone(value: object) -> bool:
+    """Whether ``value``'s namespace follows from its type alone: all but NumPy's arrays of
+    a void dtype, among them JAX's ``float0`` (JAX's gradient with respect to an integer
+    input), whose namespace is JAX's."""
+    kind = type(value)
+    if kind.__name__ != "ndarray" or kind.__module__ != "numpy":
+        return True
+    return getattr(getattr(value, "dtype", None), "kind", "") != "V"
 
 
 def is_array(value: object) -> TypeGuard[Array]:

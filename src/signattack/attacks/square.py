@@ -42,6 +42,7 @@ centred on the image (the reference's is shifted by one row and column on small 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
@@ -292,13 +293,22 @@ class _SearchState:
     draws: SquareDraws | SquareL2Draws
 
 
-def _window_mask(tops: Array, lefts: Array, tall: int, wide: int, like: Array) -> Array:
-    """Per sample, whether each pixel lies in its window, ``(batch, 1, height, width)``."""
+def _pixel_grid(like: Array) -> tuple[Array, Array]:
+    """Each pixel's row ``(1, 1, height, 1)`` and column ``(1, 1, 1, width)`` on ``like``'s
+    device, to broadcast over ``(batch, 1, height, width)``."""
     xp, where = namespace(like), device_of(like)
-    size = like.shape[0]
     _, height, width = _image_shape(like)
     rows = xp.reshape(xp.arange(height, device=where), (1, 1, height, 1))
-    columns = xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
+    return rows, xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
+
+
+def _window_mask(
+    tops: Array, lefts: Array, tall: int, wide: int, grid: tuple[Array, Array]
+) -> Array:
+    """Per sample, whether each pixel lies in its window, ``(batch, 1, height, width)``, on
+    the `_pixel_grid` ``grid``."""
+    rows, columns = grid
+    xp, size = namespace(rows), tops.shape[0]
     top, left = xp.reshape(tops, (size, 1, 1, 1)), xp.reshape(lefts, (size, 1, 1, 1))
     inside = (rows >= top) & (rows < top + tall) & (columns >= left)
     return inside & (columns < left + wide)
@@ -341,6 +351,11 @@ class SquareSearch:
     counts: object
     needs_gradient: ClassVar[bool] = False
     per_sample: ClassVar[bool] = True
+
+    @functools.cached_property
+    def _grid(self) -> tuple[Array, Array]:
+        """The `_pixel_grid` of every window, made once per search."""
+        return _pixel_grid(self.x)
 
     def start(self, start: Start) -> _SearchState:
         """Nothing found yet; the first proposal is `_first`."""
@@ -393,7 +408,7 @@ class SquareSearch:
         channels, height, width = _image_shape(best)
         size, shape = best.shape[0], tuple(best.shape)
         tall, wide = _window_side(query, self.steps, self.p_init, height, width)
-        inside = _window_mask(draws.tops[:, query], draws.lefts[:, query], tall, wide, best)
+        inside = _window_mask(draws.tops[:, query], draws.lefts[:, query], tall, wide, self._grid)
         signs = xp.reshape(draws.signs[:, query, :], (size, channels, 1, 1))
         change = 2 * _per_image(self.radius) * signs * xp.astype(inside, best.dtype)
         flat = xp.reshape(best, (size, channels, height, width))
@@ -446,8 +461,10 @@ class SquareL2Search(SquareSearch):
         image = (size, channels, height, width)
         clean = _clean(state)
         delta = (xp.reshape(xp.astype(best, draws.tiles.dtype), image) - clean) / self.reach
-        first = _window_mask(draws.tops[:, query], draws.lefts[:, query], side, side, best)
-        second = _window_mask(draws.tops_2[:, query], draws.lefts_2[:, query], side, side, best)
+        first, bump = _bump(draws, query, side, self._grid, self.counts)
+        second = _window_mask(
+            draws.tops_2[:, query], draws.lefts_2[:, query], side, side, self._grid
+        )
         both = xp.astype(first | second, delta.dtype)
 
         def norm(v: Array, axis: tuple[int, ...]) -> Array:
@@ -458,7 +475,7 @@ class SquareL2Search(SquareSearch):
 
         old = delta * xp.astype(first, delta.dtype)
         signs = xp.reshape(draws.signs[:, query, :], (size, channels, 1, 1))
-        new = _bump(draws, query, side, first, self.counts) * signs
+        new = bump * signs
         new = new + unit(old, norm(old, (2, 3)))
         room = xp.clip(1 - norm(delta, (1, 2, 3)) ** 2, 0, None) / channels
         mass = (room + norm(delta * both, (2, 3)) ** 2) ** 0.5
@@ -487,21 +504,23 @@ def _clean(state: _SearchState) -> Array:
     return xp.astype(image, _l2(state.draws).tiles.dtype)
 
 
-def _bump(draws: SquareL2Draws, query: int, side: int, first: Array, counts: object) -> Array:
-    """The bump of side ``side`` in each sample's first window (turned where drawn), zero
-    elsewhere, ``(batch, 1, height, width)``."""
-    xp = namespace(first)
-    size, height, width = first.shape[0], first.shape[2], first.shape[3]
-    where = device_of(first)
-    rows = xp.reshape(xp.arange(height, device=where), (1, 1, height, 1))
-    columns = xp.reshape(xp.arange(width, device=where), (1, 1, 1, width))
-    row = xp.clip(rows - xp.reshape(draws.tops[:, query], (size, 1, 1, 1)), 0, side - 1)
-    column = xp.clip(columns - xp.reshape(draws.lefts[:, query], (size, 1, 1, 1)), 0, side - 1)
+def _bump(
+    draws: SquareL2Draws, query: int, side: int, grid: tuple[Array, Array], counts: object
+) -> tuple[Array, Array]:
+    """Each sample's first window (`_window_mask`) and the bump of side ``side`` in it
+    (turned where drawn), zero elsewhere, both ``(batch, 1, height, width)``."""
+    rows, columns = grid
+    xp = namespace(rows)
+    size, height, width = draws.tops.shape[0], rows.shape[2], columns.shape[3]
+    down = rows - xp.reshape(draws.tops[:, query], (size, 1, 1, 1))
+    across = columns - xp.reshape(draws.lefts[:, query], (size, 1, 1, 1))
+    row, column = xp.clip(down, 0, side - 1), xp.clip(across, 0, side - 1)
+    first = xp.equal(row, down) & xp.equal(column, across)  # nothing clipped: inside
     turned = xp.reshape(draws.turns[:, query], (size, 1, 1, 1))
     index = turned * (side * side) + row * side + column
     flat = xp.reshape(xp.astype(index, counts), (-1,))
     values = xp.reshape(xp.take(draws.bumps[side], flat), (size, 1, height, width))
-    return values * xp.astype(first, values.dtype)
+    return first, values * xp.astype(first, values.dtype)
 
 
 def _per_image(radius: Amount) -> Amount:

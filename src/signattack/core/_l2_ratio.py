@@ -76,13 +76,12 @@ def _squared_ratio(squares: Array, kept: Array, total: Array, goal: Array) -> Ar
     tiny = float(xp.finfo(squares.dtype).smallest_normal)
     breaks = kept / (squares + tiny)
     ratio = xp.minimum(goal, total) / (total + tiny)
-    one = xp.ones_like(ratio)
     held = breaks <= ratio
     for _ in range(_SEARCH_STEPS):
         share = xp.astype(held, squares.dtype)  # a product is cheaper than a where
         fixed = xp.sum(share * kept, axis=1, keepdims=True)
         free = xp.sum((1.0 - share) * squares, axis=1, keepdims=True)
-        ratio = xp.minimum(xp.maximum((goal - fixed) / (free + tiny), ratio), one)
+        ratio = xp.minimum(xp.maximum((goal - fixed) / (free + tiny), ratio), 1.0)
         now = breaks <= ratio
         # the same elements stopped: the ratio is exact
         if not bool(xp.any(xp.not_equal(now, held))):

@@ -169,7 +169,7 @@ class L2Feasible:
         shorter = clip(center + moved_by * shrink, self.low, self.high)
         second = self._land(shorter, v.dtype)
         fits = _norms_finite(xp.astype(second, wide) - center, plain) <= check
-        origin = xp.astype(_rows(self.x), v.dtype)
+        origin = xp.astype(self._origin, v.dtype)
         result = xp.where(reached <= check, first, xp.where(fits, second, origin))
         return xp.reshape(result, v.shape)
 
@@ -235,14 +235,14 @@ class L2Feasible:
         xp = _xp(v)
         low, high, check, goal = self._rooms
         delta = xp.astype(_rows(v), self.center.dtype) - self.center
-        squares = delta * delta
-        total = xp.sum(squares, axis=1, keepdims=True)
-        if not bool(xp.all(xp.isfinite(total))):
-            return None
-        step = clip(delta, low, high)
+        step = clip(delta, low, high)  # an infinity clipped to the box's end: exact
         kept = step * step
-        inside = xp.sum(kept, axis=1, keepdims=True) <= check
+        inside = xp.sum(kept, axis=1, keepdims=True) <= check  # a NaN is never inside
         if not bool(xp.all(inside)):
+            squares = delta * delta
+            total = xp.sum(squares, axis=1, keepdims=True)
+            if not bool(xp.all(xp.isfinite(total))):
+                return None
             ratio = _squared_ratio(squares, kept, total, xp.where(inside, math.inf, goal))
             if ratio is None:
                 return None
@@ -264,8 +264,13 @@ class L2Feasible:
         else:
             center = self.center
             overshot = ((point >= center) & (back > point)) | ((point <= center) & (back < point))
-        origin = _rows(self.x) if self.x.dtype == dtype else xp.astype(_rows(self.x), dtype)
+        origin = self._origin if self.x.dtype == dtype else xp.astype(self._origin, dtype)
         return xp.where(overshot, xp.nextafter(landed, origin), landed)
+
+    @functools.cached_property
+    def _origin(self) -> Array:
+        """``x`` as ``(batch, elements)`` in its own dtype."""
+        return _rows(self.x)
 
     def random_point(self, draws: Array) -> Array:
         """AutoAttack's L2 start: ``x + eps * g / ||g||_2`` with ``g`` isotropic Gaussian,
