@@ -132,3 +132,23 @@ def test_squares_fit_only_where_the_wide_float_holds_every_sum():
     assert not l2._squares_fit(wide, np.float64)
     assert not l2._squares_fit(np.zeros((1, 10), np.float32), np.float32)
     assert not l2._squares_fit(wide, np.int32)
+
+
+@pytest.mark.parametrize("size", [64, 3072])
+def test_a_float32_projection_with_no_wider_float_ends_near_the_sphere(size):
+    """Under JAX without 64-bit floats the widest float is float32 itself: where the
+    rounding of ``x + step`` leaves the first answer outside, the shortened answer lands
+    every element no farther from ``x`` than its step, so it ends about as near the sphere
+    as a float32 answer from float64 sums does (earlier: 1.3% of the radius short)."""
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(1)
+    eps = 1e-3
+    x = rng.uniform(0.0, 1.0, size=(8, size)).astype(np.float32)
+    v = (x + rng.normal(size=x.shape) * eps * 10).astype(np.float32)
+    exact = np.asarray(
+        L2.feasible(x.astype(np.float64), eps, 0.0, 1.0).project(v.astype(np.float64))
+    )
+    landed = L2.feasible(jnp.asarray(x), eps, 0.0, 1.0).project(jnp.asarray(v))
+    assert bool(np.all(np.asarray(L2.within(landed, jnp.asarray(x), eps, (0.0, 1.0)))))
+    reached = np.linalg.norm(np.asarray(landed, dtype=np.float64) - x, axis=1)
+    assert np.all(np.linalg.norm(exact - x, axis=1) - reached <= 5e-3 * eps)

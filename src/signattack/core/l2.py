@@ -161,16 +161,19 @@ class L2Feasible:
         if eager and bool(xp.all(reached <= check)):
             return xp.reshape(first, v.shape)
         # Where rounding left the first answer outside: the same direction, shortened by
-        # the summation's and the addition's rounding; where even that fails: x itself.
-        slack = 2.0 * unit * math.sqrt(center.shape[1]) * xp.max(xp.abs(center), axis=1)
-        target = radius * (1.0 - 4 * _CHECK_ULPS * unit) - xp.reshape(slack, (-1, 1))
-        target = xp.where(xp.isfinite(target) & (target > 0), target, 0.0)
-        shrink = xp.minimum(target / xp.where(reached > 0, reached, 1.0), 1.0)
-        shorter = clip(center + moved_by * shrink, self.low, self.high)
-        second = self._land(shorter, v.dtype)
-        fits = _norms_finite(xp.astype(second, wide) - center, plain) <= check
-        origin = xp.astype(self._origin, v.dtype)
-        result = xp.where(reached <= check, first, xp.where(fits, second, origin))
+        # the summations' rounding (every element landed no farther from x than its
+        # step); where that fails, by the additions' too; where even that fails: x itself.
+        summed = (2.0 * math.log2(center.shape[1] + 1.0) + 4 * _CHECK_ULPS) * unit
+        added = 2.0 * unit * math.sqrt(center.shape[1]) * xp.max(xp.abs(center), axis=1)
+        result = xp.astype(self._origin, v.dtype)
+        for target in (radius * (1.0 - summed) - xp.reshape(added, (-1, 1)), check * (1 - summed)):
+            target = xp.where(xp.isfinite(target) & (target > 0), target, 0.0)
+            shrink = xp.minimum(target / xp.where(reached > 0, reached, 1.0), 1.0)
+            step = moved_by * shrink
+            shorter = self._land(clip(center + step, self.low, self.high), v.dtype, step)
+            fits = _norms_finite(xp.astype(shorter, wide) - center, plain) <= check
+            result = xp.where(fits, shorter, result)
+        result = xp.where(reached <= check, first, result)
         return xp.reshape(result, v.shape)
 
     def _point(self, v: Array) -> Array:
@@ -256,7 +259,11 @@ class L2Feasible:
         moved an element farther where it moved it along its step."""
         xp = _xp(point)
         if dtype == point.dtype:
-            return point
+            if step is None:
+                return point
+            # no rounding to undo, only the addition's: an element past its step goes back
+            overshot = xp.abs(point - self.center) > xp.abs(step)
+            return xp.where(overshot, xp.nextafter(point, self.center), point)
         landed = xp.astype(point, dtype)
         back = xp.astype(landed, point.dtype)
         if step is not None:
