@@ -152,3 +152,18 @@ def test_a_float32_projection_with_no_wider_float_ends_near_the_sphere(size):
     assert bool(np.all(np.asarray(L2.within(landed, jnp.asarray(x), eps, (0.0, 1.0)))))
     reached = np.linalg.norm(np.asarray(landed, dtype=np.float64) - x, axis=1)
     assert np.all(np.linalg.norm(exact - x, axis=1) - reached <= 5e-3 * eps)
+
+
+def test_a_feasible_set_made_eagerly_projects_under_jit_and_eagerly_again():
+    """What the set makes once is made with it: a first projection traced by `jax.jit`
+    leaves no traced value behind for the calls after it."""
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (4, 16)).astype(np.float32))
+    feasible = L2.feasible(x, 5.0, 0.0, 255.0)
+    traced = jax.jit(feasible.project)(x + 40.0)
+    eager = feasible.project(x + 40.0)
+    again = jax.jit(feasible.project)(x + 41.0)
+    for point in (traced, eager, again):
+        assert bool(jnp.all(L2.within(point, x, 5.0, (0.0, 255.0))))
+    assert float(jnp.max(jnp.abs(traced - eager))) <= 1e-3

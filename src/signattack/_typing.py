@@ -244,16 +244,6 @@ class Namespace(Protocol):
         stable: builtins.bool = True,
     ) -> Array: ...
 
-    def sort(
-        self,
-        x: Array,
-        /,
-        *,
-        axis: int = -1,
-        descending: builtins.bool = False,
-        stable: builtins.bool = True,
-    ) -> Array: ...
-
     def nonzero(self, x: Array, /) -> tuple[Array, ...]: ...
 
     def cumulative_sum(self, x: Array, /, *, axis: int | None = None) -> Array: ...
@@ -285,12 +275,9 @@ def namespace(*arrays: object) -> Namespace:
 
 
 def _typed_alone(value: object) -> bool:
-    """Whether ``value``'s namespace follows from its type alone: all but NumPy's arrays of
-    a void dtype, among them JAX's ``float0`` (JAX's gradient with respect to an integer
-    input), whose namespace is JAX's."""
-    kind = type(value)
-    if kind.__name__ != "ndarray" or kind.__module__ != "numpy":
-        return True
+    """Whether ``value``'s namespace follows from its type alone: all but values of a void
+    dtype (NumPy's arrays, their subclasses and scalars), among them JAX's ``float0`` (JAX's
+    gradient with respect to an integer input), whose namespace is JAX's."""
     return getattr(getattr(value, "dtype", None), "kind", "") != "V"
 
 

@@ -133,6 +133,12 @@ class L2Feasible:
     low: Array
     high: Array
 
+    def __post_init__(self) -> None:
+        # Everything made once per feasible set is made now, where the set is made: made on
+        # a first call traced by `jax.jit`, it would keep the trace's values past the trace.
+        for made in ("near", "_narrow_x", "_rooms", "_origin"):
+            getattr(self, made)
+
     @functools.cached_property
     def near(self) -> tuple[Array, Array]:
         """``center - far`` and ``center + far``: how far below and above ``x`` a value is still

@@ -140,14 +140,6 @@ def _ranked(logits: Array, *ranks: int) -> tuple[Array, ...]:
     return tuple(order[:, rank - 1] for rank in ranks)
 
 
-def _ranked_values(logits: Array, *ranks: int) -> tuple[Array, ...]:
-    """Per sample, the ``rank``-th largest logit for each of ``ranks``, from one sort (its
-    gradient reaches the entry `_ranked` names: the sort is stable as its argsort is)."""
-    xp = namespace(logits)
-    values = xp.sort(logits, axis=1, descending=True, stable=True)
-    return tuple(values[:, rank - 1] for rank in ranks)
-
-
 def _at(logits: Array, index: Array) -> Array:
     xp = namespace(logits, index)
     return xp.take_along_axis(logits, index[:, None], axis=1)[:, 0]
@@ -170,8 +162,9 @@ def dlr(logits: Array, labels: Array) -> Array:
     classes.
     """
     _check_classes(logits, 3, "dlr")
-    first, third = _ranked_values(logits, 1, 3)
-    return margin(logits, labels) / (first - third + _floor(logits))
+    first, third = _ranked(logits, 1, 3)
+    gap = _at(logits, first) - _at(logits, third) + _floor(logits)
+    return margin(logits, labels) / gap
 
 
 def _dlr_gradient(logits: Array, labels: Array) -> Array:
@@ -195,8 +188,8 @@ def targeted_dlr(logits: Array, labels: Array) -> Array:
     """
     _check_classes(logits, 4, "targeted dlr")
     y, t = labels[:, 0], labels[:, 1]
-    first, third, fourth = _ranked_values(logits, 1, 3, 4)
-    gap = first - (third + fourth) / 2 + _floor(logits)
+    first, third, fourth = _ranked(logits, 1, 3, 4)
+    gap = _at(logits, first) - (_at(logits, third) + _at(logits, fourth)) / 2 + _floor(logits)
     return (_at(logits, t) - _at(logits, y)) / gap
 
 
