@@ -136,8 +136,7 @@ class L2Feasible:
     def __post_init__(self) -> None:
         # Everything made once per feasible set is made now, where the set is made: made on
         # a first call traced by `jax.jit`, it would keep the trace's values past the trace.
-        for made in ("near", "_narrow_x", "_rooms", "_origin"):
-            getattr(self, made)
+        _ = self.near, self._narrow_x, self._rooms, self._origin
 
     @functools.cached_property
     def near(self) -> tuple[Array, Array]:
