@@ -260,8 +260,9 @@ class L2Feasible:
     def _land(self, point: Array, dtype: object, step: Array | None = None) -> Array:
         """``point`` (wide, inside the box) in ``dtype``, every element whose rounding
         moved it farther from ``x`` moved one unit in the last place back towards ``x``.
-        With ``step``, ``point - x`` of an ``x`` of ``dtype`` (`_narrow_answer`), rounding
-        moved an element farther where it moved it along its step."""
+        With ``step`` (``point - x`` before the addition's rounding: `_narrow_answer`, and
+        `project`'s shortened answers), an element moved farther is one rounded past its
+        step, and where ``point`` is already in ``dtype`` only those are moved back."""
         xp = _xp(point)
         if dtype == point.dtype:
             if step is None:
